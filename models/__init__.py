@@ -1,0 +1,1 @@
+"""Model provisioning (Whisper weights), intent-model training and weight conversion."""

@@ -1,0 +1,243 @@
+"""A phone platform in a box, for `voicebot call`: streams caller audio to the bot in real
+time (or `speed` times faster) as the chosen platform would, plays the bot's audio on a
+simulated clock (acknowledging marks when their audio has played, honouring clears), and
+measures latency from the end of the caller's speech.
+
+Latency is measured here, on the caller's side: the end of speech is found in the caller's
+own audio (the last 20 ms frame within 35 dB of the loudest), and each figure is the time
+from sending that frame to receiving the bot's transcript, decision (both from the bot's
+event stream) and first audio byte (from the media socket).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import websockets
+
+from telephony.codecs import float_to_pcm16, resample
+from telephony.registry import PLATFORM_CLIENTS as PLATFORMS
+
+FRAME_MS = 20
+LEAD_SILENCE_S = 0.3  # caller silence after the greeting before speaking
+
+
+def load_audio(path: str | Path, rate: int) -> np.ndarray:
+    """Any audio file (wav/mp3/flac/…) → mono float32 at `rate`."""
+    from faster_whisper.audio import decode_audio
+
+    return resample(decode_audio(str(path), sampling_rate=16000), 16000, rate)
+
+
+def speech_end_offset_s(audio: np.ndarray, rate: int, below_peak_db: float = 35.0) -> float:
+    frame = rate * FRAME_MS // 1000
+    n = len(audio) // frame
+    if n == 0:
+        return 0.0
+    rms = np.sqrt(np.mean(audio[: n * frame].reshape(n, frame) ** 2, axis=1) + 1e-12)
+    db = 20 * np.log10(rms)
+    loud = np.flatnonzero(db >= db.max() - below_peak_db)
+    return (loud[-1] + 1) * FRAME_MS / 1000
+
+
+@dataclass
+class BotTurn:
+    transcript: str
+    intent: str | None
+    confidence: float
+    action: str
+    forvaltning: str | None
+    latency_ms: dict[str, float | None]
+    explanation: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {
+            "transcript": self.transcript, "intent": self.intent, "confidence": self.confidence,
+            "action": self.action, "forvaltning": self.forvaltning, "latency_ms": self.latency_ms,
+            "explanation": self.explanation,
+        }  # fmt: skip
+
+
+@dataclass
+class CallResult:
+    call_id: str
+    turns: list[BotTurn]
+    reply_audio: np.ndarray  # everything the bot said, at the platform's wire rate
+    wire_rate: int
+    closed_by_bot: bool
+    events: list[dict]
+
+
+class SimulatedCall:
+    def __init__(self, media_url: str, events_url: str | None, protocol: str = "twilio",
+                 speed: float = 1.0, caller: str | None = "+4512345678", call_id: str | None = None,
+                 timeout_s: float = 120.0) -> None:
+        if protocol not in PLATFORMS:
+            raise ValueError(f"unknown protocol {protocol!r} (known: {', '.join(PLATFORMS)})")
+        self.platform_cls = PLATFORMS[protocol]
+        self.media_url = media_url
+        self.events_url = events_url
+        self.speed = max(0.1, speed)
+        self.caller = caller
+        self.call_id = call_id or "CA" + uuid.uuid4().hex
+        self.timeout_s = timeout_s
+        self.events: list[tuple[float, dict]] = []  # (receive time, event)
+        self._reply: list[np.ndarray] = []
+        self._audio_times: list[float] = []  # receive time of each bot audio message
+        self._play_until = 0.0  # simulated playback clock (monotonic seconds)
+        self._pending_marks: list[asyncio.Task] = []
+        self._closed = asyncio.Event()
+        self._clock = 0.0
+
+    # -- bot → caller ------------------------------------------------------------------
+    async def _receive(self, platform) -> None:
+        try:
+            async for message in platform.ws:
+                kind, value = platform.decode(message)
+                now = time.monotonic()
+                if kind == "audio":
+                    self._reply.append(value)
+                    self._audio_times.append(now)
+                    self._play_until = max(self._play_until, now) + len(value) / platform.wire_rate / self.speed
+                elif kind == "mark":
+                    delay = max(0.0, self._play_until - now)
+                    self._pending_marks.append(
+                        asyncio.create_task(self._ack_after(platform, value, delay), name=value))
+                elif kind == "clear":
+                    # Cleared audio is not played; its marks come back at once (as Twilio does).
+                    self._play_until = now
+                    waiting = [t for t in self._pending_marks if not t.done()]
+                    self._pending_marks = []
+                    for task in waiting:
+                        task.cancel()
+                        await platform.ack_mark(task.get_name())
+        except websockets.ConnectionClosed:
+            pass
+        finally:
+            self._closed.set()
+
+    async def _ack_after(self, platform, name: str, delay: float) -> None:
+        await asyncio.sleep(delay)
+        await platform.ack_mark(name)
+
+    async def _collect_events(self, ws) -> None:
+        try:
+            async for message in ws:
+                self.events.append((time.monotonic(), json.loads(message)))
+        except websockets.ConnectionClosed:
+            pass
+
+    # -- caller → bot ------------------------------------------------------------------
+    async def _send(self, platform, pcm: np.ndarray) -> list[float]:
+        """Send 20 ms frames on the real-time (÷ speed) clock; returns each frame's send time."""
+        frame = platform.wire_rate * FRAME_MS // 1000
+        sent = []
+        for i in range(0, len(pcm) - frame + 1, frame):
+            if self._closed.is_set():
+                break
+            self._clock = max(self._clock, time.monotonic())
+            await platform.send_audio(pcm[i:i + frame], int(self._ms))
+            sent.append(time.monotonic())
+            self._ms += FRAME_MS
+            self._clock += FRAME_MS / 1000 / self.speed
+            await asyncio.sleep(max(0.0, self._clock - time.monotonic()))
+        return sent
+
+    async def _silence_until(self, platform, done, max_s: float) -> None:
+        frame = np.zeros(platform.wire_rate * FRAME_MS // 1000, dtype=np.int16)
+        deadline = time.monotonic() + max_s / self.speed
+        while not done() and not self._closed.is_set() and time.monotonic() < deadline:
+            await self._send(platform, frame)
+
+    def _bot_quiet(self) -> bool:
+        return time.monotonic() >= self._play_until and all(t.done() for t in self._pending_marks)
+
+    def _answered(self, speech_end: float) -> bool:
+        """The bot has decided on this turn, spoken its reply and finished playing it."""
+        decisions = self._events_of("decision", speech_end)
+        if not decisions:
+            return False
+        # Reply audio may overtake the decision event (two sockets): allow a little slack.
+        replied = any(t >= decisions[0][0] - 0.5 for t in self._audio_times) or self._closed.is_set()
+        return replied and self._bot_quiet()
+
+    def _events_of(self, kind: str, after: float) -> list[tuple[float, dict]]:
+        return [(t, e) for t, e in self.events if e.get("type") == kind and t >= after]
+
+    async def run(self, turns: list[np.ndarray], params: dict[str, str] | None = None,
+                  digits: str = "") -> CallResult:
+        """Play `turns` (audio at the platform's wire rate, float32) one after another."""
+        self._ms = 0
+        events_ws = await websockets.connect(self.events_url) if self.events_url else None
+        collector = asyncio.create_task(self._collect_events(events_ws)) if events_ws else None
+        results: list[BotTurn] = []
+        try:
+            async with websockets.connect(self.media_url, max_size=2**22) as ws:
+                platform = self.platform_cls(ws, self.call_id, self.caller)
+                receiver = asyncio.create_task(self._receive(platform))
+                await platform.start(params or {})
+                deadline = time.monotonic() + self.timeout_s
+                # The greeting: wait (sending line silence) until it has played.
+                await self._silence_until(platform, lambda: bool(self._reply) and self._bot_quiet(), 30)
+                for audio in [*turns, *(None for _ in digits)]:
+                    if self._closed.is_set() or time.monotonic() > deadline:
+                        break
+                    await self._silence_until(platform, lambda: False, LEAD_SILENCE_S)
+                    started = time.monotonic()
+                    if audio is None:  # a key press instead of speech
+                        digit, digits = digits[0], digits[1:]
+                        await platform.send_dtmf(digit)
+                        speech_end = time.monotonic()
+                    else:
+                        pcm = float_to_pcm16(audio)
+                        sent = await self._send(platform, pcm)
+                        end_index = int(speech_end_offset_s(audio, platform.wire_rate) * 1000 / FRAME_MS) - 1
+                        speech_end = sent[min(max(end_index, 0), len(sent) - 1)] if sent else started
+                    # Line silence until the bot has decided and finished speaking.
+                    await self._silence_until(
+                        platform, lambda s=speech_end: self._answered(s),
+                        max_s=max(1.0, deadline - time.monotonic()) * self.speed,
+                    )
+                    results += self._turn_results(speech_end)
+                if not self._closed.is_set():
+                    await platform.stop()
+                    await asyncio.sleep(0.1)
+                await ws.close()
+                await receiver
+        finally:
+            if events_ws is not None:
+                await asyncio.sleep(0.05)  # let the last events arrive
+                await events_ws.close()
+                await collector
+        return CallResult(self.call_id, results, np.concatenate(self._reply) if self._reply else
+                          np.zeros(0, np.int16), self.platform_cls.wire_rate, self._closed.is_set(),
+                          [e for _, e in self.events])
+
+    def _turn_results(self, speech_end: float) -> list[BotTurn]:
+        decisions = self._events_of("decision", speech_end)
+        transcripts = self._events_of("transcript", speech_end)
+        out = []
+        for t_decision, decision in decisions[:1]:
+            t_transcript = transcripts[0][0] if transcripts else None
+            first_audio = next((t for t in self._audio_times if t >= speech_end), None)
+            out.append(BotTurn(
+                transcript=decision.get("transcript", ""), intent=decision.get("intent"),
+                confidence=decision.get("confidence", 0.0), action=decision.get("action", ""),
+                forvaltning=decision.get("forvaltning"), explanation=decision.get("explanation", []),
+                latency_ms={
+                    "speech_end_to_transcript": _ms(t_transcript, speech_end),
+                    "speech_end_to_decision": _ms(t_decision, speech_end),
+                    "speech_end_to_first_audio": _ms(first_audio, speech_end),
+                },
+            ))  # fmt: skip
+        return out
+
+
+def _ms(t: float | None, start: float) -> float | None:
+    return None if t is None else round((t - start) * 1000, 1)

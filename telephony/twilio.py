@@ -1,0 +1,265 @@
+"""Twilio Media Streams, bidirectional (<Connect><Stream>): the server adapter and the
+platform side used by `voicebot call --protocol twilio`.
+
+Wire format (../shared/telephony.md): text JSON frames only; inbound `connected`, `start`,
+`media` (base64 μ-law 8 kHz), `dtmf`, `mark`, `stop`; outbound `media`, `mark`, `clear`
+with the call's streamSid. Twilio buffers outbound media and plays it in order, so audio is
+sent in bulk; a `mark` after each prompt tells when it has played. Marks that come back
+right after a `clear` were discarded, not played. Hand-off: the server closes the stream
+and Twilio requests the <Connect action> URL, answered with TwiML that enqueues the caller.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from xml.sax.saxutils import escape, quoteattr
+
+import numpy as np
+
+from telephony.base import (
+    SAMPLE_RATE,
+    Audio,
+    CallEvent,
+    CallStart,
+    Digit,
+    HandOff,
+    Hangup,
+    MediaChannel,
+    Played,
+    ProtocolError,
+    log,
+)  # fmt: skip
+from telephony.codecs import (
+    StreamResampler,
+    float_to_pcm16,
+    pcm16_to_float,
+    resample,
+    ulaw_decode,
+    ulaw_encode,
+)  # fmt: skip
+
+PLATFORM = "twilio"
+WIRE_RATE = 8000
+FRAME_BYTES = 160  # 20 ms of μ-law at 8 kHz
+MAX_MESSAGE_BYTES = 64 * 1024
+
+
+class TwilioChannel(MediaChannel):
+    platform = PLATFORM
+
+    def __init__(self, websocket, max_message_bytes: int = MAX_MESSAGE_BYTES) -> None:
+        self.ws = websocket  # starlette.websockets.WebSocket, already accepted
+        self.stream_sid: str | None = None
+        self.call_sid: str | None = None
+        self._upsample = StreamResampler(WIRE_RATE, SAMPLE_RATE)
+        self._pending_marks: list[str] = []  # sent, not yet echoed
+        self._cleared_marks: set[str] = set()  # echoes of these mean "discarded"
+        self._max_message = max_message_bytes
+        self._closed = False
+
+    # -- inbound ---------------------------------------------------------------------
+    async def events(self) -> AsyncIterator[CallEvent]:
+        from starlette.websockets import WebSocketDisconnect
+
+        try:
+            while True:
+                message = await self.ws.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                if message.get("text") is None:
+                    raise ProtocolError("binary frame: Twilio Media Streams send text JSON only")
+                event = self.parse(message["text"])
+                if event is not None:
+                    yield event
+                    if isinstance(event, Hangup):
+                        return
+        except WebSocketDisconnect:
+            pass
+        yield Hangup("disconnected")
+
+    def parse(self, text: str) -> CallEvent | None:
+        if len(text) > self._max_message:
+            raise ProtocolError(f"message of {len(text)} bytes exceeds the limit of {self._max_message}")
+        try:
+            msg = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ProtocolError(f"malformed JSON: {exc}") from exc
+        if not isinstance(msg, dict):
+            raise ProtocolError("a message must be a JSON object")
+        kind = msg.get("event")
+        if kind == "connected":
+            return None
+        if kind == "start":
+            return self._on_start(msg)
+        if self.stream_sid is None:
+            raise ProtocolError(f"'{kind}' before 'start'")
+        match kind:
+            case "media":
+                return self._on_media(msg)
+            case "dtmf":
+                digit = str((msg.get("dtmf") or {}).get("digit", ""))
+                return Digit(digit) if len(digit) == 1 and digit in "0123456789*#" else None
+            case "mark":
+                name = str((msg.get("mark") or {}).get("name", ""))
+                if name in self._pending_marks:
+                    self._pending_marks.remove(name)
+                interrupted = name in self._cleared_marks
+                self._cleared_marks.discard(name)
+                return Played(name, interrupted)
+            case "stop":
+                return Hangup("stop")
+            case _:
+                log.info("twilio: ignoring unknown event %r", kind)
+                return None
+
+    def _on_start(self, msg: dict) -> CallStart:
+        start = msg.get("start")
+        if not isinstance(start, dict):
+            raise ProtocolError("'start' without a start object")
+        fmt = start.get("mediaFormat") or {}
+        if fmt and (fmt.get("encoding") != "audio/x-mulaw" or int(fmt.get("sampleRate", 0)) != WIRE_RATE):
+            raise ProtocolError(f"unsupported media format {fmt}")
+        self.stream_sid = str(start.get("streamSid") or msg.get("streamSid") or "")
+        if not self.stream_sid:
+            raise ProtocolError("'start' without a streamSid")
+        self.call_sid = str(start.get("callSid") or self.stream_sid)
+        params = {str(k): str(v) for k, v in (start.get("customParameters") or {}).items()}
+        caller = params.get("caller") or params.get("From")
+        return CallStart(self.call_sid, PLATFORM, caller, params)
+
+    def _on_media(self, msg: dict) -> Audio | None:
+        media = msg.get("media") or {}
+        if media.get("track", "inbound") != "inbound":
+            return None
+        try:
+            payload = base64.b64decode(media.get("payload", ""), validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ProtocolError(f"media payload is not base64: {exc}") from exc
+        if not payload:
+            return None
+        return Audio(self._upsample.process(pcm16_to_float(ulaw_decode(payload))))
+
+    # -- outbound --------------------------------------------------------------------
+    async def _send(self, obj: dict) -> None:
+        if not self._closed:
+            await self.ws.send_text(json.dumps(obj))
+
+    async def play(self, audio: np.ndarray, mark: str) -> None:
+        payload = ulaw_encode(float_to_pcm16(resample(audio, SAMPLE_RATE, WIRE_RATE)))
+        for i in range(0, len(payload), FRAME_BYTES):
+            chunk = base64.b64encode(payload[i:i + FRAME_BYTES]).decode()
+            await self._send({"event": "media", "streamSid": self.stream_sid, "media": {"payload": chunk}})
+        self._pending_marks.append(mark)
+        await self._send({"event": "mark", "streamSid": self.stream_sid, "mark": {"name": mark}})
+
+    async def clear(self) -> None:
+        self._cleared_marks.update(self._pending_marks)
+        self._pending_marks.clear()
+        await self._send({"event": "clear", "streamSid": self.stream_sid})
+
+    async def hang_up(self) -> None:
+        if not self._closed:
+            self._closed = True
+            with contextlib.suppress(RuntimeError):  # already closed by the peer
+                await self.ws.close(1000)
+
+    async def hand_off(self, target: HandOff) -> None:
+        # Closing the stream makes Twilio continue with <Connect action>, answered by
+        # enqueue_twiml() from the routed-call record written before this.
+        await self.hang_up()
+
+
+def connect_twiml(stream_url: str, action_url: str, caller: str | None) -> str:
+    """TwiML for the incoming-call webhook: stream the call to us, then ask `action_url`."""
+    param = f'<Parameter name="caller" value={quoteattr(caller)} />' if caller else ""
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?><Response>'
+        f"<Connect action={quoteattr(action_url)}><Stream url={quoteattr(stream_url)}>{param}</Stream></Connect>"
+        "</Response>"
+    )
+
+
+def enqueue_twiml(queue_name: str | None, goodbye: str) -> str:
+    """TwiML for <Connect action>: put a routed caller in its forvaltning's Twilio queue."""
+    if queue_name:
+        body = f"<Enqueue>{escape(queue_name)}</Enqueue>"
+    else:
+        body = f'<Say language="da-DK">{escape(goodbye)}</Say><Hangup/>'
+    return f'<?xml version="1.0" encoding="UTF-8"?><Response>{body}</Response>'
+
+
+# -- the platform side, for `voicebot call` ------------------------------------------
+class TwilioPlatform:
+    """Speaks to a bot as Twilio does: start, real-time μ-law media, dtmf, mark echoes."""
+
+    protocol = PLATFORM
+    wire_rate = WIRE_RATE
+    frame_ms = 20
+
+    def __init__(self, ws, call_id: str, caller: str | None) -> None:
+        self.ws = ws  # a websockets client connection
+        self.call_id = call_id
+        self.stream_sid = "MZ" + call_id[2:] if call_id.startswith("CA") else "MZ" + call_id
+        self.caller = caller
+        self._seq = 0
+        self._chunk = 0
+
+    def _next_seq(self) -> str:
+        self._seq += 1
+        return str(self._seq)
+
+    async def start(self, params: dict[str, str]) -> None:
+        await self.ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+        custom = dict(params)
+        if self.caller:
+            custom.setdefault("caller", self.caller)
+        await self.ws.send(json.dumps({
+            "event": "start", "sequenceNumber": self._next_seq(), "streamSid": self.stream_sid,
+            "start": {
+                "streamSid": self.stream_sid, "accountSid": "AC" + "0" * 32, "callSid": self.call_id,
+                "tracks": ["inbound"], "customParameters": custom,
+                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": WIRE_RATE, "channels": 1},
+            },
+        }))  # fmt: skip
+
+    async def send_audio(self, pcm16: np.ndarray, timestamp_ms: int) -> None:
+        self._chunk += 1
+        await self.ws.send(json.dumps({
+            "event": "media", "sequenceNumber": self._next_seq(), "streamSid": self.stream_sid,
+            "media": {"track": "inbound", "chunk": str(self._chunk), "timestamp": str(timestamp_ms),
+                      "payload": base64.b64encode(ulaw_encode(pcm16)).decode()},
+        }))  # fmt: skip
+
+    async def send_dtmf(self, digit: str) -> None:
+        await self.ws.send(json.dumps({"event": "dtmf", "streamSid": self.stream_sid,
+                                       "sequenceNumber": self._next_seq(),
+                                       "dtmf": {"track": "inbound_track", "digit": digit}}))
+
+    async def ack_mark(self, name: str) -> None:
+        await self.ws.send(json.dumps({"event": "mark", "sequenceNumber": self._next_seq(),
+                                       "streamSid": self.stream_sid, "mark": {"name": name}}))
+
+    async def stop(self) -> None:
+        await self.ws.send(json.dumps({"event": "stop", "sequenceNumber": self._next_seq(),
+                                       "streamSid": self.stream_sid,
+                                       "stop": {"accountSid": "AC" + "0" * 32, "callSid": self.call_id}}))
+
+    def decode(self, message) -> tuple[str, object]:
+        """A bot message → ("audio", 8 kHz int16) | ("mark", name) | ("clear", None)."""
+        if isinstance(message, bytes):
+            raise ProtocolError("the bot sent a binary frame (Twilio error 31950)")
+        msg = json.loads(message)
+        kind = msg.get("event")
+        if msg.get("streamSid") != self.stream_sid:
+            raise ProtocolError(f"wrong streamSid in {kind} (Twilio error 31924)")
+        if kind == "media":
+            return "audio", ulaw_decode(base64.b64decode(msg["media"]["payload"]))
+        if kind == "mark":
+            return "mark", msg["mark"]["name"]
+        if kind == "clear":
+            return "clear", None
+        raise ProtocolError(f"the bot sent an event Twilio does not accept: {kind!r} (31951)")

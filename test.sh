@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Install (idempotent) and run the test suite. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")"
+./setup.sh --test
+.venv/bin/ruff check .
+exec .venv/bin/python -m pytest "$@"

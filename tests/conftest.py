@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from voicebot.catalogue import load_catalogue
+from voicebot.config import PROJECT_ROOT, Settings, load_settings
+
+CATALOGUE = PROJECT_ROOT / "intents" / "catalogue.yaml"
+SHARED = PROJECT_ROOT.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def catalogue():
+    return load_catalogue(CATALOGUE)
+
+
+@pytest.fixture(scope="session")
+def classifier(catalogue):
+    from voicebot.services import load_classifier
+
+    return load_classifier(Settings(), catalogue)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return load_settings(None, data_dir=tmp_path)
+
+
+@pytest.fixture(scope="session")
+def whisper_dir() -> Path:
+    from models.provision import provision_whisper_base
+
+    return provision_whisper_base(Settings().whisper_dir)
+
+
+@pytest.fixture(scope="session")
+def speaker():
+    from voicebot.tts import Speaker
+
+    return Speaker()
+
+
+def tone(seconds: float, rate: int = 16000, freq: float = 440.0, level: float = 0.3) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return (level * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def copy_catalogue(tmp_path: Path) -> Path:
+    target = tmp_path / "catalogue.yaml"
+    shutil.copyfile(CATALOGUE, target)
+    return target

@@ -1,0 +1,70 @@
+"""ASR logic that needs no model: LocalAgreement, the encoder window, back-pressure."""
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from voicebot.asr import AsrPool, AsrResult, LocalAgreement, Overloaded, WhisperAsr, _looping
+from voicebot.config import AsrSettings
+
+
+def test_local_agreement_commits_what_two_hypotheses_share():
+    la = LocalAgreement()
+    assert la.update(["jeg", "skal"]) == []
+    assert la.update(["jeg", "skal", "have"]) == ["jeg", "skal"]
+    assert la.update(["jeg", "skal", "have", "et", "nyt"]) == ["have"]
+    assert la.update(["jeg", "skal", "have", "et", "nyt", "pas."]) == ["et", "nyt"]
+    assert la.committed == ["jeg", "skal", "have", "et", "nyt"]
+    assert la.tentative == ["pas."]
+
+
+def test_local_agreement_ignores_case_and_punctuation_and_never_uncommits():
+    la = LocalAgreement()
+    la.update(["Hej,", "jeg"])
+    assert la.update(["hej", "jeg", "ringer"]) == ["hej", "jeg"]
+    assert la.update(["Dav", "jeg", "ringer"]) == []  # disagrees with the commitment
+    assert la.committed == ["hej", "jeg"]
+
+
+def test_looping_output_is_detected():
+    assert _looping("og tilbygning, " * 20)
+    assert not _looping("Jeg vil gerne bestille et nyt pas til min datter, hun er fire år.")
+
+
+class FakeAsr:
+    def __init__(self, delay: float):
+        self.delay = delay
+
+    def transcribe(self, audio, previous_text=None, prefix=None):
+        import time
+
+        time.sleep(self.delay)
+        return AsrResult("tekst", -0.1, 0.0, len(audio) / 16000, 6.0, self.delay * 1000)
+
+
+def test_window_is_trimmed_to_the_audio_plus_margin():
+    asr = WhisperAsr.__new__(WhisperAsr)
+    asr.settings = AsrSettings(window_margin_s=1.0, window_min_s=6.0)
+    assert asr.window_frames(400) == 600  # 4 s → the 6 s minimum
+    assert asr.window_frames(1000) == 1100  # 10 s + 1 s margin
+    assert asr.window_frames(2950) == 3000  # never past Whisper's 30 s
+    assert asr.window_frames(400, trim=False) == 3000
+
+
+def test_pool_refuses_finals_beyond_its_bound_and_skips_partials_when_busy():
+    async def scenario():
+        pool = AsrPool(FakeAsr(0.2), AsrSettings(workers=1, max_pending=2))
+        audio = np.zeros(16000, np.float32)
+        first = asyncio.create_task(pool.final(audio))
+        second = asyncio.create_task(pool.final(audio))
+        await asyncio.sleep(0.01)
+        assert await pool.partial(audio) is None  # finals come first
+        with pytest.raises(Overloaded):
+            await pool.final(audio)
+        results = await asyncio.gather(first, second)
+        assert [r.text for r in results] == ["tekst", "tekst"]
+        assert await pool.partial(audio) is not None  # idle again
+        pool.shutdown()
+
+    asyncio.run(scenario())

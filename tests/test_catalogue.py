@@ -1,0 +1,69 @@
+import pytest
+import yaml
+
+from voicebot.catalogue import INTENT_IDS, CatalogueError, load_catalogue
+
+from .conftest import CATALOGUE, copy_catalogue
+
+
+def test_shipped_catalogue_is_complete(catalogue):
+    assert set(catalogue.intents) == set(INTENT_IDS)
+    assert catalogue.intent("passport").forvaltning == "KFF"
+    assert catalogue.intent("parking_fine").forvaltning == "TMF"
+    assert catalogue.intent("elder_care").forvaltning == "SUF"
+    assert catalogue.keypad["0"].intent == "human_agent"
+    assert "automatiske" in catalogue.prompts["greeting"]  # AI Act Art. 50: say it is a machine
+    assert "medarbejder" in catalogue.prompts["greeting"]  # and how to reach a person
+    assert catalogue.intent("emergency").answer.lower().startswith("ring et et to")
+
+
+def _broken(tmp_path, edit) -> str:
+    path = copy_catalogue(tmp_path)
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    edit(data)
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    with pytest.raises(CatalogueError) as err:
+        load_catalogue(path)
+    message = str(err.value)
+    assert str(path) in message  # the file is named
+    return message
+
+
+def test_unknown_forvaltning_names_the_entry(tmp_path):
+    msg = _broken(tmp_path, lambda d: d["intents"]["waste"].update(forvaltning="XYZ"))
+    assert "intents.waste.forvaltning" in msg and "XYZ" in msg
+
+
+def test_missing_intent_is_named(tmp_path):
+    msg = _broken(tmp_path, lambda d: d["intents"].pop("mitid"))
+    assert "mitid" in msg
+
+
+def test_answer_action_without_answer_text(tmp_path):
+    msg = _broken(tmp_path, lambda d: d["intents"]["passport"].pop("answer"))
+    assert "intents.passport" in msg and "answer" in msg
+
+
+def test_keypad_zero_must_reach_a_person(tmp_path):
+    msg = _broken(tmp_path, lambda d: d["keypad"]["0"].update(intent="waste"))
+    assert "keypad.0" in msg
+
+
+def test_unknown_field_is_named(tmp_path):
+    msg = _broken(tmp_path, lambda d: d["intents"]["waste"].update(queue_colour="red"))
+    assert "intents.waste.queue_colour" in msg
+
+
+def test_not_yaml(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("intents: [unclosed", encoding="utf-8")
+    with pytest.raises(CatalogueError, match="not valid YAML"):
+        load_catalogue(path)
+
+
+def test_routing_is_data_a_moved_task_needs_no_code_change(tmp_path):
+    path = copy_catalogue(tmp_path)
+    data = yaml.safe_load(CATALOGUE.read_text(encoding="utf-8"))
+    data["intents"]["elder_care"]["forvaltning"] = "SOF"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    assert load_catalogue(path).intent("elder_care").forvaltning == "SOF"

@@ -1,0 +1,105 @@
+"""The dialogue policy: every path ends somewhere, never more than two retries."""
+
+import pytest
+
+from voicebot.config import DialogueSettings
+from voicebot.dialogue import DialoguePolicy, State
+from voicebot.understanding import Understanding
+
+
+@pytest.fixture
+def policy(catalogue, classifier):
+    return DialoguePolicy(catalogue, classifier, DialogueSettings(accept=0.6, confirm=0.35))
+
+
+def u(intent: str, confidence: float, rule: str | None = None) -> Understanding:
+    return Understanding(intent, confidence, [], [], rule)
+
+
+def test_confident_route_goes_to_the_forvaltning(policy):
+    d = policy.on_utterance("min skraldespand er ikke tømt", u("waste", 0.95))
+    assert (d.action, d.forvaltning, d.hand_off) == ("route", "TMF", True)
+    assert "Teknik og Miljø" in d.say
+
+
+def test_confident_answer_then_offers_a_person(policy):
+    d = policy.on_utterance("hvad koster et pas", u("passport", 0.9))
+    assert d.action == "answer" and not d.hand_off
+    assert "medarbejder" in d.say and "pas" in d.say.lower()
+    follow = policy.on_utterance("ja tak", u("out_of_scope", 0.5))
+    assert (follow.action, follow.forvaltning) == ("human", "KFF")
+
+
+def test_after_an_answer_no_means_goodbye(policy):
+    policy.on_utterance("hvad koster et pas", u("passport", 0.9))
+    d = policy.on_utterance("nej tak", u("out_of_scope", 0.4))
+    assert d.action == "goodbye" and d.hang_up
+
+
+def test_unsure_asks_once_and_yes_acts(policy):
+    d = policy.on_utterance("noget med min bil", u("parking_permit", 0.45))
+    assert d.action == "confirm" and policy.state is State.CONFIRMING
+    assert d.say == "Handler det om en parkeringslicens?"
+    d = policy.on_utterance("ja det gør det", u("out_of_scope", 0.3))
+    assert d.action == "answer" and d.intent == "parking_permit"
+
+
+def test_no_with_a_new_request_is_understood(policy):
+    policy.on_utterance("noget med min bil", u("parking_permit", 0.45))
+    d = policy.on_utterance("nej det er fordi min skraldespand ikke er blevet tømt", u("waste", 0.5))
+    assert d.intent == "waste" and d.forvaltning == "TMF"
+
+
+def test_plain_no_asks_to_rephrase(policy):
+    policy.on_utterance("noget med min bil", u("parking_permit", 0.45))
+    d = policy.on_utterance("nej", u("out_of_scope", 0.3))
+    assert d.action == "rephrase"
+
+
+def test_not_understood_rephrase_then_keypad_then_person(policy):
+    actions = [policy.on_utterance("øh", u("out_of_scope", 0.9)).action for _ in range(3)]
+    assert actions == ["rephrase", "keypad_menu", "human"]
+    assert policy.state is State.DONE
+
+
+def test_keypad_menu_names_zero_for_a_person(policy):
+    policy.on_utterance("øh", u("out_of_scope", 0.2))
+    d = policy.on_utterance("hmm", u("out_of_scope", 0.2))
+    assert "Tryk 1" in d.say and "nul" in d.say
+
+
+def test_a_person_is_honoured_in_every_state(policy):
+    policy.on_utterance("noget med min bil", u("parking_permit", 0.45))
+    d = policy.on_utterance("jeg vil tale med et menneske", u("human_agent", 1.0, rule="x"))
+    assert (d.action, d.forvaltning) == ("human", "KONTAKTCENTER")
+
+
+def test_emergency_overrides_everything_and_says_112_first(policy):
+    policy.on_utterance("noget med min bil", u("parking_permit", 0.45))
+    d = policy.on_utterance("min mor er faldet", u("emergency", 1.0, rule="faldet"))
+    assert d.action == "emergency"
+    first_sentence = d.say.split(".")[0].lower()
+    assert "et et to" in first_sentence or "112" in first_sentence
+
+
+def test_keys(policy):
+    d = policy.on_digit("0")
+    assert (d.action, d.forvaltning) == ("human", "KONTAKTCENTER")
+    d = DialoguePolicy(policy.catalogue, policy.classifier, policy.settings).on_digit("3")
+    assert (d.action, d.forvaltning) == ("route", "SUF")
+
+
+def test_silence_twice_reaches_a_person(policy):
+    assert policy.on_no_input().action == "no_input"
+    assert policy.on_no_input().forvaltning == "KONTAKTCENTER"
+
+
+def test_national_body_says_where_and_offers_a_person(policy):
+    d = policy.on_utterance("hvornår får jeg boligstøtte", u("national_body", 0.9))
+    assert "Udbetaling Danmark" in d.say and "medarbejder" in d.say
+    assert not d.hand_off
+
+
+def test_thresholds_must_be_ordered():
+    with pytest.raises(ValueError):
+        DialogueSettings(accept=0.4, confirm=0.5)

@@ -1,0 +1,240 @@
+"""Danish speech recognition: one CTranslate2 Whisper per process, shared by all calls.
+
+- The encoder sees the audio that exists plus a margin (a trimmed window), not a padded
+  30 s window: the encoder's cost follows its input length (README, "ASR").
+- Decoding is greedy, language forced to Danish, and may be biased with the catalogue's
+  domain terms as a previous-text prompt, and given a committed prefix (LocalAgreement)
+  so the final pass only decodes the words not yet agreed on.
+- AsrPool runs decodes off the event loop in a bounded pool: finals wait their turn up to a
+  limit (then Overloaded, and the caller is told or routed), partials are skipped when busy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import ctranslate2
+import numpy as np
+import tokenizers
+from faster_whisper.feature_extractor import FeatureExtractor
+from faster_whisper.tokenizer import Tokenizer
+
+from voicebot.config import AsrSettings
+
+SAMPLE_RATE = 16000
+FRAMES_PER_SECOND = 100  # mel frames
+MAX_FRAMES = 3000  # Whisper's 30 s window
+MAX_TOKENS_PER_S = 8
+COMPRESSION_RATIO_LIMIT = 2.4  # Whisper's own threshold for repetitive output
+REQUIRED_FILES = ("model.bin", "config.json", "tokenizer.json", "vocabulary.json")
+
+
+class ModelMissing(RuntimeError):
+    pass
+
+
+class Overloaded(RuntimeError):
+    """The ASR pool is saturated; the caller must be told, not left waiting in silence."""
+
+
+@dataclass
+class AsrResult:
+    text: str
+    avg_logprob: float
+    no_speech_prob: float
+    audio_s: float
+    window_s: float
+    asr_ms: float
+
+    @property
+    def words(self) -> list[str]:
+        return self.text.split()
+
+    @property
+    def likely_noise(self) -> bool:
+        """Whisper's own no-speech rule. Telephone-band speech often scores high on
+        no_speech_prob, so callers use this only for very short sounds (coughs, clicks)."""
+        return self.no_speech_prob > 0.6 and self.avg_logprob < -1.0
+
+
+def _looping(text: str) -> bool:
+    data = text.encode("utf-8")
+    return len(data) > 24 and len(data) / len(zlib.compress(data)) > COMPRESSION_RATIO_LIMIT
+
+
+def check_model_dir(model_dir: Path) -> None:
+    missing = [f for f in REQUIRED_FILES if not (model_dir / f).exists()]
+    if missing:
+        raise ModelMissing(
+            f"Whisper model directory {model_dir} lacks {', '.join(missing)}; "
+            "run `voicebot provision` (or set asr.model_dir to a CTranslate2 Whisper model)"
+        )
+
+
+class WhisperAsr:
+    """A CTranslate2 Whisper model with its tokenizer and mel front end. Thread-safe."""
+
+    def __init__(self, model_dir: str | Path, settings: AsrSettings | None = None) -> None:
+        self.settings = settings or AsrSettings()
+        self.model_dir = Path(model_dir)
+        check_model_dir(self.model_dir)
+        self.model = ctranslate2.models.Whisper(
+            str(self.model_dir), device="cpu", compute_type=self.settings.compute_type,
+            intra_threads=self.settings.threads, inter_threads=self.settings.workers,
+        )
+        hf_tokenizer = tokenizers.Tokenizer.from_file(str(self.model_dir / "tokenizer.json"))
+        self.tokenizer = Tokenizer(hf_tokenizer, self.model.is_multilingual, task="transcribe",
+                                   language=self.settings.language)
+        self.features = FeatureExtractor(feature_size=self.model.n_mels)
+        self._suppress = list(self.tokenizer.non_speech_tokens)
+
+    def window_frames(self, n_frames: int, trim: bool | None = None) -> int:
+        trim = self.settings.trim_window if trim is None else trim
+        if not trim:
+            return MAX_FRAMES
+        wanted = n_frames + int(self.settings.window_margin_s * FRAMES_PER_SECOND)
+        wanted = max(wanted, int(self.settings.window_min_s * FRAMES_PER_SECOND))
+        wanted = min(MAX_FRAMES, wanted + wanted % 2)  # the encoder's convolutions stride by 2
+        return wanted
+
+    def prompt_tokens(self, previous_text: str | None, prefix: str | None) -> list[int]:
+        tokens: list[int] = []
+        if previous_text:
+            prev = self.tokenizer.encode(" " + previous_text.strip())[: 223]
+            tokens = [self.tokenizer.sot_prev, *prev]
+        tokens += [self.tokenizer.sot, self.tokenizer.language, self.tokenizer.transcribe,
+                   self.tokenizer.no_timestamps]
+        if prefix:
+            tokens += self.tokenizer.encode(" " + prefix.strip())
+        return tokens
+
+    def _decode(self, features, prompt: list[int], max_new: int, **options):
+        result = self.model.generate(
+            features, [prompt], beam_size=self.settings.beam_size,
+            max_length=min(448, len(prompt) + max_new), return_scores=True,
+            return_no_speech_prob=True, suppress_blank=True, suppress_tokens=self._suppress,
+            **options,
+        )[0]
+        tokens = [t for t in result.sequences_ids[0] if t < self.tokenizer.eot]
+        # The result holds a forced prefix's tokens too, so the text is the whole turn.
+        return result, self.tokenizer.decode(tokens).strip()
+
+    def transcribe(self, audio: np.ndarray, previous_text: str | None = None,
+                   prefix: str | None = None, trim: bool | None = None) -> AsrResult:
+        """Transcribe up to 30 s of 16 kHz float32 audio in one window."""
+        start = time.perf_counter()
+        audio = np.asarray(audio, dtype=np.float32)[: MAX_FRAMES * SAMPLE_RATE // FRAMES_PER_SECOND]
+        mel = self.features(audio, padding=160)[:, :-1]
+        frames = self.window_frames(mel.shape[1], trim)
+        window = np.zeros((mel.shape[0], frames), dtype=np.float32)
+        n = min(frames, mel.shape[1])
+        window[:, :n] = mel[:, :n]
+        prompt = self.prompt_tokens(previous_text, prefix)
+        features = ctranslate2.StorageView.from_array(window[None])
+        # Nobody says more than ~8 tokens a second: a longer output is a decoding loop.
+        max_new = int(MAX_TOKENS_PER_S * len(audio) / SAMPLE_RATE) + 8
+        result, text = self._decode(features, prompt, max_new)
+        if _looping(text):  # Whisper's compression-ratio test: retry without repeats
+            result, text = self._decode(features, prompt, max_new, no_repeat_ngram_size=3,
+                                        repetition_penalty=1.2)
+        no_speech = float(result.no_speech_prob)
+        logprob = float(result.scores[0]) if result.scores else 0.0  # already length-normalised
+        return AsrResult(
+            text=text,
+            avg_logprob=logprob,
+            no_speech_prob=no_speech,
+            audio_s=len(audio) / SAMPLE_RATE,
+            window_s=frames / FRAMES_PER_SECOND,
+            asr_ms=(time.perf_counter() - start) * 1000,
+        )
+
+
+class AsrPool:
+    """Bounded, shared decoding for all calls (see module doc)."""
+
+    def __init__(self, asr: WhisperAsr, settings: AsrSettings) -> None:
+        self.asr = asr
+        self.settings = settings
+        self._executor = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="asr")
+        self._in_flight = 0  # finals and partials submitted and not finished
+        self._finals_waiting = 0
+
+    @property
+    def busy(self) -> bool:
+        return self._in_flight >= self.settings.workers
+
+    @property
+    def load(self) -> int:
+        return self._in_flight
+
+    async def final(self, audio: np.ndarray, previous_text: str | None = None,
+                    prefix: str | None = None) -> AsrResult:
+        if self._finals_waiting >= self.settings.max_pending:
+            raise Overloaded(f"{self._finals_waiting} final decodes already waiting")
+        self._finals_waiting += 1
+        try:
+            return await self._run(audio, previous_text, prefix)
+        finally:
+            self._finals_waiting -= 1
+
+    async def partial(self, audio: np.ndarray, previous_text: str | None = None) -> AsrResult | None:
+        """A partial hypothesis, or None when the pool is busy (finals come first)."""
+        if self.busy or self._finals_waiting:
+            return None
+        return await self._run(audio, previous_text, None)
+
+    async def _run(self, audio, previous_text, prefix) -> AsrResult:
+        self._in_flight += 1
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(
+                self._executor, self.asr.transcribe, audio, previous_text, prefix
+            )
+        finally:
+            self._in_flight -= 1
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class LocalAgreement:
+    """LocalAgreement-2 over words: commit the longest prefix that two successive
+    hypotheses agree on; the rest stays tentative."""
+
+    def __init__(self) -> None:
+        self.committed: list[str] = []
+        self._previous: list[str] = []
+
+    @staticmethod
+    def _key(word: str) -> str:
+        return word.lower().strip(".,!?;:\"'«»")
+
+    def update(self, hypothesis: list[str]) -> list[str]:
+        """Feed a new full hypothesis of the turn; returns the newly committed words."""
+        n = len(self.committed)
+        if [self._key(w) for w in hypothesis[:n]] != [self._key(w) for w in self.committed]:
+            # The new hypothesis disagrees with what was committed: keep the commitment,
+            # compare only what comes after it.
+            self._previous = hypothesis
+            return []
+        new, old = hypothesis[n:], self._previous[n:] if len(self._previous) > n else []
+        agreed: list[str] = []
+        for a, b in zip(new, old, strict=False):
+            if self._key(a) != self._key(b):
+                break
+            agreed.append(a)
+        self.committed += agreed
+        self._previous = hypothesis
+        return agreed
+
+    @property
+    def tentative(self) -> list[str]:
+        return self._previous[len(self.committed):]
+
+    def reset(self) -> None:
+        self.committed, self._previous = [], []

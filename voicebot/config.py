@@ -1,0 +1,137 @@
+"""Settings: data with defaults that work, from a YAML file and VOICEBOT_* environment variables.
+
+Precedence (highest first): command-line flags, environment, the YAML file named by
+--config or VOICEBOT_CONFIG, the defaults below. Bad values fail at start with the file
+and field named.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(Exception):
+    """Configuration that cannot be used; the message names the file and the field."""
+
+
+class EndpointingSettings(BaseModel):
+    # Silence after speech that ends a turn. Chosen by measurement (README, "Endpointing").
+    silence_ms: int = Field(560, ge=100, le=3000)
+    # A confident, complete partial transcript may end the turn after this shorter silence.
+    early_silence_ms: int = Field(240, ge=60, le=3000)
+    speech_threshold: float = Field(0.5, gt=0.0, lt=1.0)
+    min_speech_ms: int = Field(160, ge=32, le=2000)
+    # A turn longer than this is cut and decoded in parts (keeps the encoder window bounded).
+    max_turn_s: float = Field(20.0, ge=3.0, le=28.0)
+    # Caller silence before the bot asks again (after a prompt has finished playing).
+    no_input_s: float = Field(8.0, ge=2.0, le=60.0)
+
+
+class AsrSettings(BaseModel):
+    model_dir: Path | None = None  # None: the provisioned Whisper base under data_dir
+    compute_type: str = "int8"
+    threads: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), ge=1, le=64)
+    workers: int = Field(1, ge=1, le=16)  # concurrent decodes; each uses `threads` threads
+    language: str = "da"
+    beam_size: int = Field(1, ge=1, le=10)
+    # Encoder window: the audio that exists plus this margin, at least window_min_s (not a padded 30 s).
+    trim_window: bool = True
+    window_margin_s: float = Field(1.0, ge=0.0, le=10.0)
+    window_min_s: float = Field(6.0, ge=1.0, le=30.0)
+    partials: bool = True
+    partial_interval_ms: int = Field(600, ge=200, le=5000)
+    domain_prompt: bool = False  # bias decoding with the catalogue's key terms (README: measured)
+    max_pending: int = Field(8, ge=1, le=256)  # queued final decodes before back-pressure
+
+
+class DialogueSettings(BaseModel):
+    # Intent confidence at or above `accept` acts at once; between `confirm` and `accept` asks
+    # one yes/no question; below `confirm` asks the caller to rephrase.
+    accept: float = Field(0.60, gt=0.0, le=1.0)
+    confirm: float = Field(0.35, ge=0.0, lt=1.0)
+    max_retries: int = Field(2, ge=0, le=2)  # never loop a caller more than twice
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DialogueSettings:
+        if self.confirm >= self.accept:
+            raise ValueError("dialogue.confirm must be below dialogue.accept")
+        return self
+
+
+class TtsSettings(BaseModel):
+    voice: str = "da"
+    rate_wpm: int = Field(165, ge=80, le=400)
+    pitch: int = Field(50, ge=0, le=99)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="VOICEBOT_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    data_dir: Path = PROJECT_ROOT / "var"
+    db: Path | None = None  # None: data_dir/voicebot.db
+    queue_backend: Literal["sqlite", "redis"] = "sqlite"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    catalogue: Path = PROJECT_ROOT / "intents" / "catalogue.yaml"
+    intent_model: Path = PROJECT_ROOT / "intents" / "model" / "intent.onnx"
+    public_url: str | None = None  # e.g. https://bot.example.dk, for TwiML actions
+    log_transcripts: bool = False  # privacy: logs hold no transcript text by default
+    retention_days: int = Field(30, ge=1, le=3650)
+    max_calls: int = Field(32, ge=1, le=1000)
+    endpointing: EndpointingSettings = EndpointingSettings()
+    asr: AsrSettings = AsrSettings()
+    dialogue: DialogueSettings = DialogueSettings()
+    tts: TtsSettings = TtsSettings()
+
+    @property
+    def db_path(self) -> Path:
+        return self.db or self.data_dir / "voicebot.db"
+
+    @property
+    def whisper_dir(self) -> Path:
+        return self.asr.model_dir or self.data_dir / "models" / "whisper-base-ct2"
+
+
+def _format_errors(source: str, err: ValidationError) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for e in err.errors():
+        field = ".".join(str(p) for p in e["loc"])
+        lines.append(f"  {field}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build settings from defaults, an optional YAML file, the environment and overrides."""
+    config_file = config_file or os.environ.get("VOICEBOT_CONFIG")
+    file_values: dict[str, Any] = {}
+    source = "environment (VOICEBOT_*)"
+    if config_file:
+        path = Path(config_file)
+        source = f"{path} or environment (VOICEBOT_*)"
+        try:
+            file_values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"cannot read configuration file {path}: {exc}") from exc
+        if not isinstance(file_values, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of settings")
+    values = {**file_values, **{k: v for k, v in overrides.items() if v is not None}}
+    try:
+        # Environment variables win over the file: pydantic-settings applies init values
+        # first, so pass file values only where the environment does not set them.
+        env_keys = {k[len("VOICEBOT_"):].split("__")[0].lower() for k in os.environ
+                    if k.startswith("VOICEBOT_") and k != "VOICEBOT_CONFIG"}
+        init = {k: v for k, v in values.items() if k not in env_keys or k in overrides}
+        return Settings(**init)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(source, err)) from err

@@ -1,0 +1,37 @@
+"""Live call events (partials, transcripts, decisions) for the agent console and for
+`voicebot call`. Bounded: a subscriber that does not keep up loses events, it never makes
+the call wait or memory grow."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator
+
+ALL_CALLS = "*"
+
+
+class EventBus:
+    def __init__(self, queue_size: int = 256) -> None:
+        self._subscribers: dict[str, set[asyncio.Queue]] = defaultdict(set)
+        self._queue_size = queue_size
+
+    def publish(self, call_id: str, kind: str, **data) -> None:
+        event = {"call_id": call_id, "type": kind, "time": time.time(), **data}
+        for key in (call_id, ALL_CALLS):
+            for queue in self._subscribers.get(key, ()):
+                if queue.full():
+                    queue.get_nowait()  # drop the oldest rather than block the call
+                queue.put_nowait(event)
+
+    async def subscribe(self, call_id: str = ALL_CALLS) -> AsyncIterator[dict]:
+        queue: asyncio.Queue = asyncio.Queue(self._queue_size)
+        self._subscribers[call_id].add(queue)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            self._subscribers[call_id].discard(queue)
+            if not self._subscribers[call_id]:
+                del self._subscribers[call_id]

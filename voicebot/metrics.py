@@ -1,0 +1,22 @@
+"""Prometheus metrics (served at /metrics)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+
+CALLS = Counter("voicebot_calls_total", "Calls started", ["platform"])
+ACTIVE_CALLS = Gauge("voicebot_active_calls", "Calls in progress")
+REFUSED_CALLS = Counter("voicebot_calls_refused_total", "Calls refused at capacity", ["platform"])
+ACTIONS = Counter("voicebot_actions_total", "Dialogue decisions", ["action"])
+ROUTED = Counter("voicebot_routed_total", "Calls put in a forvaltning's queue", ["forvaltning"])
+QUEUE_WAITING = Gauge("voicebot_queue_waiting", "Calls waiting per queue", ["forvaltning"])
+QUEUE_WAIT = Histogram("voicebot_queue_wait_seconds", "Wait from enqueue to claim",
+                       buckets=(5, 15, 30, 60, 120, 300, 600, 1200, 3600))
+ASR_SECONDS = Histogram("voicebot_asr_seconds", "ASR decode time", ["kind"], buckets=LATENCY_BUCKETS)
+DECISION_LATENCY = Histogram("voicebot_speech_end_to_decision_seconds",
+                             "From the end of the caller's speech to the decision", buckets=LATENCY_BUCKETS)
+ASR_OVERLOADED = Counter("voicebot_asr_overloaded_total", "Final decodes refused at saturation")
+PROTOCOL_ERRORS = Counter("voicebot_protocol_errors_total", "Calls closed for protocol errors", ["platform"])
+BARGE_INS = Counter("voicebot_barge_ins_total", "Bot playback stopped by caller speech")
