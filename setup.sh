@@ -25,6 +25,11 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "$want" > "$stamp"
 fi
 
+# System services the tests need (Redis, headless Chromium), installed by the project itself.
+if [ -n "$extras" ] && [ -x scripts/test-services.sh ]; then
+    scripts/test-services.sh
+fi
+
 .venv/bin/voicebot --log-level warning provision
 if [ ! -f intents/model/intent.onnx ] || [ ! -f intents/model/intent.json ]; then
     .venv/bin/voicebot --log-level warning train-intents

@@ -12,6 +12,7 @@ from fastapi import FastAPI, Form, HTTPException, Query, Request, WebSocket, Web
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from telephony import gateway as telephony_gateway
 from telephony import twilio
 from telephony.base import MediaChannel, ProtocolError
 from telephony.registry import WEBSOCKET_CHANNELS
@@ -64,6 +65,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
 
     for name, factory in WEBSOCKET_CHANNELS.items():
         app.add_api_websocket_route(f"/{name}", media_endpoint(factory), name=f"media-{name}")
+    telephony_gateway.mount(app, settings, run_call)
 
     # -- Twilio's HTTP side: the incoming-call webhook and the hand-off action ----------
 
