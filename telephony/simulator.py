@@ -26,6 +26,7 @@ from telephony.registry import PLATFORM_CLIENTS as PLATFORMS
 
 FRAME_MS = 20
 LEAD_SILENCE_S = 0.3  # caller silence after the greeting before speaking
+TURN_TIMEOUT_S = 30.0  # stream time to wait for the bot's reply to one turn
 
 
 def load_audio(path: str | Path, rate: int) -> np.ndarray:
@@ -200,10 +201,9 @@ class SimulatedCall:
                         end_index = int(speech_end_offset_s(audio, platform.wire_rate) * 1000 / FRAME_MS) - 1
                         speech_end = sent[min(max(end_index, 0), len(sent) - 1)] if sent else started
                     # Line silence until the bot has decided and finished speaking.
-                    await self._silence_until(
-                        platform, lambda s=speech_end: self._answered(s),
-                        max_s=max(1.0, deadline - time.monotonic()) * self.speed,
-                    )
+                    # A bot that says nothing for TURN_TIMEOUT_S has ignored the turn.
+                    wait_s = min(TURN_TIMEOUT_S, max(1.0, deadline - time.monotonic()) * self.speed)
+                    await self._silence_until(platform, lambda s=speech_end: self._answered(s), wait_s)
                     results += self._turn_results(speech_end)
                 if not self._closed.is_set():
                     await platform.stop()

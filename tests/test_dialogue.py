@@ -103,3 +103,9 @@ def test_national_body_says_where_and_offers_a_person(policy):
 def test_thresholds_must_be_ordered():
     with pytest.raises(ValueError):
         DialogueSettings(accept=0.4, confirm=0.5)
+
+
+def test_hesitation_before_yes_is_still_yes(policy):
+    policy.on_utterance("noget med min bil", u("parking_permit", 0.45))
+    d = policy.on_utterance("øh ja", u("out_of_scope", 0.3))
+    assert d.intent == "parking_permit" and d.action == "answer"

@@ -182,6 +182,14 @@ class AsrPool:
         finally:
             self._finals_waiting -= 1
 
+    async def speculative(self, audio: np.ndarray, previous_text: str | None = None,
+                          prefix: str | None = None) -> AsrResult | None:
+        """A final decode started before the turn has surely ended; None when finals are
+        already waiting (a guess must not delay someone's real final)."""
+        if self._finals_waiting >= self.settings.workers:
+            return None
+        return await self.final(audio, previous_text, prefix)
+
     async def partial(self, audio: np.ndarray, previous_text: str | None = None) -> AsrResult | None:
         """A partial hypothesis, or None when the pool is busy (finals come first)."""
         if self.busy or self._finals_waiting:
@@ -238,3 +246,19 @@ class LocalAgreement:
 
     def reset(self) -> None:
         self.committed, self._previous = [], []
+
+
+def split_at_pauses(audio: np.ndarray, speech_probs: np.ndarray, window: int,
+                    max_s: float = 25.0) -> list[np.ndarray]:
+    """Cut audio longer than Whisper's window at the quietest VAD window in each piece's
+    last third, so no word is cut in half. `speech_probs` has one value per `window` samples."""
+    limit = int(max_s * SAMPLE_RATE)
+    pieces, start = [], 0
+    while len(audio) - start > limit:
+        lo = (start + limit * 2 // 3) // window
+        hi = min((start + limit) // window, len(speech_probs))
+        cut = (lo + int(np.argmin(speech_probs[lo:hi]))) * window if hi > lo else start + limit
+        pieces.append(audio[start:cut])
+        start = cut
+    pieces.append(audio[start:])
+    return pieces

@@ -53,6 +53,9 @@ def cmd_call(args: argparse.Namespace) -> int:
     from telephony.simulator import PLATFORMS, SimulatedCall, load_audio
     from voicebot.secrets import load_or_create_secret
 
+    if not args.audio and not args.dtmf:
+        print("voicebot call: give caller audio files, --dtmf keys, or both", file=sys.stderr)
+        return 2
     settings = _settings(args)
     url = args.url or f"ws://{settings.host}:{settings.port}/{args.protocol}"
     token = load_or_create_secret(settings.data_dir)
@@ -99,6 +102,91 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         row = {"file": str(path), "text": " ".join(t for t in texts if t), "audio_s": round(len(audio) / 16000, 3),
                "asr_ms": round(total_ms, 1)}
         _print_json(row) if args.json else print(f"{path}: {row['text']}")
+    return 0
+
+
+def _long_transcriber(settings: Settings, asr, previous_text: str | None):
+    """16 kHz audio of any length → text: pieces of at most 25 s cut at VAD pauses."""
+    from voicebot.asr import split_at_pauses
+    from voicebot.vad import WINDOW, SileroVad
+
+    vad = SileroVad()
+
+    def transcribe(audio) -> str:
+        probs = vad.stream().push(audio) if len(audio) > 28 * 16000 else None
+        pieces = [audio] if probs is None else split_at_pauses(audio, probs, WINDOW)
+        return " ".join(t for t in (asr.transcribe(p, previous_text).text for p in pieces) if t)
+
+    return transcribe
+
+
+def cmd_eval_asr(args: argparse.Namespace) -> int:
+    from faster_whisper.audio import decode_audio
+
+    from voicebot.asr import WhisperAsr
+    from voicebot.catalogue import load_catalogue
+    from voicebot.evaluation import evaluate_asr, load_manifest
+    from voicebot.services import domain_prompt
+
+    settings = _settings(args)
+    if args.no_trim:
+        settings.asr.trim_window = False
+    _ensure_model(settings)
+    asr = WhisperAsr(settings.whisper_dir, settings.asr)
+    use_prompt = settings.asr.domain_prompt if args.domain_prompt is None else args.domain_prompt
+    prompt = domain_prompt(load_catalogue(settings.catalogue)) if use_prompt else None
+    result = evaluate_asr(load_manifest(args.manifest), _long_transcriber(settings, asr, prompt),
+                          lambda p: decode_audio(str(p), sampling_rate=16000), progress=not args.json)
+    if args.json:
+        _print_json(result.as_dict())
+    else:
+        for row in result.rows:
+            print(f"{row['wer']:5.2f}  {row['asr_ms']:7.0f} ms  {Path(row['audio']).name}: {row['text']}")
+        print(f"WER {result.wer:.3f}  CER {result.cer:.3f}  over {result.utterances} utterances "
+              f"({result.audio_s:.0f} s audio); latency p50 {result.latency_ms_p50:.0f} ms, "
+              f"p95 {result.latency_ms_p95:.0f} ms; RTF {result.asr_s / max(result.audio_s, 1e-9):.3f}")
+    return 0
+
+
+def cmd_eval_intents(args: argparse.Namespace) -> int:
+    from voicebot.catalogue import load_catalogue
+    from voicebot.evaluation import intent_metrics, load_labelled_tsv, load_manifest
+    from voicebot.services import load_classifier
+
+    settings = _settings(args)
+    catalogue = load_catalogue(settings.catalogue)
+    classifier = load_classifier(settings, catalogue)
+    if args.audio:  # a manifest of audio files labelled with intents: ASR first
+        from faster_whisper.audio import decode_audio
+
+        from voicebot.asr import WhisperAsr
+
+        _ensure_model(settings)
+        transcribe = _long_transcriber(settings, WhisperAsr(settings.whisper_dir, settings.asr), None)
+        rows = [(transcribe(decode_audio(str(i.audio), sampling_rate=16000)), i.reference)
+                for i in load_manifest(args.file)]
+    else:
+        rows = load_labelled_tsv(args.file)
+    unknown = sorted({intent for _, intent in rows} - set(catalogue.intents))
+    if unknown:
+        print(f"voicebot eval-intents: {args.file}: unknown intent ids {', '.join(unknown)}", file=sys.stderr)
+        return 2
+    results = [classifier.classify(text, explain=False) for text, _ in rows]
+    metrics = intent_metrics([g for _, g in rows], [r.intent for r in results],
+                             [r.confidence for r in results], labels=sorted(catalogue.intents))
+    if args.json:
+        _print_json(metrics)
+        return 0
+    print(f"{metrics['n']} utterances: accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}, "
+          f"out-of-scope false accepts {metrics.get('oos_false_accept_rate') or 0:.3f}, ECE {metrics['ece']:.3f}")
+    for intent, recall in sorted(metrics["per_intent_recall"].items()):
+        print(f"  recall {recall:5.2f}  {intent}")
+    labels = metrics["labels"]
+    short = [label[:5] for label in labels]
+    print("confusion (rows: true, columns: predicted)\n" + " " * 17 + " ".join(f"{s:>5}" for s in short))
+    for label, row in zip(labels, metrics["confusion"], strict=True):
+        if any(row):
+            print(f"{label:>16} " + " ".join(f"{v:5d}" if v else "    ." for v in row))
     return 0
 
 
@@ -210,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("call", help="call the bot as a phone platform would, with audio files as the caller")
-    s.add_argument("audio", nargs="+", help="caller audio, one file per turn (wav/mp3/flac)")
+    s.add_argument("audio", nargs="*", help="caller audio, one file per turn (wav/mp3/flac)")
     s.add_argument("--url", help="media WebSocket URL (default: ws://HOST:PORT/PROTOCOL from settings)")
     s.add_argument("--protocol", default="twilio", choices=sorted(PLATFORM_CLIENTS))
     s.add_argument("--speed", type=float, default=1.0, help="stream N times faster than real time")
@@ -248,6 +336,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-asr", action="store_true", help="train on written utterances only")
     s.add_argument("--out", help="output .onnx path (default: settings.intent_model)")
     s.set_defaults(func=cmd_train_intents)
+
+    s = sub.add_parser("eval-asr", help="WER/CER and latency of the ASR on a manifest (audio<TAB>text)")
+    s.add_argument("manifest")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--no-trim", action="store_true", help="full 30 s encoder window (for comparison)")
+    s.add_argument("--domain-prompt", action=argparse.BooleanOptionalAction, default=None,
+                   help="bias decoding with the catalogue's key terms (default: asr.domain_prompt)")
+    s.set_defaults(func=cmd_eval_asr)
+
+    s = sub.add_parser("eval-intents", help="accuracy, macro-F1, recall, confusion on a labelled TSV")
+    s.add_argument("file", help="TSV with columns text, intent (or with --audio: audio<TAB>intent manifest)")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--audio", action="store_true", help="FILE is a manifest of audio files; run ASR first")
+    s.set_defaults(func=cmd_eval_intents)
 
     s = sub.add_parser("make-training-data",
                        help="synthesize, phone-line and transcribe the intent utterances (cached)")

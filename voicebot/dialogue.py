@@ -183,13 +183,16 @@ class DialoguePolicy:
                         explanation=understanding.explanation if understanding else [], reason=reason)
 
     def _yes_no(self, text: str) -> str | None:
-        norm = normalize(text)
+        norm = _FILLERS.sub("", normalize(text))
         # "nej" before "ja": "nej, ja, det er parkering" is a no.
         if self._no.match(norm):
             return "no"
         if self._yes.match(norm):
             return "yes"
         return None
+
+
+_FILLERS = re.compile(r"^(?:(?:øh+m?|øhm|hm+|mm+|altså|okay|ok|nå)\s+)+")
 
 
 def _phrase_pattern(phrases: list[str]) -> re.Pattern[str]:

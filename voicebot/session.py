@@ -39,6 +39,7 @@ BARGE_IN_MS = 200  # caller speech this long during bot playback stops the playb
 START_TIMEOUT_S = 10.0
 BUSY_PROMPT_AFTER_S = 1.5  # a caller never waits silently: say "et øjeblik" after this
 NO_INPUT = "no-input"
+SPECULATE_AFTER_MS = 96  # silence after which the final decode starts, ahead of the endpoint
 SHORT_SOUND_S = 1.0  # shorter sounds that Whisper judges to be no speech are ignored
 
 
@@ -52,8 +53,11 @@ class Turn:
     audio: np.ndarray | None = None
     agreement: LocalAgreement = field(default_factory=LocalAgreement)
     partial_samples: int = 0  # audio length at the last partial decode
-    early_end: bool = False
     barged_in: bool = False
+    # A final decode started early, in the pause after `speculation_end` (see _maybe_speculate).
+    speculation: asyncio.Task | None = None
+    speculation_end: int = -1
+    confident_end: int = -1  # the speculation there was a confident, complete request
 
 
 class CallSession:
@@ -191,9 +195,11 @@ class CallSession:
             await self.barge_in()
         if self.endpointer.in_speech:
             self._maybe_partial()
+            self._maybe_speculate()
             ep = self.settings.endpointing
             too_long = speech_ms >= ep.max_turn_s * 1000
-            confident_pause = self._turn.early_end and self.endpointer.silence_ms >= ep.early_silence_ms
+            confident_pause = (self._turn.confident_end == self.endpointer.last_speech
+                               and self.endpointer.silence_ms >= ep.early_silence_ms)
             if too_long or confident_pause:
                 await self._end_turn(self.endpointer.force_end().sample)
 
@@ -248,8 +254,32 @@ class CallSession:
         if understanding.intent == "emergency" and understanding.rule:
             # Do not wait for the caller to finish: "ring 112" now.
             await self._end_turn(self.endpointer.force_end().sample)
-        elif understanding.confidence >= self.settings.dialogue.accept and understanding.intent != "out_of_scope":
-            turn.early_end = True  # a confident, complete request: a shorter silence ends it
+
+    # == 4b. deciding during the pause ====================================================
+    # The caller has stopped for a moment; the turn ends only after endpointing.silence_ms.
+    # Decoding now instead of then hides the decode inside that silence, and when the
+    # result is a confident, complete request the turn may end after the shorter
+    # endpointing.early_silence_ms. If the caller speaks again, the result is dropped.
+    def _maybe_speculate(self) -> None:
+        turn = self._turn
+        pause_end = self.endpointer.last_speech
+        if (turn is None or self.endpointer.silence_ms < SPECULATE_AFTER_MS
+                or turn.speculation_end == pause_end):
+            return
+        turn.speculation_end = pause_end
+        audio = self._slice(turn.start_sample - int(PRE_ROLL_S * SAMPLE_RATE),
+                            pause_end + int(TAIL_S * SAMPLE_RATE))
+        turn.speculation = asyncio.create_task(self._speculate(turn, pause_end, audio))
+
+    async def _speculate(self, turn: Turn, pause_end: int, audio: np.ndarray):
+        committed = " ".join(turn.agreement.committed) or None
+        result = await self.services.asr.speculative(audio, self.services.domain_prompt, committed)
+        if result is None or turn is not self._turn or self.endpointer.last_speech != pause_end:
+            return result
+        u = await asyncio.to_thread(self.services.classifier.classify, result.text, False)
+        if u.intent != "out_of_scope" and (u.rule or u.confidence >= self.settings.dialogue.accept):
+            turn.confident_end = pause_end
+        return result
 
     # == 5. the end of a turn =============================================================
     async def _end_turn(self, end_sample: int) -> None:
@@ -292,8 +322,12 @@ class CallSession:
         t_end = time.monotonic()
         busy = asyncio.create_task(self._busy_prompt_after(BUSY_PROMPT_AFTER_S))
         try:
-            committed = " ".join(turn.agreement.committed) or None
-            result = await self.services.asr.final(turn.audio, self.services.domain_prompt, committed)
+            result = None
+            if turn.speculation is not None and turn.speculation_end == turn.end_sample:
+                result = await turn.speculation  # decoded during the pause: the same audio
+            if result is None:
+                committed = " ".join(turn.agreement.committed) or None
+                result = await self.services.asr.final(turn.audio, self.services.domain_prompt, committed)
         except Overloaded:
             metrics.ASR_OVERLOADED.inc()
             busy.cancel()

@@ -1,0 +1,1 @@
+"""Benchmarks and evaluation sets (`voicebot bench`, `voicebot eval-asr`)."""

@@ -1,0 +1,97 @@
+"""A real call, end to end: the server with the real Whisper base model, a Danish utterance
+synthesized with espeak-ng streamed by `voicebot call` as Twilio would, and the call must
+land in the right forvaltning's queue."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+from voicebot.config import PROJECT_ROOT
+
+pytestmark = pytest.mark.model
+VOICEBOT = [sys.executable, "-m", "voicebot"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, whisper_dir):
+    data = tmp_path_factory.mktemp("data")
+    port = free_port()
+    env = {**os.environ, "VOICEBOT_DATA_DIR": str(data), "VOICEBOT_ASR__MODEL_DIR": str(whisper_dir),
+           "VOICEBOT_PORT": str(port)}
+    log = open(data / "server.log", "w")  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen([*VOICEBOT, "--log-level", "warning", "serve"], env=env, cwd=PROJECT_ROOT,
+                            stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            if proc.poll() is not None:
+                break
+            time.sleep(0.3)
+    else:
+        proc.kill()
+        pytest.fail("server did not start: " + (data / "server.log").read_text())
+    assert proc.poll() is None, (data / "server.log").read_text()
+    yield env, port, data
+    proc.terminate()
+    proc.wait(timeout=20)
+    log.close()
+
+
+def place_call(env, audio: Path, *extra: str) -> list[dict]:
+    out = subprocess.run([*VOICEBOT, "call", str(audio), "--json", "--speed", "2", *extra],
+                         env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr
+    return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+
+
+def queued(env) -> list[dict]:
+    out = subprocess.run([*VOICEBOT, "queues", "--json"], env=env, cwd=PROJECT_ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)["waiting"]
+
+
+def test_a_spoken_request_lands_in_the_right_queue(server, speaker, tmp_path):
+    env, _, _ = server
+    audio = tmp_path / "caller.wav"
+    sf.write(audio, speaker.speak("Jeg har brug for hjemmehjælp til min gamle far."), 16000)
+    turns = place_call(env, audio, "--save-reply", str(tmp_path / "reply.wav"))
+    assert turns, "the bot made no decision"
+    last = turns[-1]
+    assert last["forvaltning"] == "SUF", last
+    assert set(last["latency_ms"]) == {"speech_end_to_transcript", "speech_end_to_decision",
+                                       "speech_end_to_first_audio"}
+    assert all(v is not None and v > 0 for v in last["latency_ms"].values()), last
+    waiting = [c for c in queued(env) if c["forvaltning"] == "SUF"]
+    assert len(waiting) == 1 and waiting[0]["intent"] == "elder_care"
+    assert waiting[0]["transcript"] and waiting[0]["caller"].endswith("78")
+    reply, rate = sf.read(tmp_path / "reply.wav")
+    assert rate == 8000 and len(reply) > rate * 3  # greeting + hand-off prompt were heard
+
+
+def test_zero_on_the_keypad_reaches_a_person(server, tmp_path):
+    env, _, _ = server
+    silence = tmp_path / "silence.wav"
+    sf.write(silence, [0.0] * 8000, 8000)
+    turns = place_call(env, silence, "--dtmf", "0")
+    assert turns[-1]["action"] == "human" and turns[-1]["forvaltning"] == "KONTAKTCENTER"

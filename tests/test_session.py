@@ -1,0 +1,178 @@
+"""The call session with a scripted platform and a scripted recogniser (no Whisper): the
+order of things on the line, barge-in, queue-before-hand-off, keys and emergencies."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from telephony.base import Audio, CallStart, Digit, Hangup, MediaChannel, Played
+from voicebot.asr import AsrPool, AsrResult
+from voicebot.config import AsrSettings, load_settings
+from voicebot.events import EventBus
+from voicebot.queues import SqliteQueueStore
+from voicebot.services import Services
+from voicebot.session import CallSession
+from voicebot.vad import SileroVad
+
+FRAME = 320  # 20 ms at 16 kHz
+
+
+class ScriptedAsr:
+    """Returns `text` for any audio longer than half a second."""
+
+    def __init__(self, text: str):
+        self.text = text
+        self.calls = 0
+
+    def transcribe(self, audio, previous_text=None, prefix=None):
+        self.calls += 1
+        text = self.text if len(audio) > 8000 else ""
+        return AsrResult(text, -0.2, 0.01, len(audio) / 16000, 6.0, 5.0)
+
+
+class ScriptedLine(MediaChannel):
+    """A phone platform that plays audio instantly and returns marks after `play_s`."""
+
+    platform = "test"
+
+    def __init__(self, script: list, echo_marks: bool = True):
+        self.script = script
+        self.log: list[tuple] = []
+        self.echo_marks = echo_marks
+        self._marks: asyncio.Queue = asyncio.Queue()
+        self.ended = asyncio.Event()
+
+    async def events(self):
+        yield CallStart("CA-test", "test", "+4511223344")
+        for item in self.script:
+            if self.ended.is_set():
+                break
+            if isinstance(item, np.ndarray):
+                for i in range(0, len(item), FRAME):
+                    while not self._marks.empty():
+                        yield self._marks.get_nowait()
+                    yield Audio(item[i:i + FRAME])
+                    await asyncio.sleep(0)
+            else:
+                yield item
+        # keep the line open with silence until the bot ends the call
+        for _ in range(1500):
+            if self.ended.is_set():
+                break
+            while not self._marks.empty():
+                yield self._marks.get_nowait()
+            yield Audio(np.zeros(FRAME, np.float32))
+            await asyncio.sleep(0.002)
+        yield Hangup("test over")
+
+    async def play(self, audio, mark):
+        self.log.append(("play", mark, len(audio)))
+        if self.echo_marks:
+            self._marks.put_nowait(Played(mark))
+
+    async def clear(self):
+        self.log.append(("clear",))
+
+    async def hang_up(self):
+        self.log.append(("hang_up",))
+        self.ended.set()
+
+    async def hand_off(self, target):
+        self.log.append(("hand_off", target.forvaltning))
+        self.ended.set()
+
+
+@pytest.fixture
+def services(tmp_path, catalogue, classifier, speaker):
+    def make(text: str) -> Services:
+        settings = load_settings(None, data_dir=tmp_path)
+        return Services(settings=settings, catalogue=catalogue, vad=SileroVad(),
+                        asr=AsrPool(ScriptedAsr(text), AsrSettings(workers=1)), classifier=classifier,
+                        speaker=speaker, store=SqliteQueueStore(tmp_path / "q.db"), events=EventBus(),
+                        domain_prompt=None)
+
+    return make
+
+
+def silence(s: float) -> np.ndarray:
+    return np.zeros(int(s * 16000), np.float32)
+
+
+def run(session: CallSession) -> None:
+    asyncio.run(asyncio.wait_for(session.run(), 60))
+
+
+def test_greets_then_routes_and_writes_the_queue_before_hand_off(services, speaker):
+    svc = services("min skraldespand er ikke blevet tømt")
+    speech = speaker.speak("Min skraldespand er ikke blevet tømt i denne uge.")
+    line = ScriptedLine([silence(0.5), speech, silence(1.5)])
+    session = CallSession(line, svc)
+    seen_queue_at_hand_off = []
+    original = line.hand_off
+
+    async def hand_off(target):
+        seen_queue_at_hand_off.append(svc.store.get("CA-test"))
+        await original(target)
+
+    line.hand_off = hand_off
+    run(session)
+    assert line.log[0][0] == "play" and line.log[0][1].startswith("greeting")
+    assert ("hand_off", "TMF") in line.log
+    record = seen_queue_at_hand_off[0]
+    assert record is not None and record.forvaltning == "TMF" and record.intent == "waste"
+    assert record.caller == "+45 ••••••44"
+    assert record.transcript == "min skraldespand er ikke blevet tømt"
+
+
+def test_caller_speech_during_the_greeting_stops_it(services, speaker):
+    svc = services("jeg vil tale med en medarbejder")
+    speech = speaker.speak("Jeg vil gerne tale med en medarbejder, tak.")
+    line = ScriptedLine([speech, silence(1.5)], echo_marks=False)  # greeting still playing
+    run(CallSession(line, svc))
+    kinds = [entry[0] for entry in line.log]
+    assert "clear" in kinds and kinds.index("clear") > 0
+
+
+def test_key_zero_reaches_a_person(services):
+    svc = services("")
+    line = ScriptedLine([silence(0.3), Digit("0"), silence(0.5)])
+    run(CallSession(line, svc))
+    assert ("hand_off", "KONTAKTCENTER") in line.log
+    assert svc.store.get("CA-test").reason == "pressed 0"
+
+
+def test_an_emergency_says_112_first(services, speaker):
+    svc = services("min mor er faldet og bløder")
+    speech = speaker.speak("Min mor er faldet og hun bløder meget.")
+    line = ScriptedLine([silence(0.3), speech, silence(1.5)])
+    events = []
+    original = svc.events.publish
+    svc.events.publish = lambda call_id, kind, **data: (events.append((kind, data)), original(call_id, kind, **data))
+    run(CallSession(line, svc))
+    said = [d["text"] for k, d in events if k == "bot_said"]
+    assert said[1].lower().startswith("ring et et to")  # the first thing after the greeting
+    assert ("hand_off", "KONTAKTCENTER") in line.log
+
+
+def test_cpr_numbers_never_reach_the_queue_or_events(services, speaker):
+    svc = services("jeg skal have hjemmehjælp mit cpr er 010203-1234")
+    speech = speaker.speak("Jeg skal have hjemmehjælp, mit cpr nummer er nul et nul to nul tre.")
+    line = ScriptedLine([silence(0.3), speech, silence(1.5)])
+    published = []
+    original = svc.events.publish
+    svc.events.publish = lambda call_id, kind, **data: (published.append(repr(data)), original(call_id, kind, **data))
+    run(CallSession(line, svc))
+    record = svc.store.get("CA-test")
+    assert record is not None and "010203" not in record.transcript and "[CPR]" in record.transcript
+    assert not any("010203" in p for p in published)
+
+
+def test_the_session_ends_cleanly_when_the_caller_hangs_up(services, speaker):
+    svc = services("hej")
+    line = ScriptedLine([silence(0.3), Hangup("caller hung up")])
+    run(CallSession(line, svc))
+    assert svc.active_calls == 0
+    assert line.log[-1] == ("hang_up",)
