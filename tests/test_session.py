@@ -176,3 +176,25 @@ def test_the_session_ends_cleanly_when_the_caller_hangs_up(services, speaker):
     run(CallSession(line, svc))
     assert svc.active_calls == 0
     assert line.log[-1] == ("hang_up",)
+
+
+def test_a_backchannel_does_not_take_the_turn_and_the_bot_resumes(services, speaker):
+    svc = services("mhm")
+    speech = speaker.speak("Mhm, ja.")
+    line = ScriptedLine([silence(0.2), speech, silence(2.0), Hangup("done")], echo_marks=False)
+    decisions = []
+    original = svc.events.publish
+    svc.events.publish = lambda call_id, kind, **data: (decisions.append(kind), original(call_id, kind, **data))
+    run(CallSession(line, svc))
+    plays = [entry[1] for entry in line.log if entry[0] == "play"]
+    assert ("clear",) in line.log
+    assert any(m.startswith("resume") for m in plays)  # the cut-off greeting goes on
+    assert "decision" not in decisions and "backchannel" in decisions
+
+
+def test_marks_say_which_sentences_were_heard(services):
+    svc = services("")
+    line = ScriptedLine([silence(0.2)])
+    run(CallSession(line, svc))
+    greeting_marks = [e[1] for e in line.log if e[0] == "play" and e[1].startswith("greeting")]
+    assert len(greeting_marks) == 3  # one mark per sentence of the greeting

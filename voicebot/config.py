@@ -23,8 +23,10 @@ class ConfigError(Exception):
 
 
 class EndpointingSettings(BaseModel):
-    # Silence after speech that ends a turn. Chosen by measurement (README, "Endpointing").
-    silence_ms: int = Field(560, ge=100, le=3000)
+    # Silence after speech that ends a turn. Measured (README, "Endpointing"): the VAD's
+    # longest pause inside a read Danish sentence was 288 ms, so 320 ms cut none; 160 ms
+    # more for hesitant, elderly and second-language callers.
+    silence_ms: int = Field(480, ge=100, le=3000)
     # A confident, complete partial transcript may end the turn after this shorter silence.
     early_silence_ms: int = Field(240, ge=60, le=3000)
     speech_threshold: float = Field(0.5, gt=0.0, lt=1.0)
@@ -72,6 +74,24 @@ class TtsSettings(BaseModel):
     pitch: int = Field(50, ge=0, le=99)
 
 
+class TelephonySettings(BaseModel):
+    """Platform endpoints beyond the WebSocket routes (telephony/gateway.py, telephony/*.py)."""
+
+    # Asterisk AudioSocket: a plain TCP server next to the HTTP one. Port 0 = any free port.
+    audiosocket_enabled: bool = True
+    audiosocket_host: str = "127.0.0.1"
+    audiosocket_port: int = Field(9092, ge=0, le=65535)
+    # Genesys AudioHook: the X-API-KEY Genesys must send. None accepts any key (logged as a warning).
+    audiohook_api_key: str | None = None
+    # Bot audio back to Genesys: "auto" only for Audio Connector sessions (the open message
+    # carries inputVariables), "on"/"off" force it. AudioHook Monitor is listen-only.
+    audiohook_playback: Literal["auto", "on", "off"] = "auto"
+    # chan_websocket: send ANSWER after MEDIA_START (needed when Dial uses the n option; harmless otherwise).
+    asterisk_answer: bool = True
+    # Telnyx: inbound media frames held back to restore sequence order (20 ms each).
+    telnyx_reorder_frames: int = Field(5, ge=1, le=50)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="VOICEBOT_", env_nested_delimiter="__", extra="forbid"
@@ -93,6 +113,7 @@ class Settings(BaseSettings):
     asr: AsrSettings = AsrSettings()
     dialogue: DialogueSettings = DialogueSettings()
     tts: TtsSettings = TtsSettings()
+    telephony: TelephonySettings = TelephonySettings()
 
     @property
     def db_path(self) -> Path:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -29,6 +30,7 @@ from voicebot.dialogue import Decision, DialoguePolicy
 from voicebot.privacy import mask_numbers
 from voicebot.queues import RoutedCall, mask_caller
 from voicebot.services import Services
+from voicebot.understanding import normalize
 from voicebot.vad import Endpointer, TurnEvent
 
 log = logging.getLogger("voicebot.session")
@@ -60,6 +62,20 @@ class Turn:
     confident_end: int = -1  # the speculation there was a confident, complete request
 
 
+BACKCHANNELS = {"mhm", "mm", "hm", "ja", "jo", "jah", "okay", "ok", "nå", "aha", "javel", "præcis", "nemlig"}
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def split_sentences(text: str) -> list[str]:
+    return [s for s in _SENTENCE_END.split(text.strip()) if s]
+
+
+def is_backchannel(text: str) -> bool:
+    """A listener's "mhm", "ja ja", "okay" — or nothing recognisable at all."""
+    words = normalize(text).split()
+    return len(words) <= 3 and all(w in BACKCHANNELS for w in words)
+
+
 class CallSession:
     def __init__(self, channel: MediaChannel, services: Services) -> None:
         self.channel = channel
@@ -82,7 +98,8 @@ class CallSession:
         # Caller inputs (turns, key presses, silences) are handled one at a time by a worker,
         # so the receive loop never waits on speech recognition or playback.
         self._inputs: asyncio.Queue[Turn | str] = asyncio.Queue(maxsize=4)
-        self._playing: dict[str, float] = {}  # marks sent and not yet played → when sent
+        self._playing: dict[str, str] = {}  # marks sent and not yet played → their sentence
+        self._unheard: list[str] = []  # sentences cut off by the last barge-in
         self._prompt_done = asyncio.Event()
         self._prompt_done.set()
         self._marks = 0
@@ -152,17 +169,18 @@ class CallSession:
         await self.channel.hang_up()
 
     # == 2. speaking ======================================================================
-    async def say(self, text: str, purpose: str) -> str:
-        """Send a prompt; returns its mark. Playback is tracked until the mark comes back."""
-        audio = await asyncio.to_thread(self.services.speaker.speak, text)
+    async def say(self, text: str, purpose: str) -> None:
+        """Send a prompt sentence by sentence, each with its own mark: the first sentence
+        goes out as soon as it is rendered, and the marks tell which sentences the caller
+        heard before a barge-in."""
         self._marks += 1
-        mark = f"{purpose}-{self._marks}"
-        self._playing[mark] = time.monotonic()
         self._prompt_done.clear()
-        await self.channel.play(audio, mark)
-        self.services.events.publish(self.call_id, "bot_said", text=text, mark=mark,
-                                     audio_s=round(len(audio) / SAMPLE_RATE, 2))
-        return mark
+        self.services.events.publish(self.call_id, "bot_said", text=text, mark=f"{purpose}-{self._marks}")
+        for i, sentence in enumerate(split_sentences(text)):
+            audio = await asyncio.to_thread(self.services.speaker.speak, sentence)
+            mark = f"{purpose}-{self._marks}.{i}"
+            self._playing[mark] = sentence
+            await self.channel.play(audio, mark)
 
     def on_played(self, played: Played) -> None:
         self._playing.pop(played.mark, None)
@@ -218,6 +236,7 @@ class CallSession:
     async def barge_in(self) -> None:
         """The caller talks over the bot: stop the bot now; the marks say what was heard."""
         metrics.BARGE_INS.inc()
+        self._unheard = list(self._playing.values())
         self.services.events.publish(self.call_id, "barge_in", marks=list(self._playing))
         await self.channel.clear()
 
@@ -338,6 +357,12 @@ class CallSession:
         finally:
             busy.cancel()
         metrics.ASR_SECONDS.labels("final").observe(result.asr_ms / 1000)
+        if turn.barged_in and self._unheard and is_backchannel(result.text):
+            # "mhm" or "ja" while the bot talked: not a turn; go on where the bot was cut off.
+            self.services.events.publish(self.call_id, "backchannel", turn=turn.index)
+            unheard, self._unheard = self._unheard, []
+            await self.say(" ".join(unheard), "resume")
+            return
         masked = mask_numbers(result.text)
         self.transcripts.append(masked)
         self.services.events.publish(self.call_id, "transcript", turn=turn.index, text=masked,
