@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 import numpy as np
 import soundfile as sf
@@ -142,7 +141,7 @@ def evaluate(threshold: float = 0.5) -> dict:
             # How often would each end-of-turn silence cut a caller off mid-sentence? The
             # endpointer sees the VAD's pauses (each NST clip is one read sentence).
             vad_pauses = [internal_pauses(h, 0.0) for h in hyps]
-            report[name]["vad_internal_pauses_max_ms"] = round(max((max(p, default=0) for p in vad_pauses)) * 1000)
+            report[name]["vad_internal_pauses_max_ms"] = round(max(max(p, default=0) for p in vad_pauses) * 1000)
             report[name]["cut_rate_by_silence_ms"] = {
                 ms: round(float(np.mean([any(p * 1000 >= ms for p in ps) for ps in vad_pauses])), 3)
                 for ms in (160, 240, 320, 400, 480, 560, 640, 800)

@@ -5,9 +5,11 @@
 3. Every 32 ms of caller audio goes through Silero VAD; the Endpointer finds where the
    caller's turn starts and ends. Speech while the bot talks stops the bot (barge-in).
 4. While the caller speaks, partial transcripts are decoded now and then (LocalAgreement-2
-   commits the words two hypotheses agree on); an emergency word in a partial acts at once.
-5. At the end of the turn, the final pass decodes the turn (only the uncommitted words),
-   the intent classifier names the errand, and the dialogue policy decides.
+   commits the words two hypotheses agree on) for the agent console; an emergency word in
+   a partial acts at once.
+5. When the caller pauses, the final decode starts at once, hidden inside the end-of-turn
+   silence; a confident, complete request ends the turn after a shorter silence. Then the
+   intent classifier names the errand and the dialogue policy decides.
 6. Acting: answer by voice, ask back, or route — the routed call is written to its
    forvaltning's queue first, then the caller hears where they go and the call is handed on.
 """
@@ -291,8 +293,7 @@ class CallSession:
         turn.speculation = asyncio.create_task(self._speculate(turn, pause_end, audio))
 
     async def _speculate(self, turn: Turn, pause_end: int, audio: np.ndarray):
-        committed = " ".join(turn.agreement.committed) or None
-        result = await self.services.asr.speculative(audio, self.services.domain_prompt, committed)
+        result = await self.services.asr.speculative(audio, self.services.domain_prompt)
         if result is None or turn is not self._turn or self.endpointer.last_speech != pause_end:
             return result
         u = await asyncio.to_thread(self.services.classifier.classify, result.text, False)
@@ -345,8 +346,9 @@ class CallSession:
             if turn.speculation is not None and turn.speculation_end == turn.end_sample:
                 result = await turn.speculation  # decoded during the pause: the same audio
             if result is None:
-                committed = " ".join(turn.agreement.committed) or None
-                result = await self.services.asr.final(turn.audio, self.services.domain_prompt, committed)
+                # The whole turn again, not only the uncommitted words: forcing the committed
+                # prefix saved no time and cost WER (README, "Streaming partials").
+                result = await self.services.asr.final(turn.audio, self.services.domain_prompt)
         except Overloaded:
             metrics.ASR_OVERLOADED.inc()
             busy.cancel()
