@@ -49,6 +49,7 @@ class AsrSettings(BaseModel):
     window_margin_s: float = Field(1.0, ge=0.0, le=10.0)
     window_min_s: float = Field(6.0, ge=1.0, le=30.0)
     partials: bool = True
+    speculative: bool = True  # start the final decode in the pause, before the endpoint
     partial_interval_ms: int = Field(600, ge=200, le=5000)
     domain_prompt: bool = False  # bias decoding with the catalogue's key terms (README: measured)
     max_pending: int = Field(8, ge=1, le=256)  # queued final decodes before back-pressure

@@ -284,8 +284,8 @@ class CallSession:
     def _maybe_speculate(self) -> None:
         turn = self._turn
         pause_end = self.endpointer.last_speech
-        if (turn is None or self.endpointer.silence_ms < SPECULATE_AFTER_MS
-                or turn.speculation_end == pause_end):
+        if (turn is None or not self.settings.asr.speculative
+                or self.endpointer.silence_ms < SPECULATE_AFTER_MS or turn.speculation_end == pause_end):
             return
         turn.speculation_end = pause_end
         audio = self._slice(turn.start_sample - int(PRE_ROLL_S * SAMPLE_RATE),
