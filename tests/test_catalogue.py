@@ -67,3 +67,15 @@ def test_routing_is_data_a_moved_task_needs_no_code_change(tmp_path):
     data["intents"]["elder_care"]["forvaltning"] = "SOF"
     path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
     assert load_catalogue(path).intent("elder_care").forvaltning == "SOF"
+
+
+def test_bad_settings_name_the_file_and_every_field(tmp_path):
+    from voicebot.config import ConfigError, load_settings
+
+    path = tmp_path / "voicebot.yaml"
+    path.write_text("endpointing:\n  silence_ms: 20\nasr:\n  beam: 3\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_settings(path)
+    message = str(err.value)
+    assert str(path) in message
+    assert "endpointing.silence_ms" in message and "asr.beam" in message

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -22,7 +22,13 @@ class ConfigError(Exception):
     """Configuration that cannot be used; the message names the file and the field."""
 
 
-class EndpointingSettings(BaseModel):
+class Section(BaseModel):
+    """A settings section: unknown keys are errors (a misspelt setting must not be ignored)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class EndpointingSettings(Section):
     # Silence after speech that ends a turn. Measured (README, "Endpointing"): the VAD's
     # longest pause inside a read Danish sentence was 288 ms, so 320 ms cut none; 160 ms
     # more for hesitant, elderly and second-language callers.
@@ -37,7 +43,7 @@ class EndpointingSettings(BaseModel):
     no_input_s: float = Field(8.0, ge=2.0, le=60.0)
 
 
-class AsrSettings(BaseModel):
+class AsrSettings(Section):
     model_dir: Path | None = None  # None: the provisioned Whisper base under data_dir
     compute_type: str = "int8"
     threads: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), ge=1, le=64)
@@ -55,7 +61,7 @@ class AsrSettings(BaseModel):
     max_pending: int = Field(8, ge=1, le=256)  # queued final decodes before back-pressure
 
 
-class DialogueSettings(BaseModel):
+class DialogueSettings(Section):
     # Intent confidence at or above `accept` acts at once; between `confirm` and `accept` asks
     # one yes/no question; below `confirm` asks the caller to rephrase.
     accept: float = Field(0.60, gt=0.0, le=1.0)
@@ -69,13 +75,13 @@ class DialogueSettings(BaseModel):
         return self
 
 
-class TtsSettings(BaseModel):
+class TtsSettings(Section):
     voice: str = "da"
     rate_wpm: int = Field(165, ge=80, le=400)
     pitch: int = Field(50, ge=0, le=99)
 
 
-class TelephonySettings(BaseModel):
+class TelephonySettings(Section):
     """Platform endpoints beyond the WebSocket routes (telephony/gateway.py, telephony/*.py)."""
 
     # Asterisk AudioSocket: a plain TCP server next to the HTTP one. Port 0 = any free port.
