@@ -63,8 +63,12 @@ class AsrResult:
 
 
 def _looping(text: str) -> bool:
+    """Whisper stuck in a loop: text that compresses too well, or one word three times in a row."""
     data = text.encode("utf-8")
-    return len(data) > 24 and len(data) / len(zlib.compress(data)) > COMPRESSION_RATIO_LIMIT
+    if len(data) > 24 and len(data) / len(zlib.compress(data)) > COMPRESSION_RATIO_LIMIT:
+        return True
+    words = [w.strip(".,!?").lower() for w in text.split()]
+    return any(a == b == c and len(a) > 1 for a, b, c in zip(words, words[1:], words[2:], strict=False))
 
 
 def check_model_dir(model_dir: Path) -> None:
