@@ -38,11 +38,21 @@ class FakeAsr:
     def __init__(self, delay: float):
         self.delay = delay
 
+        self.batches: list[int] = []
+
     def transcribe(self, audio, previous_text=None, prefix=None):
         import time
 
         time.sleep(self.delay)
+        self.batches.append(1)
         return AsrResult("tekst", -0.1, 0.0, len(audio) / 16000, 6.0, self.delay * 1000)
+
+    def transcribe_batch(self, audios, previous_text=None):
+        import time
+
+        time.sleep(self.delay)
+        self.batches.append(len(audios))
+        return [AsrResult(f"tekst {i}", -0.1, 0.0, 1.0, 6.0, 1.0) for i in range(len(audios))]
 
 
 def test_window_is_trimmed_to_the_audio_plus_margin():
@@ -70,3 +80,36 @@ def test_pool_refuses_finals_beyond_its_bound_and_skips_partials_when_busy():
         pool.shutdown()
 
     asyncio.run(scenario())
+
+
+def test_finals_that_wait_are_decoded_together_in_order():
+    async def scenario():
+        fake = FakeAsr(0.1)
+        pool = AsrPool(fake, AsrSettings(workers=1, max_pending=8, max_batch=3))
+        audio = np.zeros(16000, np.float32)
+        tasks = [asyncio.create_task(pool.final(audio)) for _ in range(5)]
+        results = await asyncio.gather(*tasks)
+        pool.shutdown()
+        return fake.batches, [r.text for r in results]
+
+    batches, texts = asyncio.run(scenario())
+    assert batches == [1, 3, 1]  # the first alone; the next three waited and went together
+    assert texts == ["tekst", "tekst 0", "tekst 1", "tekst 2", "tekst"]
+
+
+def test_a_failing_decode_fails_every_call_in_its_batch():
+    class Broken(FakeAsr):
+        def transcribe_batch(self, audios, previous_text=None):
+            raise RuntimeError("decoder fault")
+
+    async def scenario():
+        pool = AsrPool(Broken(0.05), AsrSettings(workers=1, max_batch=4))
+        audio = np.zeros(16000, np.float32)
+        tasks = [asyncio.create_task(pool.final(audio)) for _ in range(3)]
+        outcome = await asyncio.gather(*tasks, return_exceptions=True)
+        pool.shutdown()
+        return outcome
+
+    outcome = asyncio.run(scenario())
+    assert outcome[0].text == "tekst"
+    assert all(isinstance(o, RuntimeError) for o in outcome[1:])

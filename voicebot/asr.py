@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 import zlib
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,6 +129,37 @@ class WhisperAsr:
         # The result holds a forced prefix's tokens too, so the text is the whole turn.
         return result, self.tokenizer.decode(tokens).strip()
 
+    def transcribe_batch(self, audios: list[np.ndarray], previous_text: str | None = None) -> list[AsrResult]:
+        """Several calls' turns in one pass, padded to the longest window."""
+        start = time.perf_counter()
+        audios = [np.asarray(a, dtype=np.float32)[: MAX_FRAMES * SAMPLE_RATE // FRAMES_PER_SECOND] for a in audios]
+        mels = [self.features(a, padding=160)[:, :-1] for a in audios]
+        frames = max(self.window_frames(m.shape[1]) for m in mels)
+        batch = np.zeros((len(mels), mels[0].shape[0], frames), dtype=np.float32)
+        for i, mel in enumerate(mels):
+            n = min(frames, mel.shape[1])
+            batch[i, :, :n] = mel[:, :n]
+        prompt = self.prompt_tokens(previous_text, None)
+        max_new = int(MAX_TOKENS_PER_S * max(len(a) for a in audios) / SAMPLE_RATE) + 8
+        results = self.model.generate(
+            ctranslate2.StorageView.from_array(batch), [prompt] * len(audios),
+            beam_size=self.settings.beam_size, max_length=min(448, len(prompt) + max_new),
+            return_scores=True, return_no_speech_prob=True, suppress_blank=True,
+            suppress_tokens=self._suppress,
+        )
+        elapsed_ms = (time.perf_counter() - start) * 1000
+        out = []
+        for audio, result in zip(audios, results, strict=True):
+            tokens = [t for t in result.sequences_ids[0] if t < self.tokenizer.eot]
+            text = self.tokenizer.decode(tokens).strip()
+            if _looping(text):
+                out.append(self.transcribe(audio, previous_text))  # retried alone, without repeats
+                continue
+            out.append(AsrResult(text, float(result.scores[0]) if result.scores else 0.0,
+                                 float(result.no_speech_prob), len(audio) / SAMPLE_RATE,
+                                 frames / FRAMES_PER_SECOND, elapsed_ms))
+        return out
+
     def transcribe(self, audio: np.ndarray, previous_text: str | None = None,
                    prefix: str | None = None, trim: bool | None = None) -> AsrResult:
         """Transcribe up to 30 s of 16 kHz float32 audio in one window."""
@@ -158,57 +190,101 @@ class WhisperAsr:
         )
 
 
+@dataclass
+class _Request:
+    audio: np.ndarray
+    previous_text: str | None
+    future: asyncio.Future
+
+
 class AsrPool:
-    """Bounded, shared decoding for all calls (see module doc)."""
+    """Bounded, shared decoding for all calls (see module doc).
+
+    Finals that wait while the workers are busy are decoded together in one batch (up to
+    asr.max_batch): one encoder and decoder pass for several calls measured ~1.5× the
+    throughput of decoding them one by one (README, "One model, many calls").
+    """
 
     def __init__(self, asr: WhisperAsr, settings: AsrSettings) -> None:
         self.asr = asr
         self.settings = settings
         self._executor = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="asr")
-        self._in_flight = 0  # finals and partials submitted and not finished
-        self._finals_waiting = 0
+        self._queue: deque[_Request] = deque()  # finals not yet started
+        self._running = 0  # decodes (batches or partials) in the executor
+        self._finals = 0  # finals queued or running
+        self._tasks: set[asyncio.Task] = set()
 
     @property
     def busy(self) -> bool:
-        return self._in_flight >= self.settings.workers
+        return self._running >= self.settings.workers
 
     @property
     def load(self) -> int:
-        return self._in_flight
+        return self._running + len(self._queue)
 
-    async def final(self, audio: np.ndarray, previous_text: str | None = None,
-                    prefix: str | None = None) -> AsrResult:
-        if self._finals_waiting >= self.settings.max_pending:
-            raise Overloaded(f"{self._finals_waiting} final decodes already waiting")
-        self._finals_waiting += 1
+    async def final(self, audio: np.ndarray, previous_text: str | None = None) -> AsrResult:
+        if self._finals >= self.settings.max_pending:
+            raise Overloaded(f"{self._finals} final decodes already waiting")
+        future = asyncio.get_running_loop().create_future()
+        self._queue.append(_Request(audio, previous_text, future))
+        self._finals += 1
         try:
-            return await self._run(audio, previous_text, prefix)
+            self._dispatch()
+            return await future
         finally:
-            self._finals_waiting -= 1
+            self._finals -= 1
 
-    async def speculative(self, audio: np.ndarray, previous_text: str | None = None,
-                          prefix: str | None = None) -> AsrResult | None:
+    async def speculative(self, audio: np.ndarray, previous_text: str | None = None) -> AsrResult | None:
         """A final decode started before the turn has surely ended; None when finals are
         already waiting (a guess must not delay someone's real final)."""
-        if self._finals_waiting >= self.settings.workers:
+        if self._finals >= self.settings.workers:
             return None
-        return await self.final(audio, previous_text, prefix)
+        return await self.final(audio, previous_text)
 
     async def partial(self, audio: np.ndarray, previous_text: str | None = None) -> AsrResult | None:
         """A partial hypothesis, or None when the pool is busy (finals come first)."""
-        if self.busy or self._finals_waiting:
+        if self.busy or self._queue:
             return None
-        return await self._run(audio, previous_text, None)
-
-    async def _run(self, audio, previous_text, prefix) -> AsrResult:
-        self._in_flight += 1
+        self._running += 1
         try:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(
-                self._executor, self.asr.transcribe, audio, previous_text, prefix
-            )
+            return await loop.run_in_executor(self._executor, self.asr.transcribe, audio, previous_text)
         finally:
-            self._in_flight -= 1
+            self._running -= 1
+            self._dispatch()
+
+    def _dispatch(self) -> None:
+        while self._queue and self._running < self.settings.workers:
+            first = self._queue.popleft()
+            batch = [first]
+            while (self._queue and len(batch) < self.settings.max_batch
+                   and self._queue[0].previous_text == first.previous_text):
+                batch.append(self._queue.popleft())
+            self._running += 1
+            task = asyncio.get_running_loop().create_task(self._decode(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _decode(self, batch: list[_Request]) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+            audios = [r.audio for r in batch]
+            if len(batch) == 1:
+                results = [await loop.run_in_executor(self._executor, self.asr.transcribe, audios[0],
+                                                      batch[0].previous_text)]
+            else:
+                results = await loop.run_in_executor(self._executor, self.asr.transcribe_batch, audios,
+                                                     batch[0].previous_text)
+            for request, result in zip(batch, results, strict=True):
+                if not request.future.done():
+                    request.future.set_result(result)
+        except Exception as exc:  # every waiting call must hear about it, not hang
+            for request in batch:
+                if not request.future.done():
+                    request.future.set_exception(exc)
+        finally:
+            self._running -= 1
+            self._dispatch()
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

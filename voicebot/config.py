@@ -59,6 +59,7 @@ class AsrSettings(Section):
     partial_interval_ms: int = Field(600, ge=200, le=5000)
     domain_prompt: bool = False  # bias decoding with the catalogue's key terms (README: measured)
     max_pending: int = Field(8, ge=1, le=256)  # queued final decodes before back-pressure
+    max_batch: int = Field(4, ge=1, le=32)  # waiting finals decoded together in one pass
 
 
 class DialogueSettings(Section):
