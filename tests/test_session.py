@@ -198,3 +198,14 @@ def test_marks_say_which_sentences_were_heard(services):
     run(CallSession(line, svc))
     greeting_marks = [e[1] for e in line.log if e[0] == "play" and e[1].startswith("greeting")]
     assert len(greeting_marks) == 3  # one mark per sentence of the greeting
+
+
+def test_at_capacity_a_caller_goes_straight_to_a_person(services):
+    svc = services("")
+    line = ScriptedLine([silence(0.3)])
+    asyncio.run(asyncio.wait_for(CallSession(line, svc).refuse(), 30))
+    record = svc.store.get("CA-test")
+    assert record.forvaltning == "KONTAKTCENTER" and "capacity" in record.reason
+    kinds = [e[0] for e in line.log]
+    assert set(kinds[:-2]) == {"play"} and kinds[-2:] == ["hand_off", "hang_up"]
+    assert svc.asr.asr.calls == 0  # no speech recognition spent on it

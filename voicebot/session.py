@@ -147,6 +147,33 @@ class CallSession:
         finally:
             await self._end()
 
+    async def refuse(self) -> None:
+        """The bot is at capacity: this caller goes straight to a person, told so, never to
+        silence. Costs no speech recognition."""
+        events = self.channel.events()
+        try:
+            start = await asyncio.wait_for(anext(events), START_TIMEOUT_S)
+            if not isinstance(start, CallStart):
+                return
+            self._begin(start)
+            decision = self.policy.to_person(None, "the bot was at capacity")
+            decision.say = self.catalogue.prompts["overloaded"]
+            await self.enqueue(decision)
+            await self.say(decision.say, "overloaded")
+            async with asyncio.timeout(20):
+                async for event in events:
+                    if isinstance(event, Played):
+                        self.on_played(event)
+                    if isinstance(event, Hangup) or not self.bot_speaking:
+                        break
+            await self.channel.hand_off(HandOff(self.call_id, decision.forvaltning,
+                                                self.catalogue.queue_name(decision.forvaltning),
+                                                None, decision.reason))
+        except (TimeoutError, StopAsyncIteration):
+            pass
+        finally:
+            await self._end()
+
     def _begin(self, start: CallStart) -> None:
         self.call_id = start.call_id
         self.caller = start.caller
