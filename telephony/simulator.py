@@ -3,6 +3,15 @@ time (or `speed` times faster) as the chosen platform would, plays the bot's aud
 simulated clock (acknowledging marks when their audio has played, honouring clears), and
 measures latency from the end of the caller's speech.
 
+Every protocol in telephony.registry.PLATFORM_CLIENTS can be driven. A platform class gives
+`start/send_audio/send_dtmf/ack_mark/stop/decode`, and optionally: `new_call_id()` (the id
+the bot will use, so the event stream can be followed), `headers(call_id)` (WebSocket
+upgrade headers), `transport` (a non-WebSocket connection: AudioSocket's TCP, with
+`--url tcp://127.0.0.1:9092`), `paced` (the bot sends audio in real time, so a gap between
+frames is not the end of a prompt), `acks_cleared_marks` (whether the platform echoes
+marks a clear discarded, as Twilio does) and `hears_bot` (False: a listen-only platform). `decode` returns ("audio", int16) | ("mark", name)
+| ("clear", None) | ("hangup", info) | ("control", info) | ("reply", message to send).
+
 Latency is measured here, on the caller's side: the end of speech is found in the caller's
 own audio (the last 20 ms frame within 35 dB of the loudest), and each figure is the time
 from sending that frame to receiving the bot's transcript, decision (both from the bot's
@@ -12,21 +21,31 @@ event stream) and first audio byte (from the media socket).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import websockets
 
+from telephony.base import ProtocolError
 from telephony.codecs import float_to_pcm16, resample
 from telephony.registry import PLATFORM_CLIENTS as PLATFORMS
 
 FRAME_MS = 20
 LEAD_SILENCE_S = 0.3  # caller silence after the greeting before speaking
+PACED_QUIET_S = 0.3  # paced platforms: no bot audio for this long = the prompt has ended
 TURN_TIMEOUT_S = 30.0  # stream time to wait for the bot's reply to one turn
+
+
+def _settings():
+    from voicebot.config import load_settings
+
+    return load_settings()
 
 
 def load_audio(path: str | Path, rate: int) -> np.ndarray:
@@ -73,6 +92,7 @@ class CallResult:
     wire_rate: int
     closed_by_bot: bool
     events: list[dict]
+    platform_events: list[tuple[str, object]] = field(default_factory=list)  # clears, hangups, controls
 
 
 class SimulatedCall:
@@ -82,19 +102,51 @@ class SimulatedCall:
         if protocol not in PLATFORMS:
             raise ValueError(f"unknown protocol {protocol!r} (known: {', '.join(PLATFORMS)})")
         self.platform_cls = PLATFORMS[protocol]
+        self.protocol = protocol
         self.media_url = media_url
-        self.events_url = events_url
         self.speed = max(0.1, speed)
         self.caller = caller
-        self.call_id = call_id or "CA" + uuid.uuid4().hex
+        new_id = getattr(self.platform_cls, "new_call_id", None)
+        self.call_id = call_id or (new_id() if new_id else "CA" + uuid.uuid4().hex)
+        self.events_url = events_url
         self.timeout_s = timeout_s
         self.events: list[tuple[float, dict]] = []  # (receive time, event)
+        self.platform_events: list[tuple[str, object]] = []
         self._reply: list[np.ndarray] = []
         self._audio_times: list[float] = []  # receive time of each bot audio message
         self._play_until = 0.0  # simulated playback clock (monotonic seconds)
         self._pending_marks: list[asyncio.Task] = []
         self._closed = asyncio.Event()
         self._clock = 0.0
+        self._quiet_gap = PACED_QUIET_S if getattr(self.platform_cls, "paced", False) else 0.0
+        self._error: Exception | None = None
+        self._hears_bot = True
+
+    @property
+    def events_url(self) -> str | None:
+        return self._events_url
+
+    @events_url.setter
+    def events_url(self, url: str | None) -> None:
+        # The event stream is on the HTTP server: a tcp:// media URL (AudioSocket) says
+        # nothing about its port, so take it from the settings.
+        if url and urlsplit(url).scheme == "tcp":
+            parts = urlsplit(url)
+            url = urlunsplit(("ws", f"{parts.hostname}:{_settings().port}", parts.path, parts.query, ""))
+        self._events_url = url
+
+    async def _connect(self):
+        transport = getattr(self.platform_cls, "transport", None)
+        if transport is not None:
+            url = self.media_url
+            parts = urlsplit(url)
+            if parts.scheme != "tcp":  # the default ws://HOST:PORT/NAME: the configured TCP port
+                tel = _settings().telephony
+                url = f"tcp://{parts.hostname or tel.audiosocket_host}:{tel.audiosocket_port}"
+            return await transport.open(url)
+        headers = getattr(self.platform_cls, "headers", None)
+        return await websockets.connect(self.media_url, max_size=2**22,
+                                        additional_headers=headers(self.call_id) if headers else None)
 
     # -- bot → caller ------------------------------------------------------------------
     async def _receive(self, platform) -> None:
@@ -111,21 +163,33 @@ class SimulatedCall:
                     self._pending_marks.append(
                         asyncio.create_task(self._ack_after(platform, value, delay), name=value))
                 elif kind == "clear":
-                    # Cleared audio is not played; its marks come back at once (as Twilio does).
+                    # Cleared audio is not played; Twilio echoes its marks at once, others do not.
+                    self.platform_events.append((kind, value))
                     self._play_until = now
                     waiting = [t for t in self._pending_marks if not t.done()]
                     self._pending_marks = []
                     for task in waiting:
                         task.cancel()
-                        await platform.ack_mark(task.get_name())
-        except websockets.ConnectionClosed:
+                        if getattr(platform, "acks_cleared_marks", True):
+                            await platform.ack_mark(task.get_name())
+                    if hasattr(platform, "cleared"):
+                        await platform.cleared()
+                elif kind == "reply":
+                    await platform.ws.send(value)
+                else:  # hangup, control
+                    self.platform_events.append((kind, value))
+        except (websockets.ConnectionClosed, ConnectionError):
             pass
+        except (ProtocolError, ValueError, KeyError) as exc:  # the bot broke the platform's protocol
+            self._error = exc
+            await platform.ws.close()
         finally:
             self._closed.set()
 
     async def _ack_after(self, platform, name: str, delay: float) -> None:
         await asyncio.sleep(delay)
-        await platform.ack_mark(name)
+        with contextlib.suppress(websockets.ConnectionClosed, ConnectionError):
+            await platform.ack_mark(name)
 
     async def _collect_events(self, ws) -> None:
         try:
@@ -143,7 +207,11 @@ class SimulatedCall:
             if self._closed.is_set():
                 break
             self._clock = max(self._clock, time.monotonic())
-            await platform.send_audio(pcm[i:i + frame], int(self._ms))
+            try:
+                await platform.send_audio(pcm[i:i + frame], int(self._ms))
+            except (websockets.ConnectionClosed, ConnectionError):
+                self._closed.set()  # the bot hung up while we spoke
+                break
             sent.append(time.monotonic())
             self._ms += FRAME_MS
             self._clock += FRAME_MS / 1000 / self.speed
@@ -157,15 +225,21 @@ class SimulatedCall:
             await self._send(platform, frame)
 
     def _bot_quiet(self) -> bool:
-        return time.monotonic() >= self._play_until and all(t.done() for t in self._pending_marks)
+        return (time.monotonic() >= self._play_until + self._quiet_gap
+                and all(t.done() for t in self._pending_marks))
 
     def _answered(self, speech_end: float) -> bool:
         """The bot has decided on this turn, spoken its reply and finished playing it."""
         decisions = self._events_of("decision", speech_end)
         if not decisions:
             return False
-        # Reply audio may overtake the decision event (two sockets): allow a little slack.
-        replied = any(t >= decisions[0][0] - 0.5 for t in self._audio_times) or self._closed.is_set()
+        if not self._hears_bot:  # listen-only: the bot's prompts are reported played at once
+            played = self._events_of("played", decisions[0][0])
+            return self._closed.is_set() or bool(played) and time.monotonic() - played[-1][0] >= PACED_QUIET_S
+        # Reply audio may overtake the decision event (two sockets): allow a little slack,
+        # but never count audio from before the caller finished (the tail of a paced prompt).
+        since = max(decisions[0][0] - 0.5, speech_end)
+        replied = any(t >= since for t in self._audio_times) or self._closed.is_set() or not self._hears_bot
         return replied and self._bot_quiet()
 
     def _events_of(self, kind: str, after: float) -> list[tuple[float, dict]]:
@@ -179,13 +253,16 @@ class SimulatedCall:
         collector = asyncio.create_task(self._collect_events(events_ws)) if events_ws else None
         results: list[BotTurn] = []
         try:
-            async with websockets.connect(self.media_url, max_size=2**22) as ws:
+            async with await self._connect() as ws:
                 platform = self.platform_cls(ws, self.call_id, self.caller)
                 receiver = asyncio.create_task(self._receive(platform))
                 await platform.start(params or {})
                 deadline = time.monotonic() + self.timeout_s
-                # The greeting: wait (sending line silence) until it has played.
-                await self._silence_until(platform, lambda: bool(self._reply) and self._bot_quiet(), 30)
+                # The greeting: wait (sending line silence) until it has played. A listen-only
+                # platform (AudioHook Monitor) never hears the bot: only the decisions count.
+                self._hears_bot = getattr(platform, "hears_bot", True)
+                if self._hears_bot:
+                    await self._silence_until(platform, lambda: bool(self._reply) and self._bot_quiet(), 30)
                 for audio in [*turns, *(None for _ in digits)]:
                     if self._closed.is_set() or time.monotonic() > deadline:
                         break
@@ -193,7 +270,8 @@ class SimulatedCall:
                     started = time.monotonic()
                     if audio is None:  # a key press instead of speech
                         digit, digits = digits[0], digits[1:]
-                        await platform.send_dtmf(digit)
+                        with contextlib.suppress(websockets.ConnectionClosed, ConnectionError):
+                            await platform.send_dtmf(digit)
                         speech_end = time.monotonic()
                     else:
                         pcm = float_to_pcm16(audio)
@@ -205,19 +283,26 @@ class SimulatedCall:
                     wait_s = min(TURN_TIMEOUT_S, max(1.0, deadline - time.monotonic()) * self.speed)
                     await self._silence_until(platform, lambda s=speech_end: self._answered(s), wait_s)
                     results += self._turn_results(speech_end)
-                if not self._closed.is_set():
-                    await platform.stop()
-                    await asyncio.sleep(0.1)
+                closed_by_bot = self._closed.is_set()
+                if not closed_by_bot:
+                    with contextlib.suppress(websockets.ConnectionClosed, ConnectionError):
+                        await platform.stop()
+                    with contextlib.suppress(TimeoutError):  # let the bot answer (AudioHook: closed)
+                        await asyncio.wait_for(self._closed.wait(), 1.0)
                 await ws.close()
                 await receiver
+                for task in self._pending_marks:
+                    task.cancel()
         finally:
             if events_ws is not None:
                 await asyncio.sleep(0.05)  # let the last events arrive
                 await events_ws.close()
                 await collector
+        if self._error is not None:
+            raise ProtocolError(f"the bot broke the {self.protocol} protocol: {self._error}") from self._error
         return CallResult(self.call_id, results, np.concatenate(self._reply) if self._reply else
-                          np.zeros(0, np.int16), self.platform_cls.wire_rate, self._closed.is_set(),
-                          [e for _, e in self.events])
+                          np.zeros(0, np.int16), self.platform_cls.wire_rate, closed_by_bot,
+                          [e for _, e in self.events], self.platform_events)
 
     def _turn_results(self, speech_end: float) -> list[BotTurn]:
         decisions = self._events_of("decision", speech_end)

@@ -4,6 +4,7 @@ the queues and health/metrics. Models are loaded once at start (lifespan) and sh
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 from contextlib import asynccontextmanager
@@ -16,7 +17,7 @@ from telephony import gateway as telephony_gateway
 from telephony import twilio
 from telephony.base import MediaChannel, ProtocolError
 from telephony.registry import WEBSOCKET_CHANNELS
-from voicebot import __version__, metrics
+from voicebot import __version__, console, metrics
 from voicebot.config import Settings
 from voicebot.secrets import load_or_create_secret
 from voicebot.services import Services, load_services
@@ -31,23 +32,28 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         app.state.services = services or await asyncio.to_thread(load_services, settings)
         app.state.secret = load_or_create_secret(settings.data_dir)
         log.info("voicebot %s ready on %s:%d", __version__, settings.host, settings.port)
-        yield
+        async with console.running(app):  # agent accounts; stale-claim and retention tasks
+            yield
         app.state.services.close()
 
     app = FastAPI(title="voicebot", version=__version__, lifespan=lifespan)
+    app.include_router(console.router)
 
     def svc(request_or_ws) -> Services:
         return request_or_ws.app.state.services
 
-    async def run_call(ws: WebSocket, channel: MediaChannel) -> None:
-        services = svc(ws)
-        if services.active_calls >= settings.max_calls:
-            metrics.REFUSED_CALLS.labels(channel.platform).inc()
-            log.warning("refusing a %s call: %d calls in progress", channel.platform, services.active_calls)
-            await ws.close(1013)  # try again later; the platform's own fallback takes the call
-            return
+    async def run_channel(channel: MediaChannel) -> None:
+        """One call on any transport. At capacity the caller is told and routed to a
+        person without speech recognition (CallSession.refuse), never left in silence."""
+        services = app.state.services
+        session = CallSession(channel, services)
         try:
-            await CallSession(channel, services).run()
+            if services.active_calls >= settings.max_calls:
+                metrics.REFUSED_CALLS.labels(channel.platform).inc()
+                log.warning("%s call to a person: %d calls in progress", channel.platform, services.active_calls)
+                await session.refuse()
+            else:
+                await session.run()
         except ProtocolError as exc:
             metrics.PROTOCOL_ERRORS.labels(channel.platform).inc()
             log.warning("%s call closed: protocol error: %s", channel.platform, exc)
@@ -59,13 +65,13 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     def media_endpoint(factory):
         async def endpoint(ws: WebSocket) -> None:
             await ws.accept()
-            await run_call(ws, factory(ws, settings))
+            await run_channel(factory(ws, settings))
 
         return endpoint
 
     for name, factory in WEBSOCKET_CHANNELS.items():
         app.add_api_websocket_route(f"/{name}", media_endpoint(factory), name=f"media-{name}")
-    telephony_gateway.mount(app, settings, run_call)
+    telephony_gateway.mount(app, settings, run_channel)
 
     # -- Twilio's HTTP side: the incoming-call webhook and the hand-off action ----------
 
@@ -90,11 +96,22 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
             await ws.close(1008)
             return
         await ws.accept()
-        try:
+
+        async def forward() -> None:
             async for event in svc(ws).events.subscribe(call_id):
                 await ws.send_json(event)
+
+        # Stop forwarding as soon as the subscriber goes away, not at the next event.
+        sender = asyncio.create_task(forward())
+        try:
+            while (await ws.receive())["type"] != "websocket.disconnect":
+                pass
         except (WebSocketDisconnect, RuntimeError):
             pass
+        finally:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError):
+                await sender
 
     # -- queues, health, metrics ------------------------------------------------------
     @app.get("/api/queues")
@@ -116,8 +133,8 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
 
     @app.get("/metrics")
     async def prometheus_metrics(request: Request) -> Response:
-        for forvaltning, stat in (await asyncio.to_thread(svc(request).store.stats)).items():
-            metrics.QUEUE_WAITING.labels(forvaltning).set(stat["waiting"])
+        stats = await asyncio.to_thread(svc(request).store.stats)
+        metrics.set_queue_lengths(stats, svc(request).catalogue.forvaltninger)
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/", response_class=PlainTextResponse)

@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from telephony.registry import PLATFORM_CLIENTS
+from voicebot.agents import add_agent_commands
 from voicebot.catalogue import CatalogueError
 from voicebot.config import ConfigError, Settings, load_settings
 
@@ -328,6 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("call_id")
     s.set_defaults(func=cmd_forget)
 
+    add_agent_commands(sub)
+
     s = sub.add_parser("provision", help="assemble and verify the Whisper model files")
     s.add_argument("--force", action="store_true")
     s.set_defaults(func=cmd_provision)
@@ -356,6 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--per-utterance", type=int, default=2, help="voices per utterance")
     s.add_argument("--no-heldout", action="store_true", help="skip the held-back split")
     s.set_defaults(func=cmd_make_training_data)
+    from benchmarks.bench import add_bench_command  # suites import their libraries lazily
+    add_bench_command(sub)
     return p
 
 

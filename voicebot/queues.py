@@ -1,21 +1,32 @@
 """Durable per-forvaltning queues of routed calls.
 
-One interface (QueueStore), an SQLite back-end (WAL; the embedded default, zero set-up).
+One interface (QueueStore), two back-ends:
+- SQLite (WAL; the embedded default, zero set-up) for one gateway machine;
+- Redis Streams with a consumer group, for several gateway processes on several machines.
+
 A call is written here before it leaves the bot, so a restart never loses it. Records hold
 only masked text: the session masks CPR and phone numbers before it enqueues.
+
+Claims are leases: the agent console renews its agent's claims while it is connected
+(`renew_claims`), and a periodic task returns claims whose lease ran out to the queue
+(`release_stale_claims`), so a call claimed by an agent whose browser died is not stranded.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
+
+log = logging.getLogger("voicebot.queues")
 
 STATUSES = ("waiting", "claimed", "done", "abandoned")
+MAX_LISTED = 1000  # no listing returns more than this many calls
 
 
 @dataclass
@@ -50,10 +61,13 @@ class QueueStore(Protocol):
     def enqueue(self, call: RoutedCall) -> None: ...
     def get(self, call_id: str) -> RoutedCall | None: ...
     def waiting(self, forvaltninger: list[str] | None = None) -> list[RoutedCall]: ...
+    def claimed(self, forvaltninger: list[str] | None = None) -> list[RoutedCall]: ...
     def calls(self, forvaltninger: list[str] | None = None, limit: int = 200) -> list[RoutedCall]: ...
     def claim(self, call_id: str, agent: str, forvaltninger: list[str] | None = None) -> bool: ...
     def complete(self, call_id: str, agent: str) -> bool: ...
+    def release(self, call_id: str, agent: str) -> bool: ...
     def abandon(self, call_id: str) -> bool: ...
+    def renew_claims(self, agent: str) -> int: ...
     def release_stale_claims(self, older_than_s: float) -> int: ...
     def stats(self) -> dict[str, dict[str, float]]: ...
     def purge_older_than(self, days: int) -> int: ...
@@ -73,6 +87,8 @@ def mask_caller(number: str | None) -> str | None:
     return prefix + "•" * (len(rest) - 2) + rest[-2:]
 
 
+
+# == SQLite ===============================================================================
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS routed_calls (
     call_id TEXT PRIMARY KEY,
@@ -88,9 +104,11 @@ CREATE TABLE IF NOT EXISTS routed_calls (
     status TEXT NOT NULL,
     claimed_by TEXT,
     claimed_at REAL,
-    finished_at REAL
+    finished_at REAL,
+    lease_at REAL
 );
 CREATE INDEX IF NOT EXISTS routed_calls_queue ON routed_calls (forvaltning, status, created_at);
+CREATE INDEX IF NOT EXISTS routed_calls_created ON routed_calls (created_at);
 """
 _COLUMNS = (
     "call_id", "forvaltning", "intent", "confidence", "transcript", "explanation", "reason",
@@ -109,17 +127,25 @@ class SqliteQueueStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")  # an enqueued call survives power loss
         self._db.execute("PRAGMA busy_timeout=5000")
+        self._migrate()
         self._db.executescript(_SCHEMA)
+
+    def _migrate(self) -> None:
+        """Databases made before claim leases lack `lease_at`; add it in place."""
+        cols = {r[1] for r in self._db.execute("PRAGMA table_info(routed_calls)").fetchall()}
+        if cols and "lease_at" not in cols:
+            self._db.execute("ALTER TABLE routed_calls ADD COLUMN lease_at REAL")
 
     def _row(self, row: tuple) -> RoutedCall:
         d = dict(zip(_COLUMNS, row, strict=True))
         d["explanation"] = json.loads(d["explanation"])
         return RoutedCall(**d)
 
-    def _select(self, where: str, params: tuple, order: str = "created_at", limit: int = 1000) -> list[RoutedCall]:
+    def _select(self, where: str, params: tuple, order: str = "created_at", limit: int = MAX_LISTED) -> list[RoutedCall]:
         sql = f"SELECT {', '.join(_COLUMNS)} FROM routed_calls WHERE {where} ORDER BY {order} LIMIT ?"
         with self._lock:
-            return [self._row(r) for r in self._db.execute(sql, (*params, limit)).fetchall()]
+            rows = self._db.execute(sql, (*params, min(limit, MAX_LISTED))).fetchall()
+        return [self._row(r) for r in rows]
 
     @staticmethod
     def _in(forvaltninger: list[str] | None) -> tuple[str, tuple]:
@@ -147,41 +173,57 @@ class SqliteQueueStore:
         where, params = self._in(forvaltninger)
         return self._select(f"status = 'waiting' AND {where}", params)
 
+    def claimed(self, forvaltninger: list[str] | None = None) -> list[RoutedCall]:
+        where, params = self._in(forvaltninger)
+        return self._select(f"status = 'claimed' AND {where}", params, order="claimed_at")
+
     def calls(self, forvaltninger: list[str] | None = None, limit: int = 200) -> list[RoutedCall]:
         where, params = self._in(forvaltninger)
         return self._select(where, params, order="created_at DESC", limit=limit)
 
-    def _update(self, sql: str, params: tuple) -> bool:
+    def _update(self, sql: str, params: tuple) -> int:
         with self._lock:
-            return self._db.execute(sql, params).rowcount > 0
+            return self._db.execute(sql, params).rowcount
 
     def claim(self, call_id: str, agent: str, forvaltninger: list[str] | None = None) -> bool:
         where, params = self._in(forvaltninger)
+        now = time.time()
         return self._update(
-            f"UPDATE routed_calls SET status='claimed', claimed_by=?, claimed_at=? "
+            f"UPDATE routed_calls SET status='claimed', claimed_by=?, claimed_at=?, lease_at=? "
             f"WHERE call_id=? AND status='waiting' AND {where}",
-            (agent, time.time(), call_id, *params),
-        )
+            (agent, now, now, call_id, *params),
+        ) > 0
 
     def complete(self, call_id: str, agent: str) -> bool:
         return self._update(
             "UPDATE routed_calls SET status='done', finished_at=? WHERE call_id=? AND status='claimed' AND claimed_by=?",
             (time.time(), call_id, agent),
-        )
+        ) > 0
+
+    def release(self, call_id: str, agent: str) -> bool:
+        return self._update(
+            "UPDATE routed_calls SET status='waiting', claimed_by=NULL, claimed_at=NULL, lease_at=NULL "
+            "WHERE call_id=? AND status='claimed' AND claimed_by=?",
+            (call_id, agent),
+        ) > 0
 
     def abandon(self, call_id: str) -> bool:
         return self._update(
             "UPDATE routed_calls SET status='abandoned', finished_at=? WHERE call_id=? AND status='waiting'",
             (time.time(), call_id),
+        ) > 0
+
+    def renew_claims(self, agent: str) -> int:
+        return self._update(
+            "UPDATE routed_calls SET lease_at=? WHERE status='claimed' AND claimed_by=?", (time.time(), agent)
         )
 
     def release_stale_claims(self, older_than_s: float) -> int:
-        with self._lock:
-            return self._db.execute(
-                "UPDATE routed_calls SET status='waiting', claimed_by=NULL, claimed_at=NULL "
-                "WHERE status='claimed' AND claimed_at < ?",
-                (time.time() - older_than_s,),
-            ).rowcount
+        return self._update(
+            "UPDATE routed_calls SET status='waiting', claimed_by=NULL, claimed_at=NULL, lease_at=NULL "
+            "WHERE status='claimed' AND COALESCE(lease_at, claimed_at) < ?",
+            (time.time() - older_than_s,),
+        )
 
     def stats(self) -> dict[str, dict[str, float]]:
         now = time.time()
@@ -193,20 +235,302 @@ class SqliteQueueStore:
         return {f: {"waiting": n, "longest_wait_s": round(now - oldest, 1)} for f, n, oldest in rows}
 
     def purge_older_than(self, days: int) -> int:
-        with self._lock:
-            return self._db.execute(
-                "DELETE FROM routed_calls WHERE created_at < ?", (time.time() - days * 86400,)
-            ).rowcount
+        return self._update("DELETE FROM routed_calls WHERE created_at < ?", (time.time() - days * 86400,))
 
     def forget(self, call_id: str) -> bool:
-        return self._update("DELETE FROM routed_calls WHERE call_id = ?", (call_id,))
+        return self._update("DELETE FROM routed_calls WHERE call_id = ?", (call_id,)) > 0
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
 
+# == Redis Streams ========================================================================
+# Layout (all keys under one prefix):
+#   {p}:call:{id}          hash: the record (status fields plain, the rest as JSON in `record`)
+#   {p}:queue:{F}          stream per forvaltning; one entry per routed call, consumer group `agents`
+#   {p}:calls, {p}:calls:{F}   sorted sets of call ids by creation time (listing, retention)
+#   {p}:forvaltninger      set of forvaltninger that have a stream
+# Every entry is delivered at once to the group's consumer "_waiting", so a waiting call is
+# an entry pending on "_waiting". Agents pick a call by id, so a claim is an XCLAIM of that
+# entry to the agent's consumer; a stale claim (idle past its lease) is XCLAIMed back to
+# "_waiting"; done calls are XACKed and XDELed, so streams stay as small as the queues.
+# Each change of state is one Lua script: atomic across all gateways.
+GROUP = "agents"
+WAITING = "_waiting"
+
+_ENQUEUE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.pcall('XGROUP', 'CREATE', KEYS[2], ARGV[5], '0', 'MKSTREAM')
+local entry = redis.call('XADD', KEYS[2], '*', 'call_id', ARGV[1])
+redis.call('XREADGROUP', 'GROUP', ARGV[5], ARGV[6], 'COUNT', 1000, 'STREAMS', KEYS[2], '>')
+redis.call('HSET', KEYS[1], 'call_id', ARGV[1], 'forvaltning', ARGV[2], 'status', 'waiting',
+           'created_at', ARGV[3], 'entry', entry, 'record', ARGV[4],
+           'claimed_by', '', 'claimed_at', '', 'finished_at', '')
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
+redis.call('SADD', KEYS[5], ARGV[2])
+return 1
+"""
+# KEYS: call, stream. ARGV: group, to consumer, min idle ms, required status, required
+# owner ('' = any), then field/value pairs to set.
+_MOVE = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status ~= ARGV[4] then return 0 end
+if ARGV[5] ~= '' and redis.call('HGET', KEYS[1], 'claimed_by') ~= ARGV[5] then return 0 end
+local entry = redis.call('HGET', KEYS[1], 'entry')
+local got = redis.call('XCLAIM', KEYS[2], ARGV[1], ARGV[2], ARGV[3], entry, 'JUSTID')
+if #got == 0 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+return 1
+"""
+# KEYS: call, stream. ARGV: group, required status, required owner ('' = any), field/values.
+_FINISH = """
+if redis.call('HGET', KEYS[1], 'status') ~= ARGV[2] then return 0 end
+if ARGV[3] ~= '' and redis.call('HGET', KEYS[1], 'claimed_by') ~= ARGV[3] then return 0 end
+local entry = redis.call('HGET', KEYS[1], 'entry')
+redis.call('XACK', KEYS[2], ARGV[1], entry)
+redis.call('XDEL', KEYS[2], entry)
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+return 1
+"""
+# KEYS: stream. ARGV: group, consumer. Resets the idle time of the consumer's entries.
+_RENEW = """
+local pending = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1000, ARGV[2])
+if #pending == 0 then return 0 end
+local args = {'XCLAIM', KEYS[1], ARGV[1], ARGV[2], '0'}
+for _, e in ipairs(pending) do args[#args + 1] = e[1] end
+args[#args + 1] = 'JUSTID'
+return #redis.call(unpack(args))
+"""
+# KEYS: call, stream, all-calls index, forvaltning index. ARGV: group, call id.
+_FORGET = """
+local entry = redis.call('HGET', KEYS[1], 'entry')
+if entry then
+  redis.call('XACK', KEYS[2], ARGV[1], entry)
+  redis.call('XDEL', KEYS[2], entry)
+end
+redis.call('ZREM', KEYS[3], ARGV[2])
+redis.call('ZREM', KEYS[4], ARGV[2])
+return redis.call('DEL', KEYS[1])
+"""
+
+
+def _num(value: str | None) -> float | None:
+    return float(value) if value else None
+
+
+class RedisQueueStore:
+    """Redis Streams back-end; every gateway process on every machine shares one Redis.
+
+    Durability is Redis's: run it with `appendonly yes` and `appendfsync always` (as SQLite's
+    synchronous=FULL). With the default `everysec`, a killed server can lose the last second
+    or two of writes, since Redis postpones AOF writes while a background fsync runs.
+    """
+
+    def __init__(self, url: str, prefix: str = "voicebot") -> None:
+        import redis
+
+        self._redis = redis.Redis.from_url(url, decode_responses=True, socket_timeout=5,
+                                           socket_connect_timeout=5, health_check_interval=30)
+        self._redis.ping()  # fail at start, not at the first routed call
+        self._warn_if_not_durable()
+        self.prefix = prefix
+        self._enqueue = self._redis.register_script(_ENQUEUE)
+        self._move = self._redis.register_script(_MOVE)
+        self._finish = self._redis.register_script(_FINISH)
+        self._renew = self._redis.register_script(_RENEW)
+        self._forget = self._redis.register_script(_FORGET)
+
+    def _warn_if_not_durable(self) -> None:
+        import redis
+
+        try:
+            config = self._redis.config_get("append*")
+        except redis.ResponseError:  # CONFIG is often disabled on managed Redis
+            return
+        if config.get("appendonly") != "yes" or config.get("appendfsync") != "always":
+            log.warning("Redis runs with appendonly=%s appendfsync=%s: a crash may lose queued calls "
+                        "(use appendonly yes, appendfsync always)", config.get("appendonly"),
+                        config.get("appendfsync"))
+
+    # -- keys ----------------------------------------------------------------------------
+    def _call_key(self, call_id: str) -> str:
+        return f"{self.prefix}:call:{call_id}"
+
+    def _stream(self, forvaltning: str) -> str:
+        return f"{self.prefix}:queue:{forvaltning}"
+
+    def _index(self, forvaltning: str | None = None) -> str:
+        return f"{self.prefix}:calls" + (f":{forvaltning}" if forvaltning else "")
+
+    def _forvaltninger(self, only: list[str] | None = None) -> list[str]:
+        known = sorted(self._redis.smembers(f"{self.prefix}:forvaltninger"))
+        return known if only is None else [f for f in known if f in only]
+
+    # -- records -------------------------------------------------------------------------
+    @staticmethod
+    def _from_hash(h: dict[str, str]) -> RoutedCall:
+        return RoutedCall(
+            call_id=h["call_id"], forvaltning=h["forvaltning"], **json.loads(h["record"]),
+            created_at=float(h["created_at"]), status=h["status"], claimed_by=h["claimed_by"] or None,
+            claimed_at=_num(h["claimed_at"]), finished_at=_num(h["finished_at"]),
+        )
+
+    def _records(self, call_ids: list[str]) -> list[RoutedCall]:
+        pipe = self._redis.pipeline(transaction=False)
+        for call_id in call_ids:
+            pipe.hgetall(self._call_key(call_id))
+        return [self._from_hash(h) for h in pipe.execute() if h]
+
+    def _pending_calls(self, forvaltning: str, consumer: str) -> list[RoutedCall]:
+        """The calls whose entries are pending on one consumer, oldest entry first."""
+        stream = self._stream(forvaltning)
+        pending = self._redis.xpending_range(stream, GROUP, "-", "+", MAX_LISTED, consumername=consumer)
+        if not pending:
+            return []
+        pipe = self._redis.pipeline(transaction=False)
+        for p in pending:
+            pipe.xrange(stream, p["message_id"], p["message_id"], count=1)
+        ids = [entries[0][1]["call_id"] for entries in pipe.execute() if entries]
+        return self._records(ids)
+
+    def _consumers(self, forvaltning: str) -> list[str]:
+        summary = self._redis.xpending(self._stream(forvaltning), GROUP)
+        return [c["name"] for c in summary.get("consumers") or []]
+
+    # -- the interface -------------------------------------------------------------------
+    def enqueue(self, call: RoutedCall) -> None:
+        record = {k: v for k, v in asdict(call).items()
+                  if k not in ("call_id", "forvaltning", "created_at", "status", "claimed_by",
+                               "claimed_at", "finished_at")}
+        f = call.forvaltning
+        self._enqueue(
+            keys=[self._call_key(call.call_id), self._stream(f), self._index(), self._index(f),
+                  f"{self.prefix}:forvaltninger"],
+            args=[call.call_id, f, repr(call.created_at), json.dumps(record, ensure_ascii=False), GROUP, WAITING],
+        )
+
+    def get(self, call_id: str) -> RoutedCall | None:
+        h = self._redis.hgetall(self._call_key(call_id))
+        return self._from_hash(h) if h else None
+
+    def waiting(self, forvaltninger: list[str] | None = None) -> list[RoutedCall]:
+        found = [c for f in self._forvaltninger(forvaltninger) for c in self._pending_calls(f, WAITING)]
+        return sorted((c for c in found if c.status == "waiting"), key=lambda c: c.created_at)[:MAX_LISTED]
+
+    def claimed(self, forvaltninger: list[str] | None = None) -> list[RoutedCall]:
+        found = [c for f in self._forvaltninger(forvaltninger) for consumer in self._consumers(f)
+                 if consumer != WAITING for c in self._pending_calls(f, consumer)]
+        return sorted((c for c in found if c.status == "claimed"), key=lambda c: c.claimed_at or 0)[:MAX_LISTED]
+
+    def calls(self, forvaltninger: list[str] | None = None, limit: int = 200) -> list[RoutedCall]:
+        limit = min(limit, MAX_LISTED)
+        if forvaltninger is None:
+            ids = self._redis.zrevrange(self._index(), 0, limit - 1)
+        else:
+            scored = [item for f in forvaltninger
+                      for item in self._redis.zrevrange(self._index(f), 0, limit - 1, withscores=True)]
+            ids = [call_id for call_id, _ in sorted(scored, key=lambda s: -s[1])[:limit]]
+        return self._records(ids)
+
+    def _forvaltning_of(self, call_id: str) -> str | None:
+        return self._redis.hget(self._call_key(call_id), "forvaltning")
+
+    def _run_move(self, call_id: str, to: str, min_idle_ms: int, status: str, owner: str,
+                  fields: dict[str, Any]) -> bool:
+        f = self._forvaltning_of(call_id)
+        if f is None:
+            return False
+        pairs = [str(x) for kv in fields.items() for x in kv]
+        return bool(self._move(keys=[self._call_key(call_id), self._stream(f)],
+                               args=[GROUP, to, min_idle_ms, status, owner, *pairs]))
+
+    def _run_finish(self, call_id: str, status: str, owner: str, fields: dict[str, Any]) -> bool:
+        f = self._forvaltning_of(call_id)
+        if f is None:
+            return False
+        pairs = [str(x) for kv in fields.items() for x in kv]
+        return bool(self._finish(keys=[self._call_key(call_id), self._stream(f)],
+                                 args=[GROUP, status, owner, *pairs]))
+
+    def claim(self, call_id: str, agent: str, forvaltninger: list[str] | None = None) -> bool:
+        f = self._forvaltning_of(call_id)
+        if f is None or (forvaltninger is not None and f not in forvaltninger):
+            return False
+        fields = {"status": "claimed", "claimed_by": agent, "claimed_at": repr(time.time())}
+        return self._run_move(call_id, f"agent:{agent}", 0, "waiting", "", fields)
+
+    def complete(self, call_id: str, agent: str) -> bool:
+        return self._run_finish(call_id, "claimed", agent, {"status": "done", "finished_at": repr(time.time())})
+
+    def release(self, call_id: str, agent: str) -> bool:
+        fields = {"status": "waiting", "claimed_by": "", "claimed_at": ""}
+        return self._run_move(call_id, WAITING, 0, "claimed", agent, fields)
+
+    def abandon(self, call_id: str) -> bool:
+        return self._run_finish(call_id, "waiting", "", {"status": "abandoned", "finished_at": repr(time.time())})
+
+    def renew_claims(self, agent: str) -> int:
+        return sum(self._renew(keys=[self._stream(f)], args=[GROUP, f"agent:{agent}"])
+                   for f in self._forvaltninger())
+
+    def release_stale_claims(self, older_than_s: float) -> int:
+        """Claims idle past their lease (XPENDING IDLE) go back to "_waiting" (XCLAIM with
+        the same min-idle, so a renewal that comes in between wins)."""
+        min_idle_ms = max(1, int(older_than_s * 1000))
+        released = 0
+        fields = {"status": "waiting", "claimed_by": "", "claimed_at": ""}
+        for f in self._forvaltninger():
+            stream = self._stream(f)
+            for consumer in self._consumers(f):
+                if consumer == WAITING:
+                    continue
+                stale = self._redis.xpending_range(stream, GROUP, "-", "+", MAX_LISTED,
+                                                   consumername=consumer, idle=min_idle_ms)
+                for p in stale:
+                    entries = self._redis.xrange(stream, p["message_id"], p["message_id"], count=1)
+                    if entries:
+                        call_id = entries[0][1]["call_id"]
+                        released += self._run_move(call_id, WAITING, min_idle_ms, "claimed", "", fields)
+        return released
+
+    def stats(self) -> dict[str, dict[str, float]]:
+        """Exact counts (XPENDING summary); the longest wait among the first MAX_LISTED entries."""
+        now, out = time.time(), {}
+        for f in self._forvaltninger():
+            summary = self._redis.xpending(self._stream(f), GROUP)
+            n = next((int(c["pending"]) for c in summary.get("consumers") or [] if c["name"] == WAITING), 0)
+            waiting = [c for c in self._pending_calls(f, WAITING) if c.status == "waiting"] if n else []
+            if waiting:
+                oldest = min(c.created_at for c in waiting)
+                out[f] = {"waiting": n, "longest_wait_s": round(now - oldest, 1)}
+        return out
+
+    def purge_older_than(self, days: int) -> int:
+        cutoff = time.time() - days * 86400
+        purged = 0
+        for _ in range(10_000):  # bounded: 500 per round
+            old = self._redis.zrangebyscore(self._index(), "-inf", f"({cutoff}", start=0, num=500)
+            if not old:
+                break
+            purged += sum(self.forget(call_id) for call_id in old)
+        return purged
+
+    def forget(self, call_id: str) -> bool:
+        f = self._forvaltning_of(call_id) or ""
+        return bool(self._forget(keys=[self._call_key(call_id), self._stream(f), self._index(), self._index(f)],
+                                 args=[GROUP, call_id]))
+
+    def close(self) -> None:
+        self._redis.close()
+
+
 def open_store(backend: str, db_path: Path, redis_url: str | None = None) -> QueueStore:
     if backend == "sqlite":
         return SqliteQueueStore(db_path)
+    if backend == "redis":
+        if not redis_url:
+            raise ValueError("queue_backend 'redis' needs redis_url")
+        return RedisQueueStore(redis_url)
     raise ValueError(f"queue_backend '{backend}' is not available in this build")

@@ -219,8 +219,11 @@ class CallSession:
         self.services.events.publish(self.call_id, "played", mark=played.mark, interrupted=played.interrupted)
 
     async def wait_until_heard(self, timeout_s: float = 30.0) -> None:
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+        # arrives as the event is set, and the call would never end.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._prompt_done.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await self._prompt_done.wait()
 
     # == 3. listening =====================================================================
     async def hear(self, samples: np.ndarray) -> None:

@@ -1,0 +1,262 @@
+"""Concurrency suite: N simultaneous calls on loopback against one gateway with the project's
+settings (max_calls and asr.max_pending at their defaults, recorded), N = 1, 2, 4, 8, 16, 32
+(quick: 1, 4, 16).
+
+Each caller hears the greeting, then says one or two utterances and waits for the bot's reply
+after each; every other caller hesitates mid-sentence (a pause shorter than the end-of-turn
+silence, so the bot's speculative decode starts and is thrown away). Call starts are spread
+evenly over START_SPREAD_S. Per level: p50/p95 speech end → decision over all turns, server
+CPU and RSS (psutil, sampled every 0.5 s), the benchmark process's own CPU (the callers share
+the machine), frames the callers sent late against their real-time clock, and calls refused
+or routed for overload, from the callers' view and from the server's /metrics counters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import psutil
+from tqdm import tqdm
+
+from benchmarks.suites.calls import Utterance, call_corpus, place_call, to_wire, with_pause
+from benchmarks.suites.common import Context, fmt, markdown_table, summarize
+from benchmarks.suites.procs import ServerProcess, scan_log
+
+START_SPREAD_S = 2.0
+TARGET_P95_MS = 1500.0
+PAUSE_S = 0.35  # below endpointing.silence_ms (480): one turn, but a speculative decode runs
+CALL_TIMEOUT_S = 150.0
+COUNTERS = ("voicebot_calls_total", "voicebot_calls_refused_total", "voicebot_asr_overloaded_total")
+
+
+def levels_for(quick: bool) -> tuple[int, ...]:
+    return (1, 4, 16) if quick else (1, 2, 4, 8, 16, 32)
+
+
+def caller_turns(i: int, corpus: list[Utterance], paused: dict[int, Utterance]) -> list[Utterance]:
+    """Caller i: the first utterance (said with a hesitation by every odd caller), and a second
+    one for every even caller."""
+    n = len(corpus)
+    first = paused[i % n] if i % 2 else corpus[i % n]
+    return [first, corpus[(i + 5) % n]] if i % 2 == 0 else [first]
+
+
+class Sampler:
+    """CPU (% of one core) and RSS of the server and of this process, every `interval_s`."""
+
+    def __init__(self, pid: int, interval_s: float = 0.5) -> None:
+        self.server = psutil.Process(pid)
+        self.me = psutil.Process()
+        self.interval_s = interval_s
+        self.samples: list[tuple[float, float, float]] = []  # server cpu %, server rss MB, own cpu %
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        self.server.cpu_percent(None)
+        self.me.cpu_percent(None)
+        while not self._stop.wait(self.interval_s):
+            with contextlib.suppress(psutil.Error):
+                self.samples.append((self.server.cpu_percent(None), self.server.memory_info().rss / 2**20,
+                                     self.me.cpu_percent(None)))
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def summary(self) -> dict[str, Any]:
+        if not self.samples:
+            return {}
+        cpu, rss, own = zip(*self.samples, strict=True)
+        return {"server_cpu_pct_mean": sum(cpu) / len(cpu), "server_cpu_pct_max": max(cpu),
+                "server_rss_mb_max": max(rss), "bench_cpu_pct_mean": sum(own) / len(own), "samples": len(cpu)}
+
+
+def _active_calls(server: ServerProcess) -> int:
+    import json
+
+    with urllib.request.urlopen(f"{server.url('http')}/healthz", timeout=5) as r:
+        return int(json.loads(r.read())["active_calls"])
+
+
+def _settle(server: ServerProcess, timeout_s: float = 30.0) -> None:
+    """Wait until the previous level's calls have ended on the server's side."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            if _active_calls(server) == 0:
+                return
+        time.sleep(0.5)
+
+
+async def _level(server: ServerProcess, n: int, corpus: list[Utterance], paused: dict[int, Utterance],
+                 fast_forward: float) -> list[dict[str, Any]]:
+    async def one(i: int) -> dict[str, Any]:
+        await asyncio.sleep(i * START_SPREAD_S / n)
+        turns = caller_turns(i, corpus, paused)
+        out = await place_call(f"{server.url()}/twilio", server.events_url, [to_wire(u.audio) for u in turns],
+                               fast_forward=fast_forward, timeout_s=CALL_TIMEOUT_S)
+        out["planned_turns"] = len(turns)
+        return out
+
+    return await asyncio.gather(*(one(i) for i in range(n)))
+
+
+def run(ctx: Context) -> dict[str, Any]:
+    from voicebot.config import AsrSettings, Settings
+
+    levels = levels_for(ctx.quick)
+    fast_forward = 8.0 if ctx.quick else 1.0  # quick: the greeting is fast-forwarded (calls.py)
+    corpus = call_corpus(12)
+    paused = {k: with_pause(u, PAUSE_S) for k, u in enumerate(corpus)}
+    result: dict[str, Any] = {
+        "levels": {}, "fast_forward_greeting": fast_forward, "start_spread_s": START_SPREAD_S,
+        "target_p95_ms": TARGET_P95_MS,
+        # The server runs with the defaults (procs.ServerProcess drops inherited VOICEBOT_*).
+        "server_limits": {"max_calls": Settings.model_fields["max_calls"].default,
+                          "asr.max_pending": AsrSettings.model_fields["max_pending"].default,
+                          "asr.workers": AsrSettings.model_fields["workers"].default, "asr.threads": ctx.threads},
+    }
+    server = ServerProcess("concurrency", ctx.model_dir, ctx.out_dir / "logs")
+    try:
+        server.start()
+        result["ready_s"] = round(server.wait_ready(), 1)
+        assert server.proc is not None
+        result["server_rss_mb_idle"] = psutil.Process(server.proc.pid).memory_info().rss / 2**20
+        asyncio.run(place_call(f"{server.url()}/twilio", server.events_url, [to_wire(corpus[0].audio)],
+                               fast_forward=8.0, timeout_s=CALL_TIMEOUT_S))  # warm-up, not counted
+        _settle(server)
+        for n in tqdm(levels, desc="concurrency levels", unit="level", leave=False):
+            before = server.metrics()
+            with Sampler(server.proc.pid) as sampler:
+                started = time.monotonic()
+                calls = asyncio.run(_level(server, n, corpus, paused, fast_forward))
+                wall_s = time.monotonic() - started
+            after = server.metrics()
+            result["levels"][str(n)] = summarize_level(calls, wall_s, sampler.summary(),
+                                                       {c: after.get(c, 0) - before.get(c, 0) for c in COUNTERS})
+            _settle(server)
+    finally:
+        server.stop()
+    result["log"] = scan_log(server.log_path)
+    result["max_calls_within_target"] = max_within_target(result["levels"], TARGET_P95_MS)
+    return result
+
+
+def summarize_level(calls: list[dict[str, Any]], wall_s: float, sampled: dict[str, Any],
+                    counters: dict[str, float]) -> dict[str, Any]:
+    turns = [t for c in calls for t in c["turns"]]
+    unanswered = sum(max(0, c["turns_sent"] - len(c["turns"])) for c in calls)
+    decision = [t["latency_ms"].get("speech_end_to_decision") for t in turns]
+    return {
+        "calls": len(calls), "wall_s": round(wall_s, 1),
+        "turns_sent": sum(c["turns_sent"] for c in calls), "turns_planned": sum(c["planned_turns"] for c in calls),
+        "decided": len(turns), "unanswered_turns": unanswered,
+        "decision_ms": summarize(decision + [None] * unanswered),
+        "transcript_ms": summarize([t["latency_ms"].get("speech_end_to_transcript") for t in turns]),
+        "refused_calls": sum(c["refused"] for c in calls), "overloaded_decisions": sum(c["overloaded"] for c in calls),
+        "errors": [c["error"] for c in calls if c["error"]],
+        "frames_sent": sum(c["frames_sent"] for c in calls), "late_frames": sum(c["late_frames"] for c in calls),
+        "max_late_ms": max((c["max_late_ms"] for c in calls), default=0.0),
+        "drift_ms_max": max((c["drift_ms"] for c in calls), default=0.0),
+        "unsent_speech_frames": sum(c["unsent_frames"] for c in calls),
+        "server_counters": counters, **sampled,
+    }
+
+
+def max_within_target(levels: dict[str, dict[str, Any]], target_ms: float) -> int | None:
+    """The largest level whose p95 speech end → decision is under the target with every turn
+    decided and no call refused or routed for overload (all lower levels must pass too)."""
+    best = None
+    for key in sorted(levels, key=int):
+        lv = levels[key]
+        p95 = lv["decision_ms"]["p95"]
+        ok = (p95 is not None and p95 < target_ms and lv["unanswered_turns"] == 0
+              and lv["refused_calls"] == 0 and lv["overloaded_decisions"] == 0 and not lv["errors"])
+        if not ok:
+            break
+        best = int(key)
+    return best
+
+
+def markdown(result: dict[str, Any]) -> str:
+    limits = result["server_limits"]
+    lines = ["## Concurrency", "",
+             f"Simultaneous calls on loopback, starts spread over {result['start_spread_s']:.0f} s; "
+             f"server limits: max_calls={limits['max_calls']}, asr.max_pending={limits['asr.max_pending']}, "
+             f"asr.workers={limits['asr.workers']}, asr.threads={limits['asr.threads']}. "
+             + ("Greeting fast-forwarded ×{:.0f} (quick mode). ".format(result["fast_forward_greeting"])
+                if result["fast_forward_greeting"] > 1 else "All audio in real time. ")
+             + "CPU is % of one core.", ""]
+    rows = []
+    for n, lv in result["levels"].items():
+        d = lv["decision_ms"]
+        rows.append([n, f"{lv['decided']}/{lv['turns_sent']}", fmt(d["p50"]), fmt(d["p95"]),
+                     fmt(lv["transcript_ms"]["p95"]), fmt(lv.get("server_cpu_pct_mean")),
+                     fmt(lv.get("server_cpu_pct_max")), fmt(lv.get("server_rss_mb_max")),
+                     fmt(lv.get("bench_cpu_pct_mean")),
+                     f"{lv['late_frames']}/{lv['frames_sent']}", fmt(lv["max_late_ms"]),
+                     lv["unsent_speech_frames"],
+                     f"{lv['refused_calls']} ({lv['server_counters'].get('voicebot_calls_refused_total', 0):.0f})",
+                     f"{lv['overloaded_decisions']} ({lv['server_counters'].get('voicebot_asr_overloaded_total', 0):.0f})",
+                     len(lv["errors"])])
+    lines.append(markdown_table(
+        ["calls", "decided/turns", "decision p50 ms", "decision p95 ms", "transcript p95 ms", "server CPU % mean",
+         "CPU % max", "server RSS MB", "bench CPU %", "late frames", "max late ms", "unsent frames",
+         "refused (server)", "overload (server)", "errors"], rows))
+    best = result["max_calls_within_target"]
+    lines += ["", f"Largest measured level with p95 speech end → decision under {result['target_p95_ms']:.0f} ms "
+              f"and every turn decided: **{best if best is not None else 'none'}**. Idle server RSS "
+              f"{fmt(result.get('server_rss_mb_idle'))} MB. Late frames: the callers' own 20 ms frames that left "
+              f"more than 20 ms after they were due (the callers run in the benchmark process, on the same cores); "
+              f"the server does not report late or dropped frames, so none are claimed for it."]
+    return "\n".join(lines)
+
+
+def plot(result: dict[str, Any], out_dir: Path) -> list[str]:
+    import matplotlib.pyplot as plt
+
+    levels = result["levels"]
+    if not levels:
+        return []
+    ns = [int(n) for n in levels]
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for key, label, style in (("p50", "p50", "o-"), ("p95", "p95", "s-")):
+        ys = [levels[str(n)]["decision_ms"][key] for n in ns]
+        ax.plot(ns, [y if y is not None else float("nan") for y in ys], style, label=f"decision {label}")
+    ax.axhline(result["target_p95_ms"], color="#a5533b", linestyle="--", label=f"{result['target_p95_ms']:.0f} ms target")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ns, [str(n) for n in ns])
+    ax.set_xlabel("simultaneous calls")
+    ax.set_ylabel("speech end → decision (ms)")
+    ax.set_title("Latency against concurrent calls")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    cpu = [levels[str(n)].get("server_cpu_pct_mean", float("nan")) for n in ns]
+    rss = [levels[str(n)].get("server_rss_mb_max", float("nan")) for n in ns]
+    ax2.plot(ns, cpu, "o-", color="#3b6ea5", label="server CPU % (mean)")
+    ax2.set_xscale("log", base=2)
+    ax2.set_xticks(ns, [str(n) for n in ns])
+    ax2.set_xlabel("simultaneous calls")
+    ax2.set_ylabel("CPU % of one core", color="#3b6ea5")
+    ax3 = ax2.twinx()
+    ax3.plot(ns, rss, "s--", color="#c98a3a", label="server RSS MB (max)")
+    ax3.set_ylabel("RSS MB", color="#c98a3a")
+    ax2.set_title("Server load")
+    ax2.grid(True, alpha=0.3)
+    handles = ax2.get_legend_handles_labels()[0] + ax3.get_legend_handles_labels()[0]
+    ax2.legend(handles, [h.get_label() for h in handles], fontsize=8, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(out_dir / "concurrency.png", dpi=110)
+    plt.close(fig)
+    return ["concurrency.png"]

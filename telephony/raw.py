@@ -1,0 +1,215 @@
+"""Plain raw-PCM WebSocket (`/raw`): the simplest way in, for the browser softphone
+(/softphone) and for test rigs. Our own protocol, complete here:
+
+Client → bot
+  text, optional, first:  {"call_id": "web-1", "caller": "+4512345678"}
+                          (may also carry "type": "start"; without it the bot makes a call id)
+  binary:                 16 kHz, 16-bit little-endian, mono PCM; any whole number of samples
+                          per message (20–100 ms is sensible), at most 64 KiB
+  text:                   {"type": "dtmf", "digit": "5"}          a key press (0-9 * #)
+                          {"type": "mark", "name": "greeting-1"}  echo of a bot mark: the audio
+                                                                  sent before it has been played
+                          {"type": "hangup"}                      the caller hangs up
+Bot → client
+  binary:                 16 kHz 16-bit LE mono PCM, in 20 ms multiples; play in order
+  text:                   {"type": "mark", "name": "…"}    after each prompt; echo it when played
+                          {"type": "clear"}                stop playback now, drop queued audio and
+                                                           echo every pending mark
+                          {"type": "hangup", "reason": "hangup"|"handoff", "forvaltning": …,
+                           "queue": …}                     the bot ends the call (socket closes)
+
+Marks echoed after a clear were discarded, not played (as with Twilio): they come back to the
+session as Played(interrupted=True).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import uuid
+from collections.abc import AsyncIterator
+
+import numpy as np
+
+from telephony.base import (
+    SAMPLE_RATE,
+    Audio,
+    CallEvent,
+    CallStart,
+    Digit,
+    HandOff,
+    Hangup,
+    Played,
+    ProtocolError,
+    log,
+)  # fmt: skip
+from telephony.codecs import float_to_pcm16, pcm16_from_bytes, pcm16_to_float
+from telephony.streams import ReaderChannel, send_ws, websocket_messages
+
+PLATFORM = "raw"
+WIRE_RATE = SAMPLE_RATE
+FRAME_BYTES = 640  # 20 ms
+CHUNK_FRAMES = 10  # outbound message: 200 ms
+MAX_MESSAGE_BYTES = 64 * 1024
+DIGITS = "0123456789*#"
+
+
+class RawChannel(ReaderChannel):
+    platform = PLATFORM
+
+    def __init__(self, websocket) -> None:
+        super().__init__()
+        self.ws = websocket  # starlette WebSocket, already accepted
+        self.call_id: str | None = None
+        self._pending_marks: list[str] = []
+        self._cleared_marks: dict[str, None] = {}  # insertion-ordered, so the oldest can go
+        self._closed = False
+
+    # -- inbound ---------------------------------------------------------------------
+    async def read_events(self) -> AsyncIterator[CallEvent]:
+        async for message in websocket_messages(self.ws):
+            for event in self.parse(message):
+                yield event
+
+    def parse(self, message: str | bytes) -> list[CallEvent]:
+        if len(message) > MAX_MESSAGE_BYTES:
+            raise ProtocolError(f"message of {len(message)} bytes exceeds {MAX_MESSAGE_BYTES}")
+        if isinstance(message, bytes):
+            events: list[CallEvent] = []
+            if self.call_id is None:
+                events.append(self._start({}))
+            if len(message) % 2:
+                raise ProtocolError(f"binary message of {len(message)} bytes: not whole 16-bit samples")
+            if message:
+                events.append(Audio(pcm16_to_float(pcm16_from_bytes(message))))
+            return events
+        try:
+            msg = json.loads(message)
+        except json.JSONDecodeError as exc:
+            raise ProtocolError(f"malformed JSON: {exc}") from exc
+        if not isinstance(msg, dict):
+            raise ProtocolError("a text message must be a JSON object")
+        kind = msg.get("type", "start" if self.call_id is None else None)
+        if kind == "start":
+            if self.call_id is not None:
+                raise ProtocolError("a second start message")
+            return [self._start(msg)]
+        if self.call_id is None:
+            return [self._start({}), *self.parse(message)]
+        match kind:
+            case "dtmf":
+                digit = str(msg.get("digit", ""))
+                if len(digit) != 1 or digit not in DIGITS:
+                    raise ProtocolError(f"dtmf digit must be one of {DIGITS}, not {digit!r}")
+                return [Digit(digit)]
+            case "mark":
+                name = str(msg.get("name", ""))
+                if name in self._pending_marks:
+                    self._pending_marks.remove(name)
+                interrupted = name in self._cleared_marks
+                self._cleared_marks.pop(name, None)
+                return [Played(name, interrupted)]
+            case "hangup":
+                return [Hangup("hangup")]
+            case _:
+                log.info("raw: ignoring unknown message type %r", kind)
+                return []
+
+    def _start(self, msg: dict) -> CallStart:
+        call_id = str(msg.get("call_id") or f"raw-{uuid.uuid4().hex[:16]}")
+        if len(call_id) > 128:
+            raise ProtocolError("call_id longer than 128 characters")
+        caller = msg.get("caller")
+        self.call_id = call_id
+        params = {str(k): str(v) for k, v in msg.items() if k not in ("type", "call_id", "caller")}
+        return CallStart(call_id, PLATFORM, str(caller) if caller else None, params)
+
+    # -- outbound --------------------------------------------------------------------
+    async def _send(self, message: str | bytes) -> None:
+        if not self._closed and not await send_ws(self.ws, message):
+            self._closed = True
+
+    async def _send_text(self, obj: dict) -> None:
+        await self._send(json.dumps(obj, ensure_ascii=False))
+
+    async def play(self, audio: np.ndarray, mark: str) -> None:
+        payload = float_to_pcm16(audio).astype("<i2").tobytes()
+        chunk = FRAME_BYTES * CHUNK_FRAMES
+        for i in range(0, len(payload), chunk):
+            if self._closed:
+                return
+            await self._send(payload[i:i + chunk])
+        self._pending_marks.append(mark)
+        await self._send_text({"type": "mark", "name": mark})
+
+    async def clear(self) -> None:
+        self._cleared_marks.update(dict.fromkeys(self._pending_marks))
+        self._pending_marks.clear()
+        if len(self._cleared_marks) > 64:  # a client that never echoes: forget the oldest
+            self._cleared_marks = dict.fromkeys(list(self._cleared_marks)[-64:])
+        await self._send_text({"type": "clear"})
+
+    async def _close(self, message: dict) -> None:
+        if self._closed:
+            return
+        await self._send_text(message)
+        self._closed = True
+        with contextlib.suppress(Exception):  # closing a socket the peer already closed
+            await self.ws.close(1000)
+        await self.stop_reading()
+
+    async def hang_up(self) -> None:
+        await self._close({"type": "hangup", "reason": "hangup"})
+
+    async def hand_off(self, target: HandOff) -> None:
+        log.info("raw call %s handed off to %s (queue %s)", target.call_id, target.forvaltning, target.queue)
+        await self._close({"type": "hangup", "reason": "handoff", "forvaltning": target.forvaltning,
+                           "queue": target.queue})
+
+
+# -- the platform side, for `voicebot call` ------------------------------------------
+class RawPlatform:
+    """Speaks to the bot as the softphone does."""
+
+    protocol = PLATFORM
+    wire_rate = WIRE_RATE
+    frame_ms = 20
+
+    def __init__(self, ws, call_id: str, caller: str | None) -> None:
+        self.ws = ws
+        self.call_id = call_id
+        self.caller = caller
+        self.ended: dict | None = None
+
+    @staticmethod
+    def new_call_id() -> str:
+        return f"raw-{uuid.uuid4().hex[:16]}"
+
+    async def start(self, params: dict[str, str]) -> None:
+        await self.ws.send(json.dumps({"type": "start", "call_id": self.call_id, "caller": self.caller, **params}))
+
+    async def send_audio(self, pcm16: np.ndarray, timestamp_ms: int) -> None:
+        await self.ws.send(np.asarray(pcm16, dtype="<i2").tobytes())
+
+    async def send_dtmf(self, digit: str) -> None:
+        await self.ws.send(json.dumps({"type": "dtmf", "digit": digit}))
+
+    async def ack_mark(self, name: str) -> None:
+        await self.ws.send(json.dumps({"type": "mark", "name": name}))
+
+    async def stop(self) -> None:
+        await self.ws.send(json.dumps({"type": "hangup"}))
+
+    def decode(self, message) -> tuple[str, object]:
+        if isinstance(message, bytes):
+            return "audio", pcm16_from_bytes(message)
+        msg = json.loads(message)
+        kind = msg.get("type")
+        if kind == "mark":
+            return "mark", msg["name"]
+        if kind == "clear":
+            return "clear", None
+        if kind == "hangup":
+            self.ended = msg
+            return "hangup", msg
+        raise ProtocolError(f"the bot sent an unknown message type {kind!r}")

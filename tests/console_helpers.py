@@ -1,0 +1,69 @@
+"""Shared set-up for the console tests: the real app, store, EventBus and catalogue, with
+speech services left out (no call audio flows in these tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+
+from argon2 import PasswordHasher
+
+from voicebot import metrics
+from voicebot.agents import AgentStore, agents_path
+from voicebot.catalogue import Catalogue
+from voicebot.config import Settings, load_settings
+from voicebot.events import EventBus
+from voicebot.queues import RoutedCall, SqliteQueueStore
+from voicebot.services import Services
+
+PASSWORD = "korrekt-hest-batteri"
+# Tests hash with the cheapest argon2id parameters: the production profile costs ~0.5 s a hash.
+FAST_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+AGENTS = {"anna": ["TMF", "KONTAKTCENTER"], "bo": ["KFF"]}  # and "chef", an admin
+
+
+class NoSpeech:
+    """Stands in for the ASR pool: the app reads its load and shuts it down, nothing more."""
+
+    load = 0.0
+
+    def shutdown(self) -> None:
+        pass
+
+
+def make_settings(data_dir: Path, **overrides) -> Settings:
+    return load_settings(None, data_dir=data_dir, **overrides)
+
+
+def make_services(settings: Settings, catalogue: Catalogue) -> Services:
+    return Services(settings=settings, catalogue=catalogue, vad=None, asr=NoSpeech(), classifier=None,
+                    speaker=None, store=SqliteQueueStore(settings.db_path), events=EventBus(), domain_prompt=None)
+
+
+def add_agents(settings: Settings) -> None:
+    store = AgentStore(agents_path(settings))
+    for name, forvaltninger in AGENTS.items():
+        store.add(name, PASSWORD, forvaltninger)
+    store.add("chef", PASSWORD, [], admin=True)
+    store.close()
+
+
+def routed_call(call_id: str, forvaltning: str = "TMF", transcript: str = "min skraldespand er ikke tømt",
+                intent: str = "waste", explanation: tuple[str, ...] = ("skraldespand", "tømt"),
+                confidence: float = 0.91, **kw) -> RoutedCall:
+    return RoutedCall(call_id=call_id, forvaltning=forvaltning, intent=intent, confidence=confidence,
+                      transcript=transcript, explanation=list(explanation), reason="model",
+                      caller="+45 ••••••78", platform="twilio", **kw)
+
+
+async def route(services: Services, record: RoutedCall) -> None:
+    """Put a routed call in its queue exactly as voicebot.session.CallSession.enqueue does."""
+    await asyncio.to_thread(services.store.enqueue, record)
+    metrics.ROUTED.labels(record.forvaltning).inc()
+    services.events.publish(record.call_id, "routed", forvaltning=record.forvaltning,
+                            queue=services.catalogue.queue_name(record.forvaltning))
+
+
+def login_csrf(html: str) -> str:
+    return re.search(r'name="csrf" value="([^"]+)"', html).group(1)

@@ -1,0 +1,67 @@
+"""Every platform end to end: the real FastAPI app (light services: no Whisper, prompts are
+short tones) under uvicorn on a free port, called by telephony.simulator speaking the
+platform's own protocol over a real socket. The caller hears the greeting, presses 2, and
+the bot writes the queue entry and hands the call on the platform's way."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from telephony.registry import PLATFORM_CLIENTS, WEBSOCKET_CHANNELS
+from tests.telephony_fakes import ServedApp, keypad_call, light_services
+
+PROTOCOLS = sorted(PLATFORM_CLIENTS)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, catalogue, classifier):
+    with ServedApp(light_services(tmp_path_factory.mktemp("loopback"), catalogue, classifier)) as app:
+        yield app
+
+
+def test_every_platform_client_has_an_endpoint():
+    assert set(PLATFORM_CLIENTS) == set(WEBSOCKET_CHANNELS) | {"audiosocket"}
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_keypad_call_is_routed_and_handed_off(served, protocol):
+    call, result = keypad_call(served, protocol, "2")
+    (turn,) = result.turns
+    assert (turn.action, turn.forvaltning) == ("route", "TMF")
+    assert turn.latency_ms["speech_end_to_decision"] is not None
+    routed = served.services.store.get(call.call_id)  # the queue entry, under the platform's call id
+    assert routed is not None and routed.forvaltning == "TMF" and routed.platform == protocol
+    assert len(result.reply_audio) > 0  # the greeting and the route prompt reached the caller
+    kinds = [e["type"] for e in result.events]
+    assert kinds.index("dtmf") < kinds.index("decision") < kinds.index("routed")
+
+
+def test_audiohook_hand_off_carries_output_variables(served):
+    call, result = keypad_call(served, "audiohook", "3")
+    assert result.turns[0].forvaltning == "SUF"
+    assert ("control", "closed") in result.platform_events  # disconnect → close → closed
+
+
+def test_listen_only_audiohook_routes_without_bot_audio(served):
+    call, result = keypad_call(served, "audiohook", "2", audio_connector=False)
+    assert result.turns[0].forvaltning == "TMF"
+    assert len(result.reply_audio) == 0  # AudioHook Monitor: the bot cannot be heard
+    assert all(e.get("interrupted") for e in result.events if e["type"] == "played")
+
+
+def test_json_chan_websocket_and_in_order_telnyx(served):
+    _, result = keypad_call(served, "asterisk", "4", json_control=True)
+    assert result.turns[0].forvaltning == "BUF"
+    _, result = keypad_call(served, "telnyx", "5", swap_every=0)
+    assert result.turns[0].forvaltning == "BIF"
+
+
+def test_softphone_page_is_served_in_danish(tmp_path, catalogue, classifier):
+    from voicebot.app import create_app
+
+    services = light_services(tmp_path, catalogue, classifier, audiosocket_enabled=False)
+    with TestClient(create_app(services.settings, services=services)) as client:
+        page = client.get("/softphone")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert 'lang="da"' in page.text and "/raw" in page.text and "Læg på" in page.text
