@@ -111,6 +111,10 @@ def choose_media(offered: object) -> dict | None:
 class AudioHookChannel(ReaderChannel):
     platform = PLATFORM
 
+    @property
+    def can_play(self) -> bool:
+        return self.playback
+
     def __init__(self, websocket, api_key: str | None = None, playback: str = "auto") -> None:
         super().__init__()
         self.ws = websocket  # starlette WebSocket, already accepted

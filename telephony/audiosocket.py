@@ -82,6 +82,7 @@ async def read_message(reader: asyncio.StreamReader) -> Message | None:
 
 class AudioSocketChannel(ReaderChannel):
     platform = PLATFORM
+    echo_cancelled = False  # Asterisk passes the line through as it is
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         super().__init__()

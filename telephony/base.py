@@ -71,6 +71,14 @@ class MediaChannel(ABC):
     """One call's media connection to a phone platform."""
 
     platform: str = "unknown"
+    # False where the platform does no echo cancellation (Asterisk): the bot's own voice
+    # comes back on the caller's channel, so barge-in needs more evidence.
+    echo_cancelled: bool = True
+
+    @property
+    def can_play(self) -> bool:
+        """False on listen-only connections (Genesys AudioHook Monitor): nothing said is heard."""
+        return True
 
     @abstractmethod
     def events(self) -> AsyncIterator[CallEvent]:

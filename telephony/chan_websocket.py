@@ -130,6 +130,7 @@ def parse_control(text: str) -> tuple[str, dict[str, str], bool]:
 
 class AsteriskWsChannel(ReaderChannel):
     platform = PLATFORM
+    echo_cancelled = False  # Asterisk passes the line through as it is
 
     def __init__(self, websocket, answer: bool = True, caller: str | None = None) -> None:
         super().__init__()

@@ -209,3 +209,27 @@ def test_at_capacity_a_caller_goes_straight_to_a_person(services):
     kinds = [e[0] for e in line.log]
     assert set(kinds[:-2]) == {"play"} and kinds[-2:] == ["hand_off", "hang_up"]
     assert svc.asr.asr.calls == 0  # no speech recognition spent on it
+
+
+class ListenOnlyLine(ScriptedLine):
+    @property
+    def can_play(self) -> bool:
+        return False
+
+
+def test_on_a_listen_only_line_the_bot_routes_without_speaking(services, speaker):
+    svc = services("min skraldespand er ikke blevet tømt")
+    speech = speaker.speak("Min skraldespand er ikke blevet tømt i denne uge.")
+    line = ListenOnlyLine([silence(0.5), speech, silence(1.5)])
+    run(CallSession(line, svc))
+    assert not [e for e in line.log if e[0] == "play"]
+    assert ("hand_off", "TMF") in line.log
+
+
+def test_a_line_without_echo_cancellation_needs_longer_speech_to_barge_in(services, speaker):
+    svc = services("mhm")
+    short = speaker.speak("Ja ja.")[: int(0.35 * 16000)]  # 350 ms: enough for 200, not for 400
+    line = ScriptedLine([short, silence(1.5), Hangup("done")], echo_marks=False)
+    line.echo_cancelled = False
+    run(CallSession(line, svc))
+    assert ("clear",) not in line.log

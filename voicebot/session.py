@@ -40,6 +40,7 @@ log = logging.getLogger("voicebot.session")
 PRE_ROLL_S = 0.3  # audio kept before the detected onset, so first syllables are not cut
 TAIL_S = 0.15  # audio kept after the last speech window
 BARGE_IN_MS = 200  # caller speech this long during bot playback stops the playback
+BARGE_IN_MS_ECHO = 400  # the same where the line echoes the bot's own voice (no AEC)
 START_TIMEOUT_S = 10.0
 BUSY_PROMPT_AFTER_S = 1.5  # a caller never waits silently: say "et øjeblik" after this
 NO_INPUT = "no-input"
@@ -203,8 +204,11 @@ class CallSession:
         goes out as soon as it is rendered, and the marks tell which sentences the caller
         heard before a barge-in."""
         self._marks += 1
+        self.services.events.publish(self.call_id, "bot_said", text=text, mark=f"{purpose}-{self._marks}",
+                                     heard=self.channel.can_play)
+        if not self.channel.can_play:
+            return  # a listen-only connection: the platform's own flow does the talking
         self._prompt_done.clear()
-        self.services.events.publish(self.call_id, "bot_said", text=text, mark=f"{purpose}-{self._marks}")
         for i, sentence in enumerate(split_sentences(text)):
             audio = await asyncio.to_thread(self.services.speaker.speak, sentence)
             mark = f"{purpose}-{self._marks}.{i}"
@@ -240,7 +244,10 @@ class CallSession:
             await self._check_no_input()
             return
         speech_ms = (self.stream_samples - self._turn.start_sample) * 1000 // SAMPLE_RATE
-        if self.bot_speaking and speech_ms >= BARGE_IN_MS and not self._turn.barged_in:
+        # Voiced time only: the silence after a short "mhm" must not add up to a barge-in.
+        voiced_ms = (self.endpointer.last_speech - self._turn.start_sample) * 1000 // SAMPLE_RATE
+        barge_in_ms = BARGE_IN_MS if self.channel.echo_cancelled else BARGE_IN_MS_ECHO
+        if self.bot_speaking and voiced_ms >= barge_in_ms and not self._turn.barged_in:
             self._turn.barged_in = True
             await self.barge_in()
         if self.endpointer.in_speech:
@@ -415,6 +422,10 @@ class CallSession:
 
     # == 6. acting ========================================================================
     async def act(self, decision: Decision, transcript: str) -> None:
+        if not self.channel.can_play and not decision.hand_off:
+            # Nobody hears a question or an answer on a listen-only line: hand the call back
+            # to the platform with the best routing we have.
+            decision = self.policy.to_person(decision.intent, f"listen-only line; {decision.reason}")
         metrics.ACTIONS.labels(decision.action).inc()
         self.services.events.publish(self.call_id, "decision", transcript=transcript, **decision.as_dict())
         if decision.forvaltning and decision.hand_off:
