@@ -30,7 +30,7 @@ from voicebot.config import AsrSettings
 SAMPLE_RATE = 16000
 FRAMES_PER_SECOND = 100  # mel frames
 MAX_FRAMES = 3000  # Whisper's 30 s window
-MAX_TOKENS_PER_S = 8
+MAX_TOKENS_PER_S = 12
 COMPRESSION_RATIO_LIMIT = 2.4  # Whisper's own threshold for repetitive output
 REQUIRED_FILES = ("model.bin", "config.json", "tokenizer.json", "vocabulary.json")
 
@@ -173,7 +173,7 @@ class WhisperAsr:
         prompt = self.prompt_tokens(previous_text, prefix)
         features = ctranslate2.StorageView.from_array(window[None])
         # Nobody says more than ~8 tokens a second: a longer output is a decoding loop.
-        max_new = int(MAX_TOKENS_PER_S * len(audio) / SAMPLE_RATE) + 8
+        max_new = int(MAX_TOKENS_PER_S * len(audio) / SAMPLE_RATE) + 12
         result, text = self._decode(features, prompt, max_new)
         if _looping(text):  # Whisper's compression-ratio test: retry without repeats
             result, text = self._decode(features, prompt, max_new, no_repeat_ngram_size=3,

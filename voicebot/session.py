@@ -37,7 +37,8 @@ from voicebot.vad import Endpointer, TurnEvent
 
 log = logging.getLogger("voicebot.session")
 
-PRE_ROLL_S = 0.3  # audio kept before the detected onset, so first syllables are not cut
+PRE_ROLL_S = 0.6  # audio kept before the detected onset: a short first word ("hej,") may
+# not trip the VAD, and Whisper garbles speech that starts at the very first sample
 TAIL_S = 0.15  # audio kept after the last speech window
 BARGE_IN_MS = 200  # caller speech this long during bot playback stops the playback
 BARGE_IN_MS_ECHO = 400  # the same where the line echoes the bot's own voice (no AEC)
