@@ -30,6 +30,7 @@ def test_local_agreement_ignores_case_and_punctuation_and_never_uncommits():
 def test_looping_output_is_detected():
     assert _looping("og tilbygning, " * 20)
     assert _looping("Jeg kan ufer hjemme hjemme hjemme hjemme")
+    assert _looping("I, I, I, I, I, I")
     assert not _looping("Jeg vil gerne bestille et nyt pas til min datter, hun er fire år.")
     assert not _looping("ja ja, det er rigtigt")
 

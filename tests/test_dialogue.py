@@ -109,3 +109,10 @@ def test_hesitation_before_yes_is_still_yes(policy):
     policy.on_utterance("noget med min bil", u("parking_permit", 0.45))
     d = policy.on_utterance("øh ja", u("out_of_scope", 0.3))
     assert d.intent == "parking_permit" and d.action == "answer"
+
+
+def test_a_greeting_alone_waits_for_the_errand(policy):
+    d = policy.on_utterance("Hej hej", u("out_of_scope", 0.9))
+    assert d.action == "listen" and d.say == "" and policy.failures == 0
+    d = policy.on_utterance("min skraldespand er ikke tømt", u("waste", 0.95))
+    assert d.forvaltning == "TMF"

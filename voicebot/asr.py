@@ -69,7 +69,7 @@ def _looping(text: str) -> bool:
     if len(data) > 24 and len(data) / len(zlib.compress(data)) > COMPRESSION_RATIO_LIMIT:
         return True
     words = [w.strip(".,!?").lower() for w in text.split()]
-    return any(a == b == c and len(a) > 1 for a, b, c in zip(words, words[1:], words[2:], strict=False))
+    return any(a == b == c for a, b, c in zip(words, words[1:], words[2:], strict=False))
 
 
 def check_model_dir(model_dir: Path) -> None:

@@ -64,6 +64,9 @@ class DialoguePolicy:
     # -- events ----------------------------------------------------------------------
     def on_utterance(self, text: str, understanding: Understanding | None = None) -> Decision:
         self.no_inputs = 0
+        if self.state is State.LISTENING and _only_greeting(text):
+            # "Hej ..." and a pause: the errand is still to come; answering now would talk over it.
+            return Decision("listen", "", reason="greeting only")
         understanding = understanding or self.classifier.classify(text)
         # Emergencies and requests for a person win in every state.
         if understanding.intent in ("emergency", "human_agent") and (
@@ -190,6 +193,16 @@ class DialoguePolicy:
         if self._yes.match(norm):
             return "yes"
         return None
+
+
+_GREETING_WORDS = {"hej", "hejsa", "goddag", "dav", "davs", "hallo", "halløj", "godmorgen",
+                   "godaften", "øh", "øhm", "ja", "jo", "altså", "med", "dig", "jer", "nå"}
+
+
+def _only_greeting(text: str) -> bool:
+    words = normalize(text).split()
+    return 0 < len(words) <= 4 and all(w in _GREETING_WORDS for w in words) and \
+        any(w in ("hej", "hejsa", "goddag", "dav", "davs", "hallo", "halløj", "godmorgen", "godaften") for w in words)
 
 
 _FILLERS = re.compile(r"^(?:(?:øh+m?|øhm|hm+|mm+|altså|okay|ok|nå)\s+)+")

@@ -431,7 +431,8 @@ class CallSession:
         self.services.events.publish(self.call_id, "decision", transcript=transcript, **decision.as_dict())
         if decision.forvaltning and decision.hand_off:
             await self.enqueue(decision)
-        await self.say(decision.say, decision.action)
+        if decision.say:
+            await self.say(decision.say, decision.action)
         if decision.hand_off or decision.hang_up:
             await self.wait_until_heard()
             if decision.hand_off and decision.forvaltning:
