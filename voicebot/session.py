@@ -423,6 +423,9 @@ class CallSession:
 
     # == 6. acting ========================================================================
     async def act(self, decision: Decision, transcript: str) -> None:
+        if decision.action == "listen":  # nothing to say yet: the caller is not done
+            self.services.events.publish(self.call_id, "listening", transcript=transcript, reason=decision.reason)
+            return
         if not self.channel.can_play and not decision.hand_off:
             # Nobody hears a question or an answer on a listen-only line: hand the call back
             # to the platform with the best routing we have.
