@@ -147,4 +147,10 @@ class IntentClassifier:
         probs = self.model.probabilities(variants)[:, cls]
         drops = probs[0] - probs[1:]
         ranked = sorted(range(len(words)), key=lambda i: -drops[i])
-        return [words[i] for i in ranked[:top] if drops[i] > 0.01]
+        chosen: list[str] = []
+        for i in ranked:
+            if drops[i] <= 0.01 or len(chosen) == top:
+                break
+            if words[i] not in chosen:  # a repeated word is one reason, not two
+                chosen.append(words[i])
+        return chosen
