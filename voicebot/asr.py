@@ -121,7 +121,7 @@ class WhisperAsr:
     def _decode(self, features, prompt: list[int], max_new: int, **options):
         result = self.model.generate(
             features, [prompt], beam_size=self.settings.beam_size,
-            max_length=min(448, len(prompt) + max_new), return_scores=True,
+            max_length=min(448, len(prompt) + 2 * max_new), return_scores=True,
             return_no_speech_prob=True, suppress_blank=True, suppress_tokens=self._suppress,
             **options,
         )[0]
@@ -143,7 +143,7 @@ class WhisperAsr:
         max_new = int(MAX_TOKENS_PER_S * max(len(a) for a in audios) / SAMPLE_RATE) + 8
         results = self.model.generate(
             ctranslate2.StorageView.from_array(batch), [prompt] * len(audios),
-            beam_size=self.settings.beam_size, max_length=min(448, len(prompt) + max_new),
+            beam_size=self.settings.beam_size, max_length=min(448, len(prompt) + 2 * max_new),
             return_scores=True, return_no_speech_prob=True, suppress_blank=True,
             suppress_tokens=self._suppress,
         )
@@ -172,7 +172,8 @@ class WhisperAsr:
         window[:, :n] = mel[:, :n]
         prompt = self.prompt_tokens(previous_text, prefix)
         features = ctranslate2.StorageView.from_array(window[None])
-        # Nobody says more than ~8 tokens a second: a longer output is a decoding loop.
+        # Nobody says more than ~12 tokens a second: a longer output is a decoding loop. (With
+        # CTranslate2 4.8, max_length=N measured about N/2 new tokens, hence the factor 2 below.)
         max_new = int(MAX_TOKENS_PER_S * len(audio) / SAMPLE_RATE) + 12
         result, text = self._decode(features, prompt, max_new)
         if _looping(text):  # Whisper's compression-ratio test: retry without repeats
