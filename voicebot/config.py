@@ -7,6 +7,7 @@ and field named.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -56,6 +57,8 @@ class AsrSettings(Section):
     window_min_s: float = Field(6.0, ge=1.0, le=30.0)
     partials: bool = True
     speculative: bool = True  # start the final decode in the pause, before the endpoint
+    # Partials are a luxury: above this many calls they stop, so the CPU goes to finals.
+    partials_max_calls: int = Field(4, ge=0, le=1000)
     partial_interval_ms: int = Field(600, ge=200, le=5000)
     domain_prompt: bool = False  # bias decoding with the catalogue's key terms (README: measured)
     max_pending: int = Field(8, ge=1, le=256)  # queued final decodes before back-pressure
@@ -89,7 +92,7 @@ class TelephonySettings(Section):
     audiosocket_enabled: bool = True
     audiosocket_host: str = "127.0.0.1"
     audiosocket_port: int = Field(9092, ge=0, le=65535)
-    # Genesys AudioHook: the X-API-KEY Genesys must send. None accepts any key (logged as a warning).
+    # Genesys AudioHook: the X-API-KEY Genesys must send. None: data_dir/secret (never open).
     audiohook_api_key: str | None = None
     # Bot audio back to Genesys: "auto" only for Audio Connector sessions (the open message
     # carries inputVariables), "on"/"off" force it. AudioHook Monitor is listen-only.
@@ -98,6 +101,60 @@ class TelephonySettings(Section):
     asterisk_answer: bool = True
     # Telnyx: inbound media frames held back to restore sequence order (20 ms each).
     telnyx_reorder_frames: int = Field(5, ge=1, le=50)
+
+
+class SecuritySettings(Section):
+    """Who may connect and what one connection may cost (SECURITY.md). Every secret left
+    unset here is the generated one in data_dir/secret, so nothing runs open."""
+
+    # Twilio: the account's auth token, which signs X-Twilio-Signature on the media WebSocket
+    # upgrade and the webhooks. None: data_dir/secret (local trials; `voicebot call` signs with it).
+    twilio_auth_token: str | None = None
+    # Bearer token per platform (vonage, telnyx, asterisk, raw): `Authorization: Bearer T` or
+    # `?token=T`. A platform not listed uses data_dir/secret.
+    media_tokens: dict[str, str] = {}
+    # Genesys AudioHook: the client secret (base64, as Genesys shows it) that signs the upgrade
+    # request (HTTP message signatures). None: only X-API-KEY is checked.
+    audiohook_client_secret: str | None = None
+    # AudioSocket (TCP) connections are accepted only from these addresses or networks.
+    audiosocket_sources: list[str] = ["127.0.0.1", "::1"]
+    # One WebSocket or AudioSocket message may not be larger than this (close 1009 otherwise).
+    max_message_bytes: int = Field(64 * 1024, ge=4096, le=1 << 20)
+    # A send that cannot be delivered within this time (the peer stopped reading) ends the call.
+    send_timeout_s: float = Field(10.0, ge=0.5, le=120.0)
+    # The softphone page gets a softphone-only token embedded when it is asked for from this
+    # machine (loopback address and Host, no proxy headers, no public_url); otherwise it asks.
+    softphone_embed_token: bool = True
+
+    @model_validator(mode="after")
+    def _known_platforms(self) -> SecuritySettings:
+        unknown = sorted(set(self.media_tokens) - {"vonage", "telnyx", "asterisk", "raw"})
+        if unknown:
+            raise ValueError(f"security.media_tokens: no bearer token is used by {', '.join(unknown)} "
+                             "(twilio: twilio_auth_token, audiohook: telephony.audiohook_api_key)")
+        short = sorted(k for k, v in self.media_tokens.items() if len(v) < 16)
+        if short or (self.twilio_auth_token is not None and len(self.twilio_auth_token) < 16):
+            raise ValueError("media tokens and the Twilio auth token must be at least 16 characters")
+        for source in self.audiosocket_sources:
+            try:
+                ipaddress.ip_network(source, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"security.audiosocket_sources: {exc}") from None
+        return self
+
+
+class PrivacySettings(Section):
+    """What is kept about a call. No audio is stored by default (Datatilsynet: recordings for
+    training or quality need consent); transcripts are masked before they are stored."""
+
+    record_audio: bool = False
+    recording_purpose: str | None = None  # required when record_audio is on; stated in the DPIA
+
+    @model_validator(mode="after")
+    def _purpose(self) -> PrivacySettings:
+        if self.record_audio and not (self.recording_purpose and self.recording_purpose.strip()):
+            raise ValueError("privacy.record_audio needs privacy.recording_purpose (why audio is kept)")
+        return self
 
 
 class Settings(BaseSettings):
@@ -122,6 +179,8 @@ class Settings(BaseSettings):
     dialogue: DialogueSettings = DialogueSettings()
     tts: TtsSettings = TtsSettings()
     telephony: TelephonySettings = TelephonySettings()
+    security: SecuritySettings = SecuritySettings()
+    privacy: PrivacySettings = PrivacySettings()
 
     @property
     def db_path(self) -> Path:

@@ -293,6 +293,7 @@ class CallSession:
         turn = self._turn
         interval = self.settings.asr.partial_interval_ms * SAMPLE_RATE // 1000
         if (not self.settings.asr.partials or turn is None
+                or self.services.active_calls > self.settings.asr.partials_max_calls
                 or (self._partial_task and not self._partial_task.done())
                 or self.stream_samples - max(turn.partial_samples, turn.start_sample) < interval):
             return

@@ -56,11 +56,29 @@ ENGINES = {
 
 
 def plan_for(quick: bool) -> dict[str, Any]:
-    """How much each engine decodes. Quick: 2 lengths, 1 cut each, 1 repetition, 3 utterances
-    of the evaluation set; full: every length, 3 cuts, 2 repetitions, the whole set."""
+    """How much each engine decodes. Quick: 2 lengths, 1 cut each, 1 repetition, 2 utterances
+    of the evaluation set, no 30 s-window variant; full: every length, 3 cuts, 2 repetitions,
+    the whole set. `budget_s` bounds the decoding time of all engines together (the run must
+    stay bounded even on a busy machine); each engine gets an equal share of what the engines
+    before it left, and an engine past its share stops and is marked truncated."""
     if quick:
-        return {"lengths": (2, 8), "cuts": 1, "reps": 1, "eval_limit": 3, "budget_s": 60.0}
-    return {"lengths": LENGTHS_S, "cuts": 3, "reps": 2, "eval_limit": None, "budget_s": 300.0}
+        return {"lengths": (2, 8), "cuts": 1, "reps": 1, "eval_limit": 2, "budget_s": 75.0, "load_allowance_s": 60.0,
+                "engines": [e for e in ENGINES if e != "project-int8-30s"]}
+    return {"lengths": LENGTHS_S, "cuts": 3, "reps": 2, "eval_limit": None, "budget_s": 720.0, "load_allowance_s": 120.0,
+            "engines": list(ENGINES)}
+
+
+def interleave(a: list[Any], b: list[Any]) -> list[Any]:
+    """All of `a` in order with `b` spread evenly among it, each b item just before its share
+    of a (b0 first): an engine stopped by its budget has still covered both kinds of input."""
+    out: list[Any] = []
+    j = 0
+    for i, item in enumerate(a):
+        while j < len(b) and j * len(a) <= i * len(b):
+            out.append(b[j])
+            j += 1
+        out.append(item)
+    return out + b[j:]
 
 
 # -- inputs ------------------------------------------------------------------------------
@@ -141,11 +159,11 @@ def eval_items(limit: int | None) -> list[dict[str, Any]]:
 
 
 # -- running -----------------------------------------------------------------------------
-def available_engines() -> tuple[list[str], list[str]]:
+def available_engines(wanted: list[str]) -> tuple[list[str], list[str]]:
     notes = []
-    engines = list(ENGINES)
+    engines = list(wanted)
     missing = [m for m in ("torch", "transformers") if importlib.util.find_spec(m) is None]
-    if missing:
+    if missing and "hf-float32" in engines:
         engines.remove("hf-float32")
         notes.append(f"hf-float32 skipped: {', '.join(missing)} not installed (pip install -e '.[bench]')")
     return engines, notes
@@ -158,34 +176,44 @@ def run(ctx: Context) -> dict[str, Any]:
     np.savez(inputs, **{i["key"]: i["audio"].astype(np.float32) for i in items})
     evals = [i for i in items if i["kind"] == "eval"]
     lengths = [i for i in items if i["kind"] == "length"]
-    # The evaluation set first (WER needs all of it), then the lengths repetition by repetition.
-    steps = [{"key": i["key"], "rep": 0} for i in evals]
-    steps += [{"key": i["key"], "rep": r} for r in range(plan["reps"]) for i in lengths]
-    worker_plan = {"model_dir": str(ctx.model_dir), "threads": ctx.threads, "budget_s": plan["budget_s"],
-                   "warmup": lengths[0]["key"], "steps": steps}
-    plan_path = ctx.work_dir / "asr_plan.json"
-    plan_path.write_text(json.dumps(worker_plan), encoding="utf-8")
-
-    engines, notes = available_engines()
+    # The first repetition of the lengths spread through the evaluation set, then the other
+    # repetitions: what a budget cuts off is spread over both.
+    steps = interleave([{"key": i["key"], "rep": 0} for i in evals], [{"key": i["key"], "rep": 0} for i in lengths])
+    steps += [{"key": i["key"], "rep": r} for r in range(1, plan["reps"]) for i in lengths]
+    engines, notes = available_engines(plan["engines"])
     raw: dict[str, Any] = {}
-    for engine in engines:
+    left_s = plan["budget_s"]
+    for k, engine in enumerate(engines):
+        share = max(20.0, left_s / (len(engines) - k))
+        plan_path = ctx.work_dir / f"asr_plan_{engine}.json"
+        plan_path.write_text(json.dumps({"model_dir": str(ctx.model_dir), "threads": ctx.threads, "budget_s": share,
+                                         "warmup": lengths[0]["key"], "steps": steps}), encoding="utf-8")
         out_path = ctx.work_dir / f"asr_{engine}.json"
         with tqdm(total=len(steps), desc=f"asr {engine}", unit="decode", leave=False) as bar:
             code = run_worker(
                 [ctx.python, "-m", "benchmarks.suites.asr_worker", engine, str(inputs), str(plan_path), str(out_path)],
                 ctx.out_dir / "logs" / f"asr-{engine}.log",
-                timeout_s=plan["budget_s"] * 3 + 300,  # budget + load + the decode in flight, generously
+                # The share, loading, and some of the decode in flight; then the worker is killed
+                # and what it wrote after each decode is kept.
+                timeout_s=share + plan["load_allowance_s"],
                 on_line=lambda line, bar=bar: bar.update(1) if line == "decoded" else None,
             )
         if out_path.exists():
             raw[engine] = json.loads(out_path.read_text(encoding="utf-8"))
         else:
             raw[engine] = {"engine": engine, "decodes": [], "error": f"worker exited with {code} and wrote nothing"}
+        done = len(raw[engine]["decodes"])
+        if code < 0:
+            raw[engine]["truncated"] = True
+            notes.append(f"{engine}: killed at its time limit ({share + plan['load_allowance_s']:.0f} s: share + "
+                         f"loading allowance) after {done} of {len(steps)} decodes")
+        elif raw[engine].get("truncated"):
+            notes.append(f"{engine}: stopped after {done} of {len(steps)} decodes (its decode budget of "
+                         f"{share:.0f} s was spent)")
         if raw[engine].get("error"):
             notes.append(f"{engine}: {raw[engine]['error']} (log: logs/asr-{engine}.log)")
-        if raw[engine].get("truncated"):
-            notes.append(f"{engine}: stopped after {len(raw[engine]['decodes'])} of {len(steps)} decodes "
-                         f"(decode budget {plan['budget_s']:.0f} s spent)")
+        raw[engine]["budget_s"] = round(share, 1)
+        left_s -= sum(d["ms"] for d in raw[engine].get("decodes", [])) / 1000
 
     meta = {i["key"]: {k: v for k, v in i.items() if k != "audio"} | {"audio_s": len(i["audio"]) / SR}
             for i in items}
@@ -209,7 +237,9 @@ def aggregate(raw: dict[str, Any], meta: dict[str, dict], plan: dict[str, Any]) 
     from voicebot.evaluation import error_rates
 
     decodes = raw.get("decodes", [])
-    out: dict[str, Any] = {k: raw.get(k) for k in ("load_s", "rss_after_load_mb", "peak_rss_mb", "truncated", "error")}
+    out: dict[str, Any] = {k: raw.get(k) for k in ("load_s", "rss_after_load_mb", "peak_rss_mb", "truncated", "error",
+                                                   "budget_s")}
+    out["decodes"] = len(decodes)
     evals = [d for d in decodes if meta[d["key"]]["kind"] == "eval"]
     if evals:
         ms = [d["ms"] for d in evals]
@@ -282,7 +312,7 @@ def markdown(result: dict[str, Any]) -> str:
                      fmt_ratio(r.get("eval_p50")), fmt(ev.get("rtf"), 3), fmt_ratio(r.get("eval_rtf")),
                      fmt(e.get("peak_rss_mb")), fmt(e.get("rss_after_load_mb")), fmt_ratio(r.get("peak_rss")),
                      wer_cell(ev.get("wer"), ev.get("recordings"), total), fmt(ev.get("cer"), 3),
-                     fmt(lat.get("n"))])
+                     fmt(e.get("decodes"))])
     lines.append(markdown_table(
         ["engine", "what", "p50 ms", "p95 ms", "p50 ×fw", "RTF", "RTF ×fw", "peak RSS MB", "RSS loaded MB",
          "RSS ×fw", "WER", "CER", "decodes"], rows, "ll" + "r" * 11))
@@ -364,8 +394,10 @@ def plot(result: dict[str, Any], out_dir: Path) -> list[str]:
         ax2.invert_yaxis()
         ax2.set_xlabel("WER (Danish normalisation)")
         ax2.set_title(f"WER, {result['inputs']['eval_recordings']} recordings")
-        for i, w in enumerate(wer):
-            ax2.text(w, i, f" {w:.2f}", va="center", fontsize=8)
+        total = result["inputs"]["eval_recordings"]
+        for i, (w, (_, e)) in enumerate(zip(wer, named, strict=True)):
+            ax2.text(w, i, " " + wer_cell(w, e["eval"]["recordings"], total), va="center", fontsize=8)
+        ax2.set_xlim(0, max(wer + [0.1]) * 1.3)
         fig.tight_layout()
         fig.savefig(out_dir / "asr_eval.png", dpi=110)
         plt.close(fig)

@@ -83,6 +83,15 @@ def load_engine(engine: str, model_dir: str, threads: int) -> Transcriber:
     raise ValueError(f"unknown engine {engine!r}")
 
 
+def _write(out: dict, path: str) -> None:
+    """Results so far, after every decode: a worker killed at the parent's time limit still
+    leaves what it measured."""
+    out["peak_rss_mb"] = round(_peak_rss_mb(), 1)
+    tmp = Path(path + ".tmp")
+    tmp.write_text(json.dumps(out, ensure_ascii=False), encoding="utf-8")
+    tmp.replace(path)
+
+
 def main(argv: list[str]) -> int:
     engine, inputs_path, plan_path, out_path = argv
     plan = json.loads(Path(plan_path).read_text(encoding="utf-8"))
@@ -106,11 +115,11 @@ def main(argv: list[str]) -> int:
             ms = (time.perf_counter() - t0) * 1000
             spent += ms / 1000
             out["decodes"].append({"key": step["key"], "rep": step["rep"], "ms": round(ms, 2), "text": text})
+            _write(out, out_path)
             print("decoded", flush=True)
     except Exception as exc:  # reported in the results instead of losing the other engines
         out["error"] = f"{type(exc).__name__}: {exc}"
-    out["peak_rss_mb"] = round(_peak_rss_mb(), 1)
-    Path(out_path).write_text(json.dumps(out, ensure_ascii=False), encoding="utf-8")
+    _write(out, out_path)
     return 1 if out["error"] else 0
 
 

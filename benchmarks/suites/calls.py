@@ -107,6 +107,7 @@ class BenchCall(SimulatedCall):
         self.max_late_ms = 0.0
         self.drift_ms = 0.0  # total time the caller's stream fell behind its real-time clock
         self.unsent_frames = 0  # speech frames not sent because the bot had closed the line
+        self.cut_off_turns = 0  # utterances the bot's hang-up or hand-off interrupted
         super().__init__(media_url, events_url, speed=1.0, **kwargs)
 
     @property
@@ -155,7 +156,9 @@ class BenchCall(SimulatedCall):
             await asyncio.sleep(max(0.0, self._clock - time.monotonic()))
         self.frames_sent += len(sent)
         if speech:
-            self.unsent_frames += len(pcm) // frame - len(sent)
+            unsent = len(pcm) // frame - len(sent)
+            self.unsent_frames += unsent
+            self.cut_off_turns += unsent > 0
         return sent
 
     def _answered(self, speech_end: float) -> bool:
@@ -180,14 +183,17 @@ async def place_call(media_url: str, events_url_for, turns: list[np.ndarray], *,
         out["error"] = f"{type(exc).__name__}: {exc}"
         out["events"] = [e for _, e in call.events]
     decisions = [e for e in out["events"] if e.get("type") == "decision"]
+    said = [str(e.get("mark", "")) for e in out["events"] if e.get("type") == "bot_said"]
     out.update(
-        greeted=bool(call._reply) or any(e.get("type") == "bot_said" for e in out["events"]),
-        turns_sent=call._speech_sends,
+        greeted=any(m.startswith("greeting") for m in said),
+        turns_sent=call._speech_sends, cut_off_turns=call.cut_off_turns,
         overloaded=sum("overloaded" in str(e.get("reason", "")) for e in decisions),
         frames_sent=call.frames_sent, late_frames=call.late_frames, max_late_ms=round(call.max_late_ms, 1),
         drift_ms=round(call.drift_ms, 1), unsent_frames=call.unsent_frames,
     )
-    # A refused call: the gateway closed the line before the greeting (max_calls reached).
+    # A refused call (max_calls reached): no greeting — the gateway either closed the line or
+    # told the caller it is busy and handed the call to a person (the "overloaded" prompt).
     out["refused"] = not out["greeted"] and not out["turns"] and out["error"] is None
+    out["refused_with_prompt"] = out["refused"] and any(m.startswith("overloaded") for m in said)
     del out["events"]  # large; the per-turn figures above are what the report uses
     return out

@@ -148,7 +148,7 @@ def plot(result: dict[str, Any], out_dir: Path) -> list[str]:
     ax.set_yticks(y, names)
     ax.invert_yaxis()
     ax.set_xscale("log")
-    ax.set_xlim(min(p50) / 2, max(p95) * 20)
+    ax.set_xlim(min(p50) / 2, max(p95) * 8)
     ax.set_xlabel("ms per utterance (log scale)")
     ax.set_title("Intent classification latency")
     ax.legend(fontsize=8, loc="lower right")

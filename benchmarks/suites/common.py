@@ -77,6 +77,16 @@ def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[object]],
     return "\n".join(lines)
 
 
+def log_summary(name: str, scan: dict[str, Any], top: int = 3) -> str:
+    """One line about a server log scan (procs.scan_log): counts and the commonest messages."""
+    text = (f"{name} server log: {scan.get('warnings', 0)} warnings, {scan.get('errors', 0)} errors, "
+            f"{scan.get('tracebacks', 0)} tracebacks")
+    messages = scan.get("messages", [])[:top]
+    if messages:
+        text += "; most frequent: " + "; ".join(f"`{m['message']}` ×{m['count']}" for m in messages)
+    return text + "."
+
+
 @dataclass
 class Context:
     """What every suite gets: the mode, where to write, and the model it measures."""

@@ -25,7 +25,7 @@ import psutil
 from tqdm import tqdm
 
 from benchmarks.suites.calls import Utterance, call_corpus, place_call, to_wire, with_pause
-from benchmarks.suites.common import Context, fmt, markdown_table, summarize
+from benchmarks.suites.common import Context, fmt, log_summary, markdown_table, summarize
 from benchmarks.suites.procs import ServerProcess, scan_log
 
 START_SPREAD_S = 2.0
@@ -156,12 +156,15 @@ def run(ctx: Context) -> dict[str, Any]:
 def summarize_level(calls: list[dict[str, Any]], wall_s: float, sampled: dict[str, Any],
                     counters: dict[str, float]) -> dict[str, Any]:
     turns = [t for c in calls for t in c["turns"]]
-    unanswered = sum(max(0, c["turns_sent"] - len(c["turns"])) for c in calls)
+    # An utterance the bot interrupted by ending the call (a hand-off) is not a turn it left
+    # unanswered; it is counted apart.
+    unanswered = sum(max(0, c["turns_sent"] - c["cut_off_turns"] - len(c["turns"])) for c in calls)
     decision = [t["latency_ms"].get("speech_end_to_decision") for t in turns]
     return {
         "calls": len(calls), "wall_s": round(wall_s, 1),
         "turns_sent": sum(c["turns_sent"] for c in calls), "turns_planned": sum(c["planned_turns"] for c in calls),
         "decided": len(turns), "unanswered_turns": unanswered,
+        "cut_off_turns": sum(c["cut_off_turns"] for c in calls),
         "decision_ms": summarize(decision + [None] * unanswered),
         "transcript_ms": summarize([t["latency_ms"].get("speech_end_to_transcript") for t in turns]),
         "refused_calls": sum(c["refused"] for c in calls), "overloaded_decisions": sum(c["overloaded"] for c in calls),
@@ -201,7 +204,7 @@ def markdown(result: dict[str, Any]) -> str:
     rows = []
     for n, lv in result["levels"].items():
         d = lv["decision_ms"]
-        rows.append([n, f"{lv['decided']}/{lv['turns_sent']}", fmt(d["p50"]), fmt(d["p95"]),
+        rows.append([n, f"{lv['decided']}/{lv['turns_sent']} ({lv.get('cut_off_turns', 0)})", fmt(d["p50"]), fmt(d["p95"]),
                      fmt(lv["transcript_ms"]["p95"]), fmt(lv.get("server_cpu_pct_mean")),
                      fmt(lv.get("server_cpu_pct_max")), fmt(lv.get("server_rss_mb_max")),
                      fmt(lv.get("bench_cpu_pct_mean")),
@@ -211,7 +214,7 @@ def markdown(result: dict[str, Any]) -> str:
                      f"{lv['overloaded_decisions']} ({lv['server_counters'].get('voicebot_asr_overloaded_total', 0):.0f})",
                      len(lv["errors"])])
     lines.append(markdown_table(
-        ["calls", "decided/turns", "decision p50 ms", "decision p95 ms", "transcript p95 ms", "server CPU % mean",
+        ["calls", "decided/turns (cut off)", "decision p50 ms", "decision p95 ms", "transcript p95 ms", "server CPU % mean",
          "CPU % max", "server RSS MB", "bench CPU %", "late frames", "max late ms", "unsent frames",
          "refused (server)", "overload (server)", "errors"], rows))
     best = result["max_calls_within_target"]
@@ -219,7 +222,8 @@ def markdown(result: dict[str, Any]) -> str:
               f"and every turn decided: **{best if best is not None else 'none'}**. Idle server RSS "
               f"{fmt(result.get('server_rss_mb_idle'))} MB. Late frames: the callers' own 20 ms frames that left "
               f"more than 20 ms after they were due (the callers run in the benchmark process, on the same cores); "
-              f"the server does not report late or dropped frames, so none are claimed for it."]
+              f"the server does not report late or dropped frames, so none are claimed for it.",
+              "", log_summary("The", result.get("log", {}))]
     return "\n".join(lines)
 
 
@@ -234,6 +238,15 @@ def plot(result: dict[str, Any], out_dir: Path) -> list[str]:
     for key, label, style in (("p50", "p50", "o-"), ("p95", "p95", "s-")):
         ys = [levels[str(n)]["decision_ms"][key] for n in ns]
         ax.plot(ns, [y if y is not None else float("nan") for y in ys], style, label=f"decision {label}")
+    for n in ns:  # what the latency hides: callers routed away instead of answered
+        lv = levels[str(n)]
+        flags = [f"{lv[k]} {label}" for k, label in (("overloaded_decisions", "overload"),
+                                                       ("refused_calls", "refused"),
+                                                       ("unanswered_turns", "unanswered")) if lv.get(k)]
+        p95 = lv["decision_ms"]["p95"]
+        if flags and p95 is not None:
+            ax.annotate(", ".join(flags), (n, p95), textcoords="offset points", xytext=(-8, -4),
+                        ha="right", va="top", fontsize=8, color="#a5533b")
     ax.axhline(result["target_p95_ms"], color="#a5533b", linestyle="--", label=f"{result['target_p95_ms']:.0f} ms target")
     ax.set_xscale("log", base=2)
     ax.set_xticks(ns, [str(n) for n in ns])

@@ -27,6 +27,7 @@ from benchmarks.suites.common import (
     Context,
     fmt,
     fmt_ratio,
+    log_summary,
     markdown_table,
     ratio,
     summarize,
@@ -45,7 +46,7 @@ CALL_TIMEOUT_S = 90.0
 
 
 def run(ctx: Context) -> dict[str, Any]:
-    n_calls = 5 if ctx.quick else 20
+    n_calls = 4 if ctx.quick else 20
     corpus = call_corpus(n_calls)
     logs = ctx.out_dir / "logs"
     servers = {"project": ServerProcess("e2e-project", ctx.model_dir, logs),
@@ -67,7 +68,8 @@ def run(ctx: Context) -> dict[str, Any]:
         "fast_forward_greeting": FAST_FORWARD,
         "calls": calls,
         "latency_ms": {name: {m: summarize([t["latency_ms"].get(m) for c in cs for t in c["turns"]]
-                                           + [None] * sum(max(0, c["turns_sent"] - len(c["turns"])) for c in cs))
+                                           + [None] * sum(max(0, c["turns_sent"] - c["cut_off_turns"] - len(c["turns"]))
+                                                          for c in cs))
                               for m in METRICS}
                        for name, cs in calls.items()},
     }
@@ -116,9 +118,8 @@ def markdown(result: dict[str, Any]) -> str:
     missing = {k: lat[k]["speech_end_to_decision"]["missing"] for k in lat}
     lines += ["", f"Turns without a decision: project {missing['project']}, naive {missing['naive']}. "
               f"First intent as labelled: project {result['intent_correct']['project']}/{n}, "
-              f"naive {result['intent_correct']['naive']}/{n}. "
-              f"Server log warnings/errors: " + ", ".join(
-                  f"{k} {v['log']['warnings']}/{v['log']['errors']}" for k, v in result["servers"].items()) + "."]
+              f"naive {result['intent_correct']['naive']}/{n}."]
+    lines += ["", *(f"- {log_summary(k, v['log'])}" for k, v in result["servers"].items())]
     return "\n".join(lines)
 
 
@@ -134,7 +135,10 @@ def plot(result: dict[str, Any], out_dir: Path) -> list[str]:
             bars = ax.bar(x + (k - 0.5) * 0.38, values, 0.38, label=name, color=color)
             ax.bar_label(bars, fmt="%.0f", fontsize=7)
         ax.set_xticks(x, [f"p{q}" for q in PERCENTILES])
-        ax.set_title("speech end → " + m.removeprefix("speech_end_to_").replace("_", " "))
+        title = "speech end → " + m.removeprefix("speech_end_to_").replace("_", " ")
+        if m.endswith("first_audio"):
+            title += "\n(after 1.5 s: the «et øjeblik» prompt)"
+        ax.set_title(title, fontsize=10)
         ax.grid(True, axis="y", alpha=0.3)
     axes[0].set_ylabel("ms (caller's side)")
     axes[0].legend()

@@ -194,16 +194,25 @@ _LOG_LEVEL = re.compile(r"^(?:\S+ \S+ )?(WARNING|ERROR|CRITICAL)(?::\s+()|\s+(\S
 _IDS = re.compile(r"\b(CA|MZ|v3:)?[0-9a-f]{16,}\b|\b\d+(\.\d+)?\b")
 
 
+_EXCEPTION = re.compile(r"^[\w.]*(Error|Exception|Exit|Interrupt|Cancelled\w*)\b")
+
+
 def scan_log(path: Path, examples: int = 8) -> dict[str, Any]:
     """Warnings, errors and tracebacks in a server log, grouped by message shape (ids and
-    numbers masked) so a thousand identical lines show as one with a count."""
+    numbers masked) so a thousand identical lines show as one with a count. A traceback is
+    named by its exception line."""
     try:
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
         return {"warnings": 0, "errors": 0, "tracebacks": 0, "messages": []}
     shapes: Counter[str] = Counter()
-    counts = {"warnings": 0, "errors": 0, "tracebacks": sum("Traceback" in line for line in lines)}
-    for line in lines:
+    counts = {"warnings": 0, "errors": 0, "tracebacks": 0}
+    for n, line in enumerate(lines):
+        if line.startswith("Traceback"):
+            counts["tracebacks"] += 1
+            exc = next((x for x in lines[n + 1:n + 80] if _EXCEPTION.match(x)), "(no exception line)")
+            shapes[f"Traceback: {_IDS.sub('#', exc)[:160]}"] += 1
+            continue
         match = _LOG_LEVEL.search(line)
         if not match:
             continue
