@@ -4,9 +4,11 @@ platform side used by `voicebot call --protocol audiohook`.
 Wire format (../shared/telephony.md; the AudioHook protocol, reference implementation
 purecloudlabs/audiohook-reference-implementation):
 - Genesys is the client. Upgrade headers: Audiohook-Organization-Id, Audiohook-Session-Id,
-  Audiohook-Correlation-Id, X-API-KEY (checked against `telephony.audiohook_api_key`; with no
-  key configured any key is accepted and a warning logged). HTTP message signatures (client
-  secret) are NOT verified here.
+  Audiohook-Correlation-Id, X-API-KEY (checked against `telephony.audiohook_api_key`, by
+  default data_dir/secret), and with a client secret configured the HTTP message signature
+  (telephony/auth.py, checked by the gateway on the upgrade). A failed check is answered as the
+  reference implementation does: `disconnect` reason "unauthorized" at the open; the open's
+  organizationId must match the Audiohook-Organization-Id header.
 - Text messages {version: "2", id, type, seq, parameters}; the client adds serverseq and
   position ("PT1.24S"), the server adds clientseq. Each side's seq counts up from 1 without
   gaps; a client message whose seq is not the next one, or whose serverseq is ahead of ours,
@@ -38,7 +40,6 @@ it has no marks), with an `event` barge_in entity on a clear.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import json
 import re
@@ -48,6 +49,7 @@ from collections.abc import AsyncIterator
 import numpy as np
 
 from telephony.base import (
+    CLOSE_INVALID,
     SAMPLE_RATE,
     Audio,
     CallEvent,
@@ -55,9 +57,11 @@ from telephony.base import (
     Digit,
     HandOff,
     Hangup,
+    Limits,
     Played,
     ProtocolError,
     log,
+    too_big,
 )  # fmt: skip
 from telephony.codecs import (
     StreamResampler,
@@ -70,6 +74,8 @@ from telephony.codecs import (
 from telephony.streams import (
     PacedPlayout,
     ReaderChannel,
+    close_ws,
+    parse_json_object,
     send_ws,
     split_frames,
     wait_event,
@@ -82,7 +88,6 @@ WIRE_RATE = 8000
 NIL_UUID = "00000000-0000-0000-0000-000000000000"
 OUT_FRAME_S = 0.2  # 200 ms per outbound binary message (1600 bytes of PCMU)
 MAX_TEXT_BYTES = 65535  # the reference server's limit
-MAX_BINARY_BYTES = 64 * 1024
 CLOSE_WAIT_S = 3.0  # after our disconnect, how long Genesys gets to send close
 DIGITS = "0123456789*#"
 _POSITION = re.compile(r"^PT(\d+(\.\d+)?)S$")
@@ -115,11 +120,13 @@ class AudioHookChannel(ReaderChannel):
     def can_play(self) -> bool:
         return self.playback
 
-    def __init__(self, websocket, api_key: str | None = None, playback: str = "auto") -> None:
-        super().__init__()
+    def __init__(self, websocket, api_key: str | None = None, playback: str = "auto",
+                 limits: Limits | None = None, auth_error: str | None = None) -> None:
+        super().__init__(limits)
         self.ws = websocket  # starlette WebSocket, already accepted
         self.headers = dict(getattr(websocket, "headers", {}) or {})
         self.api_key = api_key
+        self.auth_error = auth_error  # the upgrade's signature check failed: why (refused at open)
         self.playback_setting = playback
         self.session_id: str | None = None
         self.call_id: str | None = None
@@ -171,10 +178,19 @@ class AudioHookChannel(ReaderChannel):
             self.closed.set()
 
     async def on_message(self, message: str | bytes) -> list[CallEvent]:
+        """One message from Genesys → call events. Anything the protocol does not allow raises
+        ProtocolError (answered with `disconnect` reason "error"), never another exception."""
+        try:
+            return await self._on_message(message)
+        except (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError) as exc:
+            raise ProtocolError(f"malformed AudioHook message: {exc!r}"[:200], CLOSE_INVALID) from None
+
+    async def _on_message(self, message: str | bytes) -> list[CallEvent]:
         if isinstance(message, bytes):
             return self._on_audio(message)
-        if len(message) > MAX_TEXT_BYTES:
-            raise ProtocolError(f"text message of {len(message)} bytes exceeds {MAX_TEXT_BYTES}")
+        limit = min(MAX_TEXT_BYTES, self.limits.max_message_bytes)
+        if len(message) > limit:
+            raise too_big(len(message), limit, "text message")
         msg = self._validate(message)
         kind = msg["type"]
         params = msg["parameters"]
@@ -214,12 +230,7 @@ class AudioHookChannel(ReaderChannel):
         return []
 
     def _validate(self, text: str) -> dict:
-        try:
-            msg = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ProtocolError(f"malformed JSON: {exc}") from exc
-        if not isinstance(msg, dict):
-            raise ProtocolError("a message must be a JSON object")
+        msg = parse_json_object(text)
         if msg.get("version") != VERSION:
             raise ProtocolError(f"version {msg.get('version')!r}, expected {VERSION!r}")
         kind, seq, serverseq = msg.get("type"), msg.get("seq"), msg.get("serverseq", 0)
@@ -255,8 +266,10 @@ class AudioHookChannel(ReaderChannel):
     async def _on_open(self, params: dict) -> list[CallEvent]:
         if self.state != "preparing":
             raise ProtocolError(f"'open' in state {self.state}")
-        if not self._authorised():
-            await self._disconnect("unauthorized", info="X-API-KEY not accepted")
+        refused = self._refusal(params)
+        if refused:
+            log.warning("audiohook session %s refused: %s", self.session_id, refused)
+            await self._disconnect("unauthorized", info=refused)
             return []
         media = choose_media(params.get("media"))
         if media is None:
@@ -287,19 +300,27 @@ class AudioHookChannel(ReaderChannel):
         caller = str(participant.get("ani") or "") or None
         return [CallStart(self.call_id, PLATFORM, caller, {k: v for k, v in info.items() if v})]
 
-    def _authorised(self) -> bool:
+    def _refusal(self, params: dict) -> str | None:
+        """Why this session may not open, or None. (The gateway always configures a key; a
+        channel made without one accepts any, with a warning.)"""
+        if self.auth_error:
+            return self.auth_error
         given = self._header("X-API-KEY") or ""
         if self.api_key is None:
-            log.warning("audiohook: no telephony.audiohook_api_key configured; accepting X-API-KEY %s",
+            log.warning("audiohook: no API key configured; accepting X-API-KEY %s",
                         "(none)" if not given else "as given")
-            return True
-        return hmac.compare_digest(given.encode(), self.api_key.encode())
+        elif not hmac.compare_digest(given.encode(), self.api_key.encode()):
+            return "X-API-KEY not accepted"
+        organization = self._header("Audiohook-Organization-Id")
+        if organization and str(params.get("organizationId", "")).lower() != organization.lower():
+            return "organizationId differs from the Audiohook-Organization-Id header"
+        return None
 
     def _on_audio(self, data: bytes) -> list[CallEvent]:
+        if len(data) > self.limits.max_message_bytes:
+            raise too_big(len(data), self.limits.max_message_bytes, "audio message")
         if self.state in ("preparing",) or self.media is None:
             raise ProtocolError("audio before 'opened'")
-        if len(data) > MAX_BINARY_BYTES:
-            raise ProtocolError(f"audio message of {len(data)} bytes is too large")
         if len(data) % self.channels:
             raise ProtocolError(f"audio message of {len(data)} bytes is not whole {self.channels}-channel samples")
         samples = len(data) // self.channels
@@ -322,8 +343,9 @@ class AudioHookChannel(ReaderChannel):
         self.seq += 1
         message = json.dumps({"version": VERSION, "type": kind, "seq": self.seq, "clientseq": self.clientseq,
                               "id": self.session_id or NIL_UUID, "parameters": parameters})
-        if not await send_ws(self.ws, message):
+        if not await send_ws(self.ws, message, self.limits.send_timeout_s):
             self._socket_closed = True
+            self.send_failed()
 
     async def _disconnect(self, reason: str, output_variables: dict | None = None, info: str | None = None) -> None:
         if self.disconnect_sent is not None or self.state == "closed":
@@ -338,7 +360,9 @@ class AudioHookChannel(ReaderChannel):
         await self._send("disconnect", parameters)
 
     async def _send_audio(self, frame: bytes) -> None:
-        if self._socket_closed or (self.state == "active" and not await send_ws(self.ws, frame)):
+        if self._socket_closed or (self.state == "active"
+                                   and not await send_ws(self.ws, frame, self.limits.send_timeout_s)):
+            self.send_failed()
             raise ConnectionError("the AudioHook socket is closed")  # stops the playout
 
     async def play(self, audio: np.ndarray, mark: str) -> None:
@@ -371,8 +395,8 @@ class AudioHookChannel(ReaderChannel):
                     self._reader = asyncio.create_task(self._pump(), name="audiohook-closer")
                 await wait_event(self.closed, CLOSE_WAIT_S)
             self._socket_closed = self._finished = True
-            with contextlib.suppress(Exception):  # closing a socket the peer already closed
-                await self.ws.close(1000)
+            # 1000 even after an error: AudioHook says why in the disconnect message.
+            await close_ws(self.ws, None, self.limits.send_timeout_s)
             await self.stop_reading()
 
     async def hang_up(self) -> None:
@@ -400,7 +424,7 @@ class AudioHookPlatform:
     paced = True
     acks_cleared_marks = False
     organization_id = "d7934305-0972-4844-938e-9060eef73d05"
-    api_key: str | None = None  # None: telephony.audiohook_api_key from the settings
+    api_key: str | None = None  # None: the credentials' key (telephony.audiohook_api_key or the secret)
     audio_connector = True  # send inputVariables (bot audio comes back)
     ping_every_frames = 250
 
@@ -428,13 +452,13 @@ class AudioHookPlatform:
 
     @classmethod
     def headers(cls, call_id: str) -> dict[str, str]:
-        key = cls.api_key
-        if key is None:
-            from voicebot.config import load_settings
-
-            key = load_settings().telephony.audiohook_api_key
-        return {"Audiohook-Organization-Id": cls.organization_id, "Audiohook-Session-Id": cls.session_for(call_id),
-                "Audiohook-Correlation-Id": str(uuid.uuid4()), "X-API-KEY": key or "voicebot-simulator"}
+        """The AudioHook upgrade headers; X-API-KEY (and the signature) are added by
+        telephony.auth.client_headers from the credentials, unless `api_key` overrides it."""
+        headers = {"Audiohook-Organization-Id": cls.organization_id, "Audiohook-Session-Id": cls.session_for(call_id),
+                   "Audiohook-Correlation-Id": str(uuid.uuid4())}
+        if cls.api_key is not None:
+            headers["X-API-KEY"] = cls.api_key
+        return headers
 
     def message(self, kind: str, parameters: dict) -> str:
         self.seq += 1
@@ -499,6 +523,7 @@ class AudioHookPlatform:
             return "control", kind
         if kind == "disconnect":
             self.disconnect = params
+            self.opened.set()  # the open transaction is over either way (e.g. "unauthorized")
             if self.closed:
                 return "hangup", params
             self.closed = True

@@ -14,12 +14,16 @@ external media). Wire format (../shared/telephony.md; the AudioSocket protocol d
   has been sent and played, Played(interrupted=True) for what a clear dropped.
 - Hand-off: the queue entry is written before; we log the queue and send hangup, and the
   dialplan continues after AudioSocket() (it can look the routed call up by its UUID).
+- Who may connect: AudioSocket has no authentication, so the server accepts connections only
+  from `security.audiosocket_sources` (default 127.0.0.1 and ::1); keep the port on an
+  internal network. A protocol error is logged and answered with hangup and a closed socket.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import socket
 import struct
 import uuid
@@ -29,6 +33,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from telephony.base import (
+    CLOSE_INVALID,
+    CLOSE_UNSUPPORTED,
     SAMPLE_RATE,
     Audio,
     CallEvent,
@@ -36,8 +42,10 @@ from telephony.base import (
     Digit,
     HandOff,
     Hangup,
+    Limits,
     ProtocolError,
     log,
+    too_big,
 )  # fmt: skip
 from telephony.codecs import (
     StreamResampler,
@@ -70,12 +78,19 @@ class Message:
     payload: bytes
 
 
-async def read_message(reader: asyncio.StreamReader) -> Message | None:
-    """One message, or None at the end of the stream (a clean close or a cut-off message)."""
+async def read_message(reader: asyncio.StreamReader, max_bytes: int = 0xFFFF) -> Message | None:
+    """One message, or None at the end of the stream (a clean close or a cut-off message). A
+    header announcing more than `max_bytes` is a ProtocolError before the payload is read."""
     try:
         kind, length = HEADER.unpack(await reader.readexactly(HEADER.size))
+        if length > max_bytes:
+            raise too_big(length, max_bytes, f"AudioSocket kind 0x{kind:02x} payload")
         payload = await reader.readexactly(length) if length else b""
-    except (asyncio.IncompleteReadError, ConnectionError):
+    except asyncio.IncompleteReadError as exc:
+        if exc.partial:
+            log.info("audiosocket: the stream ended inside a message (%d bytes of it read)", len(exc.partial))
+        return None
+    except ConnectionError:
         return None
     return Message(kind, payload)
 
@@ -84,8 +99,9 @@ class AudioSocketChannel(ReaderChannel):
     platform = PLATFORM
     echo_cancelled = False  # Asterisk passes the line through as it is
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        super().__init__()
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 limits: Limits | None = None) -> None:
+        super().__init__(limits)
         self.reader = reader
         self.writer = writer
         self.call_id: str | None = None
@@ -98,7 +114,7 @@ class AudioSocketChannel(ReaderChannel):
     # -- inbound ---------------------------------------------------------------------
     async def read_events(self) -> AsyncIterator[CallEvent]:
         while True:
-            message = await read_message(self.reader)
+            message = await read_message(self.reader, min(0xFFFF, self.limits.max_message_bytes))
             if message is None:
                 return
             event = self.parse(message)
@@ -113,18 +129,19 @@ class AudioSocketChannel(ReaderChannel):
             if kind != KIND_UUID:
                 raise ProtocolError(f"first message must be the UUID (kind 0x01), not kind 0x{kind:02x}")
             if len(payload) != 16:
-                raise ProtocolError(f"UUID payload of {len(payload)} bytes, expected 16")
+                raise ProtocolError(f"UUID payload of {len(payload)} bytes, expected 16", CLOSE_INVALID)
             self.call_id = str(uuid.UUID(bytes=payload))
             return CallStart(self.call_id, PLATFORM)
         if kind == KIND_AUDIO:
             if len(payload) % 2:
-                raise ProtocolError(f"audio payload of {len(payload)} bytes: not whole 16-bit samples")
+                raise ProtocolError(f"audio payload of {len(payload)} bytes: not whole 16-bit samples",
+                                    CLOSE_INVALID)
             if not payload:
                 return None
             return Audio(self._upsample.process(pcm16_to_float(pcm16_from_bytes(payload))))
         if kind == KIND_DTMF:
             if len(payload) != 1:
-                raise ProtocolError(f"DTMF payload of {len(payload)} bytes, expected 1")
+                raise ProtocolError(f"DTMF payload of {len(payload)} bytes, expected 1", CLOSE_INVALID)
             digit = payload.decode("ascii", errors="replace")
             if digit in DIGITS:
                 return Digit(digit)
@@ -141,7 +158,7 @@ class AudioSocketChannel(ReaderChannel):
             raise ProtocolError("a second UUID message")
         if kind in HIGHER_RATE_KINDS:
             raise ProtocolError(f"audio kind 0x{kind:02x} (not 8 kHz slin) is not supported; "
-                                "use AudioSocket without a codec option")
+                                "use AudioSocket without a codec option", CLOSE_UNSUPPORTED)
         raise ProtocolError(f"unknown message kind 0x{kind:02x}")
 
     # -- outbound --------------------------------------------------------------------
@@ -149,7 +166,17 @@ class AudioSocketChannel(ReaderChannel):
         if self._closed:
             return
         self.writer.write(data)
-        await self.writer.drain()
+        try:
+            async with asyncio.timeout(self.limits.send_timeout_s):
+                await self.writer.drain()
+        except TimeoutError:
+            # Asterisk stopped reading: drop the connection (its buffer with it) and end the call.
+            log.warning("audiosocket call %s: not read for %.1f s; closing", self.call_id,
+                        self.limits.send_timeout_s)
+            self._closed = True
+            self.writer.transport.abort()
+            self.send_failed()
+            raise ConnectionError("the AudioSocket peer stopped reading") from None
 
     async def _send_frame(self, frame: bytes) -> None:
         await self._write(pack(KIND_AUDIO, frame))
@@ -162,15 +189,17 @@ class AudioSocketChannel(ReaderChannel):
         self.playout.clear()  # no flush command exists: what is not sent is not heard
 
     async def hang_up(self) -> None:
-        if self._closed:
-            return
-        await self.playout.close()
-        with contextlib.suppress(ConnectionError, OSError, RuntimeError):
-            await self._write(pack(KIND_HANGUP))
-        self._closed = True
-        with contextlib.suppress(ConnectionError, OSError, RuntimeError):
-            self.writer.close()
-            await self.writer.wait_closed()
+        if not self._closed:
+            await self.playout.close()
+            with contextlib.suppress(ConnectionError, OSError, RuntimeError):
+                await self._write(pack(KIND_HANGUP))
+            self._closed = True
+            with contextlib.suppress(ConnectionError, OSError, RuntimeError, TimeoutError):
+                self.writer.close()
+                async with asyncio.timeout(self.limits.send_timeout_s):
+                    await self.writer.wait_closed()
+            if not self.writer.transport.is_closing() or self.writer.transport.get_write_buffer_size():
+                self.writer.transport.abort()  # unsent bytes a stalled peer will never take
         await self.stop_reading()
 
     async def hand_off(self, target: HandOff) -> None:
@@ -180,15 +209,48 @@ class AudioSocketChannel(ReaderChannel):
         await self.hang_up()
 
 
-async def serve(host: str, port: int, run_channel: Callable[[AudioSocketChannel], Awaitable[None]]) -> asyncio.Server:
-    """Start the AudioSocket TCP server; each connection becomes one call."""
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_sources(sources: list[str]) -> list[Network]:
+    return [ipaddress.ip_network(s, strict=False) for s in sources]
+
+
+def source_allowed(peer: object, allowed: list[Network]) -> bool:
+    """Whether a peer address (a socket's peername) lies in one of the allowed networks."""
+    host = peer[0] if isinstance(peer, tuple) and peer else None
+    if not isinstance(host, str):
+        return False
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # a dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d
+    return any(address.version == net.version and address in net for net in allowed)
+
+
+DEFAULT_SOURCES = ["127.0.0.1", "::1"]
+
+
+async def serve(host: str, port: int, run_channel: Callable[[AudioSocketChannel], Awaitable[None]],
+                sources: list[str] | None = None, limits: Limits | None = None) -> asyncio.Server:
+    """Start the AudioSocket TCP server; each connection from an allowed source address
+    becomes one call (others are logged and closed at once)."""
+    allowed = parse_sources(DEFAULT_SOURCES if sources is None else sources)
 
     async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        if not source_allowed(peer, allowed):
+            log.warning("audiosocket: refused a connection from %s (not in security.audiosocket_sources)",
+                        peer[0] if isinstance(peer, tuple) and peer else peer)
+            writer.close()  # nothing was read or written: a plain close, at once
+            return
         sock = writer.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # 20 ms frames, no Nagle
-        channel = AudioSocketChannel(reader, writer)
+        channel = AudioSocketChannel(reader, writer, limits)
         try:
             await run_channel(channel)
         except Exception:  # one broken call must not go unnoticed, nor affect the server

@@ -53,6 +53,18 @@ CallEvent = CallStart | Audio | Digit | Played | Hangup
 
 
 @dataclass(frozen=True)
+class Limits:
+    """What one connection may cost (security.max_message_bytes, security.send_timeout_s)."""
+
+    max_message_bytes: int = 64 * 1024
+    send_timeout_s: float = 10.0
+
+    @classmethod
+    def from_settings(cls, settings) -> Limits:
+        return cls(settings.security.max_message_bytes, settings.security.send_timeout_s)
+
+
+@dataclass(frozen=True)
 class HandOff:
     """Where a call goes when it leaves the bot. The queue entry is written before this."""
 
@@ -63,14 +75,44 @@ class HandOff:
     reason: str = ""
 
 
+# WebSocket close codes (RFC 6455 §7.4.1) for the ways a peer can break its protocol.
+CLOSE_NORMAL = 1000
+CLOSE_UNSUPPORTED = 1003  # a kind of data we do not take: binary where text is due, a codec
+CLOSE_INVALID = 1007  # data that does not parse: malformed JSON, bad base64
+CLOSE_POLICY = 1008  # anything else the protocol forbids: order of events, authentication
+CLOSE_TOO_BIG = 1009  # a message over security.max_message_bytes
+CLOSE_INTERNAL = 1011  # our fault
+
+
 class ProtocolError(Exception):
-    """The platform sent something its protocol does not allow; the call is closed."""
+    """The platform sent something its protocol does not allow; the call is closed, on a
+    WebSocket with `close_code` (the message, shortened, is the close reason)."""
+
+    def __init__(self, message: str, close_code: int = CLOSE_POLICY) -> None:
+        super().__init__(message)
+        self.close_code = close_code
+
+
+def close_reason(error: BaseException | None) -> tuple[int, str]:
+    """(code, reason) for closing a WebSocket after `error` (None: a normal close). The
+    reason is cut to the protocol's 123 bytes."""
+    if error is None:
+        return CLOSE_NORMAL, ""
+    code = error.close_code if isinstance(error, ProtocolError) else CLOSE_INTERNAL
+    reason = str(error).encode("utf-8")[:120].decode("utf-8", errors="ignore")
+    return code, reason
+
+
+def too_big(size: int, limit: int, what: str = "message") -> ProtocolError:
+    return ProtocolError(f"{what} of {size} bytes exceeds the limit of {limit}", CLOSE_TOO_BIG)
 
 
 class MediaChannel(ABC):
     """One call's media connection to a phone platform."""
 
     platform: str = "unknown"
+    # The protocol error that ended the call, if one did: its close code goes on the wire.
+    error: ProtocolError | None = None
     # False where the platform does no echo cancellation (Asterisk): the bot's own voice
     # comes back on the caller's channel, so barge-in needs more evidence.
     echo_cancelled: bool = True

@@ -31,7 +31,6 @@ queue (the entry is written before).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 import uuid
@@ -41,6 +40,8 @@ from collections.abc import AsyncIterator
 import numpy as np
 
 from telephony.base import (
+    CLOSE_INVALID,
+    CLOSE_UNSUPPORTED,
     SAMPLE_RATE,
     Audio,
     CallEvent,
@@ -48,9 +49,11 @@ from telephony.base import (
     Digit,
     HandOff,
     Hangup,
+    Limits,
     Played,
     ProtocolError,
     log,
+    too_big,
 )  # fmt: skip
 from telephony.codecs import (
     StreamResampler,
@@ -66,6 +69,8 @@ from telephony.codecs import (
 from telephony.streams import (
     ReaderChannel,
     cancel_and_wait,
+    close_ws,
+    parse_json_object,
     send_ws,
     split_frames,
     wait_event,
@@ -78,10 +83,12 @@ FORMATS = {"ulaw": (8000, 1, b"\xff"), "alaw": (8000, 1, b"\xd5"),
            "slin": (8000, 2, b"\0\0"), "slin16": (16000, 2, b"\0\0")}
 FRAMES_PER_MESSAGE = 10  # 200 ms per binary message
 HIGH_WATER_FRAMES = 500  # our estimate of Asterisk's queue (1000 max, XOFF at 900) stays below this
-MAX_TEXT_BYTES = 16 * 1024
+MAX_TEXT_BYTES = 16 * 1024  # control messages are small, whatever security.max_message_bytes says
 MAX_BINARY_BYTES = 64 * 1024
 DIGITS = "0123456789*#"
 MAX_MARK_CHARS = 100  # Asterisk reads at most 128 bytes per text command
+MAX_FIELDS = 64  # fields in one control message
+MAX_MARKS = 64  # MARK_MEDIA sent and not yet processed
 
 
 def decode_audio(data: bytes, fmt: str) -> np.ndarray:
@@ -105,25 +112,27 @@ def parse_control(text: str) -> tuple[str, dict[str, str], bool]:
     or `NAME <id>` for the mark and buffering events (the id goes in `correlation_id`)."""
     text = text.strip()
     if text.startswith("{"):
-        try:
-            msg = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ProtocolError(f"malformed JSON control message: {exc}") from exc
-        if not isinstance(msg, dict) or not isinstance(msg.get("event"), str):
-            raise ProtocolError("a JSON control message needs an 'event' string")
-        fields = {k: v if isinstance(v, dict) else str(v) for k, v in msg.items() if k != "event"}
+        msg = parse_json_object(text, "a JSON control message")
+        if not isinstance(msg.get("event"), str):
+            raise ProtocolError("a JSON control message needs an 'event' string", CLOSE_INVALID)
+        if len(msg) > MAX_FIELDS:
+            raise ProtocolError(f"{len(msg)} fields in a control message (at most {MAX_FIELDS})")
+        fields = {str(k): v if isinstance(v, dict) else str(v) for k, v in msg.items() if k != "event"}
         return msg["event"], fields, True
     if not text:
-        raise ProtocolError("empty control message")
+        raise ProtocolError("empty control message", CLOSE_INVALID)
     name, _, rest = text.partition(" ")
     rest = rest.strip()
     if name in ("MEDIA_MARK_PROCESSED", "MEDIA_BUFFERING_COMPLETED"):
         return name, {"correlation_id": rest}, False
     fields: dict[str, str] = {}
-    for token in rest.split():
+    tokens = rest.split()
+    if len(tokens) > MAX_FIELDS:
+        raise ProtocolError(f"{len(tokens)} fields in {name[:40]} (at most {MAX_FIELDS})")
+    for token in tokens:
         key, sep, value = token.partition(":")
         if not sep:
-            raise ProtocolError(f"malformed field {token!r} in {name} (expected key:value)")
+            raise ProtocolError(f"malformed field {token[:40]!r} in {name[:40]} (expected key:value)", CLOSE_INVALID)
         fields[key] = value
     return name, fields, False
 
@@ -132,8 +141,9 @@ class AsteriskWsChannel(ReaderChannel):
     platform = PLATFORM
     echo_cancelled = False  # Asterisk passes the line through as it is
 
-    def __init__(self, websocket, answer: bool = True, caller: str | None = None) -> None:
-        super().__init__()
+    def __init__(self, websocket, answer: bool = True, caller: str | None = None,
+                 limits: Limits | None = None) -> None:
+        super().__init__(limits)
         self.ws = websocket  # starlette WebSocket, already accepted
         self.answer = answer
         self.caller = caller
@@ -165,20 +175,24 @@ class AsteriskWsChannel(ReaderChannel):
 
     def parse(self, message: str | bytes) -> CallEvent | None:
         if isinstance(message, bytes):
+            if len(message) > self.limits.max_message_bytes:
+                raise too_big(len(message), self.limits.max_message_bytes, "binary message")
             if self.call_id is None or self._upsample is None:
                 raise ProtocolError("audio before MEDIA_START")
-            if len(message) > MAX_BINARY_BYTES:
-                raise ProtocolError(f"binary message of {len(message)} bytes is too large")
+            if FORMATS[self.format][1] == 2 and len(message) % 2:
+                raise ProtocolError(f"{self.format} message of {len(message)} bytes: not whole samples",
+                                    CLOSE_INVALID)
             if not message:
                 return None
             return Audio(self._upsample.process(pcm16_to_float(decode_audio(message, self.format))))
-        if len(message) > MAX_TEXT_BYTES:
-            raise ProtocolError(f"text message of {len(message)} bytes exceeds {MAX_TEXT_BYTES}")
+        limit = min(MAX_TEXT_BYTES, self.limits.max_message_bytes)
+        if len(message) > limit:
+            raise too_big(len(message), limit, "text message")
         name, fields, is_json = parse_control(message)
         if name == "MEDIA_START":
             return self._on_media_start(fields, is_json)
         if self.call_id is None:
-            raise ProtocolError(f"{name} before MEDIA_START")
+            raise ProtocolError(f"{name[:40]} before MEDIA_START")
         match name:
             case "MEDIA_XOFF":
                 self.xoff = True
@@ -198,11 +212,11 @@ class AsteriskWsChannel(ReaderChannel):
             case "HANGUP":
                 return Hangup("hangup")
             case "ERROR":
-                log.warning("asterisk channel %s: ERROR %s", self.call_id, fields.get("error_text", fields))
+                log.warning("asterisk channel %s: ERROR %s", self.call_id, str(fields.get("error_text", fields))[:200])
             case "STATUS" | "QUEUE_DRAINED" | "MEDIA_BUFFERING_COMPLETED":
                 log.debug("asterisk: %s %s", name, fields)
             case _:
-                log.info("asterisk: ignoring unknown control message %r", name)
+                log.info("asterisk: ignoring unknown control message %r", name[:40])
         return None
 
     def _on_media_start(self, fields: dict, is_json: bool) -> CallStart:
@@ -210,23 +224,23 @@ class AsteriskWsChannel(ReaderChannel):
             raise ProtocolError("a second MEDIA_START")
         fmt = str(fields.get("format", ""))
         if fmt not in FORMATS:
-            raise ProtocolError(f"unsupported format {fmt!r} (use ulaw, alaw, slin or slin16)")
+            raise ProtocolError(f"unsupported format {fmt[:20]!r} (use ulaw, alaw, slin or slin16)", CLOSE_UNSUPPORTED)
         rate, width, _ = FORMATS[fmt]
         try:
             ptime_ms = int(fields.get("ptime", 20))
             frame_bytes = int(fields.get("optimal_frame_size", rate * ptime_ms // 1000 * width))
         except (TypeError, ValueError) as exc:
-            raise ProtocolError(f"ptime/optimal_frame_size must be integers: {exc}") from exc
+            raise ProtocolError(f"ptime/optimal_frame_size must be integers: {str(exc)[:60]}", CLOSE_INVALID) from exc
         if not 0 < frame_bytes <= MAX_BINARY_BYTES or frame_bytes % width or not 0 < ptime_ms <= 1000:
-            raise ProtocolError(f"implausible optimal_frame_size {frame_bytes} / ptime {ptime_ms}")
+            raise ProtocolError(f"implausible optimal_frame_size {frame_bytes} / ptime {ptime_ms}", CLOSE_UNSUPPORTED)
         self.format, self.wire_rate, self.frame_bytes = fmt, rate, frame_bytes
         self.ptime_s = frame_bytes / width / rate  # the time one optimal frame plays
         self._max_outbox_frames = int(120 / self.ptime_s)
         self.json_control = is_json
         self._upsample = StreamResampler(rate, SAMPLE_RATE)
         variables = fields.get("channel_variables") if isinstance(fields.get("channel_variables"), dict) else {}
-        self.call_id = str(fields.get("channel_id") or fields.get("connection_id") or f"ast-{uuid.uuid4().hex}")
-        caller = self.caller or variables.get("VOICEBOT_CALLER") or None
+        self.call_id = str(fields.get("channel_id") or fields.get("connection_id") or f"ast-{uuid.uuid4().hex}")[:128]
+        caller = self.caller or (str(variables.get("VOICEBOT_CALLER") or "")[:64] or None)
         params = {k: str(v) for k, v in fields.items() if k in ("connection_id", "channel", "format")}
         return CallStart(self.call_id, PLATFORM, caller, params)
 
@@ -238,8 +252,9 @@ class AsteriskWsChannel(ReaderChannel):
             text = json.dumps({"command": name, **({"correlation_id": argument} if argument is not None else {})})
         else:
             text = name if argument is None else f"{name} {argument}"
-        if not await send_ws(self.ws, text):
+        if not await send_ws(self.ws, text, self.limits.send_timeout_s):
             self._closed = True
+            self.send_failed()
 
     async def play(self, audio: np.ndarray, mark: str) -> None:
         if len(mark) > MAX_MARK_CHARS or " " in mark:
@@ -275,15 +290,16 @@ class AsteriskWsChannel(ReaderChannel):
                     continue
                 if isinstance(self._outbox[0], str):
                     mark = self._outbox.popleft()
-                    self._sent_marks.append(mark)
+                    self._sent_marks = [*self._sent_marks[-(MAX_MARKS - 1):], mark]
                     await self._command("MARK_MEDIA", mark)
                     continue
                 chunk = []
                 while self._outbox and isinstance(self._outbox[0], bytes) and len(chunk) < FRAMES_PER_MESSAGE:
                     chunk.append(self._outbox.popleft())
                 self._outbox_frames -= len(chunk)
-                if not await send_ws(self.ws, b"".join(chunk)):
+                if not await send_ws(self.ws, b"".join(chunk), self.limits.send_timeout_s):
                     self._closed = True
+                    self.send_failed()
                     return
                 self._queue_until = max(self._queue_until, time.monotonic()) + len(chunk) * self.ptime_s
         except Exception as exc:  # the connection is gone
@@ -307,8 +323,7 @@ class AsteriskWsChannel(ReaderChannel):
         self._closed = True
         self._wake.set()
         await cancel_and_wait(self._sender)
-        with contextlib.suppress(Exception):  # closing a socket the peer already closed
-            await self.ws.close(1000)
+        await close_ws(self.ws, self.error, self.limits.send_timeout_s)
         await self.stop_reading()
 
     async def hand_off(self, target: HandOff) -> None:
@@ -337,7 +352,9 @@ class AsteriskWsPlatform:
 
     @staticmethod
     def new_call_id() -> str:
-        return f"{time.time():.0f}.{uuid.uuid4().int % 1000}"
+        # Asterisk's form (epoch.sequence); the random part is wide enough that lines starting
+        # in the same second never share an id (a shared id would share one queue record).
+        return f"{time.time():.0f}.{uuid.uuid4().int % 10**9}"
 
     async def start(self, params: dict[str, str]) -> None:
         rate, width, _ = FORMATS[self.format]

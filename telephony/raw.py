@@ -15,8 +15,12 @@ Bot → client
   text:                   {"type": "mark", "name": "…"}    after each prompt; echo it when played
                           {"type": "clear"}                stop playback now, drop queued audio and
                                                            echo every pending mark
-                          {"type": "hangup", "reason": "hangup"|"handoff", "forvaltning": …,
-                           "queue": …}                     the bot ends the call (socket closes)
+                          {"type": "hangup", "reason": "hangup"|"handoff"|"error", "forvaltning": …,
+                           "queue": …}                     the bot ends the call (socket closes;
+                                                           after "error" with close code 1003,
+                                                           1007, 1008 or 1009 and the cause)
+Authentication: `Authorization: Bearer <token>` on the upgrade, or `?token=<token>` (browsers
+cannot set headers); see SECURITY.md.
 
 Marks echoed after a clear were discarded, not played (as with Twilio): they come back to the
 session as Played(interrupted=True).
@@ -24,14 +28,14 @@ session as Played(interrupted=True).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import numpy as np
 
 from telephony.base import (
+    CLOSE_INVALID,
     SAMPLE_RATE,
     Audio,
     CallEvent,
@@ -39,27 +43,39 @@ from telephony.base import (
     Digit,
     HandOff,
     Hangup,
+    Limits,
     Played,
     ProtocolError,
     log,
+    too_big,
 )  # fmt: skip
 from telephony.codecs import float_to_pcm16, pcm16_from_bytes, pcm16_to_float
-from telephony.streams import ReaderChannel, send_ws, websocket_messages
+from telephony.streams import (
+    ReaderChannel,
+    close_ws,
+    parse_json_object,
+    send_ws,
+    websocket_messages,
+)
 
 PLATFORM = "raw"
 WIRE_RATE = SAMPLE_RATE
 FRAME_BYTES = 640  # 20 ms
 CHUNK_FRAMES = 10  # outbound message: 200 ms
-MAX_MESSAGE_BYTES = 64 * 1024
+MAX_MESSAGE_BYTES = 64 * 1024  # the default of security.max_message_bytes
+MAX_PARAMS = 32  # extra fields of the start message kept as call parameters
+MAX_MARKS = 64
 DIGITS = "0123456789*#"
 
 
 class RawChannel(ReaderChannel):
     platform = PLATFORM
 
-    def __init__(self, websocket) -> None:
-        super().__init__()
+    def __init__(self, websocket, limits: Limits | None = None,
+                 on_start: Callable[[str], None] | None = None) -> None:
+        super().__init__(limits)
         self.ws = websocket  # starlette WebSocket, already accepted
+        self.on_start = on_start  # told the call id once the call has one (the softphone's events)
         self.call_id: str | None = None
         self._pending_marks: list[str] = []
         self._cleared_marks: dict[str, None] = {}  # insertion-ordered, so the oldest can go
@@ -72,23 +88,19 @@ class RawChannel(ReaderChannel):
                 yield event
 
     def parse(self, message: str | bytes) -> list[CallEvent]:
-        if len(message) > MAX_MESSAGE_BYTES:
-            raise ProtocolError(f"message of {len(message)} bytes exceeds {MAX_MESSAGE_BYTES}")
+        if len(message) > self.limits.max_message_bytes:
+            raise too_big(len(message), self.limits.max_message_bytes)
         if isinstance(message, bytes):
             events: list[CallEvent] = []
+            if len(message) % 2:
+                raise ProtocolError(f"binary message of {len(message)} bytes: not whole 16-bit samples",
+                                    CLOSE_INVALID)
             if self.call_id is None:
                 events.append(self._start({}))
-            if len(message) % 2:
-                raise ProtocolError(f"binary message of {len(message)} bytes: not whole 16-bit samples")
             if message:
                 events.append(Audio(pcm16_to_float(pcm16_from_bytes(message))))
             return events
-        try:
-            msg = json.loads(message)
-        except json.JSONDecodeError as exc:
-            raise ProtocolError(f"malformed JSON: {exc}") from exc
-        if not isinstance(msg, dict):
-            raise ProtocolError("a text message must be a JSON object")
+        msg = parse_json_object(message, "a text message")
         kind = msg.get("type", "start" if self.call_id is None else None)
         if kind == "start":
             if self.call_id is not None:
@@ -100,7 +112,7 @@ class RawChannel(ReaderChannel):
             case "dtmf":
                 digit = str(msg.get("digit", ""))
                 if len(digit) != 1 or digit not in DIGITS:
-                    raise ProtocolError(f"dtmf digit must be one of {DIGITS}, not {digit!r}")
+                    raise ProtocolError(f"dtmf digit must be one of {DIGITS}, not {digit[:10]!r}", CLOSE_INVALID)
                 return [Digit(digit)]
             case "mark":
                 name = str(msg.get("name", ""))
@@ -112,22 +124,27 @@ class RawChannel(ReaderChannel):
             case "hangup":
                 return [Hangup("hangup")]
             case _:
-                log.info("raw: ignoring unknown message type %r", kind)
+                log.info("raw: ignoring unknown message type %r", str(kind)[:40])
                 return []
 
     def _start(self, msg: dict) -> CallStart:
         call_id = str(msg.get("call_id") or f"raw-{uuid.uuid4().hex[:16]}")
         if len(call_id) > 128:
             raise ProtocolError("call_id longer than 128 characters")
+        if len(msg) > MAX_PARAMS:
+            raise ProtocolError(f"{len(msg)} fields in the start message (at most {MAX_PARAMS})")
         caller = msg.get("caller")
         self.call_id = call_id
-        params = {str(k): str(v) for k, v in msg.items() if k not in ("type", "call_id", "caller")}
-        return CallStart(call_id, PLATFORM, str(caller) if caller else None, params)
+        params = {str(k)[:64]: str(v)[:256] for k, v in msg.items() if k not in ("type", "call_id", "caller")}
+        if self.on_start is not None:
+            self.on_start(call_id)
+        return CallStart(call_id, PLATFORM, str(caller)[:64] if caller else None, params)
 
     # -- outbound --------------------------------------------------------------------
     async def _send(self, message: str | bytes) -> None:
-        if not self._closed and not await send_ws(self.ws, message):
+        if not self._closed and not await send_ws(self.ws, message, self.limits.send_timeout_s):
             self._closed = True
+            self.send_failed()
 
     async def _send_text(self, obj: dict) -> None:
         await self._send(json.dumps(obj, ensure_ascii=False))
@@ -139,23 +156,25 @@ class RawChannel(ReaderChannel):
             if self._closed:
                 return
             await self._send(payload[i:i + chunk])
-        self._pending_marks.append(mark)
+        self._pending_marks = [*self._pending_marks[-(MAX_MARKS - 1):], mark]
         await self._send_text({"type": "mark", "name": mark})
 
     async def clear(self) -> None:
         self._cleared_marks.update(dict.fromkeys(self._pending_marks))
         self._pending_marks.clear()
-        if len(self._cleared_marks) > 64:  # a client that never echoes: forget the oldest
-            self._cleared_marks = dict.fromkeys(list(self._cleared_marks)[-64:])
+        if len(self._cleared_marks) > MAX_MARKS:  # a client that never echoes: forget the oldest
+            self._cleared_marks = dict.fromkeys(list(self._cleared_marks)[-MAX_MARKS:])
         await self._send_text({"type": "clear"})
 
     async def _close(self, message: dict) -> None:
         if self._closed:
+            await self.stop_reading()
             return
+        if self.error is not None:  # a protocol error: the close code and reason say what
+            message = {"type": "hangup", "reason": "error"}
         await self._send_text(message)
         self._closed = True
-        with contextlib.suppress(Exception):  # closing a socket the peer already closed
-            await self.ws.close(1000)
+        await close_ws(self.ws, self.error, self.limits.send_timeout_s)
         await self.stop_reading()
 
     async def hang_up(self) -> None:

@@ -12,6 +12,12 @@ frames is not the end of a prompt), `acks_cleared_marks` (whether the platform e
 marks a clear discarded, as Twilio does) and `hears_bot` (False: a listen-only platform). `decode` returns ("audio", int16) | ("mark", name)
 | ("clear", None) | ("hangup", info) | ("control", info) | ("reply", message to send).
 
+Authentication is the platform's own (telephony.auth.client_headers): Twilio signs the upgrade
+URL, Genesys sends X-API-KEY (and signs when a client secret is set), the others send a bearer
+token. The credentials are given, or read as the server reads them: the settings and
+data_dir/secret (or, when the event-stream URL carries `?token=`, that shared secret, so a
+caller of a server with another data directory authenticates with that server's secret).
+
 Latency is measured here, on the caller's side: the end of speech is found in the caller's
 own audio (the last 20 ms frame within 35 dB of the loudest), and each figure is the time
 from sending that frame to receiving the bot's transcript, decision (both from the bot's
@@ -27,11 +33,12 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import numpy as np
 import websockets
 
+from telephony.auth import Credentials, client_headers
 from telephony.base import ProtocolError
 from telephony.codecs import float_to_pcm16, resample
 from telephony.registry import PLATFORM_CLIENTS as PLATFORMS
@@ -98,7 +105,7 @@ class CallResult:
 class SimulatedCall:
     def __init__(self, media_url: str, events_url: str | None, protocol: str = "twilio",
                  speed: float = 1.0, caller: str | None = "+4512345678", call_id: str | None = None,
-                 timeout_s: float = 120.0) -> None:
+                 timeout_s: float = 120.0, credentials: Credentials | None = None) -> None:
         if protocol not in PLATFORMS:
             raise ValueError(f"unknown protocol {protocol!r} (known: {', '.join(PLATFORMS)})")
         self.platform_cls = PLATFORMS[protocol]
@@ -121,6 +128,7 @@ class SimulatedCall:
         self._quiet_gap = PACED_QUIET_S if getattr(self.platform_cls, "paced", False) else 0.0
         self._error: Exception | None = None
         self._hears_bot = True
+        self.credentials = credentials
 
     @property
     def events_url(self) -> str | None:
@@ -144,9 +152,18 @@ class SimulatedCall:
                 tel = _settings().telephony
                 url = f"tcp://{parts.hostname or tel.audiosocket_host}:{tel.audiosocket_port}"
             return await transport.open(url)
-        headers = getattr(self.platform_cls, "headers", None)
-        return await websockets.connect(self.media_url, max_size=2**22,
-                                        additional_headers=headers(self.call_id) if headers else None)
+        platform_headers = getattr(self.platform_cls, "headers", None)
+        headers = client_headers(self.protocol, self.media_url, self._credentials(),
+                                 platform_headers(self.call_id) if platform_headers else None)
+        return await websockets.connect(self.media_url, max_size=2**22, additional_headers=headers)
+
+    def _credentials(self) -> Credentials:
+        if self.credentials is None:
+            from voicebot.secrets import load_credentials
+
+            token = dict(parse_qsl(urlsplit(self._events_url or "").query)).get("token")
+            self.credentials = load_credentials(_settings(), token or None)
+        return self.credentials
 
     # -- bot → caller ------------------------------------------------------------------
     async def _receive(self, platform) -> None:

@@ -11,12 +11,25 @@ events; the session consumes them from `events()`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 from abc import abstractmethod
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
-from telephony.base import Audio, CallEvent, Hangup, MediaChannel, Played, ProtocolError, log
+from telephony.base import (
+    CLOSE_INVALID,
+    Audio,
+    CallEvent,
+    Hangup,
+    Limits,
+    MediaChannel,
+    Played,
+    ProtocolError,
+    close_reason,
+    log,
+)  # fmt: skip
 
 INBOX_EVENTS = 250  # ≈ 5 s of 20 ms audio frames before the reader stops reading the socket
 MAX_PLAYOUT_S = 120.0  # outbound audio one channel may have queued (prompts are seconds long)
@@ -91,9 +104,11 @@ class ReaderChannel(MediaChannel):
     """A MediaChannel whose socket is read by its own task (see the module doc). Subclasses
     implement `read_events()`: parse the socket until the call ends, yielding call events."""
 
-    def __init__(self) -> None:
+    def __init__(self, limits: Limits | None = None) -> None:
         self.inbox = Inbox()
+        self.limits = limits or Limits()
         self._reader: asyncio.Task | None = None
+        self._send_failed = False
 
     @abstractmethod
     def read_events(self) -> AsyncIterator[CallEvent]:
@@ -115,14 +130,23 @@ class ReaderChannel(MediaChannel):
                 if isinstance(event, Hangup):
                     return
         except ProtocolError as exc:
+            self.error = exc
             self.inbox.fail(exc)
             return
-        except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
+        except (ValueError, TypeError, KeyError, AttributeError, IndexError, RecursionError) as exc:
             # Input no parser anticipated: still the platform's fault, never a crash.
             log.debug("%s: unparsable input", self.platform, exc_info=True)
-            self.inbox.fail(ProtocolError(f"malformed {self.platform} message: {exc!r}"))
+            self.error = ProtocolError(f"malformed {self.platform} message: {exc!r}", CLOSE_INVALID)
+            self.inbox.fail(self.error)
             return
         self.inbox.put_now(Hangup("disconnected"))
+
+    def send_failed(self) -> None:
+        """A send did not go through (the peer is gone or stopped reading): end the call. The
+        session sees a Hangup after what is already queued, and hangs up."""
+        if not self._send_failed:
+            self._send_failed = True
+            self.inbox.put_now(Hangup("send failed"))
 
     async def stop_reading(self) -> None:
         self.inbox.close()
@@ -167,18 +191,44 @@ async def websocket_messages(ws) -> AsyncIterator[str | bytes]:
         return
 
 
-async def send_ws(ws, message: str | bytes) -> bool:
-    """Send on a starlette WebSocket. False if the connection is gone: the reader then ends
-    the call; the session must not fail because the caller hung up mid-prompt."""
+def parse_json_object(text: str, what: str = "a message") -> dict:
+    """One JSON object, or a ProtocolError (close 1007): malformed JSON, nesting too deep for
+    the parser, or JSON that is not an object."""
     try:
-        if isinstance(message, bytes):
-            await ws.send_bytes(message)
-        else:
-            await ws.send_text(message)
+        msg = json.loads(text)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+        raise ProtocolError(f"malformed JSON: {str(exc)[:80]}", CLOSE_INVALID) from None
+    if not isinstance(msg, dict):
+        raise ProtocolError(f"{what} must be a JSON object", CLOSE_INVALID)
+    return msg
+
+
+async def send_ws(ws, message: str | bytes, timeout_s: float = Limits.send_timeout_s) -> bool:
+    """Send on a starlette WebSocket. False if the connection is gone, or the peer has not
+    taken the message within `timeout_s` (it stopped reading: its buffers are full). The
+    caller then ends the call; one stuck peer never holds a session, or memory, for long."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            if isinstance(message, bytes):
+                await ws.send_bytes(message)
+            else:
+                await ws.send_text(message)
         return True
+    except TimeoutError:
+        log.warning("a peer has not read for %.1f s: closing its call", timeout_s)
+        return False
     except Exception as exc:  # WebSocketDisconnect, ClientDisconnected, RuntimeError after close
         log.debug("send on a closed WebSocket: %s", exc)
         return False
+
+
+async def close_ws(ws, error: BaseException | None, timeout_s: float = Limits.send_timeout_s) -> None:
+    """Close a starlette WebSocket with the close code `error` calls for (1000 without one).
+    Bounded: a peer that does not read cannot hold the close either."""
+    code, reason = close_reason(error)
+    with contextlib.suppress(Exception):  # already closed by the peer, or it stopped reading
+        async with asyncio.timeout(timeout_s):
+            await ws.close(code, reason)
 
 
 def split_frames(payload: bytes, frame_bytes: int, silence: bytes) -> list[bytes]:

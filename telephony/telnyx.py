@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -34,6 +33,8 @@ from collections.abc import AsyncIterator
 import numpy as np
 
 from telephony.base import (
+    CLOSE_INVALID,
+    CLOSE_UNSUPPORTED,
     SAMPLE_RATE,
     Audio,
     CallEvent,
@@ -41,9 +42,11 @@ from telephony.base import (
     Digit,
     HandOff,
     Hangup,
+    Limits,
     Played,
     ProtocolError,
     log,
+    too_big,
 )  # fmt: skip
 from telephony.codecs import (
     StreamResampler,
@@ -55,12 +58,19 @@ from telephony.codecs import (
     ulaw_decode,
     ulaw_encode,
 )  # fmt: skip
-from telephony.streams import ReaderChannel, ReorderBuffer, send_ws, websocket_messages
+from telephony.streams import (
+    ReaderChannel,
+    ReorderBuffer,
+    close_ws,
+    parse_json_object,
+    send_ws,
+    websocket_messages,
+)
 
 PLATFORM = "telnyx"
 ENCODINGS = {"PCMU": (8000,), "PCMA": (8000,), "L16": (8000, 16000)}
 CHUNK_MS = 200
-MAX_MESSAGE_BYTES = 256 * 1024
+MAX_MARKS = 64  # marks remembered while Telnyx has not echoed them
 DIGITS = "0123456789*#"
 
 
@@ -90,8 +100,8 @@ def bytes_per_ms(encoding: str, rate: int) -> int:
 class TelnyxChannel(ReaderChannel):
     platform = PLATFORM
 
-    def __init__(self, websocket, reorder_frames: int = 5) -> None:
-        super().__init__()
+    def __init__(self, websocket, reorder_frames: int = 5, limits: Limits | None = None) -> None:
+        super().__init__(limits)
         self.ws = websocket  # starlette WebSocket, already accepted
         self.stream_id: str | None = None
         self.call_control_id: str | None = None
@@ -101,35 +111,39 @@ class TelnyxChannel(ReaderChannel):
         self._upsample: StreamResampler | None = None
         self._pending_marks: list[str] = []
         self._cleared_marks: dict[str, None] = {}  # insertion-ordered, so the oldest can go
-        self.errors: list[dict] = []
+        self.errors: list[dict] = []  # the last few Telnyx error events
         self._closed = False
 
     # -- inbound ---------------------------------------------------------------------
     async def read_events(self) -> AsyncIterator[CallEvent]:
         async for message in websocket_messages(self.ws):
             if isinstance(message, bytes):
-                raise ProtocolError("binary frame: Telnyx media streaming sends text JSON only")
+                raise ProtocolError("binary frame: Telnyx media streaming sends text JSON only",
+                                    CLOSE_UNSUPPORTED)
             for event in self.parse(message):
                 yield event
                 if isinstance(event, Hangup):
                     return
 
     def parse(self, text: str) -> list[CallEvent]:
-        if len(text) > MAX_MESSAGE_BYTES:
-            raise ProtocolError(f"message of {len(text)} bytes exceeds {MAX_MESSAGE_BYTES}")
+        """One Telnyx message → call events (reordered media may release several). Anything
+        the protocol does not allow raises ProtocolError, never another exception."""
+        if len(text) > self.limits.max_message_bytes:
+            raise too_big(len(text), self.limits.max_message_bytes)
+        msg = parse_json_object(text)
         try:
-            msg = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ProtocolError(f"malformed JSON: {exc}") from exc
-        if not isinstance(msg, dict):
-            raise ProtocolError("a message must be a JSON object")
+            return self._parse(msg)
+        except (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError) as exc:
+            raise ProtocolError(f"malformed Telnyx message: {exc!r}"[:200], CLOSE_INVALID) from None
+
+    def _parse(self, msg: dict) -> list[CallEvent]:
         kind = msg.get("event")
         if kind == "connected":
             return []
         if kind == "start":
             return [self._on_start(msg)]
         if self.stream_id is None:
-            raise ProtocolError(f"'{kind}' before 'start'")
+            raise ProtocolError(f"'{str(kind)[:40]}' before 'start'")
         if kind == "media":
             return self._on_media(msg)
         events = self._release(self.reorder.skip(seq)) if (seq := _seq(msg)) is not None else []
@@ -155,11 +169,11 @@ class TelnyxChannel(ReaderChannel):
                 events.append(Hangup("stop"))
             case "error":
                 payload = _obj(msg, "payload")
-                self.errors.append(payload)
-                log.warning("telnyx stream %s error %s %s: %s", self.stream_id, payload.get("code"),
-                            payload.get("title"), payload.get("detail"))
+                self.errors = [*self.errors[-9:], payload]
+                log.warning("telnyx stream %s error %s %s: %s", self.stream_id, str(payload.get("code"))[:40],
+                            str(payload.get("title"))[:80], str(payload.get("detail"))[:200])
             case _:
-                log.info("telnyx: ignoring unknown event %r", kind)
+                log.info("telnyx: ignoring unknown event %r", str(kind)[:40])
         return events
 
     def _on_start(self, msg: dict) -> CallStart:
@@ -177,16 +191,17 @@ class TelnyxChannel(ReaderChannel):
         except (TypeError, ValueError) as exc:
             raise ProtocolError(f"sample_rate is not a number: {fmt.get('sample_rate')!r}") from exc
         if rate not in ENCODINGS.get(encoding, ()):
-            raise ProtocolError(f"unsupported media format {encoding} at {rate} Hz "
-                                "(PCMU/PCMA 8000, L16 8000/16000)")
-        if int(fmt.get("channels", 1) or 1) != 1:
-            raise ProtocolError(f"unsupported channel count {fmt.get('channels')}")
+            raise ProtocolError(f"unsupported media format {encoding[:20]} at {rate} Hz "
+                                "(PCMU/PCMA 8000, L16 8000/16000)", CLOSE_UNSUPPORTED)
+        if str(fmt.get("channels", 1) or 1) != "1":
+            raise ProtocolError(f"unsupported channel count {str(fmt.get('channels'))[:20]}", CLOSE_UNSUPPORTED)
+        stream_id = str(msg.get("stream_id") or start.get("stream_id") or "")
+        if not stream_id or len(stream_id) > 128:
+            raise ProtocolError("'start' without a usable stream_id")
         self.encoding, self.wire_rate = encoding, rate
         self._upsample = StreamResampler(rate, SAMPLE_RATE)
-        self.stream_id = str(msg.get("stream_id") or start.get("stream_id") or "")
-        if not self.stream_id:
-            raise ProtocolError("'start' without a stream_id")
-        self.call_control_id = str(start.get("call_control_id") or self.stream_id)
+        self.stream_id = stream_id
+        self.call_control_id = str(start.get("call_control_id") or self.stream_id)[:128]
         if (seq := _seq(msg)) is not None:
             self.reorder.skip(seq)
         params = {k: str(start[k]) for k in ("from", "to", "client_state", "call_session_id") if start.get(k)}
@@ -200,10 +215,13 @@ class TelnyxChannel(ReaderChannel):
         seq = _seq(msg)
         if media.get("track", "inbound") not in ("inbound", "inbound_track"):
             return self._release(self.reorder.skip(seq)) if seq is not None else []
+        payload_text = media.get("payload", "")
+        if not isinstance(payload_text, str):
+            raise ProtocolError("media payload must be a base64 string", CLOSE_INVALID)
         try:
-            payload = base64.b64decode(media.get("payload", ""), validate=True)
+            payload = base64.b64decode(payload_text, validate=True)
         except (binascii.Error, ValueError) as exc:
-            raise ProtocolError(f"media payload is not base64: {exc}") from exc
+            raise ProtocolError(f"media payload is not base64: {exc}", CLOSE_INVALID) from exc
         if seq is None:  # nothing to order by: take it as it comes
             return self._release([payload])
         return self._release(self.reorder.push(seq, payload))
@@ -215,8 +233,9 @@ class TelnyxChannel(ReaderChannel):
 
     # -- outbound --------------------------------------------------------------------
     async def _send(self, obj: dict) -> None:
-        if not self._closed and not await send_ws(self.ws, json.dumps(obj)):
+        if not self._closed and not await send_ws(self.ws, json.dumps(obj), self.limits.send_timeout_s):
             self._closed = True
+            self.send_failed()
 
     async def play(self, audio: np.ndarray, mark: str) -> None:
         payload = encode_payload(float_to_pcm16(resample(audio, SAMPLE_RATE, self.wire_rate)), self.encoding)
@@ -225,7 +244,7 @@ class TelnyxChannel(ReaderChannel):
             if self._closed:
                 return
             await self._send({"event": "media", "media": {"payload": base64.b64encode(payload[i:i + chunk]).decode()}})
-        self._pending_marks.append(mark)
+        self._pending_marks = [*self._pending_marks[-(MAX_MARKS - 1):], mark]
         await self._send({"event": "mark", "mark": {"name": mark}})
 
     async def clear(self) -> None:
@@ -234,15 +253,14 @@ class TelnyxChannel(ReaderChannel):
             self._cleared_marks[name] = None
             self.inbox.put_now(Played(name, interrupted=True))
         self._pending_marks.clear()
-        if len(self._cleared_marks) > 64:  # echoes that never came: forget the oldest
-            self._cleared_marks = dict.fromkeys(list(self._cleared_marks)[-64:])
+        if len(self._cleared_marks) > MAX_MARKS:  # echoes that never came: forget the oldest
+            self._cleared_marks = dict.fromkeys(list(self._cleared_marks)[-MAX_MARKS:])
 
     async def hang_up(self) -> None:
         if self._closed:
             return
         self._closed = True
-        with contextlib.suppress(Exception):  # closing a socket the peer already closed
-            await self.ws.close(1000)
+        await close_ws(self.ws, self.error, self.limits.send_timeout_s)
         await self.stop_reading()
 
     async def hand_off(self, target: HandOff) -> None:
@@ -254,8 +272,11 @@ class TelnyxChannel(ReaderChannel):
 def _obj(msg: dict, key: str) -> dict:
     value = msg.get(key) or {}
     if not isinstance(value, dict):
-        raise ProtocolError(f"'{key}' must be an object")
+        raise ProtocolError(f"'{key}' must be an object", CLOSE_INVALID)
     return value
+
+
+MAX_SEQ = 2**53  # JSON's exact integers; beyond is garbage, not a counter
 
 
 def _seq(msg: dict) -> int | None:
@@ -263,9 +284,12 @@ def _seq(msg: dict) -> int | None:
     if value is None:
         return None
     try:
-        return int(value)
-    except (TypeError, ValueError) as exc:
-        raise ProtocolError(f"sequence_number is not a number: {value!r}") from exc
+        seq = int(value)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ProtocolError(f"sequence_number is not a number: {str(value)[:40]!r}", CLOSE_INVALID) from exc
+    if not 0 <= seq <= MAX_SEQ:
+        raise ProtocolError(f"sequence_number {seq} out of range", CLOSE_INVALID)
+    return seq
 
 
 # -- the platform side, for `voicebot call` ------------------------------------------

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import json
 from collections.abc import AsyncIterator
 from xml.sax.saxutils import escape, quoteattr
@@ -21,6 +20,8 @@ from xml.sax.saxutils import escape, quoteattr
 import numpy as np
 
 from telephony.base import (
+    CLOSE_INVALID,
+    CLOSE_UNSUPPORTED,
     SAMPLE_RATE,
     Audio,
     CallEvent,
@@ -28,10 +29,12 @@ from telephony.base import (
     Digit,
     HandOff,
     Hangup,
+    Limits,
     MediaChannel,
     Played,
     ProtocolError,
     log,
+    too_big,
 )  # fmt: skip
 from telephony.codecs import (
     StreamResampler,
@@ -41,24 +44,33 @@ from telephony.codecs import (
     ulaw_decode,
     ulaw_encode,
 )  # fmt: skip
+from telephony.streams import close_ws, parse_json_object, send_ws
 
 PLATFORM = "twilio"
 WIRE_RATE = 8000
 FRAME_BYTES = 160  # 20 ms of μ-law at 8 kHz
-MAX_MESSAGE_BYTES = 64 * 1024
+MAX_MARKS = 64  # marks remembered while Twilio has not echoed them (the bot sends one per sentence)
+UNEXPECTED = (ValueError, TypeError, KeyError, AttributeError, IndexError, RecursionError)
+
+
+def _obj(msg: dict, key: str) -> dict:
+    value = msg.get(key) or {}
+    if not isinstance(value, dict):
+        raise ProtocolError(f"'{key}' must be a JSON object", CLOSE_INVALID)
+    return value
 
 
 class TwilioChannel(MediaChannel):
     platform = PLATFORM
 
-    def __init__(self, websocket, max_message_bytes: int = MAX_MESSAGE_BYTES) -> None:
+    def __init__(self, websocket, limits: Limits | None = None) -> None:
         self.ws = websocket  # starlette.websockets.WebSocket, already accepted
+        self.limits = limits or Limits()
         self.stream_sid: str | None = None
         self.call_sid: str | None = None
         self._upsample = StreamResampler(WIRE_RATE, SAMPLE_RATE)
         self._pending_marks: list[str] = []  # sent, not yet echoed
-        self._cleared_marks: set[str] = set()  # echoes of these mean "discarded"
-        self._max_message = max_message_bytes
+        self._cleared_marks: dict[str, None] = {}  # echoes of these mean "discarded"; insertion-ordered
         self._closed = False
 
     # -- inbound ---------------------------------------------------------------------
@@ -71,7 +83,8 @@ class TwilioChannel(MediaChannel):
                 if message["type"] == "websocket.disconnect":
                     break
                 if message.get("text") is None:
-                    raise ProtocolError("binary frame: Twilio Media Streams send text JSON only")
+                    raise ProtocolError("binary frame: Twilio Media Streams send text JSON only",
+                                        CLOSE_UNSUPPORTED)
                 event = self.parse(message["text"])
                 if event is not None:
                     yield event
@@ -79,93 +92,114 @@ class TwilioChannel(MediaChannel):
                         return
         except WebSocketDisconnect:
             pass
+        except ProtocolError as exc:
+            self.error = exc  # hang_up closes with its code
+            raise
         yield Hangup("disconnected")
 
     def parse(self, text: str) -> CallEvent | None:
-        if len(text) > self._max_message:
-            raise ProtocolError(f"message of {len(text)} bytes exceeds the limit of {self._max_message}")
+        """One Twilio message → a call event (None: nothing for the session). Anything the
+        protocol does not allow raises ProtocolError, never another exception."""
+        if len(text) > self.limits.max_message_bytes:
+            raise too_big(len(text), self.limits.max_message_bytes)
+        msg = parse_json_object(text)
         try:
-            msg = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ProtocolError(f"malformed JSON: {exc}") from exc
-        if not isinstance(msg, dict):
-            raise ProtocolError("a message must be a JSON object")
+            return self._parse(msg)
+        except UNEXPECTED as exc:  # a field of the wrong type somewhere
+            raise ProtocolError(f"malformed Twilio message: {exc!r}"[:200], CLOSE_INVALID) from None
+
+    def _parse(self, msg: dict) -> CallEvent | None:
         kind = msg.get("event")
         if kind == "connected":
             return None
         if kind == "start":
             return self._on_start(msg)
         if self.stream_sid is None:
-            raise ProtocolError(f"'{kind}' before 'start'")
+            raise ProtocolError(f"'{str(kind)[:40]}' before 'start'")
+        sid = msg.get("streamSid")
+        if sid is not None and sid != self.stream_sid:
+            raise ProtocolError("a message for another streamSid")
         match kind:
             case "media":
                 return self._on_media(msg)
             case "dtmf":
-                digit = str((msg.get("dtmf") or {}).get("digit", ""))
+                digit = str(_obj(msg, "dtmf").get("digit", ""))
                 return Digit(digit) if len(digit) == 1 and digit in "0123456789*#" else None
             case "mark":
-                name = str((msg.get("mark") or {}).get("name", ""))
+                name = str(_obj(msg, "mark").get("name", ""))
                 if name in self._pending_marks:
                     self._pending_marks.remove(name)
                 interrupted = name in self._cleared_marks
-                self._cleared_marks.discard(name)
+                self._cleared_marks.pop(name, None)
                 return Played(name, interrupted)
             case "stop":
                 return Hangup("stop")
             case _:
-                log.info("twilio: ignoring unknown event %r", kind)
+                log.info("twilio: ignoring unknown event %r", str(kind)[:40])
                 return None
 
     def _on_start(self, msg: dict) -> CallStart:
+        if self.stream_sid is not None:
+            raise ProtocolError("a second 'start'")
         start = msg.get("start")
         if not isinstance(start, dict):
             raise ProtocolError("'start' without a start object")
-        fmt = start.get("mediaFormat") or {}
-        if fmt and (fmt.get("encoding") != "audio/x-mulaw" or int(fmt.get("sampleRate", 0)) != WIRE_RATE):
-            raise ProtocolError(f"unsupported media format {fmt}")
-        self.stream_sid = str(start.get("streamSid") or msg.get("streamSid") or "")
-        if not self.stream_sid:
-            raise ProtocolError("'start' without a streamSid")
-        self.call_sid = str(start.get("callSid") or self.stream_sid)
-        params = {str(k): str(v) for k, v in (start.get("customParameters") or {}).items()}
+        fmt = _obj(start, "mediaFormat")
+        if fmt and (fmt.get("encoding") != "audio/x-mulaw" or str(fmt.get("sampleRate", "")) != str(WIRE_RATE)):
+            raise ProtocolError(f"unsupported media format {str(fmt)[:80]} (audio/x-mulaw at 8000 Hz)",
+                                CLOSE_UNSUPPORTED)
+        stream_sid = str(start.get("streamSid") or msg.get("streamSid") or "")
+        if not stream_sid or len(stream_sid) > 128:
+            raise ProtocolError("'start' without a usable streamSid")
+        self.stream_sid = stream_sid
+        self.call_sid = str(start.get("callSid") or self.stream_sid)[:128]
+        params = {str(k): str(v) for k, v in _obj(start, "customParameters").items()}
         caller = params.get("caller") or params.get("From")
         return CallStart(self.call_sid, PLATFORM, caller, params)
 
     def _on_media(self, msg: dict) -> Audio | None:
-        media = msg.get("media") or {}
+        media = _obj(msg, "media")
         if media.get("track", "inbound") != "inbound":
             return None
+        payload_text = media.get("payload", "")
+        if not isinstance(payload_text, str):
+            raise ProtocolError("media payload must be a base64 string", CLOSE_INVALID)
         try:
-            payload = base64.b64decode(media.get("payload", ""), validate=True)
+            payload = base64.b64decode(payload_text, validate=True)
         except (binascii.Error, ValueError) as exc:
-            raise ProtocolError(f"media payload is not base64: {exc}") from exc
+            raise ProtocolError(f"media payload is not base64: {exc}", CLOSE_INVALID) from exc
         if not payload:
             return None
         return Audio(self._upsample.process(pcm16_to_float(ulaw_decode(payload))))
 
-    # -- outbound --------------------------------------------------------------------
+# -- outbound --------------------------------------------------------------------
     async def _send(self, obj: dict) -> None:
-        if not self._closed:
-            await self.ws.send_text(json.dumps(obj))
+        # A peer gone, or one that stopped reading (send timeout): nothing more is sent, and
+        # the call ends when the session next waits on the (closed) socket.
+        if not self._closed and not await send_ws(self.ws, json.dumps(obj), self.limits.send_timeout_s):
+            await self.hang_up()
 
     async def play(self, audio: np.ndarray, mark: str) -> None:
         payload = ulaw_encode(float_to_pcm16(resample(audio, SAMPLE_RATE, WIRE_RATE)))
         for i in range(0, len(payload), FRAME_BYTES):
+            if self._closed:
+                return
             chunk = base64.b64encode(payload[i:i + FRAME_BYTES]).decode()
             await self._send({"event": "media", "streamSid": self.stream_sid, "media": {"payload": chunk}})
-        self._pending_marks.append(mark)
+        self._pending_marks = [*self._pending_marks[-(MAX_MARKS - 1):], mark]
         await self._send({"event": "mark", "streamSid": self.stream_sid, "mark": {"name": mark}})
 
     async def clear(self) -> None:
-        self._cleared_marks.update(self._pending_marks)
+        self._cleared_marks.update(dict.fromkeys(self._pending_marks))
         self._pending_marks.clear()
+        if len(self._cleared_marks) > MAX_MARKS:  # echoes that never came: forget the oldest
+            self._cleared_marks = dict.fromkeys(list(self._cleared_marks)[-MAX_MARKS:])
         await self._send({"event": "clear", "streamSid": self.stream_sid})
 
     async def hang_up(self) -> None:
         if not self._closed:
             self._closed = True
-            with contextlib.suppress(RuntimeError):  # already closed by the peer
-                await self.ws.close(1000)
+            await close_ws(self.ws, self.error, self.limits.send_timeout_s)
 
     async def hand_off(self, target: HandOff) -> None:
         # Closing the stream makes Twilio continue with <Connect action>, answered by

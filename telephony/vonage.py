@@ -23,7 +23,6 @@ before; a REST transfer is not made from here.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import uuid
@@ -32,14 +31,18 @@ from collections.abc import AsyncIterator
 import numpy as np
 
 from telephony.base import (
+    CLOSE_INVALID,
+    CLOSE_UNSUPPORTED,
     SAMPLE_RATE,
     Audio,
     CallEvent,
     CallStart,
     Digit,
     HandOff,
+    Limits,
     ProtocolError,
     log,
+    too_big,
 )  # fmt: skip
 from telephony.codecs import (
     StreamResampler,
@@ -48,13 +51,22 @@ from telephony.codecs import (
     pcm16_to_float,
     resample,
 )  # fmt: skip
-from telephony.streams import PacedPlayout, ReaderChannel, send_ws, split_frames, websocket_messages
+from telephony.streams import (
+    PacedPlayout,
+    ReaderChannel,
+    close_ws,
+    parse_json_object,
+    send_ws,
+    split_frames,
+    websocket_messages,
+)
 
 PLATFORM = "vonage"
 RATES = (16000, 8000)
 FRAME_MS = 20
 LEAD_FRAMES = 3  # sent ahead of real time, against network jitter (Vonage buffers)
-MAX_TEXT_BYTES = 16 * 1024
+MAX_TEXT_BYTES = 16 * 1024  # control messages are small, whatever security.max_message_bytes says
+MAX_HEADERS = 64  # NCCO headers kept from websocket:connected
 DIGITS = "0123456789*#"
 _CONTENT_TYPE = re.compile(r"^\s*audio/l16\s*;\s*rate\s*=\s*(\d+)\s*$", re.IGNORECASE)
 
@@ -66,8 +78,8 @@ def frame_bytes(rate: int) -> int:
 class VonageChannel(ReaderChannel):
     platform = PLATFORM
 
-    def __init__(self, websocket) -> None:
-        super().__init__()
+    def __init__(self, websocket, limits: Limits | None = None) -> None:
+        super().__init__(limits)
         self.ws = websocket  # starlette WebSocket, already accepted
         self.call_id: str | None = None
         self.wire_rate = 0
@@ -87,19 +99,15 @@ class VonageChannel(ReaderChannel):
     def parse(self, message: str | bytes) -> CallEvent | None:
         if isinstance(message, bytes):
             return self._on_audio(message)
-        if len(message) > MAX_TEXT_BYTES:
-            raise ProtocolError(f"text message of {len(message)} bytes exceeds {MAX_TEXT_BYTES}")
-        try:
-            msg = json.loads(message)
-        except json.JSONDecodeError as exc:
-            raise ProtocolError(f"malformed JSON: {exc}") from exc
-        if not isinstance(msg, dict):
-            raise ProtocolError("a text message must be a JSON object")
+        limit = min(MAX_TEXT_BYTES, self.limits.max_message_bytes)
+        if len(message) > limit:
+            raise too_big(len(message), limit, "text message")
+        msg = parse_json_object(message, "a text message")
         kind = msg.get("event")
         if kind == "websocket:connected":
             return self._on_connected(msg)
         if self.call_id is None:
-            raise ProtocolError(f"{kind!r} before 'websocket:connected'")
+            raise ProtocolError(f"{str(kind)[:40]!r} before 'websocket:connected'")
         match kind:
             case "websocket:dtmf":
                 digit = str(msg.get("digit", ""))
@@ -107,7 +115,7 @@ class VonageChannel(ReaderChannel):
             case "websocket:cleared" | "websocket:notify":
                 return None
             case _:
-                log.info("vonage: ignoring unknown event %r", kind)
+                log.info("vonage: ignoring unknown event %r", str(kind)[:40])
                 return None
 
     def _on_connected(self, msg: dict) -> CallStart:
@@ -116,22 +124,25 @@ class VonageChannel(ReaderChannel):
         content_type = str(msg.get("content-type", ""))
         match = _CONTENT_TYPE.match(content_type)
         if not match or int(match.group(1)) not in RATES:
-            raise ProtocolError(f"unsupported content-type {content_type!r} (audio/l16;rate=16000 or 8000)")
+            raise ProtocolError(f"unsupported content-type {content_type[:60]!r} (audio/l16;rate=16000 or 8000)",
+                                CLOSE_UNSUPPORTED)
+        if len(msg) > MAX_HEADERS:
+            raise ProtocolError(f"{len(msg)} fields in websocket:connected (at most {MAX_HEADERS})")
         self.wire_rate = int(match.group(1))
         self._upsample = StreamResampler(self.wire_rate, SAMPLE_RATE)
         headers = {str(k): str(v) for k, v in msg.items() if k not in ("event", "content-type")}
         self.call_id = (headers.get("call_id") or headers.get("uuid") or headers.get("conversation_uuid")
-                        or f"vonage-{uuid.uuid4().hex}")
+                        or f"vonage-{uuid.uuid4().hex}")[:128]
         caller = headers.get("caller") or headers.get("from")
         return CallStart(self.call_id, PLATFORM, caller, headers)
 
     def _on_audio(self, data: bytes) -> Audio | None:
         if self.call_id is None or self._upsample is None:
             raise ProtocolError("audio before 'websocket:connected'")
+        if len(data) > self.limits.max_message_bytes:
+            raise too_big(len(data), self.limits.max_message_bytes, "audio message")
         if len(data) % 2:
-            raise ProtocolError(f"audio message of {len(data)} bytes: not whole 16-bit samples")
-        if len(data) > 64 * 1024:
-            raise ProtocolError(f"audio message of {len(data)} bytes is too large")
+            raise ProtocolError(f"audio message of {len(data)} bytes: not whole 16-bit samples", CLOSE_INVALID)
         if len(data) != frame_bytes(self.wire_rate):
             self._odd_sizes += 1
             if self._odd_sizes == 1:
@@ -142,7 +153,8 @@ class VonageChannel(ReaderChannel):
 
     # -- outbound --------------------------------------------------------------------
     async def _send_frame(self, frame: bytes) -> None:
-        if self._closed or not await send_ws(self.ws, frame):
+        if self._closed or not await send_ws(self.ws, frame, self.limits.send_timeout_s):
+            self.send_failed()
             raise ConnectionError("the Vonage socket is closed")  # stops the playout
 
     async def play(self, audio: np.ndarray, mark: str) -> None:
@@ -153,15 +165,14 @@ class VonageChannel(ReaderChannel):
     async def clear(self) -> None:
         self.playout.clear()
         if not self._closed:
-            await send_ws(self.ws, json.dumps({"action": "clear"}))
+            await send_ws(self.ws, json.dumps({"action": "clear"}), self.limits.send_timeout_s)
 
     async def hang_up(self) -> None:
         if self._closed:
             return
         self._closed = True
         await self.playout.close()
-        with contextlib.suppress(Exception):  # closing a socket the peer already closed
-            await self.ws.close(1000)
+        await close_ws(self.ws, self.error, self.limits.send_timeout_s)
         await self.stop_reading()
 
     async def hand_off(self, target: HandOff) -> None:

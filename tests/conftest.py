@@ -13,6 +13,12 @@ CATALOGUE = PROJECT_ROOT / "intents" / "catalogue.yaml"
 SHARED = PROJECT_ROOT.parent / "shared"
 
 
+def pytest_addoption(parser) -> None:
+    parser.addoption("--soak-minutes", type=float, default=0.0,
+                     help="run tests/test_soak.py for this many minutes (default: a short run; "
+                          "or set VOICEBOT_SOAK_MINUTES)")
+
+
 @pytest.fixture(scope="session")
 def catalogue():
     return load_catalogue(CATALOGUE)

@@ -32,6 +32,7 @@ class FakeWebSocket:
             self.queue.put_nowait(item)
         self.sent: list[str | bytes] = []
         self.closed: int | None = None
+        self.close_reason: str | None = None
         self.headers = headers or {}
         self.query_params = query or {}
 
@@ -53,8 +54,9 @@ class FakeWebSocket:
     async def send_bytes(self, data: bytes) -> None:
         self.sent.append(data)
 
-    async def close(self, code: int = 1000) -> None:
+    async def close(self, code: int = 1000, reason: str | None = None) -> None:
         self.closed = code
+        self.close_reason = reason
 
     @property
     def texts(self) -> list[str]:
@@ -125,11 +127,12 @@ class ServedApp:
         import uvicorn
 
         from voicebot.app import create_app
+        from voicebot.cli import server_limits
 
         self.services = services
         self.app = create_app(services.settings, services=services)
         config = uvicorn.Config(self.app, host="127.0.0.1", port=0, log_level="warning", lifespan="on",
-                                ws_max_size=1 << 20, timeout_graceful_shutdown=1)
+                                timeout_graceful_shutdown=1, **server_limits(services.settings))
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -142,6 +145,7 @@ class ServedApp:
             time.sleep(0.01)
         self.port = self.server.servers[0].sockets[0].getsockname()[1]
         self.secret = self.app.state.secret
+        self.credentials = self.app.state.credentials
         return self
 
     def __exit__(self, *exc) -> None:
@@ -167,7 +171,8 @@ def keypad_call(served: ServedApp, protocol: str, digit: str = "2", **platform_a
     for k, v in platform_attrs.items():
         setattr(cls, k, v)
     try:
-        call = SimulatedCall(served.media_url(protocol), None, protocol=protocol, speed=4.0, timeout_s=10)
+        call = SimulatedCall(served.media_url(protocol), None, protocol=protocol, speed=4.0, timeout_s=10,
+                             credentials=served.credentials)
         call.events_url = served.events_url(call.call_id)
         result = asyncio.run(asyncio.wait_for(call.run([], digits=digit), 15))
     finally:

@@ -177,7 +177,7 @@ def test_without_a_configured_key_any_key_is_accepted_with_a_warning(caplog):
     with caplog.at_level(logging.WARNING, logger="voicebot.telephony"):
         events = asyncio.run(scenario())
     assert isinstance(events[0], CallStart)
-    assert "no telephony.audiohook_api_key configured" in caplog.text
+    assert "no API key configured" in caplog.text
 
 
 @pytest.mark.parametrize("mutate, error", [

@@ -61,7 +61,21 @@ def test_softphone_page_is_served_in_danish(tmp_path, catalogue, classifier):
     from voicebot.app import create_app
 
     services = light_services(tmp_path, catalogue, classifier, audiosocket_enabled=False)
-    with TestClient(create_app(services.settings, services=services)) as client:
+    app = create_app(services.settings, services=services)
+    local = {"base_url": "http://127.0.0.1:8080", "client": ("127.0.0.1", 50000)}
+    with TestClient(app, **local) as client:
         page = client.get("/softphone")
+        proxied = client.get("/softphone", headers={"X-Forwarded-For": "203.0.113.9"})
+        rebound = client.get("/softphone", headers={"Host": "evil.example"})
+        token = app.state.credentials.softphone_token
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert 'lang="da"' in page.text and "/raw" in page.text and "Læg på" in page.text
+    # From this machine the page carries a softphone-only token; never cached, never framed.
+    assert f'content="{token}"' in page.text and token != app.state.secret
+    assert page.headers["cache-control"] == "no-store" and page.headers["x-frame-options"] == "DENY"
+    # Through a proxy or under another host name the page asks for the token instead.
+    for other in (proxied, rebound):
+        assert other.status_code == 200 and token not in other.text and 'content=""' in other.text
+    with TestClient(app, base_url="http://bot.example", client=("198.51.100.7", 4000)) as client:
+        remote = client.get("/softphone")
+    assert token not in remote.text and 'content=""' in remote.text

@@ -233,3 +233,17 @@ def test_a_line_without_echo_cancellation_needs_longer_speech_to_barge_in(servic
     line.echo_cancelled = False
     run(CallSession(line, svc))
     assert ("clear",) not in line.log
+
+
+def test_a_failing_queue_write_still_hands_the_caller_on(services, speaker):
+    svc = services("min skraldespand er ikke blevet tømt")
+
+    def broken(call):
+        raise ConnectionError("queue back-end down")
+
+    svc.store.enqueue = broken
+    speech = speaker.speak("Min skraldespand er ikke blevet tømt i denne uge.")
+    line = ScriptedLine([silence(0.5), speech, silence(1.5)])
+    run(CallSession(line, svc))
+    assert ("hand_off", "TMF") in line.log
+    assert sum(1 for e in line.log if e[0] == "play" and e[1].startswith("route")) >= 1

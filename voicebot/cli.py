@@ -38,8 +38,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
         provision_whisper_base(settings.whisper_dir)
     app = create_app(settings)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level,
-                ws_max_size=1 << 20, timeout_graceful_shutdown=5)
+                **server_limits(settings), timeout_graceful_shutdown=5)
     return 0
+
+
+def server_limits(settings: Settings) -> dict:
+    """uvicorn options that bound what one connection can cost (SECURITY.md)."""
+    from voicebot.wsprotocol import bounded_ws_protocol
+
+    # A text frame of N characters is up to 4N bytes; the adapters check characters.
+    return {"ws": bounded_ws_protocol(settings.security.send_timeout_s),
+            "ws_max_size": 4 * settings.security.max_message_bytes, "ws_max_queue": 32,
+            "ws_ping_interval": 20.0, "ws_ping_timeout": 20.0, "limit_concurrency": 4 * settings.max_calls + 64}
 
 
 # -- call ----------------------------------------------------------------------------
@@ -236,13 +246,40 @@ def cmd_queues(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_forget(args: argparse.Namespace) -> int:
-    from voicebot.queues import open_store
+def forget_call(settings: Settings, call_id: str) -> list[str]:
+    """Remove one call's data everywhere it is kept; returns where something was found.
 
-    settings = _settings(args)
+    A call's data is its queue record: in the configured back-end (SQLite row, or the Redis
+    hash, its stream entry and index entries), and in a SQLite queue file left from before a
+    switch to Redis. The agent console shows only what the queue holds (its accounts database
+    keeps no call data); live events and metrics keep none either. Logs hold call ids but no
+    transcripts unless log_transcripts is on (SECURITY.md: what an operator must still do)."""
+    from voicebot.queues import SqliteQueueStore, open_store
+
+    found: list[str] = []
     store = open_store(settings.queue_backend, settings.db_path, settings.redis_url)
-    found = store.forget(args.call_id)
-    print(f"removed {args.call_id}" if found else f"no data held for {args.call_id}")
+    try:
+        if store.forget(call_id):
+            found.append(f"{settings.queue_backend} queue")
+    finally:
+        store.close()
+    if settings.queue_backend != "sqlite" and settings.db_path.exists():
+        old = SqliteQueueStore(settings.db_path)
+        try:
+            if old.forget(call_id):
+                found.append(f"SQLite queue file {settings.db_path}")
+        finally:
+            old.close()
+    return found
+
+
+def cmd_forget(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    found = forget_call(settings, args.call_id)
+    if found:
+        print(f"removed {args.call_id} from: {', '.join(found)}")
+    else:
+        print(f"no data held for {args.call_id}")
     return 0
 
 
@@ -365,8 +402,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from voicebot.privacy import install_log_masking
+
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_log_masking()
     try:
         return args.func(args)
     except (ConfigError, CatalogueError) as exc:
@@ -374,3 +414,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `voicebot eval-intents ... | head`: the reader has gone
+        sys.stderr.close()
+        return 0

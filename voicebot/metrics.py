@@ -28,6 +28,9 @@ DECISION_LATENCY = Histogram("voicebot_speech_end_to_decision_seconds",
                              "From the end of the caller's speech to the decision", buckets=LATENCY_BUCKETS)
 ASR_OVERLOADED = Counter("voicebot_asr_overloaded_total", "Final decodes refused at saturation")
 PROTOCOL_ERRORS = Counter("voicebot_protocol_errors_total", "Calls closed for protocol errors", ["platform"])
+AUTH_FAILURES = Counter("voicebot_auth_failures_total", "Connections and webhooks refused: not authenticated",
+                        ["endpoint"])
+CALL_ERRORS = Counter("voicebot_call_errors_total", "Calls ended by an unexpected error of ours", ["platform"])
 BARGE_INS = Counter("voicebot_barge_ins_total", "Bot playback stopped by caller speech")
 
 

@@ -9,6 +9,7 @@ eight digits or more is masked (ten digits: CPR, otherwise a phone or other numb
 
 from __future__ import annotations
 
+import logging
 import re
 
 CPR_MASK = "[CPR]"
@@ -84,3 +85,59 @@ def mask_numbers(text: str) -> str:
         pos = end
     out.append(text[pos:])
     return "".join(out)
+
+
+# == logs: defence in depth ===================================================================
+# Transcripts reach logs only masked (and only with log_transcripts on), but anything else
+# that slips through — a caller number in a platform's parameters, a token in a URL a server
+# logs — is masked here, in every log record of the process. Written digit runs only: a run of
+# 8 or more digits (spaces or hyphens between them) that is not part of a longer word, id or
+# address, so call ids, UUIDs, IP addresses and ports stay readable.
+_LOG_NUMBER = re.compile(r"(?<![\w.:/-])\+?\d(?:[ -]?\d){7,}(?![\w.:/]|-\w)")
+_LOG_SECRET = re.compile(r"(?i)(\b(?:token|api[_-]?key|signature|password)=)[^&\s\"']+")
+_LOG_BEARER = re.compile(r"(?i)(\b(?:bearer|basic)\s+)[A-Za-z0-9._~+/=-]{8,}")
+
+
+def mask_log_text(text: str) -> str:
+    """A log message with written CPR/phone numbers and secrets in URLs or headers masked."""
+    if not any(ch.isdigit() for ch in text) and "=" not in text and " " not in text:
+        return text
+    text = _LOG_SECRET.sub(r"\1[SKJULT]", text)
+    text = _LOG_BEARER.sub(r"\1[SKJULT]", text)
+    return _LOG_NUMBER.sub(lambda m: CPR_MASK if len(re.sub(r"\D", "", m.group())) == 10
+                           and not m.group().startswith("+") else NUMBER_MASK, text)
+
+
+_installed = False
+
+
+def install_log_masking() -> None:
+    """Mask every log record made from now on in this process (idempotent). A record factory,
+    not a handler filter, so it also covers handlers configured later (uvicorn's)."""
+    global _installed
+    if _installed:
+        return
+    _installed = True
+    previous = logging.getLogRecordFactory()
+
+    def factory(*args, **kwargs) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record: leave it to logging's own error report
+            return record
+        if mask_log_text(message) == message:
+            return record
+        # Mask the parts, keep the shape: formatters such as uvicorn's access log unpack
+        # record.args, so it must stay a tuple of the same length.
+        if isinstance(record.msg, str):
+            record.msg = mask_log_text(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(mask_log_text(a) if isinstance(a, str) else a for a in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {k: mask_log_text(v) if isinstance(v, str) else v for k, v in record.args.items()}
+        if mask_log_text(record.getMessage()) != record.getMessage():  # split across parts
+            record.msg, record.args = mask_log_text(record.getMessage()), ()
+        return record
+
+    logging.setLogRecordFactory(factory)

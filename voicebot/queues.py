@@ -126,6 +126,7 @@ class SqliteQueueStore:
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")  # an enqueued call survives power loss
+        self._db.execute("PRAGMA secure_delete=ON")  # a forgotten call's bytes are overwritten, not left free
         self._db.execute("PRAGMA busy_timeout=5000")
         self._migrate()
         self._db.executescript(_SCHEMA)
@@ -235,10 +236,24 @@ class SqliteQueueStore:
         return {f: {"waiting": n, "longest_wait_s": round(now - oldest, 1)} for f, n, oldest in rows}
 
     def purge_older_than(self, days: int) -> int:
-        return self._update("DELETE FROM routed_calls WHERE created_at < ?", (time.time() - days * 86400,))
+        purged = self._update("DELETE FROM routed_calls WHERE created_at < ?", (time.time() - days * 86400,))
+        if purged:
+            self._checkpoint()
+        return purged
 
     def forget(self, call_id: str) -> bool:
-        return self._update("DELETE FROM routed_calls WHERE call_id = ?", (call_id,)) > 0
+        found = self._update("DELETE FROM routed_calls WHERE call_id = ?", (call_id,)) > 0
+        if found:
+            self._checkpoint()
+        return found
+
+    def _checkpoint(self) -> None:
+        """Copy the WAL into the database and empty it: until then the WAL still holds the
+        deleted rows' old pages."""
+        with self._lock:
+            busy = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        if busy:  # another connection is reading; the next checkpoint finishes the job
+            log.info("queue database busy: the WAL is emptied at the next checkpoint")
 
     def close(self) -> None:
         with self._lock:
@@ -258,6 +273,7 @@ class SqliteQueueStore:
 # Each change of state is one Lua script: atomic across all gateways.
 GROUP = "agents"
 WAITING = "_waiting"
+RETRIES = 8  # with backoff capped at 1 s: about 5 s of a Redis restart is bridged
 
 _ENQUEUE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
@@ -330,9 +346,15 @@ class RedisQueueStore:
 
     def __init__(self, url: str, prefix: str = "voicebot") -> None:
         import redis
+        from redis.backoff import ExponentialBackoff
+        from redis.retry import Retry
 
-        self._redis = redis.Redis.from_url(url, decode_responses=True, socket_timeout=5,
-                                           socket_connect_timeout=5, health_check_interval=30)
+        # A Redis restart (a few hundred ms with AOF) must not fail the call being routed: retry
+        # for a few seconds. Every script is safe to retry (enqueue checks that the call is new).
+        self._redis = redis.Redis.from_url(
+            url, decode_responses=True, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30,
+            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), RETRIES),
+            retry_on_error=[redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError])
         self._redis.ping()  # fail at start, not at the first routed call
         self._warn_if_not_durable()
         self.prefix = prefix
@@ -514,13 +536,32 @@ class RedisQueueStore:
             old = self._redis.zrangebyscore(self._index(), "-inf", f"({cutoff}", start=0, num=500)
             if not old:
                 break
-            purged += sum(self.forget(call_id) for call_id in old)
+            purged += sum(self._forget_one(call_id) for call_id in old)
+        if purged:
+            self._rewrite_aof()
         return purged
 
     def forget(self, call_id: str) -> bool:
+        found = self._forget_one(call_id)
+        if found:
+            self._rewrite_aof()
+        return found
+
+    def _forget_one(self, call_id: str) -> bool:
         f = self._forvaltning_of(call_id) or ""
         return bool(self._forget(keys=[self._call_key(call_id), self._stream(f), self._index(), self._index(f)],
                                  args=[GROUP, call_id]))
+
+    def _rewrite_aof(self) -> None:
+        """The append-only file keeps every write, deleted records included, until Redis
+        rewrites it: ask for that now (managed Redis may refuse; then its own schedule applies)."""
+        import redis
+
+        try:
+            self._redis.bgrewriteaof()
+        except redis.ResponseError as exc:
+            log.info("Redis did not rewrite its append-only file now (%s): deleted records stay in it "
+                     "until its next rewrite", exc)
 
     def close(self) -> None:
         self._redis.close()

@@ -1,7 +1,10 @@
-"""The shared secret for local endpoints (event stream, trial media connections).
+"""The shared secret for local endpoints (event stream, queue API, media connections).
 
 The embedded default generates a random secret on first start and keeps it in
-data_dir/secret (mode 0600), rather than running open; `voicebot call` reads the same file.
+data_dir/secret (mode 0600), rather than running open; every media endpoint uses it unless
+its own secret is configured (telephony.auth.Credentials.from_settings), and `voicebot call`
+reads the same file, so it authenticates as the platform would. Rotate it by deleting the file
+and restarting (then reconfigure the platforms that use it); see SECURITY.md.
 """
 
 from __future__ import annotations
@@ -10,14 +13,33 @@ import os
 import secrets
 from pathlib import Path
 
+from telephony.auth import Credentials
+
 
 def load_or_create_secret(data_dir: Path) -> str:
     path = data_dir / "secret"
     if path.exists():
-        return path.read_text(encoding="utf-8").strip()
+        token = path.read_text(encoding="utf-8").strip()
+        if len(token) >= 16:
+            return token
+        raise OSError(f"{path} holds no usable secret (fewer than 16 characters): delete it to make a new one")
     data_dir.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(token + "\n")
+    # Written whole under a private name, then linked into place: a process starting at the
+    # same moment sees either no file or the complete secret, never half of one.
+    tmp = data_dir / f".secret.{os.getpid()}.{secrets.token_hex(4)}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(token + "\n")
+        os.link(tmp, path)
+    except FileExistsError:  # another process made it first: use theirs
+        return load_or_create_secret(data_dir)
+    finally:
+        tmp.unlink(missing_ok=True)
     return token
+
+
+def load_credentials(settings, secret: str | None = None) -> Credentials:
+    """Every media endpoint's secret: configured ones, else the generated shared secret."""
+    return Credentials.from_settings(settings, secret or load_or_create_secret(settings.data_dir))

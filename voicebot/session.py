@@ -455,7 +455,14 @@ class CallSession:
             explanation=decision.explanation, reason=decision.reason, caller=mask_caller(self.caller),
             platform=self.channel.platform,
         )
-        await asyncio.to_thread(self.services.store.enqueue, record)
+        try:
+            await asyncio.to_thread(self.services.store.enqueue, record)
+        except Exception:
+            # The caller still goes on to a person: the platform's hand-off does not depend
+            # on our record, and silence is never an option. The agent loses the context.
+            log.exception("call %s: the queue record could not be written", self.call_id)
+            self.services.events.publish(self.call_id, "enqueue_failed", forvaltning=decision.forvaltning)
+            return
         metrics.ROUTED.labels(decision.forvaltning).inc()
         self.services.events.publish(self.call_id, "routed", forvaltning=decision.forvaltning,
                                      queue=self.catalogue.queue_name(decision.forvaltning))
