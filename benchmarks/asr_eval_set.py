@@ -6,6 +6,10 @@
 (b) the real Danish clip ../shared/data/danish-speech/readalongs-dan/ with its transcript.
 
     python -m benchmarks.asr_eval_set      # writes manifest.tsv and the WAV files
+
+intents.tsv labels the same audio with intent ids for `voicebot eval-intents --audio`: each
+synthetic sentence with its held-back intent, and every real clip in ../shared (none of them a
+municipal request) as out_of_scope.
 """
 
 from __future__ import annotations
@@ -55,7 +59,21 @@ def make(out: Path = OUT) -> Path:
         lines.append(f"{rel}\t{' '.join(reference.read_text(encoding='utf-8').split())}")
     manifest = out / "manifest.tsv"
     manifest.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_intent_manifest(out)
     return manifest
+
+
+def write_intent_manifest(out: Path = OUT) -> Path:
+    """audio<TAB>intent for the synthetic WAVs in `out` (the intent is in the file name) and
+    for the real Danish clips beside the project (out_of_scope)."""
+    lines = ["# audio\tintent (made by: python -m benchmarks.asr_eval_set)"]
+    lines += [f"{wav.name}\t{wav.stem.split('_', 1)[1]}" for wav in sorted(out.glob("syn*_*.wav"))]
+    shared = PROJECT_ROOT / SHARED_CLIP.parents[1]
+    for wav in sorted(shared.glob("*/*.wav")):
+        lines.append(f"{Path('../../../') / SHARED_CLIP.parents[1] / wav.relative_to(shared)}\tout_of_scope")
+    path = out / "intents.tsv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
 
 
 if __name__ == "__main__":

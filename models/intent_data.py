@@ -50,11 +50,6 @@ def load_heldout() -> list[Example]:
     return load_tsv(INTENTS_DIR / "heldout.tsv", "heldout")
 
 
-def load_asr_training() -> list[Example]:
-    path = INTENTS_DIR / "asr" / "train_asr.tsv"
-    return load_tsv(path, "asr") if path.exists() else []
-
-
 def load_asr_heldout() -> list[Example]:
     path = INTENTS_DIR / "asr" / "heldout_asr.tsv"
     return load_tsv(path, "heldout_asr") if path.exists() else []

@@ -161,7 +161,8 @@ def cmd_eval_asr(args: argparse.Namespace) -> int:
 
 def cmd_eval_intents(args: argparse.Namespace) -> int:
     from voicebot.catalogue import load_catalogue
-    from voicebot.evaluation import intent_metrics, load_labelled_tsv, load_manifest
+    from voicebot.dialogue import DialoguePolicy
+    from voicebot.evaluation import first_turn, intent_metrics, load_labelled_tsv, load_manifest
     from voicebot.services import load_classifier
 
     settings = _settings(args)
@@ -183,13 +184,24 @@ def cmd_eval_intents(args: argparse.Namespace) -> int:
         print(f"voicebot eval-intents: {args.file}: unknown intent ids {', '.join(unknown)}", file=sys.stderr)
         return 2
     results = [classifier.classify(text, explain=False) for text, _ in rows]
-    metrics = intent_metrics([g for _, g in rows], [r.intent for r in results],
+    gold = [g for _, g in rows]
+    metrics = intent_metrics(gold, [r.intent for r in results],
                              [r.confidence for r in results], labels=sorted(catalogue.intents))
+    # What the caller would live through: the dialogue policy's first action on each turn.
+    decisions = [DialoguePolicy(catalogue, classifier, settings.dialogue).on_utterance(text, r)
+                 for (text, _), r in zip(rows, results, strict=True)]
+    metrics["first_turn"] = first_turn(gold, [d.action for d in decisions], [d.intent for d in decisions])
     if args.json:
         _print_json(metrics)
         return 0
     print(f"{metrics['n']} utterances: accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}, "
           f"out-of-scope false accepts {metrics.get('oos_false_accept_rate') or 0:.3f}, ECE {metrics['ece']:.3f}")
+    ft = metrics["first_turn"]
+    print("first turn, as the dialogue acts on it: " + ", ".join(
+        f"{label} {ft[key]}" for key, label in (("acts_right", "acts on the right intent"),
+                                                ("acts_wrong", "acts on a wrong one"),
+                                                ("false_112", "of those, needless 112"),
+                                                ("confirms", "confirms"), ("rephrase", "asks again"))))
     for intent, recall in sorted(metrics["per_intent_recall"].items()):
         print(f"  recall {recall:5.2f}  {intent}")
     labels = metrics["labels"]
@@ -203,15 +215,17 @@ def cmd_eval_intents(args: argparse.Namespace) -> int:
 
 def cmd_classify(args: argparse.Namespace) -> int:
     from voicebot.catalogue import load_catalogue
+    from voicebot.privacy import mask_numbers
     from voicebot.services import load_classifier
 
     settings = _settings(args)
     catalogue = load_catalogue(settings.catalogue)
     classifier = load_classifier(settings, catalogue)
     texts = args.text or (line.rstrip("\n") for line in sys.stdin)
-    for text in texts:
-        if not text.strip():
+    for raw in texts:
+        if not raw.strip():
             continue
+        text = mask_numbers(raw)  # as the bot does: CPR and phone numbers never shown
         u = classifier.classify(text)
         intent = catalogue.intent(u.intent)
         row = {"text": text, "intent": u.intent, "confidence": round(u.confidence, 4),

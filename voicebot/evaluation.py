@@ -8,9 +8,10 @@ import csv
 import re
 import time
 import unicodedata
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import jiwer
 import numpy as np
@@ -177,3 +178,23 @@ def expected_calibration_error(confidences: list[float], correct: list[bool], bi
         if in_bin.any():
             ece += in_bin.mean() * abs(hit[in_bin].mean() - conf[in_bin].mean())
     return float(ece)
+
+
+# Dialogue actions that carry the caller off at once on an intent (no confirm question).
+ACTS = frozenset({"answer", "route", "human", "emergency", "national_body"})
+
+
+def first_turn(gold: Sequence[str], actions: Sequence[str], intents: Sequence[str | None]) -> dict[str, Any]:
+    """What the dialogue policy does with each first utterance: act at once on the right
+    intent, act at once on a wrong one (an out-of-scope call acted on counts as wrong), send a
+    non-emergency caller to 112, ask a confirm question, or ask to rephrase."""
+    acted = [a in ACTS for a in actions]
+    n = len(gold)
+    counts = {
+        "acts_right": sum(a and i == g for a, i, g in zip(acted, intents, gold, strict=True)),
+        "acts_wrong": sum(a and i != g for a, i, g in zip(acted, intents, gold, strict=True)),
+        "false_112": sum(a == "emergency" and g != "emergency" for a, g in zip(actions, gold, strict=True)),
+        "confirms": sum(a == "confirm" for a in actions),
+    }
+    counts["rephrase"] = n - counts["acts_right"] - counts["acts_wrong"] - counts["confirms"]
+    return {"n": n, **counts}

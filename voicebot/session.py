@@ -310,7 +310,7 @@ class CallSession:
         masked = mask_numbers(result.text)
         self.services.events.publish(self.call_id, "partial", text=masked,
                                      committed=mask_numbers(" ".join(turn.agreement.committed)))
-        understanding = self.services.classifier.classify(result.text, explain=False)
+        understanding = self.services.classifier.classify(masked, explain=False)
         if understanding.intent == "emergency" and understanding.rule:
             # Do not wait for the caller to finish: "ring 112" now.
             await self._end_turn(self.endpointer.force_end().sample)
@@ -335,7 +335,7 @@ class CallSession:
         result = await self.services.asr.speculative(audio, self.services.domain_prompt)
         if result is None or turn is not self._turn or self.endpointer.last_speech != pause_end:
             return result
-        u = await asyncio.to_thread(self.services.classifier.classify, result.text, False)
+        u = await asyncio.to_thread(self.services.classifier.classify, mask_numbers(result.text), False)
         if u.intent != "out_of_scope" and (u.rule or u.confidence >= self.settings.dialogue.accept):
             turn.confident_end = pause_end
         return result
@@ -413,8 +413,9 @@ class CallSession:
         if not result.text or (result.likely_noise and result.audio_s < SHORT_SOUND_S):
             self.services.events.publish(self.call_id, "ignored", turn=turn.index, reason="noise")
             return  # a cough or a click, not a turn
-        understanding = await asyncio.to_thread(self.services.classifier.classify, result.text)
-        decision = self.policy.on_utterance(result.text, understanding)
+        # Understanding reads the masked text too, so no number can reach the explanation.
+        understanding = await asyncio.to_thread(self.services.classifier.classify, masked)
+        decision = self.policy.on_utterance(masked, understanding)
         metrics.DECISION_LATENCY.observe(time.monotonic() - t_end)
         await self.act(decision, transcript=masked)
 
