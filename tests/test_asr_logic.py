@@ -98,6 +98,60 @@ def test_finals_that_wait_are_decoded_together_in_order():
     assert texts == ["tekst", "tekst 0", "tekst 1", "tekst 2", "tekst"]
 
 
+class RecordingAsr(FakeAsr):
+    """Records the first sample of every audio it decodes, to tell requests apart."""
+
+    def __init__(self, delay: float):
+        super().__init__(delay)
+        self.decoded: list[float] = []
+
+    def transcribe(self, audio, previous_text=None, prefix=None):
+        self.decoded.append(float(audio[0]))
+        return super().transcribe(audio, previous_text, prefix)
+
+    def transcribe_batch(self, audios, previous_text=None):
+        self.decoded += [float(a[0]) for a in audios]
+        return super().transcribe_batch(audios, previous_text)
+
+
+def test_guesses_run_only_when_no_final_waits_and_are_dropped_once_stale():
+    async def scenario():
+        fake = RecordingAsr(0.1)
+        pool = AsrPool(fake, AsrSettings(workers=1, max_pending=4, max_batch=1))
+        audio = lambda tag: np.full(16000, tag, np.float32)  # noqa: E731
+        running = asyncio.create_task(pool.final(audio(1)))
+        await asyncio.sleep(0.01)
+        guess = asyncio.create_task(pool.speculative(audio(2)))
+        stale = asyncio.create_task(pool.speculative(audio(3)))
+        await asyncio.sleep(0.01)
+        waiting = asyncio.create_task(pool.final(audio(4)))  # a caller waits: it goes first
+        await asyncio.sleep(0.01)
+        assert await pool.speculative(audio(5)) is None  # no new guess while a final waits
+        stale.cancel()  # its caller spoke on before it started
+        await asyncio.gather(running, waiting, guess)
+        await asyncio.sleep(0.15)
+        pool.shutdown()
+        return fake.decoded, stale.cancelled()
+
+    decoded, cancelled = asyncio.run(scenario())
+    assert cancelled
+    assert decoded == [1.0, 4.0, 2.0]  # the final that waited before the older guess; 3 never
+
+
+def test_guesses_do_not_count_towards_overload():
+    async def scenario():
+        pool = AsrPool(FakeAsr(0.1), AsrSettings(workers=1, max_pending=1))
+        audio = np.zeros(16000, np.float32)
+        guess = asyncio.create_task(pool.speculative(audio))
+        await asyncio.sleep(0.01)
+        result = await pool.final(audio)  # not refused: only finals count
+        await guess
+        pool.shutdown()
+        return result
+
+    assert asyncio.run(scenario()).text == "tekst"
+
+
 def test_a_failing_decode_fails_every_call_in_its_batch():
     class Broken(FakeAsr):
         def transcribe_batch(self, audios, previous_text=None):

@@ -189,6 +189,32 @@ def test_caller_turns_alternate_hesitation_and_second_utterance():
     assert concurrency.caller_turns(7, corpus, paused) == ["p1"]
 
 
+def test_callers_think_before_speaking_in_the_realistic_pattern_only():
+    assert concurrency.think_times(3, 2, "burst") == [0.0, 0.0]
+    first, second = concurrency.think_times(3, 2, "callers")
+    assert concurrency.THINK_FIRST_S[0] <= first <= concurrency.THINK_FIRST_S[1]
+    assert concurrency.THINK_NEXT_S[0] <= second <= concurrency.THINK_NEXT_S[1]
+    assert concurrency.think_times(3, 2, "callers") == [first, second]  # fixed per caller
+    spread = {round(concurrency.think_times(i, 1, "callers")[0], 3) for i in range(16)}
+    assert len(spread) == 16  # callers do not speak in lock-step
+    speech = np.ones(1600, np.float32)
+    padded = concurrency.with_think(speech, 0.5)
+    assert len(padded) == 8000 + 1600 and np.all(padded[-1600:] == 1) and np.abs(padded[:8000]).max() < 0.01
+
+
+def test_concurrency_markdown_reports_each_pattern():
+    lv = {"calls": 1, "decided": 2, "turns_sent": 2, "cut_off_turns": 0, "decision_ms": {"p50": 500.0, "p95": 700.0},
+          "transcript_ms": {"p95": 690.0}, "late_frames": 0, "frames_sent": 10, "max_late_ms": 1.0,
+          "unsent_speech_frames": 0, "refused_calls": 0, "overloaded_decisions": 0, "errors": [], "server_counters": {}}
+    result = {"server_limits": {"max_calls": 32, "asr.max_pending": 8, "asr.workers": 1, "asr.threads": 2},
+              "start_spread_s": 2.0, "fast_forward_greeting": 1.0, "target_p95_ms": 1500.0, "log": {},
+              "patterns": {"burst": {"levels": {"1": lv}, "max_calls_within_target": None},
+                           "callers": {"levels": {"1": lv}, "max_calls_within_target": 1}}}
+    text = concurrency.markdown(result)
+    assert "every turn decided (burst): **none**" in text and "every turn decided (callers): **1**" in text
+    assert text.count("| 1 | 2/2 (0) | 500 | 700 |") == 2
+
+
 def test_e2e_markdown_reports_ratios_per_percentile():
     def lat(base: float) -> dict:
         return {m: {"p50": base, "p95": 2 * base, "p99": 3 * base, "missing": 0} for m in e2e.METRICS}

@@ -3,10 +3,11 @@
 - The encoder sees the audio that exists plus a margin (a trimmed window), not a padded
   30 s window: the encoder's cost follows its input length (README, "ASR").
 - Decoding is greedy, language forced to Danish, and may be biased with the catalogue's
-  domain terms as a previous-text prompt, and given a committed prefix (LocalAgreement)
-  so the final pass only decodes the words not yet agreed on.
-- AsrPool runs decodes off the event loop in a bounded pool: finals wait their turn up to a
-  limit (then Overloaded, and the caller is told or routed), partials are skipped when busy.
+  domain terms as a previous-text prompt (off by default: it measured worse).
+- AsrPool runs decodes off the event loop in a bounded pool, in three priorities: finals (a
+  caller waits; up to a limit, then Overloaded and the caller is told or routed), guesses
+  (speculative finals decoded in a pause; run only when no final waits, dropped unstarted
+  when their call has moved on), and partials (skipped whenever anything else waits).
 """
 
 from __future__ import annotations
@@ -191,7 +192,7 @@ class WhisperAsr:
         )
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: it holds an array
 class _Request:
     audio: np.ndarray
     previous_text: str | None
@@ -211,6 +212,7 @@ class AsrPool:
         self.settings = settings
         self._executor = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="asr")
         self._queue: deque[_Request] = deque()  # finals not yet started
+        self._guesses: deque[_Request] = deque()  # speculative finals not yet started
         self._running = 0  # decodes (batches or partials) in the executor
         self._finals = 0  # finals queued or running
         self._tasks: set[asyncio.Task] = set()
@@ -226,25 +228,31 @@ class AsrPool:
     async def final(self, audio: np.ndarray, previous_text: str | None = None) -> AsrResult:
         if self._finals >= self.settings.max_pending:
             raise Overloaded(f"{self._finals} final decodes already waiting")
-        future = asyncio.get_running_loop().create_future()
-        self._queue.append(_Request(audio, previous_text, future))
         self._finals += 1
         try:
-            self._dispatch()
-            return await future
+            return await self._enqueue(self._queue, audio, previous_text)
         finally:
             self._finals -= 1
 
     async def speculative(self, audio: np.ndarray, previous_text: str | None = None) -> AsrResult | None:
-        """A final decode started before the turn has surely ended; None when finals are
-        already waiting (a guess must not delay someone's real final)."""
-        if self._finals >= self.settings.workers:
+        """A final decode started before the turn has surely ended. It runs only when no
+        final waits (a guess must not delay someone's real final); None when finals wait or
+        asr.max_pending guesses already do. Cancel the awaiting task when the guess is
+        stale: a guess not yet started is then dropped."""
+        self._drop_abandoned(self._guesses)
+        if self._queue or len(self._guesses) >= self.settings.max_pending:
             return None
-        return await self.final(audio, previous_text)
+        return await self._enqueue(self._guesses, audio, previous_text)
+
+    async def _enqueue(self, queue: deque[_Request], audio: np.ndarray, previous_text: str | None) -> AsrResult:
+        future = asyncio.get_running_loop().create_future()
+        queue.append(_Request(audio, previous_text, future))
+        self._dispatch()
+        return await future
 
     async def partial(self, audio: np.ndarray, previous_text: str | None = None) -> AsrResult | None:
-        """A partial hypothesis, or None when the pool is busy (finals come first)."""
-        if self.busy or self._queue:
+        """A partial hypothesis, or None when the pool is busy (finals and guesses come first)."""
+        if self.busy or self._queue or self._guesses:
             return None
         self._running += 1
         try:
@@ -254,13 +262,25 @@ class AsrPool:
             self._running -= 1
             self._dispatch()
 
+    @staticmethod
+    def _drop_abandoned(queue: deque[_Request]) -> None:
+        """Requests whose caller stopped waiting (a cancelled guess) are never decoded."""
+        live = [r for r in queue if not r.future.done()]  # by identity: requests hold arrays
+        if len(live) != len(queue):
+            queue.clear()
+            queue.extend(live)
+
     def _dispatch(self) -> None:
-        while self._queue and self._running < self.settings.workers:
-            first = self._queue.popleft()
+        while self._running < self.settings.workers:
+            self._drop_abandoned(self._queue)
+            self._drop_abandoned(self._guesses)
+            queue = self._queue or self._guesses  # finals first
+            if not queue:
+                return
+            first = queue.popleft()
             batch = [first]
-            while (self._queue and len(batch) < self.settings.max_batch
-                   and self._queue[0].previous_text == first.previous_text):
-                batch.append(self._queue.popleft())
+            while queue and len(batch) < self.settings.max_batch and queue[0].previous_text == first.previous_text:
+                batch.append(queue.popleft())
             self._running += 1
             task = asyncio.get_running_loop().create_task(self._decode(batch))
             self._tasks.add(task)

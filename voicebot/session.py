@@ -326,6 +326,8 @@ class CallSession:
         if (turn is None or not self.settings.asr.speculative
                 or self.endpointer.silence_ms < SPECULATE_AFTER_MS or turn.speculation_end == pause_end):
             return
+        if turn.speculation is not None:
+            turn.speculation.cancel()  # a guess for an earlier pause: the caller spoke on
         turn.speculation_end = pause_end
         audio = self._slice(turn.start_sample - int(PRE_ROLL_S * SAMPLE_RATE),
                             pause_end + int(TAIL_S * SAMPLE_RATE))
@@ -346,6 +348,8 @@ class CallSession:
         if turn is None:
             return
         turn.end_sample = end_sample
+        if turn.speculation is not None and turn.speculation_end != end_sample:
+            turn.speculation.cancel()  # it decoded a pause the caller spoke through
         pre = int(PRE_ROLL_S * SAMPLE_RATE)
         turn.audio = self._slice(turn.start_sample - pre, end_sample + int(TAIL_S * SAMPLE_RATE))
         self.services.events.publish(self.call_id, "speech_end", turn=turn.index,
