@@ -44,6 +44,31 @@ def test_unsure_asks_once_and_yes_acts(policy):
     assert d.action == "answer" and d.intent == "parking_permit"
 
 
+def test_a_long_ja_about_the_same_errand_is_a_yes(policy):
+    policy.on_utterance("noget med min bil", u("parking_permit", 0.45))
+    d = policy.on_utterance("ja jeg skal have en parkeringslicens til min nye bil", u("parking_permit", 0.5))
+    assert d.intent == "parking_permit" and d.reason == "confirmed by the caller"
+
+
+def test_a_long_reply_that_only_starts_with_ja_is_not_a_yes(policy):
+    # Whisper writes "Ja," before many garbled turns; the rest says nothing of the errand.
+    policy.on_utterance("noget med min bil", u("parking_permit", 0.45))
+    d = policy.on_utterance("ja det er en ufer i en del min sær", u("social_services", 0.45))
+    assert d.intent != "parking_permit" or d.action not in ("route", "answer")
+    assert d.action == "rephrase"  # unsure again: a failure, not a second confirm question
+
+
+def test_confirm_questions_cannot_follow_each_other_for_ever(policy):
+    # A caller who is only ever half understood: each unsure reply to a confirm question is a
+    # failure, so after rephrase and keypad the call reaches a person.
+    actions = [policy.on_utterance("noget uklart", u("parking_permit", 0.45)).action]
+    for _ in range(10):
+        actions.append(policy.on_utterance("noget andet uklart om det", u("waste", 0.45)).action)
+        if policy.state is State.DONE:
+            break
+    assert actions == ["confirm", "rephrase", "confirm", "keypad_menu", "confirm", "human"]
+
+
 def test_no_with_a_new_request_is_understood(policy):
     policy.on_utterance("noget med min bil", u("parking_permit", 0.45))
     d = policy.on_utterance("nej det er fordi min skraldespand ikke er blevet tømt", u("waste", 0.5))

@@ -120,7 +120,7 @@ class DialoguePolicy:
         pending, self.pending = self.pending, None
         self.state = State.LISTENING
         reply = self._yes_no(text)
-        if reply == "yes" and pending is not None:
+        if reply == "yes" and pending is not None and self._agrees(text, pending):
             return self._act(Understanding(pending.intent, pending.confidence, [], pending.explanation,
                                            rule="confirmed by the caller"))
         if reply == "no":
@@ -130,8 +130,20 @@ class DialoguePolicy:
                 if retry.intent != "out_of_scope" and retry.confidence >= self.settings.confirm:
                     return self._act(retry) if retry.intent != pending.intent else self._failure("denied", retry)
             return self._failure("caller said no to the confirm question", u)
-        # Neither yes nor no: the reply is a new description of the errand.
+        # Neither yes nor no: the reply is a new description of the errand. Unsure again
+        # counts as a failure, so confirm questions cannot follow each other for ever.
+        if u.intent != "out_of_scope" and self.settings.confirm <= u.confidence < self.settings.accept:
+            return self._failure("still unsure after the confirm question", u)
         return self._decide(u)
+
+    def _agrees(self, text: str, pending: Understanding) -> bool:
+        """A "ja" that is the answer: short ("ja", "ja, det er rigtigt"), or followed by words
+        about the same errand. Whisper often starts a transcript with "Ja," the caller never
+        said, so a long reply that only starts with it is read as a new description."""
+        rest = self._yes.sub(" ", _FILLERS.sub("", normalize(text)), count=1).strip()
+        if len(rest.split()) <= SHORT_ANSWER_WORDS:
+            return True
+        return self.classifier.classify(rest, explain=False).intent == pending.intent
 
     def _act(self, u: Understanding) -> Decision:
         intent = self.catalogue.intent(u.intent)
@@ -194,6 +206,8 @@ class DialoguePolicy:
             return "yes"
         return None
 
+
+SHORT_ANSWER_WORDS = 3  # words after "ja" that still make a plain yes: "ja, det er rigtigt"
 
 _GREETING_WORDS = {"hej", "hejsa", "goddag", "dav", "davs", "hallo", "halløj", "godmorgen",
                    "godaften", "øh", "øhm", "ja", "jo", "altså", "med", "dig", "jer", "nå"}
