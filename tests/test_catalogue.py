@@ -79,3 +79,14 @@ def test_bad_settings_name_the_file_and_every_field(tmp_path):
     message = str(err.value)
     assert str(path) in message
     assert "endpointing.silence_ms" in message and "asr.beam" in message
+
+
+@pytest.mark.parametrize("text", ["?\n", "1: x\n", "true: 3\n"])
+def test_settings_file_with_keys_that_are_not_names_fails_with_the_file(tmp_path, text):
+    # Found by tests/test_fuzz.py: YAML "?" is {None: None}, which used to raise TypeError.
+    from voicebot.config import ConfigError, load_settings
+
+    path = tmp_path / "voicebot.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError, match="setting names must be text"):
+        load_settings(path)

@@ -213,6 +213,9 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
             raise ConfigError(f"cannot read configuration file {path}: {exc}") from exc
         if not isinstance(file_values, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of settings")
+        odd = [k for k in file_values if not isinstance(k, str)]
+        if odd:  # "? " or "1: x" in YAML: a key that names no setting
+            raise ConfigError(f"{path}: setting names must be text, not {odd[0]!r}")
     values = {**file_values, **{k: v for k, v in overrides.items() if v is not None}}
     try:
         # Environment variables win over the file: pydantic-settings applies init values
