@@ -19,6 +19,14 @@ def pytest_addoption(parser) -> None:
                           "or set VOICEBOT_SOAK_MINUTES)")
 
 
+@pytest.fixture
+def fast_hashing(monkeypatch):
+    """Agent passwords hashed with the cheapest argon2id parameters (tests/console_helpers.py)."""
+    from .console_helpers import FAST_HASHER
+
+    monkeypatch.setattr("voicebot.agents.default_hasher", lambda: FAST_HASHER)
+
+
 @pytest.fixture(scope="session")
 def catalogue():
     return load_catalogue(CATALOGUE)

@@ -67,3 +67,10 @@ async def route(services: Services, record: RoutedCall) -> None:
 
 def login_csrf(html: str) -> str:
     return re.search(r'name="csrf" value="([^"]+)"', html).group(1)
+
+
+def post_login(client, name: str, password: str = PASSWORD, **headers):
+    """The login form as a browser posts it: the CSRF token from the page, then the form."""
+    csrf = login_csrf(client.get("/console/login").text)
+    return client.post("/console/login", data={"name": name, "password": password, "csrf": csrf},
+                       headers=headers, follow_redirects=False)

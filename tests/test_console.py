@@ -18,21 +18,19 @@ from voicebot.app import create_app
 from voicebot.queues import RedisQueueStore
 
 from .console_helpers import (
-    FAST_HASHER,
     PASSWORD,
     add_agents,
-    login_csrf,
     make_services,
     make_settings,
     route,
     routed_call,
 )
+from .console_helpers import (
+    post_login as login,
+)
 from .redis_server import RedisServer, free_port
 
-
-@pytest.fixture(autouse=True)
-def fast_hashing(monkeypatch):
-    monkeypatch.setattr("voicebot.agents.default_hasher", lambda: FAST_HASHER)
+pytestmark = pytest.mark.usefixtures("fast_hashing")
 
 
 @pytest.fixture
@@ -51,12 +49,6 @@ def services(settings, catalogue):
 def client(settings, services):
     with TestClient(create_app(settings, services)) as c:
         yield c
-
-
-def login(client: TestClient, name: str, password: str = PASSWORD, **headers):
-    csrf = login_csrf(client.get("/console/login").text)
-    return client.post("/console/login", data={"name": name, "password": password, "csrf": csrf},
-                       headers=headers, follow_redirects=False)
 
 
 def agent_client(app, name: str) -> tuple[TestClient, str]:

@@ -17,7 +17,6 @@ import pytest
 from voicebot.app import create_app
 
 from .console_helpers import (
-    FAST_HASHER,
     PASSWORD,
     add_agents,
     make_services,
@@ -111,8 +110,7 @@ def in_page_claim(driver, call_id: str) -> int:
         call_id)
 
 
-def test_agent_console_in_chromium(tmp_path, catalogue, chromium, monkeypatch):
-    monkeypatch.setattr("voicebot.agents.default_hasher", lambda: FAST_HASHER)
+def test_agent_console_in_chromium(tmp_path, catalogue, chromium, fast_hashing):
     settings = make_settings(tmp_path)
     add_agents(settings)
     services = make_services(settings, catalogue)

@@ -10,20 +10,15 @@ from fastapi.testclient import TestClient
 from voicebot.app import create_app
 
 from .console_helpers import (
-    FAST_HASHER,
-    PASSWORD,
     add_agents,
-    login_csrf,
     make_services,
     make_settings,
+    post_login,
     route,
     routed_call,
 )
 
-
-@pytest.fixture(autouse=True)
-def fast_hashing(monkeypatch):
-    monkeypatch.setattr("voicebot.agents.default_hasher", lambda: FAST_HASHER)
+pytestmark = pytest.mark.usefixtures("fast_hashing")
 
 
 @pytest.fixture
@@ -34,10 +29,8 @@ def app(tmp_path, catalogue):
 
 
 def login(client: TestClient, name: str) -> str:
-    csrf = login_csrf(client.get("/console/login").text)
-    response = client.post("/console/login", data={"name": name, "password": PASSWORD, "csrf": csrf},
-                           follow_redirects=False)
-    assert response.status_code == 303
+    """Log in and return the session's CSRF token for state changes."""
+    assert post_login(client, name).status_code == 303
     return client.get("/console/api/me").json()["csrf"]
 
 
