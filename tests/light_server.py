@@ -52,20 +52,6 @@ class ToneSpeaker:
         return self.audio
 
 
-class SilentVad:
-    class _Stream:
-        def __init__(self) -> None:
-            self._pending = 0
-
-        def push(self, audio: np.ndarray) -> np.ndarray:
-            self._pending += len(audio)
-            n, self._pending = divmod(self._pending, 512)
-            return np.zeros(n, np.float32)
-
-    def stream(self):
-        return self._Stream()
-
-
 SESSION_CODE = ("CallSession.", "Channel.", "PacedPlayout.", "AsrPool.", "ReaderChannel.")
 
 
@@ -175,6 +161,8 @@ def main() -> None:
     from voicebot.queues import open_store
     from voicebot.services import Services, load_classifier
     from voicebot.vad import SileroVad
+
+    from .telephony_fakes import SilentVad
 
     settings = load_settings(None, data_dir=args.data_dir, max_calls=args.max_calls,
                              asr={"workers": 4, "max_pending": 64},
