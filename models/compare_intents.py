@@ -61,7 +61,7 @@ from models.train_intents import (
 from voicebot.catalogue import load_catalogue
 from voicebot.config import PROJECT_ROOT, DialogueSettings, Settings
 from voicebot.dialogue import DialoguePolicy
-from voicebot.evaluation import ACTS, first_turn, intent_metrics
+from voicebot.evaluation import ACTS, first_turns_of, intent_metrics
 from voicebot.understanding import IntentClassifier, IntentModel, normalize, softmax
 
 SEED = 0
@@ -506,9 +506,8 @@ def score(classifier: IntentClassifier, examples: Sequence[Example], labels: lis
     gold = [e.intent for e in examples]
     predicted = [r.intent for r in results]
     confidence = [r.confidence for r in results]
-    decisions = [policy().on_utterance(e.text, r) for e, r in zip(examples, results, strict=True)]
     metrics = intent_metrics(gold, predicted, confidence, labels=labels)
-    metrics["first_turn"] = first_turn(gold, [d.action for d in decisions], [d.intent for d in decisions])
+    metrics["first_turn"] = first_turns_of(gold, [e.text for e in examples], results, policy)
     return Scored(gold, predicted, confidence, metrics)
 
 

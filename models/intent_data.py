@@ -48,8 +48,3 @@ def load_tsv(path: Path, source: str | None = None) -> list[Example]:
 
 def load_heldout() -> list[Example]:
     return load_tsv(INTENTS_DIR / "heldout.tsv", "heldout")
-
-
-def load_asr_heldout() -> list[Example]:
-    path = INTENTS_DIR / "asr" / "heldout_asr.tsv"
-    return load_tsv(path, "heldout_asr") if path.exists() else []

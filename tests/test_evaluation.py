@@ -58,3 +58,19 @@ def test_intent_metrics_on_a_known_confusion():
 def test_expected_calibration_error():
     assert expected_calibration_error([1.0, 1.0], [True, True]) == pytest.approx(0.0)
     assert expected_calibration_error([0.9, 0.9], [False, False]) == pytest.approx(0.9)
+
+
+def test_eval_intents_reports_the_dialogues_first_action(tmp_path, capsys):
+    import json
+
+    from voicebot.cli import main
+
+    tsv = tmp_path / "calls.tsv"
+    tsv.write_text("text\tintent\nmin skraldespand er ikke blevet tømt\twaste\n"
+                   "min mand er faldet og bløder\temergency\nhvad bliver vejret i morgen\tout_of_scope\n",
+                   encoding="utf-8")
+    assert main(["eval-intents", str(tsv), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    turn = report["first_turn"]
+    assert turn["n"] == 3 and turn["acts_right"] >= 2  # the waste route and the 112 answer
+    assert turn["acts_right"] + turn["acts_wrong"] + turn["confirms"] + turn["rephrase"] == 3

@@ -162,7 +162,7 @@ def cmd_eval_asr(args: argparse.Namespace) -> int:
 def cmd_eval_intents(args: argparse.Namespace) -> int:
     from voicebot.catalogue import load_catalogue
     from voicebot.dialogue import DialoguePolicy
-    from voicebot.evaluation import first_turn, intent_metrics, load_labelled_tsv, load_manifest
+    from voicebot.evaluation import first_turns_of, intent_metrics, load_labelled_tsv, load_manifest
     from voicebot.services import load_classifier
 
     settings = _settings(args)
@@ -188,9 +188,8 @@ def cmd_eval_intents(args: argparse.Namespace) -> int:
     metrics = intent_metrics(gold, [r.intent for r in results],
                              [r.confidence for r in results], labels=sorted(catalogue.intents))
     # What the caller would live through: the dialogue policy's first action on each turn.
-    decisions = [DialoguePolicy(catalogue, classifier, settings.dialogue).on_utterance(text, r)
-                 for (text, _), r in zip(rows, results, strict=True)]
-    metrics["first_turn"] = first_turn(gold, [d.action for d in decisions], [d.intent for d in decisions])
+    metrics["first_turn"] = first_turns_of(gold, [text for text, _ in rows], results,
+                                           lambda: DialoguePolicy(catalogue, classifier, settings.dialogue))
     if args.json:
         _print_json(metrics)
         return 0

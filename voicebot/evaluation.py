@@ -198,3 +198,11 @@ def first_turn(gold: Sequence[str], actions: Sequence[str], intents: Sequence[st
     }
     counts["rephrase"] = n - counts["acts_right"] - counts["acts_wrong"] - counts["confirms"]
     return {"n": n, **counts}
+
+
+def first_turns_of(gold: Sequence[str], texts: Sequence[str], understood: Sequence[Any],
+                   new_policy: Callable[[], Any]) -> dict[str, Any]:
+    """`first_turn` for utterances already classified: each is the opening turn of a call of
+    its own (a fresh dialogue policy from `new_policy`)."""
+    decisions = [new_policy().on_utterance(t, u) for t, u in zip(texts, understood, strict=True)]
+    return first_turn(gold, [d.action for d in decisions], [d.intent for d in decisions])
