@@ -24,7 +24,7 @@ def fast_hashing(monkeypatch):
     """Agent passwords hashed with the cheapest argon2id parameters (tests/console_helpers.py)."""
     from .console_helpers import FAST_HASHER
 
-    monkeypatch.setattr("voicebot.agents.default_hasher", lambda: FAST_HASHER)
+    monkeypatch.setattr("voicebot.accounts.default_hasher", lambda: FAST_HASHER)
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ from pathlib import Path
 from argon2 import PasswordHasher
 
 from voicebot import metrics
-from voicebot.agents import AgentStore, agents_path
+from voicebot.accounts import AgentStore, agents_path
 from voicebot.catalogue import Catalogue
 from voicebot.config import Settings, load_settings
 from voicebot.events import EventBus

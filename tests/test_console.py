@@ -13,9 +13,10 @@ from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 
 from voicebot import console
-from voicebot.agents import AgentStore, LoginLimiter, SlidingWindow, agents_path
+from voicebot.accounts import AgentStore, LoginLimiter, SlidingWindow, agents_path
 from voicebot.app import create_app
 from voicebot.queues import RedisQueueStore
+from voicebot.queues.maintenance import maintenance_round
 
 from .console_helpers import (
     PASSWORD,
@@ -136,17 +137,28 @@ def test_api_posts_need_the_session_csrf_token(client, services):
 
 
 # -- rate limits ----------------------------------------------------------------------
-def test_login_is_rate_limited_per_account(client):
+def test_wrong_passwords_stop_the_guessing_address_and_never_lock_the_agent_out(client):
+    attacker = TestClient(client.app, client=("203.0.113.7", 40000))
     for _ in range(5):
-        assert login(client, "anna", "forkert-kodeord").status_code == 401
-    response = login(client, "anna")  # even the right password: the account is locked for now
+        assert login(attacker, "anna", "forkert-kodeord").status_code == 401
+    response = login(attacker, "anna")  # even the right password: this address is stopped for now
     assert response.status_code == 429 and int(response.headers["retry-after"]) > 0
     assert "For mange mislykkede forsøg" in response.text
-    assert login(client, "bo").status_code == 303  # other accounts are not locked
+    assert login(attacker, "bo").status_code == 303  # other accounts are not stopped
+    agent = TestClient(client.app, client=("10.20.30.40", 50000))
+    assert login(agent, "anna").status_code == 303  # the real agent, at her own desk, gets in
+    assert client.app.state.console.limiter.delay("anna") == 0  # and her login ends the slow-down
+
+
+def test_guessing_one_account_from_many_addresses_only_delays_its_logins():
+    limiter = LoginLimiter()
+    for i in range(5):
+        limiter.failed("Anna", f"198.51.100.{i}")
+    assert limiter.delay("anna") > 0 and limiter.retry_after("anna", "10.0.0.1") == 0
 
 
 def test_login_is_rate_limited_per_client_address(client):
-    client.app.state.console.limiter = LoginLimiter(SlidingWindow(5, 900), SlidingWindow(3, 900))
+    client.app.state.console.limiter = LoginLimiter(per_address=SlidingWindow(3, 900))
     for name in ("x1", "x2", "x3"):  # one address trying many accounts
         assert login(client, name, "forkert-kodeord").status_code == 401
     assert login(client, "bo").status_code == 429
@@ -289,16 +301,15 @@ def test_maintenance_returns_stale_claims_and_applies_retention(settings, servic
     store.enqueue(routed_call("CA_claimed"))
     store.enqueue(routed_call("CA_waiting", "KFF"))
     store.claim("CA_claimed", "anna")
-    agents = AgentStore(agents_path(settings))
     stale_before = sample("voicebot_queue_stale_claims_total")
     time.sleep(0.03)
-    result = console.maintenance_round(services, agents, lease_s=0.01, purge=True)
-    assert result == {"released": 1, "purged": 1}
+    result = maintenance_round(store, settings.retention_days, services.catalogue.forvaltninger,
+                               lease_s=0.01, purge=True)
+    assert (result.released, result.purged) == (1, 1)
     assert store.get("CA_old") is None and store.get("CA_claimed").status == "waiting"
     assert sample("voicebot_queue_stale_claims_total") == stale_before + 1
     assert sample("voicebot_queue_waiting", forvaltning="TMF") == 1
     assert sample("voicebot_queue_waiting", forvaltning="SUF") == 0  # known queues read 0, not stale
-    agents.close()
 
 
 def test_claims_and_completions_are_counted(client, services):

@@ -155,7 +155,7 @@ def test_a_long_redis_outage_fails_the_write_loudly(tmp_path, monkeypatch):
     """Beyond the retries the write raises; it never pretends to have queued the call."""
     import redis as redis_lib
 
-    monkeypatch.setattr("voicebot.queues.RETRIES", 1)  # the outage outlasts them, only sooner
+    monkeypatch.setattr("voicebot.queues.redis_streams.RETRIES", 1)  # the outage outlasts them, only sooner
     redis = RedisServer(tmp_path / "redis", free_port()).start()
     store = RedisQueueStore(redis.url, prefix="faults")
     redis.stop()

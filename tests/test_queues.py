@@ -7,7 +7,8 @@ import uuid
 
 import pytest
 
-from voicebot.queues import QueueStore, RedisQueueStore, RoutedCall, SqliteQueueStore, mask_caller
+from voicebot.privacy import mask_caller
+from voicebot.queues import QueueStore, RedisQueueStore, RoutedCall, SqliteQueueStore
 
 from .redis_server import RedisServer, free_port
 

@@ -26,6 +26,7 @@ from telephony.registry import WEBSOCKET_CHANNELS, Connection
 from voicebot import __version__, console, metrics
 from voicebot.config import ConfigError, Settings
 from voicebot.privacy import install_log_masking
+from voicebot.queues import maintenance as queue_maintenance
 from voicebot.secrets import load_credentials, load_or_create_secret
 from voicebot.services import Services, load_services
 from voicebot.session import CallSession
@@ -92,7 +93,9 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         app.state.nonces = auth.NonceCache()
         app.state.softphone_calls = {}  # call id → None, insertion-ordered (bounded)
         log.info("voicebot %s ready on %s:%d", __version__, settings.host, settings.port)
-        async with console.running(app):  # agent accounts; stale-claim and retention tasks
+        loaded = app.state.services
+        upkeep = queue_maintenance.running(loaded.store, settings, loaded.catalogue.forvaltninger)
+        async with upkeep, console.running(app):  # stale claims and retention, console or not
             yield
         app.state.services.close()
 

@@ -259,36 +259,16 @@ def cmd_queues(args: argparse.Namespace) -> int:
     return 0
 
 
-def forget_call(settings: Settings, call_id: str) -> list[str]:
-    """Remove one call's data everywhere it is kept; returns where something was found.
-
-    A call's data is its queue record: in the configured back-end (SQLite row, or the Redis
-    hash, its stream entry and index entries), and in a SQLite queue file left from before a
-    switch to Redis. The agent console shows only what the queue holds (its accounts database
-    keeps no call data); live events and metrics keep none either. Logs hold call ids but no
-    transcripts unless log_transcripts is on (SECURITY.md: what an operator must still do)."""
-    from voicebot.queues import SqliteQueueStore, open_store
-
-    found: list[str] = []
-    store = open_store(settings.queue_backend, settings.db_path, settings.redis_url)
-    try:
-        if store.forget(call_id):
-            found.append(f"{settings.queue_backend} queue")
-    finally:
-        store.close()
-    if settings.queue_backend != "sqlite" and settings.db_path.exists():
-        old = SqliteQueueStore(settings.db_path)
-        try:
-            if old.forget(call_id):
-                found.append(f"SQLite queue file {settings.db_path}")
-        finally:
-            old.close()
-    return found
-
-
 def cmd_forget(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    found = forget_call(settings, args.call_id)
+    from voicebot.queues import StoreError
+    from voicebot.queues.forget import forget_call
+
+    settings = _settings(args, db=args.db)  # the same store `serve` uses, found the same way
+    try:
+        found = forget_call(settings, args.call_id)
+    except StoreError as exc:
+        print(f"voicebot forget: {exc}; nothing was deleted", file=sys.stderr)
+        return 1
     if found:
         print(f"removed {args.call_id} from: {', '.join(found)}")
     else:
@@ -377,6 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("forget", help="remove one call's data everywhere")
     s.add_argument("call_id")
+    s.add_argument("--db", help="queue database file (SQLite), as given to serve")
     s.set_defaults(func=cmd_forget)
 
     add_agent_commands(sub)

@@ -2,7 +2,7 @@
 and claim and complete routed calls.
 
 Served by the gateway app (`app.include_router(router)`, `async with running(app)` in its
-lifespan). Every check is made here on the server: an agent's API answers and live stream
+lifespan, which opens the accounts; the queues' own upkeep is voicebot.queues.maintenance). Every check is made here on the server: an agent's API answers and live stream
 hold only the queues of the agent's forvaltninger (all of them for an admin), and a claim
 outside them is refused with 403. The page is plain HTML/CSS/JS from voicebot/static; it
 builds the DOM with textContent only, and the Content-Security-Policy forbids inline script.
@@ -40,7 +40,7 @@ from fastapi.responses import (
 )
 
 from voicebot import metrics
-from voicebot.agents import SESSION_MAX_S, Agent, AgentStore, LoginLimiter, Session, agents_path
+from voicebot.accounts import SESSION_MAX_S, Agent, AgentStore, LoginLimiter, Session, agents_path
 from voicebot.catalogue import Catalogue
 from voicebot.events import ALL_CALLS, EventBus
 from voicebot.queues import RoutedCall
@@ -55,10 +55,7 @@ LOGIN_CSRF_COOKIE = "vb_login_csrf"
 CSRF_HEADER = "x-csrf-token"
 COOKIE_PATH = "/console"
 
-CLAIM_LEASE_S = 120.0  # a claim not renewed by a connected console this long goes back
-RENEW_INTERVAL_S = 30.0  # how often a connected console renews its claims (and its session)
-MAINTENANCE_INTERVAL_S = 15.0  # stale claims, queue gauges
-PURGE_INTERVAL_S = 3600.0  # retention purge, expired sessions
+RENEW_INTERVAL_S = 30.0  # how often a connected console renews its claims (lease: queues.maintenance)
 STREAM_REFRESH_S = 5.0
 STREAM_PING_S = 20.0  # a comment line keeps idle proxies from closing the stream
 MAX_CARDS = 200  # cards per list sent to a console
@@ -76,60 +73,23 @@ PAGE_HEADERS = {
 @dataclass
 class ConsoleState:
     agents: AgentStore
-    limiter: LoginLimiter = field(default_factory=LoginLimiter.default)
+    limiter: LoginLimiter = field(default_factory=LoginLimiter)
     # One password hash at a time: exact rate limits, and a login flood cannot take the CPU from calls.
     hashing: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
     login_waiters: int = 0
 
 
-# == lifespan: agent store and periodic maintenance ========================================
+# == lifespan: the agent accounts ==========================================================
 @contextlib.asynccontextmanager
 async def running(app: FastAPI) -> AsyncIterator[None]:
     services: Services = app.state.services
-    state = ConsoleState(await asyncio.to_thread(AgentStore, agents_path(services.settings)))
-    app.state.console = state
-    task = asyncio.create_task(maintain(services, state.agents), name="console-maintenance")
+    agents = await asyncio.to_thread(AgentStore, agents_path(services.settings))
+    await asyncio.to_thread(agents.purge_sessions)  # and at each login (AgentStore.create_session)
+    app.state.console = ConsoleState(agents)
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        state.agents.close()
-
-
-def maintenance_round(services: Services, agents: AgentStore, lease_s: float, purge: bool) -> dict[str, int]:
-    """Return stale claims to their queue, apply retention, refresh the queue gauges."""
-    store = services.store
-    released = store.release_stale_claims(lease_s)
-    if released:
-        metrics.STALE_CLAIMS.inc(released)
-        log.info("%d claimed calls went back to their queue (no console renewed them for %.0f s)",
-                 released, lease_s)
-    purged = 0
-    if purge:
-        purged = store.purge_older_than(services.settings.retention_days)
-        metrics.PURGED.inc(purged)
-        agents.purge_sessions()
-        if purged:
-            log.info("retention: deleted %d call records older than %d days", purged,
-                     services.settings.retention_days)
-    metrics.set_queue_lengths(store.stats(), services.catalogue.forvaltninger)
-    return {"released": released, "purged": purged}
-
-
-async def maintain(services: Services, agents: AgentStore, interval_s: float = MAINTENANCE_INTERVAL_S,
-                   lease_s: float = CLAIM_LEASE_S) -> None:
-    last_purge = -math.inf
-    while True:
-        purge = time.monotonic() - last_purge >= PURGE_INTERVAL_S
-        try:
-            await asyncio.to_thread(maintenance_round, services, agents, lease_s, purge)
-            if purge:
-                last_purge = time.monotonic()
-        except Exception:  # e.g. Redis unreachable for a moment: try again next round
-            log.exception("queue maintenance failed; retrying in %.0f s", interval_s)
-        await asyncio.sleep(interval_s)
+        agents.close()
 
 
 # == what an agent sees ======================================================================
@@ -299,6 +259,8 @@ async def login(request: Request, name: str = Form(""), password: str = Form("")
         return _login_page(request, "Der er travlt lige nu. Prøv igen om lidt.", name, 429, {"Retry-After": "5"})
     state.login_waiters += 1
     try:
+        # Guessing at this account from many addresses slows its logins a little, never locks it.
+        await asyncio.sleep(state.limiter.delay(name))
         async with state.hashing:
             agent = await _check_login(request, state, name, password)
     finally:
@@ -327,7 +289,7 @@ async def _check_login(request: Request, state: ConsoleState, name: str, passwor
         state.limiter.failed(name, address)
         metrics.LOGINS.labels("failed").inc()
         return _login_page(request, "Forkert brugernavn eller adgangskode.", name, 401)
-    state.limiter.succeeded(name)
+    state.limiter.succeeded(name, address)
     return agent
 
 
@@ -375,7 +337,7 @@ async def _changed(request: Request, call: RoutedCall, kind: str, agent: Agent) 
     return call_card(fresh or call, services.catalogue)
 
 
-@router.post("/api/calls/{call_id}/claim")
+@router.post("/api/calls/{call_id:path}/claim")  # ids may hold "/"
 async def claim(request: Request, call_id: str, session: CsrfSession) -> dict[str, Any]:
     agent = session.agent
     call = await _visible_call(request, agent, call_id)
@@ -387,7 +349,7 @@ async def claim(request: Request, call_id: str, session: CsrfSession) -> dict[st
     return await _changed(request, call, "claimed", agent)
 
 
-@router.post("/api/calls/{call_id}/complete")
+@router.post("/api/calls/{call_id:path}/complete")  # ids may hold "/"
 async def complete(request: Request, call_id: str, session: CsrfSession) -> dict[str, Any]:
     agent = session.agent
     call = await _visible_call(request, agent, call_id)
@@ -397,7 +359,7 @@ async def complete(request: Request, call_id: str, session: CsrfSession) -> dict
     return await _changed(request, call, "completed", agent)
 
 
-@router.post("/api/calls/{call_id}/release")
+@router.post("/api/calls/{call_id:path}/release")  # ids may hold "/"
 async def release(request: Request, call_id: str, session: CsrfSession) -> dict[str, Any]:
     agent = session.agent
     call = await _visible_call(request, agent, call_id)

@@ -141,3 +141,16 @@ def install_log_masking() -> None:
         return record
 
     logging.setLogRecordFactory(factory)
+
+
+def mask_caller(number: str | None) -> str | None:
+    """The caller's number as queue records and agents see it: the country code and the last
+    two digits only, '+45 ••••••78'."""
+    if not number:
+        return None
+    digits = "".join(ch for ch in number if ch.isdigit())
+    if len(digits) < 4:
+        return "••"
+    prefix = "+" + digits[:2] + " " if number.strip().startswith("+") else ""
+    rest = digits[2:] if prefix else digits
+    return prefix + "•" * (len(rest) - 2) + rest[-2:]

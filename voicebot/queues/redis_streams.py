@@ -1,266 +1,18 @@
-"""Durable per-forvaltning queues of routed calls.
-
-One interface (QueueStore), two back-ends:
-- SQLite (WAL; the embedded default, zero set-up) for one gateway machine;
-- Redis Streams with a consumer group, for several gateway processes on several machines.
-
-A call is written here before it leaves the bot, so a restart never loses it. Records hold
-only masked text: the session masks CPR and phone numbers before it enqueues.
-
-Claims are leases: the agent console renews its agent's claims while it is connected
-(`renew_claims`), and a periodic task returns claims whose lease ran out to the queue
-(`release_stale_claims`), so a call claimed by an agent whose browser died is not stranded.
-"""
+"""The Redis Streams queue store: a consumer group shared by several gateway processes on
+several machines."""
 
 from __future__ import annotations
 
 import json
 import logging
-import sqlite3
-import threading
 import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any, Protocol
+from dataclasses import asdict
+from typing import Any
+
+from voicebot.queues.records import MAX_LISTED, RoutedCall
 
 log = logging.getLogger("voicebot.queues")
 
-STATUSES = ("waiting", "claimed", "done", "abandoned")
-MAX_LISTED = 1000  # no listing returns more than this many calls
-
-
-@dataclass
-class RoutedCall:
-    call_id: str
-    forvaltning: str
-    intent: str | None
-    confidence: float
-    transcript: str  # CPR- and phone-masked
-    explanation: list[str] = field(default_factory=list)
-    reason: str = ""
-    caller: str | None = None  # masked caller number
-    platform: str = ""
-    created_at: float = field(default_factory=time.time)
-    status: str = "waiting"
-    claimed_by: str | None = None
-    claimed_at: float | None = None
-    finished_at: float | None = None
-
-    @property
-    def wait_s(self) -> float:
-        end = self.claimed_at or self.finished_at or time.time()
-        return max(0.0, end - self.created_at)
-
-    def as_dict(self) -> dict:
-        d = asdict(self)
-        d["wait_s"] = round(self.wait_s, 1)
-        return d
-
-
-class QueueStore(Protocol):
-    def enqueue(self, call: RoutedCall) -> None: ...
-    def get(self, call_id: str) -> RoutedCall | None: ...
-    def waiting(self, forvaltninger: list[str] | None = None) -> list[RoutedCall]: ...
-    def claimed(self, forvaltninger: list[str] | None = None) -> list[RoutedCall]: ...
-    def calls(self, forvaltninger: list[str] | None = None, limit: int = 200) -> list[RoutedCall]: ...
-    def claim(self, call_id: str, agent: str, forvaltninger: list[str] | None = None) -> bool: ...
-    def complete(self, call_id: str, agent: str) -> bool: ...
-    def release(self, call_id: str, agent: str) -> bool: ...
-    def abandon(self, call_id: str) -> bool: ...
-    def renew_claims(self, agent: str) -> int: ...
-    def release_stale_claims(self, older_than_s: float) -> int: ...
-    def stats(self) -> dict[str, dict[str, float]]: ...
-    def purge_older_than(self, days: int) -> int: ...
-    def forget(self, call_id: str) -> bool: ...
-    def close(self) -> None: ...
-
-
-def mask_caller(number: str | None) -> str | None:
-    """Keep the country code and the last two digits: '+45 •• •• •• 78'."""
-    if not number:
-        return None
-    digits = "".join(ch for ch in number if ch.isdigit())
-    if len(digits) < 4:
-        return "••"
-    prefix = "+" + digits[:2] + " " if number.strip().startswith("+") else ""
-    rest = digits[2:] if prefix else digits
-    return prefix + "•" * (len(rest) - 2) + rest[-2:]
-
-
-
-# == SQLite ===============================================================================
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS routed_calls (
-    call_id TEXT PRIMARY KEY,
-    forvaltning TEXT NOT NULL,
-    intent TEXT,
-    confidence REAL NOT NULL,
-    transcript TEXT NOT NULL,
-    explanation TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    caller TEXT,
-    platform TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    status TEXT NOT NULL,
-    claimed_by TEXT,
-    claimed_at REAL,
-    finished_at REAL,
-    lease_at REAL
-);
-CREATE INDEX IF NOT EXISTS routed_calls_queue ON routed_calls (forvaltning, status, created_at);
-CREATE INDEX IF NOT EXISTS routed_calls_created ON routed_calls (created_at);
-"""
-_COLUMNS = (
-    "call_id", "forvaltning", "intent", "confidence", "transcript", "explanation", "reason",
-    "caller", "platform", "created_at", "status", "claimed_by", "claimed_at", "finished_at",
-)  # fmt: skip
-
-
-class SqliteQueueStore:
-    """SQLite in WAL mode; one connection guarded by a lock (writes are tiny and rare)."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")  # an enqueued call survives power loss
-        self._db.execute("PRAGMA secure_delete=ON")  # a forgotten call's bytes are overwritten, not left free
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._migrate()
-        self._db.executescript(_SCHEMA)
-
-    def _migrate(self) -> None:
-        """Databases made before claim leases lack `lease_at`; add it in place."""
-        cols = {r[1] for r in self._db.execute("PRAGMA table_info(routed_calls)").fetchall()}
-        if cols and "lease_at" not in cols:
-            self._db.execute("ALTER TABLE routed_calls ADD COLUMN lease_at REAL")
-
-    def _row(self, row: tuple) -> RoutedCall:
-        d = dict(zip(_COLUMNS, row, strict=True))
-        d["explanation"] = json.loads(d["explanation"])
-        return RoutedCall(**d)
-
-    def _select(self, where: str, params: tuple, order: str = "created_at", limit: int = MAX_LISTED) -> list[RoutedCall]:
-        sql = f"SELECT {', '.join(_COLUMNS)} FROM routed_calls WHERE {where} ORDER BY {order} LIMIT ?"
-        with self._lock:
-            rows = self._db.execute(sql, (*params, min(limit, MAX_LISTED))).fetchall()
-        return [self._row(r) for r in rows]
-
-    @staticmethod
-    def _in(forvaltninger: list[str] | None) -> tuple[str, tuple]:
-        if forvaltninger is None:
-            return "1=1", ()
-        if not forvaltninger:
-            return "0=1", ()
-        return f"forvaltning IN ({', '.join('?' * len(forvaltninger))})", tuple(forvaltninger)
-
-    def enqueue(self, call: RoutedCall) -> None:
-        values = asdict(call)
-        values["explanation"] = json.dumps(call.explanation, ensure_ascii=False)
-        with self._lock:
-            self._db.execute(
-                f"INSERT OR IGNORE INTO routed_calls ({', '.join(_COLUMNS)}) "
-                f"VALUES ({', '.join('?' * len(_COLUMNS))})",
-                tuple(values[c] for c in _COLUMNS),
-            )
-
-    def get(self, call_id: str) -> RoutedCall | None:
-        found = self._select("call_id = ?", (call_id,))
-        return found[0] if found else None
-
-    def waiting(self, forvaltninger: list[str] | None = None) -> list[RoutedCall]:
-        where, params = self._in(forvaltninger)
-        return self._select(f"status = 'waiting' AND {where}", params)
-
-    def claimed(self, forvaltninger: list[str] | None = None) -> list[RoutedCall]:
-        where, params = self._in(forvaltninger)
-        return self._select(f"status = 'claimed' AND {where}", params, order="claimed_at")
-
-    def calls(self, forvaltninger: list[str] | None = None, limit: int = 200) -> list[RoutedCall]:
-        where, params = self._in(forvaltninger)
-        return self._select(where, params, order="created_at DESC", limit=limit)
-
-    def _update(self, sql: str, params: tuple) -> int:
-        with self._lock:
-            return self._db.execute(sql, params).rowcount
-
-    def claim(self, call_id: str, agent: str, forvaltninger: list[str] | None = None) -> bool:
-        where, params = self._in(forvaltninger)
-        now = time.time()
-        return self._update(
-            f"UPDATE routed_calls SET status='claimed', claimed_by=?, claimed_at=?, lease_at=? "
-            f"WHERE call_id=? AND status='waiting' AND {where}",
-            (agent, now, now, call_id, *params),
-        ) > 0
-
-    def complete(self, call_id: str, agent: str) -> bool:
-        return self._update(
-            "UPDATE routed_calls SET status='done', finished_at=? WHERE call_id=? AND status='claimed' AND claimed_by=?",
-            (time.time(), call_id, agent),
-        ) > 0
-
-    def release(self, call_id: str, agent: str) -> bool:
-        return self._update(
-            "UPDATE routed_calls SET status='waiting', claimed_by=NULL, claimed_at=NULL, lease_at=NULL "
-            "WHERE call_id=? AND status='claimed' AND claimed_by=?",
-            (call_id, agent),
-        ) > 0
-
-    def abandon(self, call_id: str) -> bool:
-        return self._update(
-            "UPDATE routed_calls SET status='abandoned', finished_at=? WHERE call_id=? AND status='waiting'",
-            (time.time(), call_id),
-        ) > 0
-
-    def renew_claims(self, agent: str) -> int:
-        return self._update(
-            "UPDATE routed_calls SET lease_at=? WHERE status='claimed' AND claimed_by=?", (time.time(), agent)
-        )
-
-    def release_stale_claims(self, older_than_s: float) -> int:
-        return self._update(
-            "UPDATE routed_calls SET status='waiting', claimed_by=NULL, claimed_at=NULL, lease_at=NULL "
-            "WHERE status='claimed' AND COALESCE(lease_at, claimed_at) < ?",
-            (time.time() - older_than_s,),
-        )
-
-    def stats(self) -> dict[str, dict[str, float]]:
-        now = time.time()
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT forvaltning, COUNT(*), MIN(created_at) FROM routed_calls "
-                "WHERE status='waiting' GROUP BY forvaltning"
-            ).fetchall()
-        return {f: {"waiting": n, "longest_wait_s": round(now - oldest, 1)} for f, n, oldest in rows}
-
-    def purge_older_than(self, days: int) -> int:
-        purged = self._update("DELETE FROM routed_calls WHERE created_at < ?", (time.time() - days * 86400,))
-        if purged:
-            self._checkpoint()
-        return purged
-
-    def forget(self, call_id: str) -> bool:
-        found = self._update("DELETE FROM routed_calls WHERE call_id = ?", (call_id,)) > 0
-        if found:
-            self._checkpoint()
-        return found
-
-    def _checkpoint(self) -> None:
-        """Copy the WAL into the database and empty it: until then the WAL still holds the
-        deleted rows' old pages."""
-        with self._lock:
-            busy = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
-        if busy:  # another connection is reading; the next checkpoint finishes the job
-            log.info("queue database busy: the WAL is emptied at the next checkpoint")
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-
-# == Redis Streams ========================================================================
 # Layout (all keys under one prefix):
 #   {p}:call:{id}          hash: the record (status fields plain, the rest as JSON in `record`)
 #   {p}:queue:{F}          stream per forvaltning; one entry per routed call, consumer group `agents`
@@ -274,6 +26,7 @@ class SqliteQueueStore:
 GROUP = "agents"
 WAITING = "_waiting"
 RETRIES = 8  # with backoff capped at 1 s: about 5 s of a Redis restart is bridged
+_BACK_TO_WAITING = {"status": "waiting", "claimed_by": "", "claimed_at": ""}
 
 _ENQUEUE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
@@ -487,8 +240,7 @@ class RedisQueueStore:
         return self._run_finish(call_id, "claimed", agent, {"status": "done", "finished_at": repr(time.time())})
 
     def release(self, call_id: str, agent: str) -> bool:
-        fields = {"status": "waiting", "claimed_by": "", "claimed_at": ""}
-        return self._run_move(call_id, WAITING, 0, "claimed", agent, fields)
+        return self._run_move(call_id, WAITING, 0, "claimed", agent, _BACK_TO_WAITING)
 
     def abandon(self, call_id: str) -> bool:
         return self._run_finish(call_id, "waiting", "", {"status": "abandoned", "finished_at": repr(time.time())})
@@ -502,7 +254,6 @@ class RedisQueueStore:
         the same min-idle, so a renewal that comes in between wins)."""
         min_idle_ms = max(1, int(older_than_s * 1000))
         released = 0
-        fields = {"status": "waiting", "claimed_by": "", "claimed_at": ""}
         for f in self._forvaltninger():
             stream = self._stream(f)
             for consumer in self._consumers(f):
@@ -514,7 +265,8 @@ class RedisQueueStore:
                     entries = self._redis.xrange(stream, p["message_id"], p["message_id"], count=1)
                     if entries:
                         call_id = entries[0][1]["call_id"]
-                        released += self._run_move(call_id, WAITING, min_idle_ms, "claimed", "", fields)
+                        released += self._run_move(call_id, WAITING, min_idle_ms, "claimed", "",
+                                                   _BACK_TO_WAITING)
         return released
 
     def stats(self) -> dict[str, dict[str, float]]:
@@ -565,13 +317,3 @@ class RedisQueueStore:
 
     def close(self) -> None:
         self._redis.close()
-
-
-def open_store(backend: str, db_path: Path, redis_url: str | None = None) -> QueueStore:
-    if backend == "sqlite":
-        return SqliteQueueStore(db_path)
-    if backend == "redis":
-        if not redis_url:
-            raise ValueError("queue_backend 'redis' needs redis_url")
-        return RedisQueueStore(redis_url)
-    raise ValueError(f"queue_backend '{backend}' is not available in this build")

@@ -1,0 +1,183 @@
+"""The SQLite queue store (WAL; the embedded default, zero set-up) for one gateway machine."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from voicebot import sqlitedb
+from voicebot.queues.records import MAX_LISTED, RoutedCall
+
+log = logging.getLogger("voicebot.queues")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS routed_calls (
+    call_id TEXT PRIMARY KEY,
+    forvaltning TEXT NOT NULL,
+    intent TEXT,
+    confidence REAL NOT NULL,
+    transcript TEXT NOT NULL,
+    explanation TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    caller TEXT,
+    platform TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    status TEXT NOT NULL,
+    claimed_by TEXT,
+    claimed_at REAL,
+    finished_at REAL,
+    lease_at REAL
+);
+CREATE INDEX IF NOT EXISTS routed_calls_queue ON routed_calls (forvaltning, status, created_at);
+CREATE INDEX IF NOT EXISTS routed_calls_created ON routed_calls (created_at);
+"""
+_COLUMNS = (
+    "call_id", "forvaltning", "intent", "confidence", "transcript", "explanation", "reason",
+    "caller", "platform", "created_at", "status", "claimed_by", "claimed_at", "finished_at",
+)  # fmt: skip
+
+
+class SqliteQueueStore:
+    """SQLite in WAL mode; one connection guarded by a lock (writes are tiny and rare)."""
+
+    def __init__(self, path: str | Path, create: bool = True) -> None:
+        """create=False opens only an existing queue database (`voicebot forget` never makes one)."""
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._db = sqlitedb.connect(self.path, "queue database", create=create)
+        self._db.execute("PRAGMA synchronous=FULL")  # an enqueued call survives power loss
+        self._db.execute("PRAGMA secure_delete=ON")  # a forgotten call's bytes are overwritten, not left free
+        self._migrate()
+        self._db.executescript(_SCHEMA)
+
+    def _migrate(self) -> None:
+        """Databases made before claim leases lack `lease_at`; add it in place."""
+        cols = {r[1] for r in self._db.execute("PRAGMA table_info(routed_calls)").fetchall()}
+        if cols and "lease_at" not in cols:
+            self._db.execute("ALTER TABLE routed_calls ADD COLUMN lease_at REAL")
+
+    def _row(self, row: tuple) -> RoutedCall:
+        d = dict(zip(_COLUMNS, row, strict=True))
+        d["explanation"] = json.loads(d["explanation"])
+        return RoutedCall(**d)
+
+    def _select(self, where: str, params: tuple, order: str = "created_at", limit: int = MAX_LISTED) -> list[RoutedCall]:
+        sql = f"SELECT {', '.join(_COLUMNS)} FROM routed_calls WHERE {where} ORDER BY {order} LIMIT ?"
+        with self._lock:
+            rows = self._db.execute(sql, (*params, min(limit, MAX_LISTED))).fetchall()
+        return [self._row(r) for r in rows]
+
+    @staticmethod
+    def _in(forvaltninger: list[str] | None) -> tuple[str, tuple]:
+        if forvaltninger is None:
+            return "1=1", ()
+        if not forvaltninger:
+            return "0=1", ()
+        return f"forvaltning IN ({', '.join('?' * len(forvaltninger))})", tuple(forvaltninger)
+
+    def enqueue(self, call: RoutedCall) -> None:
+        values = asdict(call)
+        values["explanation"] = json.dumps(call.explanation, ensure_ascii=False)
+        with self._lock:
+            self._db.execute(
+                f"INSERT OR IGNORE INTO routed_calls ({', '.join(_COLUMNS)}) "
+                f"VALUES ({', '.join('?' * len(_COLUMNS))})",
+                tuple(values[c] for c in _COLUMNS),
+            )
+
+    def get(self, call_id: str) -> RoutedCall | None:
+        found = self._select("call_id = ?", (call_id,))
+        return found[0] if found else None
+
+    def waiting(self, forvaltninger: list[str] | None = None) -> list[RoutedCall]:
+        where, params = self._in(forvaltninger)
+        return self._select(f"status = 'waiting' AND {where}", params)
+
+    def claimed(self, forvaltninger: list[str] | None = None) -> list[RoutedCall]:
+        where, params = self._in(forvaltninger)
+        return self._select(f"status = 'claimed' AND {where}", params, order="claimed_at")
+
+    def calls(self, forvaltninger: list[str] | None = None, limit: int = 200) -> list[RoutedCall]:
+        where, params = self._in(forvaltninger)
+        return self._select(where, params, order="created_at DESC", limit=limit)
+
+    def _update(self, sql: str, params: tuple) -> int:
+        with self._lock:
+            return self._db.execute(sql, params).rowcount
+
+    def claim(self, call_id: str, agent: str, forvaltninger: list[str] | None = None) -> bool:
+        where, params = self._in(forvaltninger)
+        now = time.time()
+        return self._update(
+            f"UPDATE routed_calls SET status='claimed', claimed_by=?, claimed_at=?, lease_at=? "
+            f"WHERE call_id=? AND status='waiting' AND {where}",
+            (agent, now, now, call_id, *params),
+        ) > 0
+
+    def complete(self, call_id: str, agent: str) -> bool:
+        return self._update(
+            "UPDATE routed_calls SET status='done', finished_at=? WHERE call_id=? AND status='claimed' AND claimed_by=?",
+            (time.time(), call_id, agent),
+        ) > 0
+
+    def release(self, call_id: str, agent: str) -> bool:
+        return self._update(
+            "UPDATE routed_calls SET status='waiting', claimed_by=NULL, claimed_at=NULL, lease_at=NULL "
+            "WHERE call_id=? AND status='claimed' AND claimed_by=?",
+            (call_id, agent),
+        ) > 0
+
+    def abandon(self, call_id: str) -> bool:
+        return self._update(
+            "UPDATE routed_calls SET status='abandoned', finished_at=? WHERE call_id=? AND status='waiting'",
+            (time.time(), call_id),
+        ) > 0
+
+    def renew_claims(self, agent: str) -> int:
+        return self._update(
+            "UPDATE routed_calls SET lease_at=? WHERE status='claimed' AND claimed_by=?", (time.time(), agent)
+        )
+
+    def release_stale_claims(self, older_than_s: float) -> int:
+        return self._update(
+            "UPDATE routed_calls SET status='waiting', claimed_by=NULL, claimed_at=NULL, lease_at=NULL "
+            "WHERE status='claimed' AND COALESCE(lease_at, claimed_at) < ?",
+            (time.time() - older_than_s,),
+        )
+
+    def stats(self) -> dict[str, dict[str, float]]:
+        now = time.time()
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT forvaltning, COUNT(*), MIN(created_at) FROM routed_calls "
+                "WHERE status='waiting' GROUP BY forvaltning"
+            ).fetchall()
+        return {f: {"waiting": n, "longest_wait_s": round(now - oldest, 1)} for f, n, oldest in rows}
+
+    def purge_older_than(self, days: int) -> int:
+        purged = self._update("DELETE FROM routed_calls WHERE created_at < ?", (time.time() - days * 86400,))
+        if purged:
+            self._checkpoint()
+        return purged
+
+    def forget(self, call_id: str) -> bool:
+        found = self._update("DELETE FROM routed_calls WHERE call_id = ?", (call_id,)) > 0
+        if found:
+            self._checkpoint()
+        return found
+
+    def _checkpoint(self) -> None:
+        """Copy the WAL into the database and empty it: until then the WAL still holds the
+        deleted rows' old pages."""
+        with self._lock:
+            busy = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        if busy:  # another connection is reading; the next checkpoint finishes the job
+            log.info("queue database busy: the WAL is emptied at the next checkpoint")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
