@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import re
 import time
 
 import pytest
@@ -15,6 +16,7 @@ from prometheus_client import REGISTRY
 from voicebot import console
 from voicebot.accounts import AgentStore, LoginLimiter, SlidingWindow, agents_path
 from voicebot.app import create_app
+from voicebot.config import ConfigError
 from voicebot.queues import RedisQueueStore
 from voicebot.queues.maintenance import maintenance_round
 
@@ -204,6 +206,20 @@ def test_agents_see_and_claim_only_their_forvaltninger(client, services):
     assert bo.get("/console/api/agents").status_code == 403
 
 
+def test_a_call_id_with_a_slash_is_claimed_released_and_completed(client, services):
+    inject(client, services, routed_call("CA/7f/2"))
+    login(client, "anna")
+    csrf = {"X-CSRF-Token": client.get("/console/api/me").json()["csrf"]}
+    path = "/console/api/calls/CA%2F7f%2F2"  # as console.js sends it (encodeURIComponent)
+    claimed = client.post(f"{path}/claim", headers=csrf)
+    assert claimed.status_code == 200 and claimed.json()["call_id"] == "CA/7f/2"
+    assert client.post(f"{path}/release", headers=csrf).status_code == 200
+    assert services.store.get("CA/7f/2").status == "waiting"
+    assert client.post(f"{path}/claim", headers=csrf).status_code == 200
+    assert client.post(f"{path}/complete", headers=csrf).status_code == 200
+    assert services.store.get("CA/7f/2").status == "done"
+
+
 def test_admin_sees_every_queue(client, services):
     inject(client, services, routed_call("CA_tmf", "TMF"))
     inject(client, services, routed_call("CA_kff", "KFF"))
@@ -326,6 +342,15 @@ def test_claims_and_completions_are_counted(client, services):
     assert sample("voicebot_queue_wait_seconds_count", forvaltning="TMF") == before["wait_seconds_count"] + 1
     assert sample("voicebot_queue_wait_seconds_sum", forvaltning="TMF") - before["wait_seconds_sum"] >= 42
     assert 'voicebot_queue_waiting{forvaltning="TMF"} 0.0' in text
+
+
+def test_a_garbage_accounts_file_stops_the_start_naming_the_file(settings, services):
+    path = agents_path(settings)
+    for old in path.parent.glob("agents.db*"):
+        old.unlink()
+    path.write_bytes(b"not a database \x00\xff" * 200)
+    with pytest.raises(ConfigError, match=re.escape(str(path))), TestClient(create_app(settings, services)):
+        pass
 
 
 # -- `voicebot agents` ----------------------------------------------------------------

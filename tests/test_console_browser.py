@@ -1,12 +1,16 @@
 """The agent console in a real headless Chromium (Selenium, the system's chromium and
 chromedriver): login, a routed call arriving live without a reload, claiming it, and an
-agent of another forvaltning who can neither see it nor claim it."""
+agent of another forvaltning who can neither see it nor claim it.
+
+The tests never reach for the network: the driver is the system's /usr/bin/chromedriver,
+given to Selenium by path (so Selenium Manager, which would look for and download drivers, is
+not consulted), and Selenium Manager is kept offline (SE_OFFLINE) and made to fail if run."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
+import os
 import threading
 import time
 from pathlib import Path
@@ -27,7 +31,7 @@ from .console_helpers import (
 from .redis_server import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path(shutil.which("chromedriver") or "/usr/bin/chromedriver")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")  # pinned: never another one found on PATH or downloaded
 SCREENSHOT = Path("/tmp/console.png")
 EVIL = '<script>window.pwned=1</script><img src=x onerror="window.pwned=2"> min skraldespand'
 
@@ -37,6 +41,7 @@ if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
                 allow_module_level=True)
 
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.selenium_manager import SeleniumManager  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 
@@ -72,15 +77,23 @@ class ServerThread:
         self.thread.join(10)
 
 
+def no_selenium_manager(self, args: list) -> dict:
+    raise AssertionError(f"Selenium Manager was asked for a driver ({args}): it may download one")
+
+
 @pytest.fixture
-def chromium(tmp_path):
+def chromium(tmp_path, monkeypatch):
+    monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager's documented offline switch
+    monkeypatch.setenv("SE_CHROMEDRIVER", str(CHROMEDRIVER))
+    monkeypatch.setattr(SeleniumManager, "binary_paths", no_selenium_manager)
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
                  f"--user-data-dir={tmp_path / 'chromium-profile'}", "--window-size=1440,1000", "--lang=da-DK"):
         options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(str(CHROMEDRIVER)))
+    service = webdriver.ChromeService(executable_path=str(CHROMEDRIVER))
+    driver = webdriver.Chrome(options=options, service=service)
     driver.set_page_load_timeout(20)
     yield driver
     with contextlib.suppress(Exception):  # the test may have quit it already
@@ -178,4 +191,24 @@ def test_agent_console_in_chromium(tmp_path, catalogue, chromium, fast_hashing):
         WebDriverWait(chromium, 10).until(
             lambda d: not d.find_elements(By.CSS_SELECTOR, '#claimed-list [data-call-id="CA_tmf"]'))
         assert services.store.get("CA_tmf").status == "done"
+        chromium.quit()  # close the live stream before the server stops
+
+
+def test_the_browser_is_driven_by_the_system_chromedriver_offline(chromium):
+    assert chromium.service.path == "/usr/bin/chromedriver"
+    assert os.environ["SE_OFFLINE"] == "true"
+    assert chromium.capabilities["browserName"] in ("chrome", "chromium")
+
+
+def test_a_call_id_with_a_slash_is_claimed_from_the_page(tmp_path, catalogue, chromium, fast_hashing):
+    settings = make_settings(tmp_path)
+    add_agents(settings)
+    services = make_services(settings, catalogue)
+    with ServerThread(create_app(settings, services), free_port()) as server:
+        log_in(chromium, server.url, "anna")
+        server.run(route(services, routed_call("CA/1a", "TMF")))
+        card = wait_for(chromium, '#waiting-list [data-call-id="CA/1a"]')
+        card.find_element(By.CSS_SELECTOR, "button.claim").click()
+        wait_for(chromium, '#claimed-list [data-call-id="CA/1a"]')
+        assert services.store.get("CA/1a").claimed_by == "anna"
         chromium.quit()  # close the live stream before the server stops

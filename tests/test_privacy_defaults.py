@@ -127,6 +127,71 @@ def test_forget_removes_a_call_from_sqlite_down_to_the_file_bytes(tmp_path, monk
     assert "no data held" in capsys.readouterr().out
 
 
+def test_forget_finds_the_database_serve_was_started_with(tmp_path, monkeypatch, capsys):
+    from voicebot.cli import main
+
+    db = tmp_path / "elsewhere" / "calls.db"  # `voicebot serve --db elsewhere/calls.db`
+    store = SqliteQueueStore(db)
+    store.enqueue(routed("CA-db", transcript=MARKER))
+    monkeypatch.setenv("VOICEBOT_DATA_DIR", str(tmp_path / "data"))
+    assert main(["forget", "CA-db", "--db", str(db)]) == 0
+    assert "removed CA-db" in capsys.readouterr().out
+    assert store.get("CA-db") is None
+    store.close()
+
+
+def test_forget_refuses_when_it_finds_no_store_and_creates_none(tmp_path, monkeypatch, capsys):
+    from voicebot.cli import main
+
+    data = tmp_path / "data"
+    data.mkdir()
+    monkeypatch.setenv("VOICEBOT_DATA_DIR", str(data))
+    assert main(["forget", "CA-x"]) != 0
+    err = capsys.readouterr().err
+    assert str(data / "voicebot.db") in err and "nothing was deleted" in err
+    assert main(["forget", "CA-x", "--db", str(tmp_path / "missing.db")]) != 0
+    assert str(tmp_path / "missing.db") in capsys.readouterr().err
+    assert list(data.iterdir()) == [] and not (tmp_path / "missing.db").exists()
+
+
+def test_forget_refuses_when_redis_cannot_be_reached(tmp_path, monkeypatch, capsys):
+    from voicebot.cli import main
+
+    monkeypatch.setenv("VOICEBOT_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("VOICEBOT_QUEUE_BACKEND", "redis")
+    monkeypatch.setenv("VOICEBOT_REDIS_URL", f"redis://:hemmelig@127.0.0.1:{free_port()}/0")
+    monkeypatch.setattr("voicebot.queues.redis_streams.RETRIES", 0)
+    assert main(["forget", "CA-x"]) != 0
+    err = capsys.readouterr().err
+    assert "cannot be reached" in err and "hemmelig" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_database_files_and_the_secret_are_readable_by_their_owner_only(tmp_path, fast_hashing):
+    import os
+    import stat
+
+    from voicebot.accounts import AgentStore
+    from voicebot.secrets import load_or_create_secret
+
+    old_umask = os.umask(0o022)  # a usual umask: files are world-readable unless made private
+    try:
+        queue = SqliteQueueStore(tmp_path / "voicebot.db")
+        queue.enqueue(routed("CA-mode"))  # the WAL and SHM files exist from here
+        agents = AgentStore(tmp_path / "agents.db")
+        agents.add("anna", "korrekt-hest-batteri", ["TMF"])
+        load_or_create_secret(tmp_path)
+        files = [p for p in tmp_path.iterdir() if p.is_file()]
+        assert {p.name for p in files} >= {"voicebot.db", "voicebot.db-wal", "voicebot.db-shm",
+                                            "agents.db", "agents.db-wal", "agents.db-shm", "secret"}
+        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in files}
+        assert all(mode & 0o077 == 0 for mode in modes.values()), modes
+        queue.close()
+        agents.close()
+    finally:
+        os.umask(old_umask)
+
+
 @pytest.fixture(scope="module")
 def redis_server(tmp_path_factory):
     server = RedisServer(tmp_path_factory.mktemp("redis"), free_port()).start()

@@ -1,5 +1,6 @@
 """The queue store contract, run against every back-end: SQLite and Redis Streams."""
 
+import re
 import subprocess
 import sys
 import time
@@ -186,3 +187,18 @@ def test_caller_numbers_are_masked():
     assert mask_caller("+4512345678") == "+45 ••••••78"
     assert mask_caller("12345678") == "••••••78"
     assert mask_caller(None) is None
+
+
+def test_a_garbage_database_file_stops_the_start_naming_the_file(tmp_path, monkeypatch, capsys):
+    from voicebot.cli import main
+    from voicebot.config import ConfigError
+    from voicebot.queues import open_store
+
+    db = tmp_path / "voicebot.db"
+    db.write_bytes(b"this is not SQLite \x00\xff" * 100)
+    with pytest.raises(ConfigError, match=re.escape(str(db))):
+        open_store("sqlite", db)
+    monkeypatch.setenv("VOICEBOT_DATA_DIR", str(tmp_path))
+    assert main(["queues"]) == 2  # what `serve` meets at start, as a CLI error
+    assert str(db) in capsys.readouterr().err
+    assert db.read_bytes().startswith(b"this is not SQLite")  # left as it was
