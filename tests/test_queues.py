@@ -202,3 +202,26 @@ def test_a_garbage_database_file_stops_the_start_naming_the_file(tmp_path, monke
     assert main(["queues"]) == 2  # what `serve` meets at start, as a CLI error
     assert str(db) in capsys.readouterr().err
     assert db.read_bytes().startswith(b"this is not SQLite")  # left as it was
+
+
+def test_queue_maintenance_applies_retention_on_its_own(tmp_path):
+    """The purge is the queue package's duty, run without any console (the app's lifespan
+    enters `maintenance.running`)."""
+    import asyncio
+
+    from voicebot.config import load_settings
+    from voicebot.queues import maintenance
+
+    settings = load_settings(None, data_dir=tmp_path)
+    store = SqliteQueueStore(tmp_path / "q.db")
+    store.enqueue(call("CA_old", created_at=time.time() - (settings.retention_days + 1) * 86400))
+    store.enqueue(call("CA_new"))
+
+    async def run() -> None:
+        async with maintenance.running(store, settings, ["TMF"]):
+            while store.get("CA_old") is not None:
+                await asyncio.sleep(0.02)
+
+    asyncio.run(asyncio.wait_for(run(), 10))
+    assert store.get("CA_new") is not None
+    store.close()

@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 
 SESSION_IDLE_S = 30 * 60  # a console closed this long must log in again
 SESSION_MAX_S = 12 * 3600  # and every shift logs in anew
+SESSION_TOUCH_S = 30  # a session's last use is written at most this often
+LOGIN_WINDOW_S = 15 * 60  # failed logins count this long
 MAX_SESSIONS_PER_AGENT = 10
 MIN_PASSWORD_LEN = 10
 MAX_PASSWORD_LEN = 1024  # argon2 hashes anything; bound the work an attacker can ask for
@@ -197,7 +199,7 @@ class AgentStore:
         if now >= session.expires_at:
             self.end_session(token)
             return None
-        if touch and now - seen_at > 30:  # a write at most every 30 s per session
+        if touch and now - seen_at > SESSION_TOUCH_S:
             self._write("UPDATE sessions SET seen_at = ? WHERE token_hash = ?", (now, _digest(token)))
             session = Session(session.agent, csrf, created_at, now)
         return session
@@ -258,9 +260,9 @@ class LoginLimiter:
     let anyone who knows an agent's name keep the agent out: failures on an account from
     anywhere (guessing spread over many addresses) only delay its logins a little."""
 
-    per_address: SlidingWindow = field(default_factory=lambda: SlidingWindow(20, 15 * 60))
-    per_address_account: SlidingWindow = field(default_factory=lambda: SlidingWindow(5, 15 * 60))
-    per_account: SlidingWindow = field(default_factory=lambda: SlidingWindow(5, 15 * 60))
+    per_address: SlidingWindow = field(default_factory=lambda: SlidingWindow(20, LOGIN_WINDOW_S))
+    per_address_account: SlidingWindow = field(default_factory=lambda: SlidingWindow(5, LOGIN_WINDOW_S))
+    per_account: SlidingWindow = field(default_factory=lambda: SlidingWindow(5, LOGIN_WINDOW_S))
     account_delay_s: float = 1.0  # for each login to an account with that many recent failures
 
     @staticmethod

@@ -44,6 +44,7 @@ from voicebot.accounts import SESSION_MAX_S, Agent, AgentStore, LoginLimiter, Se
 from voicebot.catalogue import Catalogue
 from voicebot.events import ALL_CALLS, EventBus
 from voicebot.queues import RoutedCall
+from voicebot.queues.maintenance import CLAIM_LEASE_S
 from voicebot.services import Services
 
 log = logging.getLogger("voicebot.console")
@@ -55,7 +56,8 @@ LOGIN_CSRF_COOKIE = "vb_login_csrf"
 CSRF_HEADER = "x-csrf-token"
 COOKIE_PATH = "/console"
 
-RENEW_INTERVAL_S = 30.0  # how often a connected console renews its claims (lease: queues.maintenance)
+RENEW_INTERVAL_S = CLAIM_LEASE_S / 4  # how often a connected console renews its claims (and session)
+LOGIN_FORM_S = 3600  # a login form (its CSRF cookie) is good this long
 STREAM_REFRESH_S = 5.0
 STREAM_PING_S = 20.0  # a comment line keeps idle proxies from closing the stream
 MAX_CARDS = 200  # cards per list sent to a console
@@ -222,7 +224,7 @@ def _login_page(request: Request, message: str = "", name: str = "", status: int
     html = (_page("console_login.html").replace("{{csrf}}", token).replace("{{name}}", escape(name))
             .replace("{{message}}", escape(message)).replace("{{message_hidden}}", "" if message else "hidden"))
     response = HTMLResponse(html, status, headers={**PAGE_HEADERS, **(headers or {})})
-    _set_cookie(response, request, LOGIN_CSRF_COOKIE, token, 3600)
+    _set_cookie(response, request, LOGIN_CSRF_COOKIE, token, LOGIN_FORM_S)
     return response
 
 

@@ -7,6 +7,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 MAX_LISTED = 1000  # no listing returns more than this many calls
+DAY_S = 86400
+
+
+def retention_cutoff(days: int) -> float:
+    """The creation time before which a record is past `days` of retention."""
+    return time.time() - days * DAY_S
 
 
 class StoreError(Exception):

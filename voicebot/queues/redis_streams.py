@@ -9,7 +9,7 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from voicebot.queues.records import MAX_LISTED, RoutedCall
+from voicebot.queues.records import MAX_LISTED, RoutedCall, retention_cutoff
 
 log = logging.getLogger("voicebot.queues")
 
@@ -282,7 +282,7 @@ class RedisQueueStore:
         return out
 
     def purge_older_than(self, days: int) -> int:
-        cutoff = time.time() - days * 86400
+        cutoff = retention_cutoff(days)
         purged = 0
         for _ in range(10_000):  # bounded: 500 per round
             old = self._redis.zrangebyscore(self._index(), "-inf", f"({cutoff}", start=0, num=500)

@@ -10,7 +10,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from voicebot import sqlitedb
-from voicebot.queues.records import MAX_LISTED, RoutedCall
+from voicebot.queues.records import MAX_LISTED, RoutedCall, retention_cutoff
 
 log = logging.getLogger("voicebot.queues")
 
@@ -159,7 +159,7 @@ class SqliteQueueStore:
         return {f: {"waiting": n, "longest_wait_s": round(now - oldest, 1)} for f, n, oldest in rows}
 
     def purge_older_than(self, days: int) -> int:
-        purged = self._update("DELETE FROM routed_calls WHERE created_at < ?", (time.time() - days * 86400,))
+        purged = self._update("DELETE FROM routed_calls WHERE created_at < ?", (retention_cutoff(days),))
         if purged:
             self._checkpoint()
         return purged
