@@ -262,7 +262,8 @@ def test_bot_audio_is_never_guessed_from_input_variables():
     not ask for with error 415; audio goes out only when the setting says so."""
 
     async def scenario():
-        ch, genesys = channel()  # the default: telephony.audiohook_playback false
+        ch = AudioHookChannel(FakeWebSocket(end=False, headers=HEADERS), "SGVsbG8sIEkgYW0gdGhlIEFQSSBrZXkh")
+        genesys = Genesys(ch)  # the channel's default: playback not configured
         await genesys.send("open", {**OPEN_PARAMS, "inputVariables": {"lang": "da"}})
         await ch.play(np.zeros(16000, np.float32), "greeting-1.0")
         return ch, await ch.inbox.get()
