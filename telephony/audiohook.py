@@ -28,9 +28,9 @@ purecloudlabs/audiohook-reference-implementation):
 
 Bot audio back to Genesys: AudioHook proper (AudioHook Monitor) is listen-only — Genesys does
 not play anything a server sends. Only Audio Connector sessions are bidirectional. We send
-audio only when the session allows it: `telephony.audiohook_playback` "on", or "auto" and the
-open message carries `inputVariables` (which only Audio Connector's Call Audio Connector
-action sends — a heuristic, not verified against a live Genesys org). Otherwise the bot's
+audio only when the integration is configured for it: `telephony.audiohook_playback: true`
+(an Audio Connector integration); never guessed from the open message (AudioHook Monitor's
+reference client answers an unasked-for audio frame with error 415 and closes). Otherwise the bot's
 prompts cannot be heard there: each prompt is reported Played(interrupted=True) at once and
 logged, so the dialogue continues but the caller hears nothing from the bot. Audio we do send
 is PCMU 8 kHz in 200 ms binary messages, paced in real time (Genesys rate-limits messages;
@@ -45,9 +45,20 @@ import json
 import re
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import numpy as np
 
+from telephony.auth import (
+    Credentials,
+    NonceCache,
+    SignatureError,
+    equal,
+    request_target,
+    sign_audiohook,
+    verify_audiohook_signature,
+)
 from telephony.base import (
     CLOSE_INVALID,
     SAMPLE_RATE,
@@ -71,6 +82,7 @@ from telephony.codecs import (
     ulaw_decode,
     ulaw_encode,
 )  # fmt: skip
+from telephony.platform import Admission, Connection, Platform, Upgrade
 from telephony.streams import (
     PacedPlayout,
     ReaderChannel,
@@ -120,14 +132,14 @@ class AudioHookChannel(ReaderChannel):
     def can_play(self) -> bool:
         return self.playback
 
-    def __init__(self, websocket, api_key: str | None = None, playback: str = "auto",
+    def __init__(self, websocket, api_key: str | None = None, playback: bool = False,
                  limits: Limits | None = None, auth_error: str | None = None) -> None:
         super().__init__(limits)
         self.ws = websocket  # starlette WebSocket, already accepted
         self.headers = dict(getattr(websocket, "headers", {}) or {})
         self.api_key = api_key
         self.auth_error = auth_error  # the upgrade's signature check failed: why (refused at open)
-        self.playback_setting = playback
+        self.playback_setting = playback  # telephony.audiohook_playback: the integration plays bot audio
         self.session_id: str | None = None
         self.call_id: str | None = None
         self.state = "preparing"  # → active ⇄ paused → closed; or disconnecting
@@ -287,8 +299,9 @@ class AudioHookChannel(ReaderChannel):
             return []
         participant = params.get("participant") if isinstance(params.get("participant"), dict) else {}
         variables = params.get("inputVariables")
-        self.playback = (self.playback_setting == "on"
-                         or (self.playback_setting == "auto" and isinstance(variables, dict)))
+        # Configured, never guessed from the open message: a Monitor client answers audio it
+        # did not ask for with error 415 and closes.
+        self.playback = self.playback_setting
         if not self.playback:
             log.warning("audiohook session %s is listen-only (AudioHook Monitor): the bot's prompts "
                         "cannot be played to the caller", self.session_id)
@@ -529,3 +542,46 @@ class AudioHookPlatform:
             self.closed = True
             return "reply", self.message("close", {"reason": "end"})
         raise ProtocolError(f"the bot sent a message type a client does not accept: {kind!r}")
+
+
+# -- the registry entry ----------------------------------------------------------------
+@dataclass(frozen=True)
+class AudioHookOptions:
+    # Bot audio back to Genesys: only for an Audio Connector integration (bidirectional);
+    # AudioHook Monitor is listen-only. A setting, never guessed.
+    playback: bool = False
+
+
+def check(upgrade: Upgrade, credentials: Credentials, nonces: NonceCache) -> Admission:
+    """X-API-KEY, and with a client secret the upgrade's HTTP message signature. A failure is
+    answered at the open with `disconnect` reason "unauthorized", as AudioHook expects."""
+    api_key = credentials.token(PLATFORM)
+    if not equal(upgrade.headers.get("x-api-key"), api_key):
+        return Admission(deferred="X-API-KEY not accepted")
+    client_secret = credentials.client_secret(PLATFORM)
+    if client_secret:
+        try:
+            verify_audiohook_signature(upgrade.headers, upgrade.target, upgrade.authorities, api_key,
+                                       client_secret, nonces=nonces)
+        except SignatureError as exc:
+            return Admission(deferred=f"signature: {exc}")
+    return Admission()
+
+
+def sign(url: str, credentials: Credentials, headers: dict[str, str]) -> dict[str, str]:
+    out = dict(headers)
+    out.setdefault("X-API-KEY", credentials.token(PLATFORM))
+    client_secret = credentials.client_secret(PLATFORM)
+    if client_secret:
+        out.update(sign_audiohook(out, request_target(url), urlsplit(url).netloc, out["X-API-KEY"], client_secret))
+    return out
+
+
+def _channel(ws, conn: Connection) -> AudioHookChannel:
+    api_key = conn.credentials.token(PLATFORM) if conn.credentials else None
+    return AudioHookChannel(ws, api_key, conn.options.playback, conn.limits, conn.admission.deferred)
+
+
+platform = Platform(
+    PLATFORM, client=AudioHookPlatform, channel=_channel, check=check, sign=sign, options=AudioHookOptions,
+)

@@ -54,6 +54,7 @@ from telephony.codecs import (
     pcm16_to_float,
     resample,
 )
+from telephony.platform import Platform, RunChannel
 from telephony.streams import PacedPlayout, ReaderChannel, split_frames
 
 PLATFORM = "audiosocket"
@@ -345,3 +346,23 @@ class AudioSocketPlatform:
         if message.kind == KIND_HANGUP:
             return "hangup", None
         raise ProtocolError(f"the bot sent kind 0x{message.kind:02x}; a server may send only audio and hangup")
+
+
+# -- the registry entry ----------------------------------------------------------------
+@dataclass(frozen=True)
+class AudioSocketOptions:
+    """A plain TCP server next to the HTTP one. Port 0 = any free port."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 9092
+    sources: tuple[str, ...] | list[str] = tuple(DEFAULT_SOURCES)  # AudioSocket has no credentials
+
+
+async def listen(options: AudioSocketOptions, run_channel: RunChannel, limits: Limits) -> asyncio.Server | None:
+    if not options.enabled:
+        return None
+    return await serve(options.host, options.port, run_channel, list(options.sources), limits)
+
+
+platform = Platform(PLATFORM, client=AudioSocketPlatform, options=AudioSocketOptions, serve=listen)

@@ -1,6 +1,7 @@
-"""Who may connect: each platform's own way of proving a connection comes from it, both the
-check (the gateway, voicebot.app) and the signing (the platform side, telephony.simulator,
-so `voicebot call` authenticates exactly as the platform would).
+"""Who may connect: the schemes by which platforms prove a connection comes from them, both
+the check and the signing. Each platform module's `Platform` entry (telephony.platform) picks
+its scheme for the gateway's check (voicebot.gateway) and for its caller side
+(telephony.simulator), so `voicebot call` authenticates exactly as the platform would.
 
 - Twilio: `X-Twilio-Signature` = base64(HMAC-SHA1(auth token, URL + the POST parameters
   sorted by name, each name followed by its value)), on the media WebSocket upgrade (the wss://
@@ -16,7 +17,8 @@ so `voicebot call` authenticates exactly as the platform would).
   the URL as `?token=T` for platforms that cannot set headers.
 - AudioSocket has no authentication: source addresses (telephony.audiosocket).
 
-Every secret not configured is the generated one in data_dir/secret (voicebot.secrets).
+Every platform credential not configured is derived from the master secret in data_dir/secret
+(voicebot.secrets) for that platform alone: HMAC-SHA256(secret, "media:<platform>").
 """
 
 from __future__ import annotations
@@ -33,7 +35,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
-BEARER_PLATFORMS = ("vonage", "telnyx", "asterisk", "raw")
 SOFTPHONE_PURPOSE = "softphone:raw"
 
 
@@ -49,31 +50,39 @@ def equal(given: str | None, expected: str | None) -> bool:
 
 @dataclass(frozen=True)
 class Credentials:
-    """The secrets of every media endpoint, as the server checks them and a platform signs."""
+    """The secrets of every media endpoint, as the server checks them and a platform signs.
+
+    `secret` is the master secret (data_dir/secret): it opens the event streams and the queue
+    API, never a media endpoint. Each platform's credential is the one configured for it, or
+    else one derived from the master secret for that platform alone (`derive_token`), so a
+    platform's credential opens its own endpoint and nothing else."""
 
     secret: str
-    twilio_auth_token: str
-    audiohook_api_key: str
-    audiohook_client_secret: str | None = None
-    tokens: Mapping[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def from_settings(cls, settings, secret: str) -> Credentials:
-        sec = settings.security
-        return cls(secret=secret, twilio_auth_token=sec.twilio_auth_token or secret,
-                   audiohook_api_key=settings.telephony.audiohook_api_key or secret,
-                   audiohook_client_secret=sec.audiohook_client_secret,
-                   tokens={p: sec.media_tokens.get(p, secret) for p in BEARER_PLATFORMS})
+    configured: Mapping[str, str] = field(default_factory=dict)  # platform → its own credential
+    client_secrets: Mapping[str, str] = field(default_factory=dict)  # platform → a signing secret
 
     def token(self, platform: str) -> str:
-        return self.tokens.get(platform) or self.secret
+        """The platform's credential: bearer token, Twilio auth token, AudioHook X-API-KEY."""
+        return self.configured.get(platform) or derive_token(self.secret, f"media:{platform}")
+
+    def client_secret(self, platform: str) -> str | None:
+        return self.client_secrets.get(platform)
+
+    @property
+    def twilio_auth_token(self) -> str:
+        return self.token("twilio")
+
+    @property
+    def audiohook_api_key(self) -> str:
+        return self.token("audiohook")
+
+    @property
+    def audiohook_client_secret(self) -> str | None:
+        return self.client_secret("audiohook")
 
     @property
     def softphone_token(self) -> str:
         return derive_token(self.secret, SOFTPHONE_PURPOSE)
-
-    def events_token(self, call_id: str) -> str:
-        return derive_token(self.secret, f"events:{call_id}")
 
 
 # == Twilio ===================================================================================
@@ -418,23 +427,7 @@ def sign_audiohook(headers: Mapping[str, str], request_target: str, authority: s
     return {"Signature-Input": f"sig1={inner}", "Signature": f"sig1=:{base64.b64encode(digest).decode()}:"}
 
 
-# == the platform side: how `voicebot call` authenticates =====================================
+# == helpers for the platforms' checks and signers ===========================================
 def request_target(url: str) -> str:
     parts = urlsplit(url)
     return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-
-
-def client_headers(protocol: str, url: str, credentials: Credentials,
-                   headers: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The upgrade headers with which `protocol`'s platform connects to `url`."""
-    out = dict(headers or {})
-    if protocol == "twilio":
-        out["X-Twilio-Signature"] = twilio_signature(credentials.twilio_auth_token, url)
-    elif protocol == "audiohook":
-        out.setdefault("X-API-KEY", credentials.audiohook_api_key)
-        if credentials.audiohook_client_secret:
-            out.update(sign_audiohook(out, request_target(url), urlsplit(url).netloc, out["X-API-KEY"],
-                                      credentials.audiohook_client_secret))
-    elif protocol in BEARER_PLATFORMS:
-        out["Authorization"] = f"Bearer {credentials.token(protocol)}"
-    return out

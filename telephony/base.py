@@ -9,6 +9,7 @@ this module's types.
 from __future__ import annotations
 
 import logging
+import re
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -59,10 +60,6 @@ class Limits:
     max_message_bytes: int = 64 * 1024
     send_timeout_s: float = 10.0
 
-    @classmethod
-    def from_settings(cls, settings) -> Limits:
-        return cls(settings.security.max_message_bytes, settings.security.send_timeout_s)
-
 
 @dataclass(frozen=True)
 class HandOff:
@@ -73,6 +70,16 @@ class HandOff:
     queue: str
     intent: str | None = None
     reason: str = ""
+
+
+# A call id names one call everywhere (queue record, event stream, console URL): letters,
+# digits and . _ : + = @ - only (every platform's ids fit: CA…, UUIDs, v3:…, 1712.42), no
+# wildcard, no path separator, at most 128 characters.
+CALL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+=@-]{0,127}")
+
+
+def valid_call_id(call_id: str) -> bool:
+    return CALL_ID.fullmatch(call_id) is not None
 
 
 # WebSocket close codes (RFC 6455 §7.4.1) for the ways a peer can break its protocol.

@@ -36,6 +36,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -66,6 +67,7 @@ from telephony.codecs import (
     ulaw_decode,
     ulaw_encode,
 )  # fmt: skip
+from telephony.platform import Connection, Platform, bearer_check, bearer_sign
 from telephony.streams import (
     ReaderChannel,
     cancel_and_wait,
@@ -411,3 +413,19 @@ class AsteriskWsPlatform:
                        "STOP_MEDIA_BUFFERING", "PAUSE_MEDIA", "CONTINUE_MEDIA"):
             return "control", command
         raise ProtocolError(f"the bot sent an unknown command {command!r}")
+
+
+# -- the registry entry ----------------------------------------------------------------
+@dataclass(frozen=True)
+class AsteriskOptions:
+    answer: bool = True  # send ANSWER after MEDIA_START (Dial with the n option needs it)
+
+
+def _channel(ws, conn: Connection) -> AsteriskWsChannel:
+    return AsteriskWsChannel(ws, conn.options.answer, ws.query_params.get("caller"), conn.limits)
+
+
+platform = Platform(
+    PLATFORM, client=AsteriskWsPlatform, channel=_channel, check=bearer_check(PLATFORM),
+    sign=bearer_sign(PLATFORM), options=AsteriskOptions,
+)

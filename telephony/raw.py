@@ -30,10 +30,11 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import numpy as np
 
+from telephony.auth import Credentials, NonceCache, equal, presented_token
 from telephony.base import (
     CLOSE_INVALID,
     SAMPLE_RATE,
@@ -50,6 +51,7 @@ from telephony.base import (
     too_big,
 )  # fmt: skip
 from telephony.codecs import float_to_pcm16, pcm16_from_bytes, pcm16_to_float
+from telephony.platform import Admission, Platform, Upgrade, bearer_check, bearer_sign
 from telephony.streams import (
     ReaderChannel,
     close_ws,
@@ -62,7 +64,6 @@ PLATFORM = "raw"
 WIRE_RATE = SAMPLE_RATE
 FRAME_BYTES = 640  # 20 ms
 CHUNK_FRAMES = 10  # outbound message: 200 ms
-MAX_MESSAGE_BYTES = 64 * 1024  # the default of security.max_message_bytes
 MAX_PARAMS = 32  # extra fields of the start message kept as call parameters
 MAX_MARKS = 64
 DIGITS = "0123456789*#"
@@ -71,11 +72,9 @@ DIGITS = "0123456789*#"
 class RawChannel(ReaderChannel):
     platform = PLATFORM
 
-    def __init__(self, websocket, limits: Limits | None = None,
-                 on_start: Callable[[str], None] | None = None) -> None:
+    def __init__(self, websocket, limits: Limits | None = None) -> None:
         super().__init__(limits)
         self.ws = websocket  # starlette WebSocket, already accepted
-        self.on_start = on_start  # told the call id once the call has one (the softphone's events)
         self.call_id: str | None = None
         self._pending_marks: list[str] = []
         self._cleared_marks: dict[str, None] = {}  # insertion-ordered, so the oldest can go
@@ -136,8 +135,6 @@ class RawChannel(ReaderChannel):
         caller = msg.get("caller")
         self.call_id = call_id
         params = {str(k)[:64]: str(v)[:256] for k, v in msg.items() if k not in ("type", "call_id", "caller")}
-        if self.on_start is not None:
-            self.on_start(call_id)
         return CallStart(call_id, PLATFORM, str(caller)[:64] if caller else None, params)
 
     # -- outbound --------------------------------------------------------------------
@@ -232,3 +229,21 @@ class RawPlatform:
             self.ended = msg
             return "hangup", msg
         raise ProtocolError(f"the bot sent an unknown message type {kind!r}")
+
+
+# -- the registry entry ----------------------------------------------------------------
+_bearer = bearer_check(PLATFORM)
+
+
+def check(upgrade: Upgrade, credentials: Credentials, nonces: NonceCache) -> Admission:
+    """The raw token, or the softphone token (which the gateway lets follow only the
+    softphone's own calls)."""
+    if equal(presented_token(upgrade.headers, upgrade.query), credentials.softphone_token):
+        return Admission(softphone=True)
+    return _bearer(upgrade, credentials, nonces)
+
+
+platform = Platform(
+    PLATFORM, client=RawPlatform, channel=lambda ws, conn: RawChannel(ws, conn.limits),
+    check=check, sign=bearer_sign(PLATFORM),
+)

@@ -1,51 +1,63 @@
-"""Which platforms the gateway speaks: WebSocket path name → adapter, and the platform side
-that `voicebot call --protocol NAME` plays. Adding a platform = one module + one line here
-(AudioSocket is TCP, not a WebSocket route: telephony.gateway starts its server)."""
+"""Which platforms the gateway speaks: one line per platform. Each module's `platform` entry
+(telephony.platform.Platform) carries its channel, options, credential check, caller side
+and any server or webhooks of its own; adding a platform = one module + one line here."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 from telephony import audiohook, audiosocket, chan_websocket, raw, telnyx, twilio, vonage
 from telephony.auth import Credentials
-from telephony.base import Limits, MediaChannel
+from telephony.platform import ChannelFactory, Platform
+
+PLATFORMS: dict[str, Platform] = {}
 
 
-@dataclass(frozen=True)
-class Connection:
-    """What the gateway knows about an accepted connection besides its socket."""
-
-    limits: Limits = Limits()
-    credentials: Credentials | None = None
-    auth_error: str | None = None  # AudioHook: the upgrade's signature failed (refused at open)
-    on_start: Callable[[str], None] | None = None  # raw: told the call id (softphone events)
+def register(platform: Platform) -> Platform:
+    if platform.channel is not None and platform.check is None:
+        raise ValueError(f"platform {platform.name}: a WebSocket channel needs a credential check")
+    PLATFORMS[platform.name] = platform
+    return platform
 
 
-def _audiohook_key(settings, conn: Connection) -> str | None:
-    return conn.credentials.audiohook_api_key if conn.credentials else settings.telephony.audiohook_api_key
+register(twilio.platform)
+register(vonage.platform)
+register(telnyx.platform)
+register(chan_websocket.platform)
+register(audiohook.platform)
+register(raw.platform)
+register(audiosocket.platform)
 
 
-# name → factory(accepted starlette WebSocket, settings, Connection) → MediaChannel; served at /{name}
-WEBSOCKET_CHANNELS: dict[str, Callable[..., MediaChannel]] = {
-    "twilio": lambda ws, settings, conn: twilio.TwilioChannel(ws, conn.limits),
-    "vonage": lambda ws, settings, conn: vonage.VonageChannel(ws, conn.limits),
-    "telnyx": lambda ws, settings, conn: telnyx.TelnyxChannel(
-        ws, settings.telephony.telnyx_reorder_frames, conn.limits),
-    "asterisk": lambda ws, settings, conn: chan_websocket.AsteriskWsChannel(
-        ws, settings.telephony.asterisk_answer, ws.query_params.get("caller"), conn.limits),
-    "audiohook": lambda ws, settings, conn: audiohook.AudioHookChannel(
-        ws, _audiohook_key(settings, conn), settings.telephony.audiohook_playback, conn.limits, conn.auth_error),
-    "raw": lambda ws, settings, conn: raw.RawChannel(ws, conn.limits, conn.on_start),
-}
+class _View(Mapping[str, Any]):
+    """A live view of one part of every registered platform (a platform without it is left out)."""
 
-# name → the platform side (used by telephony.simulator); `voicebot call --protocol NAME`
-PLATFORM_CLIENTS: dict[str, type] = {
-    "twilio": twilio.TwilioPlatform,
-    "vonage": vonage.VonagePlatform,
-    "telnyx": telnyx.TelnyxPlatform,
-    "asterisk": chan_websocket.AsteriskWsPlatform,
-    "audiohook": audiohook.AudioHookPlatform,
-    "raw": raw.RawPlatform,
-    "audiosocket": audiosocket.AudioSocketPlatform,
-}
+    def __init__(self, part: Callable[[Platform], Any]) -> None:
+        self._part = part
+
+    def __getitem__(self, name: str) -> Any:
+        value = self._part(PLATFORMS[name])
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for name, p in PLATFORMS.items() if self._part(p) is not None)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+# name → factory(accepted WebSocket, Connection) → MediaChannel; served at /{name}
+WEBSOCKET_CHANNELS: Mapping[str, ChannelFactory] = _View(lambda p: p.channel)
+# name → the platform side (telephony.simulator); `voicebot call --protocol NAME`
+PLATFORM_CLIENTS: Mapping[str, type] = _View(lambda p: p.client)
+
+
+def client_headers(protocol: str, url: str, credentials: Credentials,
+                   headers: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The upgrade headers with which `protocol`'s platform connects to `url`."""
+    sign = PLATFORMS[protocol].sign
+    out = dict(headers or {})
+    return sign(url, credentials, out) if sign is not None else out

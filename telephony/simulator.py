@@ -12,11 +12,13 @@ frames is not the end of a prompt), `acks_cleared_marks` (whether the platform e
 marks a clear discarded, as Twilio does) and `hears_bot` (False: a listen-only platform). `decode` returns ("audio", int16) | ("mark", name)
 | ("clear", None) | ("hangup", info) | ("control", info) | ("reply", message to send).
 
-Authentication is the platform's own (telephony.auth.client_headers): Twilio signs the upgrade
-URL, Genesys sends X-API-KEY (and signs when a client secret is set), the others send a bearer
-token. The credentials are given, or read as the server reads them: the settings and
-data_dir/secret (or, when the event-stream URL carries `?token=`, that shared secret, so a
-caller of a server with another data directory authenticates with that server's secret).
+Authentication is the platform's own (its registry entry's `sign`, telephony.registry
+.client_headers): Twilio signs the upgrade URL, Genesys sends X-API-KEY (and signs when a
+client secret is set), the others send a bearer token. The credentials are given (`voicebot
+call` reads them as the server does), or derived from the master secret the event-stream URL
+carries as `?token=`, as the server derives them. Where a URL does not say where the gateway
+listens (a tcp:// media URL for the event stream, a ws:// one for AudioSocket), `Endpoints`
+does.
 
 Latency is measured here, on the caller's side: the end of speech is found in the caller's
 own audio (the last 20 ms frame within 35 dB of the loudest), and each figure is the time
@@ -38,10 +40,11 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 import numpy as np
 import websockets
 
-from telephony.auth import Credentials, client_headers
+from telephony.auth import Credentials
 from telephony.base import ProtocolError
 from telephony.codecs import float_to_pcm16, resample
 from telephony.registry import PLATFORM_CLIENTS as PLATFORMS
+from telephony.registry import client_headers
 
 FRAME_MS = 20
 LEAD_SILENCE_S = 0.3  # caller silence after the greeting before speaking
@@ -49,10 +52,13 @@ PACED_QUIET_S = 0.3  # paced platforms: no bot audio for this long = the prompt 
 TURN_TIMEOUT_S = 30.0  # stream time to wait for the bot's reply to one turn
 
 
-def _settings():
-    from voicebot.config import load_settings
+@dataclass(frozen=True)
+class Endpoints:
+    """Where the gateway listens, for URLs that do not say (voicebot fills it from its settings)."""
 
-    return load_settings()
+    http_port: int = 8080
+    audiosocket_host: str = "127.0.0.1"
+    audiosocket_port: int = 9092
 
 
 def load_audio(path: str | Path, rate: int) -> np.ndarray:
@@ -105,10 +111,12 @@ class CallResult:
 class SimulatedCall:
     def __init__(self, media_url: str, events_url: str | None, protocol: str = "twilio",
                  speed: float = 1.0, caller: str | None = "+4512345678", call_id: str | None = None,
-                 timeout_s: float = 120.0, credentials: Credentials | None = None) -> None:
+                 timeout_s: float = 120.0, credentials: Credentials | None = None,
+                 endpoints: Endpoints | None = None) -> None:
         if protocol not in PLATFORMS:
             raise ValueError(f"unknown protocol {protocol!r} (known: {', '.join(PLATFORMS)})")
         self.platform_cls = PLATFORMS[protocol]
+        self.endpoints = endpoints or Endpoints()
         self.protocol = protocol
         self.media_url = media_url
         self.speed = max(0.1, speed)
@@ -137,10 +145,10 @@ class SimulatedCall:
     @events_url.setter
     def events_url(self, url: str | None) -> None:
         # The event stream is on the HTTP server: a tcp:// media URL (AudioSocket) says
-        # nothing about its port, so take it from the settings.
+        # nothing about its port, so take it from the endpoints.
         if url and urlsplit(url).scheme == "tcp":
             parts = urlsplit(url)
-            url = urlunsplit(("ws", f"{parts.hostname}:{_settings().port}", parts.path, parts.query, ""))
+            url = urlunsplit(("ws", f"{parts.hostname}:{self.endpoints.http_port}", parts.path, parts.query, ""))
         self._events_url = url
 
     async def _connect(self):
@@ -149,8 +157,8 @@ class SimulatedCall:
             url = self.media_url
             parts = urlsplit(url)
             if parts.scheme != "tcp":  # the default ws://HOST:PORT/NAME: the configured TCP port
-                tel = _settings().telephony
-                url = f"tcp://{parts.hostname or tel.audiosocket_host}:{tel.audiosocket_port}"
+                ends = self.endpoints
+                url = f"tcp://{parts.hostname or ends.audiosocket_host}:{ends.audiosocket_port}"
             return await transport.open(url)
         platform_headers = getattr(self.platform_cls, "headers", None)
         headers = client_headers(self.protocol, self.media_url, self._credentials(),
@@ -159,10 +167,10 @@ class SimulatedCall:
 
     def _credentials(self) -> Credentials:
         if self.credentials is None:
-            from voicebot.secrets import load_credentials
-
             token = dict(parse_qsl(urlsplit(self._events_url or "").query)).get("token")
-            self.credentials = load_credentials(_settings(), token or None)
+            if not token:
+                raise ValueError("no credentials: give them, or an event-stream URL with ?token=SECRET")
+            self.credentials = Credentials(token)
         return self.credentials
 
     # -- bot → caller ------------------------------------------------------------------

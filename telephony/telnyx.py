@@ -29,6 +29,7 @@ import binascii
 import json
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -58,6 +59,7 @@ from telephony.codecs import (
     ulaw_decode,
     ulaw_encode,
 )  # fmt: skip
+from telephony.platform import Connection, Platform, bearer_check, bearer_sign
 from telephony.streams import (
     ReaderChannel,
     ReorderBuffer,
@@ -370,3 +372,19 @@ class TelnyxPlatform:
         if kind == "clear":
             return "clear", None
         raise ProtocolError(f"the bot sent an event Telnyx does not accept: {kind!r}")
+
+
+# -- the registry entry ----------------------------------------------------------------
+@dataclass(frozen=True)
+class TelnyxOptions:
+    reorder_frames: int = 5  # inbound media frames held back to restore sequence order (20 ms each)
+
+
+def _channel(ws, conn: Connection) -> TelnyxChannel:
+    return TelnyxChannel(ws, conn.options.reorder_frames, conn.limits)
+
+
+platform = Platform(
+    PLATFORM, client=TelnyxPlatform, channel=_channel, check=bearer_check(PLATFORM),
+    sign=bearer_sign(PLATFORM), options=TelnyxOptions,
+)

@@ -15,10 +15,13 @@ import base64
 import binascii
 import json
 from collections.abc import AsyncIterator
+from urllib.parse import urlsplit, urlunsplit
 from xml.sax.saxutils import escape, quoteattr
 
 import numpy as np
+from fastapi import APIRouter, HTTPException, Request, Response
 
+from telephony.auth import Credentials, NonceCache, twilio_signature, verify_twilio
 from telephony.base import (
     CLOSE_INVALID,
     CLOSE_UNSUPPORTED,
@@ -44,6 +47,7 @@ from telephony.codecs import (
     ulaw_decode,
     ulaw_encode,
 )  # fmt: skip
+from telephony.platform import Admission, Platform, Upgrade, WebhookSide, is_loopback_host
 from telephony.streams import close_ws, parse_json_object, send_ws
 
 PLATFORM = "twilio"
@@ -217,6 +221,15 @@ def connect_twiml(stream_url: str, action_url: str, caller: str | None) -> str:
     )
 
 
+def stream_url(base: str) -> str:
+    """The media stream's URL under the base URL Twilio reaches us at: wss://, except for a
+    plain-http loopback base (a local trial). Twilio refuses ws:// (error 31922), and a public
+    host seen over plain http is behind a TLS proxy that did not say so."""
+    parts = urlsplit(base)
+    scheme = "ws" if parts.scheme == "http" and is_loopback_host(parts.hostname) else "wss"
+    return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + "/twilio", "", ""))
+
+
 def enqueue_twiml(queue_name: str | None, goodbye: str) -> str:
     """TwiML for <Connect action>: put a routed caller in its forvaltning's Twilio queue."""
     if queue_name:
@@ -297,3 +310,57 @@ class TwilioPlatform:
         if kind == "clear":
             return "clear", None
         raise ProtocolError(f"the bot sent an event Twilio does not accept: {kind!r} (31951)")
+
+
+# -- the registry entry ----------------------------------------------------------------
+def check(upgrade: Upgrade, credentials: Credentials, nonces: NonceCache) -> Admission:
+    """X-Twilio-Signature over the wss:// URL of the upgrade (no parameters)."""
+    signature = upgrade.headers.get("x-twilio-signature")
+    if verify_twilio(credentials.token(PLATFORM), signature, upgrade.signed_urls):
+        return Admission()
+    return Admission(refused="X-Twilio-Signature missing or wrong")
+
+
+def sign(url: str, credentials: Credentials, headers: dict[str, str]) -> dict[str, str]:
+    return {**headers, "X-Twilio-Signature": twilio_signature(credentials.token(PLATFORM), url)}
+
+
+def webhooks(side: WebhookSide) -> APIRouter:
+    """Twilio's HTTP side: the incoming-call webhook (TwiML that streams the call to /twilio)
+    and the <Connect action> that puts a routed caller in its queue, both signed."""
+    router = APIRouter()
+
+    async def signed_form(request: Request) -> dict[str, str]:
+        form = await request.form()
+        params = [(k, v) for k, v in form.multi_items() if isinstance(v, str)]
+        token = side.credentials().token(PLATFORM)
+        if not verify_twilio(token, request.headers.get("x-twilio-signature"), side.signed_urls(request), params):
+            side.refused(request, "X-Twilio-Signature missing or wrong")
+            raise HTTPException(403, "X-Twilio-Signature missing or wrong")
+        return dict(params)
+
+    @router.post("/twilio/voice")
+    async def voice(request: Request) -> Response:
+        form = await signed_form(request)
+        base = side.public_base(request)
+        xml = connect_twiml(stream_url(base), base + "/twilio/action", form.get("From"))
+        return Response(xml, media_type="application/xml")
+
+    @router.post("/twilio/action")
+    async def action(request: Request) -> Response:
+        """<Enqueue> only while the call's record waits to be taken; a caller who is gone (or
+        was never routed) gets the goodbye and a hang-up."""
+        form = await signed_form(request)
+        call_sid = form.get("CallSid")
+        if not call_sid:
+            raise HTTPException(422, "CallSid missing")
+        queue = await side.queue_for(call_sid)
+        return Response(enqueue_twiml(queue, side.goodbye()), media_type="application/xml")
+
+    return router
+
+
+platform = Platform(
+    PLATFORM, client=TwilioPlatform, channel=lambda ws, conn: TwilioChannel(ws, conn.limits),
+    check=check, sign=sign, webhooks=webhooks,
+)

@@ -51,6 +51,7 @@ from telephony.codecs import (
     pcm16_to_float,
     resample,
 )  # fmt: skip
+from telephony.platform import Platform, bearer_check, bearer_sign
 from telephony.streams import (
     PacedPlayout,
     ReaderChannel,
@@ -232,3 +233,9 @@ class VonagePlatform:
         if msg.get("action") == "clear":
             return "clear", None
         raise ProtocolError(f"the bot sent a message Vonage does not accept: {message[:80]!r}")
+
+
+platform = Platform(
+    PLATFORM, client=VonagePlatform, channel=lambda ws, conn: VonageChannel(ws, conn.limits),
+    check=bearer_check(PLATFORM), sign=bearer_sign(PLATFORM),
+)

@@ -166,7 +166,7 @@ def main() -> None:
 
     settings = load_settings(None, data_dir=args.data_dir, max_calls=args.max_calls,
                              asr={"workers": 4, "max_pending": 64},
-                             telephony={"audiosocket_port": 0})
+                             telephony={"audiosocket_port": 0, "audiohook_playback": True})  # Audio Connector
     catalogue = load_catalogue(settings.catalogue)
     services = Services(
         settings=settings, catalogue=catalogue, vad=SileroVad() if args.vad == "silero" else SilentVad(),

@@ -113,7 +113,9 @@ class ScriptedAsr:
 
 
 def light_services(tmp_path: Path, catalogue, classifier, **telephony) -> Services:
-    settings = load_settings(None, data_dir=tmp_path, telephony={"audiosocket_port": 0, **telephony})
+    # audiohook_playback: the simulator's AudioHook side is an Audio Connector (it hears the bot).
+    settings = load_settings(None, data_dir=tmp_path,
+                             telephony={"audiosocket_port": 0, "audiohook_playback": True, **telephony})
     return Services(settings=settings, catalogue=catalogue, vad=SilentVad(),
                     asr=AsrPool(ScriptedAsr(), AsrSettings(workers=1)), classifier=classifier,
                     speaker=FakeSpeaker(), store=SqliteQueueStore(tmp_path / "q.db"), events=EventBus(),

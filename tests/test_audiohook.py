@@ -54,7 +54,7 @@ class Genesys:
         return await self.channel.on_message(data)
 
 
-def channel(api_key: str | None = "SGVsbG8sIEkgYW0gdGhlIEFQSSBrZXkh", playback: str = "auto",
+def channel(api_key: str | None = "SGVsbG8sIEkgYW0gdGhlIEFQSSBrZXkh", playback: bool = False,
             headers: dict | None = None) -> tuple[AudioHookChannel, Genesys]:
     ch = AudioHookChannel(FakeWebSocket(end=False, headers=HEADERS if headers is None else headers),
                           api_key, playback)
@@ -257,9 +257,25 @@ def test_listen_only_session_cannot_play_prompts():
     assert ch.ws.binaries == []
 
 
+def test_bot_audio_is_never_guessed_from_input_variables():
+    """issue 13 #11: the reference Monitor client sends inputVariables and answers audio it did
+    not ask for with error 415; audio goes out only when the setting says so."""
+
+    async def scenario():
+        ch = AudioHookChannel(FakeWebSocket(end=False, headers=HEADERS), "SGVsbG8sIEkgYW0gdGhlIEFQSSBrZXkh")
+        genesys = Genesys(ch)  # the channel's default: playback not configured
+        await genesys.send("open", {**OPEN_PARAMS, "inputVariables": {"lang": "da"}})
+        await ch.play(np.zeros(16000, np.float32), "greeting-1.0")
+        return ch, await ch.inbox.get()
+
+    ch, played = asyncio.run(scenario())
+    assert not ch.can_play and ch.ws.binaries == []
+    assert played == Played("greeting-1.0", interrupted=True)
+
+
 def test_audio_connector_session_gets_paced_pcmu_and_barge_in_events():
     async def scenario():
-        ch, genesys = channel()
+        ch, genesys = channel(playback=True)  # telephony.audiohook_playback: an Audio Connector integration
         await genesys.send("open", {**OPEN_PARAMS, "inputVariables": {"lang": "da"}})
         await ch.play(np.zeros(16000, np.float32), "greeting-1.0")  # 1 s = 5 messages of 200 ms
         await asyncio.sleep(0.25)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import json
 import time
 import uuid
@@ -23,6 +24,7 @@ from telephony.audiosocket import (
     serve,
     source_allowed,
 )
+from telephony.registry import WEBSOCKET_CHANNELS, client_headers
 from tests.telephony_fakes import ServedApp, keypad_call, light_services
 
 # Twilio's worked example ("Webhooks security"): auth token 12345.
@@ -97,15 +99,16 @@ def test_audiohook_signature_expires_and_cannot_be_replayed():
 
 
 def test_the_platform_side_signs_what_the_server_checks():
-    creds = auth.Credentials("s" * 43, "t" * 43, "k" * 43, base64.b64encode(b"x" * 32).decode())
-    headers = auth.client_headers("audiohook", "ws://127.0.0.1:8080/audiohook", creds,
+    creds = auth.Credentials("s" * 43, {"twilio": "t" * 43, "audiohook": "k" * 43},
+                             {"audiohook": base64.b64encode(b"x" * 32).decode()})
+    headers = client_headers("audiohook", "ws://127.0.0.1:8080/audiohook", creds,
                                   {"Audiohook-Organization-Id": "o", "Audiohook-Session-Id": "s",
                                    "Audiohook-Correlation-Id": "c"})
     lower = {k.lower(): v for k, v in headers.items()}
     auth.verify_audiohook_signature(lower, "/audiohook", ["127.0.0.1:8080"], "k" * 43, creds.audiohook_client_secret)
-    twilio = auth.client_headers("twilio", "ws://127.0.0.1:8080/twilio", creds)
+    twilio = client_headers("twilio", "ws://127.0.0.1:8080/twilio", creds)
     assert auth.verify_twilio("t" * 43, twilio["X-Twilio-Signature"], ["ws://127.0.0.1:8080/twilio"])
-    assert auth.client_headers("vonage", "ws://x/vonage", creds) == {"Authorization": "Bearer " + "s" * 43}
+    assert client_headers("vonage", "ws://x/vonage", creds) == {"Authorization": "Bearer " + creds.token("vonage")}
 
 
 def test_bearer_tokens_from_header_basic_or_query():
@@ -207,7 +210,7 @@ def test_audiohook_signature_is_required_once_a_client_secret_is_set(tmp_path, c
     with ServedApp(services) as served:
         call, result = keypad_call(served, "audiohook", "2")  # signs: the credentials carry the secret
         assert result.turns[0].forvaltning == "TMF"
-        unsigned = auth.Credentials(served.secret, served.secret, served.secret, None)
+        unsigned = dataclasses.replace(served.credentials, client_secrets={})
         call = SimulatedCall(served.media_url("audiohook"), None, protocol="audiohook", speed=4.0, timeout_s=10,
                              credentials=unsigned)
         call.events_url = served.events_url(call.call_id)
@@ -290,25 +293,52 @@ def test_twilio_webhooks_need_their_signature(tmp_path, catalogue, classifier):
         assert client.post("/twilio/action", data=form, headers={"X-Twilio-Signature": action}).status_code == 200
 
 
-def test_every_secret_defaults_to_the_generated_one(tmp_path):
+def test_every_platform_credential_is_derived_from_the_generated_secret_for_it_alone(tmp_path):
     from voicebot.config import load_settings
     from voicebot.secrets import load_credentials
 
     creds = load_credentials(load_settings(None, data_dir=tmp_path))
     secret = (tmp_path / "secret").read_text().strip()
     assert len(secret) >= 40 and (tmp_path / "secret").stat().st_mode & 0o777 == 0o600
-    assert creds.twilio_auth_token == creds.audiohook_api_key == secret
-    assert all(creds.token(p) == secret for p in auth.BEARER_PLATFORMS)
+    # issue 13 #10: one distinct credential per platform and purpose, none of them the master secret
+    names = sorted(WEBSOCKET_CHANNELS)
+    own = [creds.token(p) for p in names]
+    assert creds.twilio_auth_token == creds.token("twilio") == auth.derive_token(secret, "media:twilio")
+    assert creds.audiohook_api_key == creds.token("audiohook")
+    assert len({*own, secret, creds.softphone_token}) == len(names) + 2
+    assert load_credentials(load_settings(None, data_dir=tmp_path)) == creds  # `voicebot call` derives the same
     configured = load_credentials(load_settings(None, data_dir=tmp_path, security={
         "twilio_auth_token": "twilio-auth-token-0123456789", "media_tokens": {"vonage": "vonage-token-0123456789"}}))
     assert configured.twilio_auth_token == "twilio-auth-token-0123456789"
-    assert configured.token("vonage") == "vonage-token-0123456789" and configured.token("raw") == secret
+    assert configured.token("vonage") == "vonage-token-0123456789" and configured.token("raw") == creds.token("raw")
+
+
+@pytest.mark.parametrize("protocol", ["twilio", "vonage", "telnyx", "asterisk", "raw"])
+def test_a_platform_credential_opens_its_own_endpoint_only(served, protocol):
+    """issue 13 #10: a leaked vendor URL with ?token= reads no other platform, no call's events, no queue."""
+    import urllib.error
+    import urllib.request
+
+    token = served.credentials.token(protocol)
+    for other in ["twilio", "vonage", "telnyx", "asterisk", "raw"]:
+        if other != protocol:
+            status = asyncio.run(_upgrade_status(f"{served.media_url(other)}?token={token}",
+                                                 {"Authorization": f"Bearer {token}"}))
+            assert status == 401, other
+    events = f"ws://127.0.0.1:{served.port}/calls/*/events?token={token}"
+    assert asyncio.run(_upgrade_status(events)) == 403
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"http://127.0.0.1:{served.port}/api/queues?token={token}", timeout=5)
+    assert refused.value.code == 401
+    # ... and the master secret opens no media endpoint
+    assert asyncio.run(_upgrade_status(f"{served.media_url('vonage')}?token={served.secret}")) == 401
 
 
 def test_signature_time_window_is_checked_against_now():
-    creds = auth.Credentials("s" * 43, "t" * 43, "k" * 43, base64.b64encode(b"y" * 32).decode())
+    creds = auth.Credentials("s" * 43, {"twilio": "t" * 43, "audiohook": "k" * 43},
+                             {"audiohook": base64.b64encode(b"y" * 32).decode()})
     headers = {"Audiohook-Organization-Id": "o", "Audiohook-Session-Id": "s", "Audiohook-Correlation-Id": "c"}
-    signed = auth.client_headers("audiohook", "ws://h:1/audiohook", creds, headers)
+    signed = client_headers("audiohook", "ws://h:1/audiohook", creds, headers)
     lower = {k.lower(): v for k, v in signed.items()}
     auth.verify_audiohook_signature(lower, "/audiohook", ["h:1"], "k" * 43, creds.audiohook_client_secret,
                                     now=time.time() + 5)

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import websockets
 
-from telephony import auth
 from telephony.audiosocket import KIND_AUDIO, KIND_HANGUP, KIND_UUID, TcpConnection, pack
+from telephony.registry import client_headers
 from telephony.simulator import SimulatedCall
 from tests.telephony_fakes import ServedApp, light_services
 
@@ -80,7 +80,7 @@ def served(tmp_path_factory, catalogue, classifier):
 
 
 def auth_headers(served: ServedApp, protocol: str) -> dict[str, str]:
-    return auth.client_headers(protocol, served.media_url(protocol), served.credentials)
+    return client_headers(protocol, served.media_url(protocol), served.credentials)
 
 
 async def send_garbage(served: ServedApp, protocol: str, messages: list) -> tuple[int | None, list]:
@@ -135,7 +135,7 @@ def test_audiohook_garbage_is_answered_with_disconnect_error(served):
     from telephony.audiohook import AudioHookPlatform
 
     async def scenario():
-        headers = auth.client_headers("audiohook", served.media_url("audiohook"), served.credentials,
+        headers = client_headers("audiohook", served.media_url("audiohook"), served.credentials,
                                       AudioHookPlatform.headers("probe"))
         async with websockets.connect(served.media_url("audiohook"), additional_headers=headers) as ws:
             await ws.send(json.dumps({"version": "2", "type": "open", "seq": 7, "id": str(uuid.uuid4())}))
@@ -266,7 +266,7 @@ def test_a_caller_cut_off_mid_utterance_leaves_nothing_behind(tmp_path, speaker)
 
         async def cut_off(n: int) -> None:
             url = server.url("/twilio")
-            async with websockets.connect(url, additional_headers=auth.client_headers("twilio", url, creds)) as ws:
+            async with websockets.connect(url, additional_headers=client_headers("twilio", url, creds)) as ws:
                 await ws.send(json.dumps({**START_TWILIO, "streamSid": f"MZ{n}", "start": {
                     **START_TWILIO["start"], "streamSid": f"MZ{n}", "callSid": f"CAcut{n}"}}))
                 for i in range(0, len(speech) * 2 // 3, 160):  # two thirds of the sentence, fast

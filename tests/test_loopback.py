@@ -43,10 +43,12 @@ def test_audiohook_hand_off_carries_output_variables(served):
     assert ("control", "closed") in result.platform_events  # disconnect → close → closed
 
 
-def test_listen_only_audiohook_routes_without_bot_audio(served):
-    call, result = keypad_call(served, "audiohook", "2", audio_connector=False)
-    assert result.turns[0].forvaltning == "TMF"
-    assert len(result.reply_audio) == 0  # AudioHook Monitor: the bot cannot be heard
+def test_listen_only_audiohook_routes_without_bot_audio(tmp_path, catalogue, classifier):
+    services = light_services(tmp_path, catalogue, classifier, audiosocket_enabled=False, audiohook_playback=False)
+    with ServedApp(services) as served:  # an AudioHook Monitor integration: playback not configured
+        call, result = keypad_call(served, "audiohook", "2", audio_connector=False)
+        assert result.turns[0].forvaltning == "TMF"
+        assert len(result.reply_audio) == 0  # AudioHook Monitor: the bot cannot be heard
     assert all(e.get("interrupted") for e in result.events if e["type"] == "played")
 
 

@@ -1,30 +1,28 @@
-"""The gateway: a FastAPI app with the platforms' media endpoints, the live event stream,
-the queues and health/metrics. Models are loaded once at start (lifespan) and shared.
+"""The gateway: a FastAPI app with the platforms' media endpoints (voicebot.gateway, from
+telephony.registry), the live event stream, the queues and health/metrics. Models are loaded
+once at start (lifespan) and shared.
 
 Nothing here runs open (SECURITY.md): every media endpoint checks its platform's credentials
-on the upgrade (telephony.auth), the Twilio webhooks their signature, the event stream and the
-queue API the shared secret, and the console its own login.
+on the upgrade, the Twilio webhooks their signature, the event stream and the queue API the
+master secret, and the console its own login.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 from contextlib import asynccontextmanager
-from urllib.parse import urlsplit
 
 from fastapi import FastAPI, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from telephony import auth, twilio
-from telephony import gateway as telephony_gateway
-from telephony.base import Limits, MediaChannel, ProtocolError
-from telephony.registry import WEBSOCKET_CHANNELS, Connection
-from voicebot import __version__, console, metrics
+from telephony import auth
+from telephony.base import ProtocolError
+from voicebot import __version__, console, gateway, metrics
 from voicebot.config import ConfigError, Settings
+from voicebot.gateway import AdmittedChannel, CallIds, refuse_upgrade
 from voicebot.privacy import install_log_masking
 from voicebot.queues import maintenance as queue_maintenance
 from voicebot.secrets import load_credentials, load_or_create_secret
@@ -32,47 +30,7 @@ from voicebot.services import Services, load_services
 from voicebot.session import CallSession
 
 log = logging.getLogger("voicebot.app")
-MAX_SOFTPHONE_CALLS = 64  # softphone calls whose events the softphone token may follow
-
-
-def _peer(conn: Request | WebSocket) -> str:
-    return conn.client.host if conn.client else "unknown"
-
-
-def request_urls(conn: Request | WebSocket, public_url: str | None) -> list[str]:
-    """The URLs a platform may have signed for this request: as the request shows it (and
-    its TLS form, for a TLS proxy that does not say so), and under the public URL."""
-    scope = conn.scope
-    target = scope.get("raw_path", scope["path"].encode()).decode("latin-1")
-    if scope.get("query_string"):
-        target += "?" + scope["query_string"].decode("latin-1")
-    websocket = scope["type"] == "websocket"
-    plain, tls = ("ws", "wss") if websocket else ("http", "https")
-    host = conn.headers.get("host", "")
-    urls = [f"{scope.get('scheme', plain)}://{host}{target}", f"{tls}://{host}{target}"]
-    if public_url:
-        public = urlsplit(public_url)
-        scheme = {"https": tls, "http": plain}.get(public.scheme, public.scheme)
-        urls.append(f"{scheme}://{public.netloc}{public.path.rstrip('/')}{target}")
-    return list(dict.fromkeys(urls))
-
-
-def is_local_request(request: Request) -> bool:
-    """A browser on this machine talking to us directly: loopback peer, a loopback Host (not a
-    DNS-rebound name) and no proxy in between."""
-    if any(h in request.headers for h in ("forwarded", "x-forwarded-for", "x-forwarded-host", "x-real-ip", "via")):
-        return False
-    host = urlsplit("//" + request.headers.get("host", "")).hostname or ""
-    try:
-        peer_ok = request.client is not None and ipaddress.ip_address(request.client.host).is_loopback
-    except ValueError:
-        peer_ok = False
-    if host == "localhost":
-        return peer_ok
-    try:
-        return peer_ok and ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+ALL_CALLS_PATH = "*"  # /calls/*/events: every call (the master secret only)
 
 
 def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
@@ -82,7 +40,6 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         raise ConfigError("privacy.record_audio: audio recording is not implemented in this build "
                           f"(purpose given: {settings.privacy.recording_purpose!r}); nothing would be recorded")
     install_log_masking()
-    limits = Limits.from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -91,21 +48,28 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         app.state.secret = load_or_create_secret(settings.data_dir)
         app.state.credentials = load_credentials(settings, app.state.secret)
         app.state.nonces = auth.NonceCache()
-        app.state.softphone_calls = {}  # call id → None, insertion-ordered (bounded)
+        app.state.call_ids = CallIds(app.state.services.store.get)
+        if not settings.public_url:
+            log.warning("public_url is not set: Twilio's media stream URL is taken from each webhook's "
+                        "Host and offered as wss:// (Twilio refuses ws://); set public_url to the https:// "
+                        "address Twilio reaches this gateway at")
         log.info("voicebot %s ready on %s:%d", __version__, settings.host, settings.port)
         loaded = app.state.services
         upkeep = queue_maintenance.running(loaded.store, settings, loaded.catalogue.forvaltninger)
-        async with upkeep, console.running(app):  # stale claims and retention, console or not
+        # Stale claims and retention run whether or not anyone opens the console.
+        async with upkeep, gateway.servers(app, settings, run_channel), console.running(app):
             yield
         app.state.services.close()
 
-    app = FastAPI(title="voicebot", version=__version__, lifespan=lifespan)
+    # The API schema and its pages are not for callers or scanners: off (SECURITY.md).
+    app = FastAPI(title="voicebot", version=__version__, lifespan=lifespan,
+                  docs_url=None, redoc_url=None, openapi_url=None)
     app.include_router(console.router)
 
     def svc(request_or_ws) -> Services:
         return request_or_ws.app.state.services
 
-    async def run_channel(channel: MediaChannel) -> None:
+    async def run_channel(channel: AdmittedChannel) -> None:
         """One call on any transport. At capacity the caller is told and routed to a
         person without speech recognition (CallSession.refuse), never left in silence. A
         protocol error is logged and closes only this call, with the protocol's own signal."""
@@ -131,137 +95,61 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
             log.exception("%s call %s failed", channel.platform, session.call_id or "(not started)")
             with contextlib.suppress(Exception):
                 await channel.hang_up()
+        finally:
+            channel.release()
 
-    # -- who may connect ----------------------------------------------------------------
-    def media_auth(name: str, ws: WebSocket) -> tuple[str | None, Connection]:
-        """(why the upgrade is refused or None, what the channel needs to know)."""
-        creds: auth.Credentials = ws.app.state.credentials
-        conn = Connection(limits, creds)
-        if name == "twilio":
-            signature = ws.headers.get("x-twilio-signature")
-            if not auth.verify_twilio(creds.twilio_auth_token, signature, request_urls(ws, settings.public_url)):
-                return "X-Twilio-Signature missing or wrong", conn
-        elif name == "audiohook":
-            # X-API-KEY is checked at the open, where AudioHook expects "unauthorized".
-            if creds.audiohook_client_secret:
-                hosts = [ws.headers.get("host", "")]
-                if settings.public_url:
-                    hosts.append(urlsplit(settings.public_url).netloc)
-                try:
-                    auth.verify_audiohook_signature(
-                        ws.headers, auth.request_target(str(ws.url)), hosts, creds.audiohook_api_key,
-                        creds.audiohook_client_secret, nonces=ws.app.state.nonces)
-                except auth.SignatureError as exc:
-                    return None, Connection(limits, creds, auth_error=f"signature: {exc}")
-        else:
-            token = auth.presented_token(ws.headers, ws.scope.get("query_string", b"").decode("latin-1"))
-            if name == "raw" and auth.equal(token, creds.softphone_token):
-                calls = ws.app.state.softphone_calls
+    async def queue_for(call_id: str) -> str | None:
+        """The queue a caller is put in by the platform: only while its record still waits to
+        be taken (an abandoned or missing record gets a goodbye, not a phantom queue entry)."""
+        record = await asyncio.to_thread(app.state.services.store.get, call_id)
+        if record is None or record.status not in gateway.WAITING_STATUSES:
+            return None
+        return app.state.services.catalogue.queue_name(record.forvaltning)
 
-                def followed(call_id: str) -> None:  # the softphone may follow this call's events
-                    calls[call_id] = None
-                    while len(calls) > MAX_SOFTPHONE_CALLS:
-                        calls.pop(next(iter(calls)))
-
-                return None, Connection(limits, creds, on_start=followed)
-            if not auth.equal(token, creds.token(name)):
-                return "bearer token missing or wrong", conn
-        return None, conn
-
-    async def refuse_upgrade(ws: WebSocket, endpoint: str, why: str) -> None:
-        metrics.AUTH_FAILURES.labels(endpoint).inc()
-        log.warning("refused a %s connection from %s: %s", endpoint, _peer(ws), why)
-        try:
-            await ws.send_denial_response(PlainTextResponse("unauthorized\n", 401))
-        except RuntimeError:  # a server without the denial-response extension: HTTP 403
-            await ws.close(1008)
-
-    # -- media endpoints, one per platform (telephony.registry) --------------------------
-    def media_endpoint(name: str, factory):
-        async def endpoint(ws: WebSocket) -> None:
-            why, conn = media_auth(name, ws)
-            if why is not None:
-                await refuse_upgrade(ws, name, why)
-                return
-            await ws.accept()
-            channel = factory(ws, settings, conn)
-            try:
-                await run_channel(channel)
-            finally:
-                if conn.on_start is not None and getattr(channel, "call_id", None):
-                    ws.app.state.softphone_calls.pop(channel.call_id, None)
-
-        return endpoint
-
-    for name, factory in WEBSOCKET_CHANNELS.items():
-        app.add_api_websocket_route(f"/{name}", media_endpoint(name, factory), name=f"media-{name}")
-    telephony_gateway.mount(app, settings, run_channel)
-
-    # -- Twilio's HTTP side: the incoming-call webhook and the hand-off action ----------
-    async def twilio_form(request: Request) -> dict[str, str]:
-        """The webhook's form, once its X-Twilio-Signature is checked (403 otherwise)."""
-        form = await request.form()
-        params = [(k, v) for k, v in form.multi_items() if isinstance(v, str)]
-        creds: auth.Credentials = request.app.state.credentials
-        if not auth.verify_twilio(creds.twilio_auth_token, request.headers.get("x-twilio-signature"),
-                                  request_urls(request, settings.public_url), params):
-            metrics.AUTH_FAILURES.labels(request.url.path).inc()
-            log.warning("refused %s from %s: X-Twilio-Signature missing or wrong", request.url.path,
-                        _peer(request))
-            raise HTTPException(403, "X-Twilio-Signature missing or wrong")
-        return dict(params)
-
-    @app.post("/twilio/voice")
-    async def twilio_voice(request: Request) -> Response:
-        form = await twilio_form(request)
-        base = settings.public_url or str(request.base_url).rstrip("/")
-        stream_url = base.replace("https://", "wss://").replace("http://", "ws://") + "/twilio"
-        xml = twilio.connect_twiml(stream_url, base + "/twilio/action", form.get("From"))
-        return Response(xml, media_type="application/xml")
-
-    @app.post("/twilio/action")
-    async def twilio_action(request: Request) -> Response:
-        form = await twilio_form(request)
-        call_sid = form.get("CallSid")
-        if not call_sid:
-            raise HTTPException(422, "CallSid missing")
-        record = await asyncio.to_thread(svc(request).store.get, call_sid)
-        catalogue = svc(request).catalogue
-        queue = catalogue.queue_name(record.forvaltning) if record else None
-        return Response(twilio.enqueue_twiml(queue, catalogue.prompts["goodbye"]), media_type="application/xml")
+    gateway.mount(app, settings, run_channel, queue_for, lambda: app.state.services.catalogue.prompts["goodbye"])
 
     # -- live call events ------------------------------------------------------------
-    def may_follow(ws: WebSocket, call_id: str, token: str) -> bool:
-        creds: auth.Credentials = ws.app.state.credentials
-        if auth.equal(token, creds.secret):
-            return True
-        return auth.equal(token, creds.softphone_token) and call_id in ws.app.state.softphone_calls
-
     @app.websocket("/calls/{call_id}/events")
     async def call_events(ws: WebSocket, call_id: str, token: str = Query("")) -> None:
-        if not may_follow(ws, call_id, token):
-            metrics.AUTH_FAILURES.labels("events").inc()
-            log.warning("refused an event stream for call %s to %s: token missing or wrong", call_id[:64], _peer(ws))
-            await ws.close(1008)
+        """The master secret opens any call's events (and /calls/*/events, every call's); the
+        softphone token only those of a live call the softphone itself started, until it ends."""
+        creds: auth.Credentials = ws.app.state.credentials
+        ended: asyncio.Event | None = None
+        if auth.equal(token, creds.secret):
+            key = None if call_id == ALL_CALLS_PATH else call_id
+        elif auth.equal(token, creds.softphone_token) and call_id in ws.app.state.call_ids.softphone:
+            key, ended = call_id, ws.app.state.call_ids.softphone[call_id]
+        else:
+            await refuse_upgrade(ws, "events", f"token missing or wrong for call {call_id[:64]!r}", 403)
             return
         await ws.accept()
 
         async def forward() -> None:
-            async for event in svc(ws).events.subscribe(call_id):
+            async for event in svc(ws).events.subscribe(key):
                 async with asyncio.timeout(settings.security.send_timeout_s):  # a follower that stopped reading
                     await ws.send_json(event)
+                if ended is not None and event["type"] == "call_ended":
+                    return
+
+        async def until_ended() -> None:  # the softphone's call has ended: its events end with it
+            if ended is not None:
+                await ended.wait()
+                await asyncio.wait({sender}, timeout=settings.security.send_timeout_s)  # call_ended goes out
+                await ws.close()
 
         # Stop forwarding as soon as the subscriber goes away, not at the next event.
         sender = asyncio.create_task(forward())
+        closer = asyncio.create_task(until_ended())
         try:
             while (await ws.receive())["type"] != "websocket.disconnect":
                 pass
         except (WebSocketDisconnect, RuntimeError):
             pass
         finally:
-            sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError, TimeoutError):
-                await sender
+            for task in (sender, closer):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError, TimeoutError):
+                    await task
 
     # -- queues, health, metrics ------------------------------------------------------
     @app.get("/api/queues")
@@ -269,6 +157,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         given = token or auth.presented_token(request.headers, "") or ""
         if not auth.equal(given, request.app.state.secret):
             metrics.AUTH_FAILURES.labels("api-queues").inc()
+            log.warning("refused /api/queues from %s: token missing or wrong", gateway.peer(request))
             raise HTTPException(401, "token required")
         store = svc(request).store
         waiting = await asyncio.to_thread(store.waiting)

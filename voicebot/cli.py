@@ -62,17 +62,18 @@ def cmd_call(args: argparse.Namespace) -> int:
     import soundfile as sf
 
     from telephony.simulator import PLATFORMS, SimulatedCall, load_audio
-    from voicebot.secrets import load_or_create_secret
+    from voicebot.gateway import endpoints
+    from voicebot.secrets import load_credentials
 
     if not args.audio and not args.dtmf:
         print("voicebot call: give caller audio files, --dtmf keys, or both", file=sys.stderr)
         return 2
     settings = _settings(args)
     url = args.url or f"ws://{settings.host}:{settings.port}/{args.protocol}"
-    token = load_or_create_secret(settings.data_dir)
+    credentials = load_credentials(settings)  # as the gateway derives them: each platform's own
     call = SimulatedCall(url, None, protocol=args.protocol, speed=args.speed, caller=args.caller,
-                         timeout_s=args.timeout)
-    call.events_url = _events_url(url, call.call_id, token)
+                         timeout_s=args.timeout, credentials=credentials, endpoints=endpoints(settings))
+    call.events_url = _events_url(url, call.call_id, credentials.secret)
     rate = PLATFORMS[args.protocol].wire_rate
     turns = [load_audio(path, rate) for path in args.audio]
     result = asyncio.run(call.run(turns, digits=args.dtmf or ""))

@@ -86,17 +86,18 @@ class TtsSettings(Section):
 
 
 class TelephonySettings(Section):
-    """Platform endpoints beyond the WebSocket routes (telephony/gateway.py, telephony/*.py)."""
+    """The platforms' options (voicebot.gateway.platform_options fills each platform's options
+    dataclass from the fields named `<platform>_<option>`)."""
 
     # Asterisk AudioSocket: a plain TCP server next to the HTTP one. Port 0 = any free port.
     audiosocket_enabled: bool = True
     audiosocket_host: str = "127.0.0.1"
     audiosocket_port: int = Field(9092, ge=0, le=65535)
-    # Genesys AudioHook: the X-API-KEY Genesys must send. None: data_dir/secret (never open).
+    # Genesys AudioHook: the X-API-KEY Genesys must send. None: derived from data_dir/secret.
     audiohook_api_key: str | None = None
-    # Bot audio back to Genesys: "auto" only for Audio Connector sessions (the open message
-    # carries inputVariables), "on"/"off" force it. AudioHook Monitor is listen-only.
-    audiohook_playback: Literal["auto", "on", "off"] = "auto"
+    # Bot audio back to Genesys: true only for an Audio Connector integration (bidirectional).
+    # AudioHook Monitor is listen-only and refuses audio it did not ask for; never guessed.
+    audiohook_playback: bool = False
     # chan_websocket: send ANSWER after MEDIA_START (needed when Dial uses the n option; harmless otherwise).
     asterisk_answer: bool = True
     # Telnyx: inbound media frames held back to restore sequence order (20 ms each).
@@ -104,14 +105,18 @@ class TelephonySettings(Section):
 
 
 class SecuritySettings(Section):
-    """Who may connect and what one connection may cost (SECURITY.md). Every secret left
-    unset here is the generated one in data_dir/secret, so nothing runs open."""
+    """Who may connect and what one connection may cost (SECURITY.md). Every platform secret
+    left unset here is derived from the generated master secret in data_dir/secret for that
+    platform alone, so nothing runs open and no platform's credential opens another endpoint."""
 
     # Twilio: the account's auth token, which signs X-Twilio-Signature on the media WebSocket
-    # upgrade and the webhooks. None: data_dir/secret (local trials; `voicebot call` signs with it).
+    # upgrade and the webhooks. None: derived from data_dir/secret (local trials; `voicebot
+    # call` signs with it).
     twilio_auth_token: str | None = None
-    # Bearer token per platform (vonage, telnyx, asterisk, raw): `Authorization: Bearer T` or
-    # `?token=T`. A platform not listed uses data_dir/secret.
+    # Credential per platform by name (telephony.registry): the bearer token of vonage, telnyx,
+    # asterisk, raw (`Authorization: Bearer T` or `?token=T`); for twilio and audiohook the
+    # settings twilio_auth_token and telephony.audiohook_api_key win when set. A platform not
+    # listed uses one derived from data_dir/secret for it alone.
     media_tokens: dict[str, str] = {}
     # Genesys AudioHook: the client secret (base64, as Genesys shows it) that signs the upgrade
     # request (HTTP message signatures). None: only X-API-KEY is checked.
@@ -128,10 +133,13 @@ class SecuritySettings(Section):
 
     @model_validator(mode="after")
     def _known_platforms(self) -> SecuritySettings:
-        unknown = sorted(set(self.media_tokens) - {"vonage", "telnyx", "asterisk", "raw"})
+        from telephony.registry import PLATFORMS  # the one list of platform names
+
+        known = sorted(name for name, p in PLATFORMS.items() if p.check is not None)
+        unknown = sorted(set(self.media_tokens) - set(known))
         if unknown:
-            raise ValueError(f"security.media_tokens: no bearer token is used by {', '.join(unknown)} "
-                             "(twilio: twilio_auth_token, audiohook: telephony.audiohook_api_key)")
+            raise ValueError(f"security.media_tokens: no platform named {', '.join(unknown)} "
+                             f"(known: {', '.join(known)})")
         short = sorted(k for k, v in self.media_tokens.items() if len(v) < 16)
         if short or (self.twilio_auth_token is not None and len(self.twilio_auth_token) < 16):
             raise ValueError("media tokens and the Twilio auth token must be at least 16 characters")

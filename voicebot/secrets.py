@@ -1,9 +1,10 @@
 """The shared secret for local endpoints (event stream, queue API, media connections).
 
 The embedded default generates a random secret on first start and keeps it in
-data_dir/secret (mode 0600), rather than running open; every media endpoint uses it unless
-its own secret is configured (telephony.auth.Credentials.from_settings), and `voicebot call`
-reads the same file, so it authenticates as the platform would. Rotate it by deleting the file
+data_dir/secret (mode 0600), rather than running open. It opens the event streams and the
+queue API; every media endpoint whose own secret is not configured uses a credential derived
+from it for that platform alone (telephony.auth.Credentials.token), and `voicebot call` reads
+the same file and derives the same credentials, so it authenticates as the platform would. Rotate it by deleting the file
 and restarting (then reconfigure the platforms that use it); see SECURITY.md.
 """
 
@@ -14,6 +15,7 @@ import secrets
 from pathlib import Path
 
 from telephony.auth import Credentials
+from voicebot.config import Settings
 
 
 def load_or_create_secret(data_dir: Path) -> str:
@@ -40,6 +42,14 @@ def load_or_create_secret(data_dir: Path) -> str:
     return token
 
 
-def load_credentials(settings, secret: str | None = None) -> Credentials:
-    """Every media endpoint's secret: configured ones, else the generated shared secret."""
-    return Credentials.from_settings(settings, secret or load_or_create_secret(settings.data_dir))
+def load_credentials(settings: Settings, secret: str | None = None) -> Credentials:
+    """Every media endpoint's credential: the configured ones (security.media_tokens,
+    security.twilio_auth_token, telephony.audiohook_api_key), the others derived from the
+    master secret."""
+    sec = settings.security
+    configured = {**sec.media_tokens, "twilio": sec.twilio_auth_token or sec.media_tokens.get("twilio"),
+                  "audiohook": settings.telephony.audiohook_api_key or sec.media_tokens.get("audiohook")}
+    client_secrets = {"audiohook": sec.audiohook_client_secret}
+    return Credentials(secret or load_or_create_secret(settings.data_dir),
+                       configured={k: v for k, v in configured.items() if v},
+                       client_secrets={k: v for k, v in client_secrets.items() if v})
