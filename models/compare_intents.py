@@ -45,6 +45,7 @@ import numpy as np
 import onnxruntime as ort
 from tqdm import tqdm
 
+from models.evaluation import ACTS, first_turns_of, intent_metrics
 from models.intent_data import INTENTS_DIR, Example, load_heldout, load_utterances
 from models.train_intents import (
     AsrExample,
@@ -61,7 +62,6 @@ from models.train_intents import (
 from voicebot.catalogue import load_catalogue
 from voicebot.config import PROJECT_ROOT, DialogueSettings, Settings
 from voicebot.dialogue import DialoguePolicy
-from voicebot.evaluation import ACTS, first_turns_of, intent_metrics
 from voicebot.understanding import IntentClassifier, IntentModel, normalize, softmax
 
 SEED = 0
@@ -461,7 +461,7 @@ def oof_scores(family: Family, data: Data, variant: Variant, step: Callable[[], 
 
 
 def macro_f1(gold: np.ndarray, pred: np.ndarray, n_classes: int) -> float:
-    """Macro-F1 over the classes present in `gold` (as voicebot.evaluation.intent_metrics)."""
+    """Macro-F1 over the classes present in `gold` (as models.evaluation.intent_metrics)."""
     confusion = np.bincount(gold * n_classes + pred, minlength=n_classes * n_classes)
     confusion = confusion.reshape(n_classes, n_classes).astype(float)
     tp = np.diag(confusion)

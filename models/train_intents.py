@@ -32,8 +32,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 
+from models.evaluation import normalize_danish
 from models.intent_data import INTENTS_DIR, Example, load_utterances
-from voicebot.evaluation import normalize_danish
 from voicebot.understanding import softmax, text_features
 
 N_FOLDS = 5

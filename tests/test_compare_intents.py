@@ -22,6 +22,7 @@ from models.compare_intents import (
     torch_available,
     write_section,
 )
+from models.evaluation import first_turn, intent_metrics
 from models.intent_data import Example
 from models.train_intents import (
     AsrExample,
@@ -32,7 +33,6 @@ from models.train_intents import (
     sentence_folds,
     sentence_of,
 )
-from voicebot.evaluation import first_turn, intent_metrics
 
 
 def _asr(text: str, intent: str, source: str, cer: float) -> AsrExample:

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from voicebot.evaluation import (
+from models.evaluation import (
     error_rates,
     expected_calibration_error,
     intent_metrics,
