@@ -8,7 +8,7 @@ spoken from it always share a fold, else the transcripts' written twins leak int
 validation scores and the temperature comes out too confident. Export: intent.onnx (counts →
 TF-IDF → class scores) + intent.json (vocabulary, classes, temperature, provenance).
 
-Family and training data are the ones models/compare_intents.py picked by its rule
+Family and training data are the ones models/compare_intents/ picked by its rule
 (intents/RESULTS.md): this family on the written utterances plus every ASR transcript of them
 (intents/asr/train_asr.tsv) at sample weight 0.5. Against the written-only model that doubles
 macro-F1 on held-back ASR transcripts (0.09 → 0.19) for −0.013 on clean text, and cuts the
