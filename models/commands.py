@@ -132,10 +132,11 @@ def add_eval_intents(sub: Subparsers) -> None:
 
 def _labelled_rows(args: argparse.Namespace, settings: Settings) -> list[tuple[str, str]]:
     """(text, intent) pairs: the TSV's, or with --audio the manifest's audio transcribed."""
-    from models.evaluation import load_labelled_tsv, load_manifest
+    from models.evaluation import load_manifest
+    from models.intent_data import load_tsv
 
-    if not args.audio:
-        return load_labelled_tsv(args.file)
+    if not args.audio:  # empty texts stay: a transcript set holds silences too
+        return [(e.text, e.intent) for e in load_tsv(Path(args.file), keep_empty=True)]
     from faster_whisper.audio import decode_audio
 
     from voicebot.asr import WhisperAsr

@@ -17,7 +17,6 @@ first turns acted on with a wrong intent from 31 % to 3 % of held-back ASR trans
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 from collections import Counter
@@ -33,7 +32,7 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 
 from models.evaluation import normalize_danish
-from models.intent_data import INTENTS_DIR, Example, load_utterances
+from models.intent_data import INTENTS_DIR, Example, load_utterances, read_tsv
 from voicebot.understanding import softmax, text_features
 
 N_FOLDS = 5
@@ -66,13 +65,11 @@ def load_asr_examples(path: Path = INTENTS_DIR / "asr" / "train_asr.tsv",
     (`keep_empty`), as the bot hears them too."""
     if not path.exists():
         return []
-    with path.open(encoding="utf-8", newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
     return [
-        AsrExample((r["text"] or "").strip(), r["intent"].strip(), source, r["source_text"].strip(),
-                   char_error_rate(r["source_text"], r["text"] or ""))
-        for r in rows
-        if keep_empty or (r["text"] or "").strip()
+        AsrExample(r["text"].strip(), r["intent"].strip(), source, r["source_text"].strip(),
+                   char_error_rate(r["source_text"], r["text"]))
+        for r in read_tsv(path, ("text", "intent", "source_text"))
+        if keep_empty or r["text"].strip()
     ]
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.intent_data import INTENTS_DIR, Example, load_heldout, load_utterances
+from models.intent_data import INTENTS_DIR, Example, load_heldout, load_utterances, read_tsv
 from models.train_intents import AsrExample, load_asr_examples, sentence_folds
 from voicebot.config import PROJECT_ROOT
 
@@ -95,8 +95,7 @@ def load_data() -> Data:
 def real_clip_transcripts(refresh: bool = False) -> list[dict[str, str]]:
     """Transcripts of the NST clips and the read-along clip (split at a pause), cached."""
     if REAL_CLIPS.exists() and not refresh:
-        with REAL_CLIPS.open(encoding="utf-8", newline="") as f:
-            return list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+        return read_tsv(REAL_CLIPS, ("text", "source_file"))
     rows = _transcribe_real_clips()
     for row in rows:  # the TSV is written without quoting
         row["text"] = " ".join(row["text"].replace("\t", " ").split())
