@@ -227,7 +227,7 @@ def _padded(chunk: np.ndarray) -> np.ndarray:
 
 def evaluate(clips: list[Clip], transcribe) -> list[PathResult]:
     """Every path for every clip; `transcribe(audio) -> text`."""
-    from voicebot.evaluation import error_rates
+    from models.evaluation import error_rates
 
     refs = [c.reference for c in clips]
 

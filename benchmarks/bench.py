@@ -113,7 +113,7 @@ def render_markdown(results: dict[str, Any], plots: list[str]) -> str:
 def _model_dir(settings) -> Path:
     model_dir = settings.whisper_dir
     if settings.asr.model_dir is None and not (model_dir / "model.bin").exists():
-        from models.provision import provision_whisper_base
+        from voicebot.provision import provision_whisper_base
 
         provision_whisper_base(model_dir)
     return model_dir.resolve()

@@ -21,10 +21,10 @@ import numpy as np
 from faster_whisper.audio import decode_audio
 from tqdm import tqdm
 
+from models.evaluation import error_rates, load_manifest
 from voicebot.asr import LocalAgreement, WhisperAsr, split_at_pauses
 from voicebot.catalogue import load_catalogue
 from voicebot.config import PROJECT_ROOT, Settings
-from voicebot.evaluation import error_rates, load_manifest
 from voicebot.services import domain_prompt
 from voicebot.vad import WINDOW, SileroVad
 

@@ -1,1 +1,2 @@
-"""Model provisioning (Whisper weights), intent-model training and weight conversion."""
+"""Tools: intent-model training and comparison, evaluation metrics and weight conversion
+(their `voicebot` commands are registered as entry points in pyproject.toml)."""

@@ -33,17 +33,24 @@ def load_utterances(directory: Path = INTENTS_DIR / "utterances") -> list[Exampl
     return examples
 
 
-def load_tsv(path: Path, source: str | None = None) -> list[Example]:
-    """Rows with at least the columns `text` and `intent` (header line required)."""
+def read_tsv(path: Path, columns: tuple[str, ...] = ("text", "intent")) -> list[dict[str, str]]:
+    """The rows of a TSV with a header line naming at least `columns` (no quoting: the files
+    are written without it). A short row's missing cells read as ""."""
     with path.open(encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        if not reader.fieldnames or not {"text", "intent"} <= set(reader.fieldnames):
-            raise ValueError(f"{path}: needs a header with the columns 'text' and 'intent'")
-        return [
-            Example(row["text"].strip(), row["intent"].strip(), source or row.get("source") or path.stem)
-            for row in reader
-            if row.get("text") and row["text"].strip()
-        ]
+        reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE, restval="")
+        if not reader.fieldnames or not set(columns) <= set(reader.fieldnames):
+            raise ValueError(f"{path}: needs a header with the columns {', '.join(map(repr, columns))}")
+        return list(reader)
+
+
+def load_tsv(path: Path, source: str | None = None, keep_empty: bool = False) -> list[Example]:
+    """Rows with at least the columns `text` and `intent`. Rows with no text are dropped, or
+    kept with `keep_empty` (an evaluation set of transcripts: the bot hears silence too)."""
+    return [
+        Example(row["text"].strip(), row["intent"].strip(), source or row.get("source") or path.stem)
+        for row in read_tsv(path)
+        if keep_empty or row["text"].strip()
+    ]
 
 
 def load_heldout() -> list[Example]:

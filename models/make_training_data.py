@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from models.intent_data import INTENTS_DIR, Example, load_heldout, load_utterances
+from models.intent_data import INTENTS_DIR, Example, load_heldout, load_utterances, read_tsv
 from telephony.codecs import phone_line
 from voicebot.asr import WhisperAsr
 from voicebot.tts import Speaker, Voice
@@ -60,8 +60,7 @@ def renditions(examples: list[Example], per_utterance: int) -> list[Rendition]:
 def _done(path: Path) -> set[tuple[str, str]]:
     if not path.exists():
         return set()
-    with path.open(encoding="utf-8", newline="") as f:
-        return {(r["source_text"], r["voice"]) for r in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)}
+    return {(r["source_text"], r["voice"]) for r in read_tsv(path, ("source_text", "voice"))}
 
 
 def transcribe_renditions(items: list[Rendition], out: Path, asr: WhisperAsr, speaker: Speaker,

@@ -8,7 +8,7 @@ spoken from it always share a fold, else the transcripts' written twins leak int
 validation scores and the temperature comes out too confident. Export: intent.onnx (counts →
 TF-IDF → class scores) + intent.json (vocabulary, classes, temperature, provenance).
 
-Family and training data are the ones models/compare_intents.py picked by its rule
+Family and training data are the ones models/compare_intents/ picked by its rule
 (intents/RESULTS.md): this family on the written utterances plus every ASR transcript of them
 (intents/asr/train_asr.tsv) at sample weight 0.5. Against the written-only model that doubles
 macro-F1 on held-back ASR transcripts (0.09 → 0.19) for −0.013 on clean text, and cuts the
@@ -17,7 +17,6 @@ first turns acted on with a wrong intent from 31 % to 3 % of held-back ASR trans
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 from collections import Counter
@@ -32,8 +31,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 
-from models.intent_data import INTENTS_DIR, Example, load_utterances
-from voicebot.evaluation import normalize_danish
+from models.evaluation import normalize_danish
+from models.intent_data import INTENTS_DIR, Example, load_utterances, read_tsv
 from voicebot.understanding import softmax, text_features
 
 N_FOLDS = 5
@@ -66,13 +65,11 @@ def load_asr_examples(path: Path = INTENTS_DIR / "asr" / "train_asr.tsv",
     (`keep_empty`), as the bot hears them too."""
     if not path.exists():
         return []
-    with path.open(encoding="utf-8", newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
     return [
-        AsrExample((r["text"] or "").strip(), r["intent"].strip(), source, r["source_text"].strip(),
-                   char_error_rate(r["source_text"], r["text"] or ""))
-        for r in rows
-        if keep_empty or (r["text"] or "").strip()
+        AsrExample(r["text"].strip(), r["intent"].strip(), source, r["source_text"].strip(),
+                   char_error_rate(r["source_text"], r["text"]))
+        for r in read_tsv(path, ("text", "intent", "source_text"))
+        if keep_empty or r["text"].strip()
     ]
 
 

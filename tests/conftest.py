@@ -46,7 +46,7 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture(scope="session")
 def whisper_dir() -> Path:
-    from models.provision import provision_whisper_base
+    from voicebot.provision import provision_whisper_base
 
     return provision_whisper_base(Settings().whisper_dir)
 

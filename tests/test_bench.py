@@ -3,6 +3,7 @@ benchmark runs here and no timing is asserted."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
@@ -255,3 +256,32 @@ def test_bench_is_a_voicebot_subcommand():
     args = build_parser().parse_args(["bench", "asr", "--quick", "--out", "/tmp/x"])
     assert args.func is bench.cmd_bench and args.suite == "asr" and args.quick and str(args.out) == "/tmp/x"
     assert build_parser().parse_args(["bench"]).suite == "all"
+
+
+class _SlowLine:
+    """A platform that stalls on one frame and hangs up on another."""
+
+    wire_rate = 8000
+
+    def __init__(self, stall_at: int, hang_up_at: int) -> None:
+        self.stall_at, self.hang_up_at, self.frames = stall_at, hang_up_at, 0
+
+    async def send_audio(self, pcm, ms: int) -> None:
+        self.frames += 1
+        if self.frames == self.hang_up_at:
+            raise ConnectionError("the bot hung up")
+        if self.frames == self.stall_at:
+            await asyncio.sleep(0.2)  # ten frame periods: the next frame leaves late
+
+
+def test_bench_call_counts_late_and_unsent_frames_over_the_simulators_send_loop():
+    from benchmarks.suites.calls import LATE_MS, BenchCall
+
+    call = BenchCall("ws://127.0.0.1:9/twilio", None)
+    call._ms = 0  # the stream position run() starts
+    line = _SlowLine(stall_at=3, hang_up_at=6)
+    speech = np.ones(160 * 10, dtype=np.int16)  # ten 20 ms frames at 8 kHz
+    sent = asyncio.run(call._send(line, speech))
+    assert len(sent) == call.frames_sent == 5 and line.frames == 6
+    assert call.late_frames >= 1 and call.max_late_ms > LATE_MS and call.drift_ms >= call.max_late_ms
+    assert call.unsent_frames == 5 and call.cut_off_turns == 1 and call._speech_sends == 1

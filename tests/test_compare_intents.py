@@ -7,21 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.compare_intents import (
-    BEGIN,
-    END,
-    TIE_BAND,
-    Variant,
-    best_by_cv,
-    char_vocabulary,
-    cluster_bootstrap,
-    encode_chars,
-    macro_f1,
-    select_first_rule,
-    select_winner,
-    torch_available,
-    write_section,
-)
+from models.compare_intents.data import Variant
+from models.compare_intents.families import torch_available
+from models.compare_intents.neural import char_vocabulary, encode_chars
+from models.compare_intents.report import BEGIN, END, write_section
+from models.compare_intents.rules import TIE_BAND, select_first_rule, select_winner
+from models.compare_intents.scoring import best_by_cv, cluster_bootstrap, macro_f1
+from models.evaluation import first_turn, intent_metrics
 from models.intent_data import Example
 from models.train_intents import (
     AsrExample,
@@ -32,7 +24,6 @@ from models.train_intents import (
     sentence_folds,
     sentence_of,
 )
-from voicebot.evaluation import first_turn, intent_metrics
 
 
 def _asr(text: str, intent: str, source: str, cer: float) -> AsrExample:
@@ -162,7 +153,7 @@ def test_char_encoding_pads_with_zero_and_maps_unseen_characters_to_one():
 def test_char_cnn_scores_a_sentence_the_same_alone_and_in_a_padded_batch():
     import torch
 
-    from models.compare_intents import _char_cnn
+    from models.compare_intents.neural import _char_cnn
 
     torch.manual_seed(0)
     vocabulary = char_vocabulary(["mit pas er væk", "ja"])

@@ -100,8 +100,8 @@ def test_real_danish_speech_is_transcribed(whisper_dir):
     README's measured WER is 0.46; a broken model, window or decoding would be far worse."""
     from faster_whisper.audio import decode_audio
 
+    from models.evaluation import error_rates
     from voicebot.asr import WhisperAsr
-    from voicebot.evaluation import error_rates
 
     clip = PROJECT_ROOT.parent / "shared" / "data" / "danish-speech" / "readalongs-dan" / "dan_ap_dan"
     if not clip.with_suffix(".wav").exists():

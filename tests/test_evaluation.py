@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from voicebot.evaluation import (
+from models.evaluation import (
     error_rates,
     expected_calibration_error,
     intent_metrics,
@@ -74,3 +74,15 @@ def test_eval_intents_reports_the_dialogues_first_action(tmp_path, capsys):
     turn = report["first_turn"]
     assert turn["n"] == 3 and turn["acts_right"] >= 2  # the waste route and the 112 answer
     assert turn["acts_right"] + turn["acts_wrong"] + turn["confirms"] + turn["rephrase"] == 3
+
+
+def test_one_tsv_reader_keeps_empty_transcripts_only_when_asked(tmp_path):
+    from models.intent_data import load_tsv
+
+    path = tmp_path / "heard.tsv"
+    path.write_text("text\tintent\n  mit pas \tpassport\n\tpassport\n", encoding="utf-8")
+    assert [(e.text, e.intent) for e in load_tsv(path)] == [("mit pas", "passport")]
+    assert [e.text for e in load_tsv(path, keep_empty=True)] == ["mit pas", ""]
+    (tmp_path / "bad.tsv").write_text("sentence\tlabel\nx\ty\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="bad.tsv"):
+        load_tsv(tmp_path / "bad.tsv")

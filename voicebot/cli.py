@@ -7,7 +7,7 @@ import asyncio
 import json
 import logging
 import sys
-from pathlib import Path
+from importlib.metadata import entry_points
 from urllib.parse import urlsplit, urlunsplit
 
 from telephony.registry import PLATFORM_CLIENTS
@@ -16,6 +16,9 @@ from voicebot.catalogue import CatalogueError
 from voicebot.config import ConfigError, Settings, load_settings
 
 log = logging.getLogger("voicebot")
+# Entry-point group under which tool packages register `voicebot` subcommands: each entry is a
+# function that takes the subparsers and adds its command (see pyproject.toml).
+TOOL_COMMANDS = "voicebot.commands"
 
 
 def _settings(args: argparse.Namespace, **overrides) -> Settings:
@@ -30,12 +33,15 @@ def _print_json(obj) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from models.provision import provision_whisper_base
     from voicebot.app import create_app
+    from voicebot.asr import ModelMissing, check_model_dir
 
     settings = _settings(args, host=args.host, port=args.port, db=args.db)
-    if settings.asr.model_dir is None:
-        provision_whisper_base(settings.whisper_dir)
+    try:  # provisioning is `voicebot provision`'s job (./setup.sh runs it), not the server's
+        check_model_dir(settings.whisper_dir)
+    except ModelMissing as exc:
+        print(f"voicebot serve: {exc}; ./setup.sh does it too", file=sys.stderr)
+        return 2
     app = create_app(settings)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level,
                 **server_limits(settings), timeout_graceful_shutdown=5)
@@ -98,11 +104,11 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
 
     from voicebot.asr import WhisperAsr
     from voicebot.catalogue import load_catalogue
+    from voicebot.provision import provision_for
     from voicebot.services import domain_prompt
 
     settings = _settings(args)
-    _ensure_model(settings)
-    asr = WhisperAsr(settings.whisper_dir, settings.asr)
+    asr = WhisperAsr(provision_for(settings), settings.asr)
     prompt = domain_prompt(load_catalogue(settings.catalogue)) if settings.asr.domain_prompt else None
     for path in args.audio:
         audio = decode_audio(str(path), sampling_rate=16000)
@@ -114,102 +120,6 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         row = {"file": str(path), "text": " ".join(t for t in texts if t), "audio_s": round(len(audio) / 16000, 3),
                "asr_ms": round(total_ms, 1)}
         _print_json(row) if args.json else print(f"{path}: {row['text']}")
-    return 0
-
-
-def _long_transcriber(settings: Settings, asr, previous_text: str | None):
-    """16 kHz audio of any length → text: pieces of at most 25 s cut at VAD pauses."""
-    from voicebot.asr import split_at_pauses
-    from voicebot.vad import WINDOW, SileroVad
-
-    vad = SileroVad()
-
-    def transcribe(audio) -> str:
-        probs = vad.stream().push(audio) if len(audio) > 28 * 16000 else None
-        pieces = [audio] if probs is None else split_at_pauses(audio, probs, WINDOW)
-        return " ".join(t for t in (asr.transcribe(p, previous_text).text for p in pieces) if t)
-
-    return transcribe
-
-
-def cmd_eval_asr(args: argparse.Namespace) -> int:
-    from faster_whisper.audio import decode_audio
-
-    from voicebot.asr import WhisperAsr
-    from voicebot.catalogue import load_catalogue
-    from voicebot.evaluation import evaluate_asr, load_manifest
-    from voicebot.services import domain_prompt
-
-    settings = _settings(args)
-    if args.no_trim:
-        settings.asr.trim_window = False
-    _ensure_model(settings)
-    asr = WhisperAsr(settings.whisper_dir, settings.asr)
-    use_prompt = settings.asr.domain_prompt if args.domain_prompt is None else args.domain_prompt
-    prompt = domain_prompt(load_catalogue(settings.catalogue)) if use_prompt else None
-    result = evaluate_asr(load_manifest(args.manifest), _long_transcriber(settings, asr, prompt),
-                          lambda p: decode_audio(str(p), sampling_rate=16000), progress=not args.json)
-    if args.json:
-        _print_json(result.as_dict())
-    else:
-        for row in result.rows:
-            print(f"{row['wer']:5.2f}  {row['asr_ms']:7.0f} ms  {Path(row['audio']).name}: {row['text']}")
-        print(f"WER {result.wer:.3f}  CER {result.cer:.3f}  over {result.utterances} utterances "
-              f"({result.audio_s:.0f} s audio); latency p50 {result.latency_ms_p50:.0f} ms, "
-              f"p95 {result.latency_ms_p95:.0f} ms; RTF {result.asr_s / max(result.audio_s, 1e-9):.3f}")
-    return 0
-
-
-def cmd_eval_intents(args: argparse.Namespace) -> int:
-    from voicebot.catalogue import load_catalogue
-    from voicebot.dialogue import DialoguePolicy
-    from voicebot.evaluation import first_turns_of, intent_metrics, load_labelled_tsv, load_manifest
-    from voicebot.services import load_classifier
-
-    settings = _settings(args)
-    catalogue = load_catalogue(settings.catalogue)
-    classifier = load_classifier(settings, catalogue)
-    if args.audio:  # a manifest of audio files labelled with intents: ASR first
-        from faster_whisper.audio import decode_audio
-
-        from voicebot.asr import WhisperAsr
-
-        _ensure_model(settings)
-        transcribe = _long_transcriber(settings, WhisperAsr(settings.whisper_dir, settings.asr), None)
-        rows = [(transcribe(decode_audio(str(i.audio), sampling_rate=16000)), i.reference)
-                for i in load_manifest(args.file)]
-    else:
-        rows = load_labelled_tsv(args.file)
-    unknown = sorted({intent for _, intent in rows} - set(catalogue.intents))
-    if unknown:
-        print(f"voicebot eval-intents: {args.file}: unknown intent ids {', '.join(unknown)}", file=sys.stderr)
-        return 2
-    results = [classifier.classify(text, explain=False) for text, _ in rows]
-    gold = [g for _, g in rows]
-    metrics = intent_metrics(gold, [r.intent for r in results],
-                             [r.confidence for r in results], labels=sorted(catalogue.intents))
-    # What the caller would live through: the dialogue policy's first action on each turn.
-    metrics["first_turn"] = first_turns_of(gold, [text for text, _ in rows], results,
-                                           lambda: DialoguePolicy(catalogue, classifier, settings.dialogue))
-    if args.json:
-        _print_json(metrics)
-        return 0
-    print(f"{metrics['n']} utterances: accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}, "
-          f"out-of-scope false accepts {metrics.get('oos_false_accept_rate') or 0:.3f}, ECE {metrics['ece']:.3f}")
-    ft = metrics["first_turn"]
-    print("first turn, as the dialogue acts on it: " + ", ".join(
-        f"{label} {ft[key]}" for key, label in (("acts_right", "acts on the right intent"),
-                                                ("acts_wrong", "acts on a wrong one"),
-                                                ("false_112", "of those, needless 112"),
-                                                ("confirms", "confirms"), ("rephrase", "asks again"))))
-    for intent, recall in sorted(metrics["per_intent_recall"].items()):
-        print(f"  recall {recall:5.2f}  {intent}")
-    labels = metrics["labels"]
-    short = [label[:5] for label in labels]
-    print("confusion (rows: true, columns: predicted)\n" + " " * 17 + " ".join(f"{s:>5}" for s in short))
-    for label, row in zip(labels, metrics["confusion"], strict=True):
-        if any(row):
-            print(f"{label:>16} " + " ".join(f"{v:5d}" if v else "    ." for v in row))
     return 0
 
 
@@ -277,42 +187,13 @@ def cmd_forget(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- models --------------------------------------------------------------------------
-def _ensure_model(settings: Settings) -> None:
-    if settings.asr.model_dir is None:
-        from models.provision import provision_whisper_base
-
-        provision_whisper_base(settings.whisper_dir)
-
-
+# -- provision -----------------------------------------------------------------------
 def cmd_provision(args: argparse.Namespace) -> int:
-    from models.provision import provision_whisper_base
+    from voicebot.provision import provision_whisper_base
 
     settings = _settings(args)
     path = provision_whisper_base(settings.whisper_dir, force=args.force)
     print(f"Whisper base ready in {path}")
-    return 0
-
-
-def cmd_train_intents(args: argparse.Namespace) -> int:
-    from models.train_intents import train, training_examples
-
-    settings = _settings(args)
-    out = Path(args.out) if args.out else settings.intent_model
-    summary = train(training_examples(use_asr=not args.no_asr), out)
-    print(json.dumps(summary, ensure_ascii=False, indent=1))
-    return 0
-
-
-def cmd_make_training_data(args: argparse.Namespace) -> int:
-    from models.make_training_data import make_training_data
-    from voicebot.asr import WhisperAsr
-
-    settings = _settings(args)
-    _ensure_model(settings)
-    made = make_training_data(WhisperAsr(settings.whisper_dir, settings.asr), args.per_utterance,
-                              heldout=not args.no_heldout)
-    print(f"new transcripts: {made} (cached rows were kept)")
     return 0
 
 
@@ -367,33 +248,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--force", action="store_true")
     s.set_defaults(func=cmd_provision)
 
-    s = sub.add_parser("train-intents", help="train the intent model and export it to ONNX")
-    s.add_argument("--no-asr", action="store_true", help="train on written utterances only")
-    s.add_argument("--out", help="output .onnx path (default: settings.intent_model)")
-    s.set_defaults(func=cmd_train_intents)
-
-    s = sub.add_parser("eval-asr", help="WER/CER and latency of the ASR on a manifest (audio<TAB>text)")
-    s.add_argument("manifest")
-    s.add_argument("--json", action="store_true")
-    s.add_argument("--no-trim", action="store_true", help="full 30 s encoder window (for comparison)")
-    s.add_argument("--domain-prompt", action=argparse.BooleanOptionalAction, default=None,
-                   help="bias decoding with the catalogue's key terms (default: asr.domain_prompt)")
-    s.set_defaults(func=cmd_eval_asr)
-
-    s = sub.add_parser("eval-intents", help="accuracy, macro-F1, recall, confusion on a labelled TSV")
-    s.add_argument("file", help="TSV with columns text, intent (or with --audio: audio<TAB>intent manifest)")
-    s.add_argument("--json", action="store_true")
-    s.add_argument("--audio", action="store_true", help="FILE is a manifest of audio files; run ASR first")
-    s.set_defaults(func=cmd_eval_intents)
-
-    s = sub.add_parser("make-training-data",
-                       help="synthesize, phone-line and transcribe the intent utterances (cached)")
-    s.add_argument("--per-utterance", type=int, default=2, help="voices per utterance")
-    s.add_argument("--no-heldout", action="store_true", help="skip the held-back split")
-    s.set_defaults(func=cmd_make_training_data)
-    from benchmarks.bench import add_bench_command  # suites import their libraries lazily
-    add_bench_command(sub)
+    add_tool_commands(sub)
     return p
+
+
+def add_tool_commands(sub: argparse._SubParsersAction) -> None:
+    """The tools' commands (training, evaluation, benchmarks), found through the entry points
+    their packages register: the runtime never imports the tools by name."""
+    for entry in sorted(entry_points(group=TOOL_COMMANDS), key=lambda e: e.name):
+        try:
+            add = entry.load()
+        except ImportError as exc:  # a broken tool must not take `voicebot serve` down with it
+            log.warning("command %s (%s) not available: %s", entry.name, entry.value, exc)
+            continue
+        add(sub)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -139,8 +139,8 @@ def eval_items(limit: int | None) -> list[dict[str, Any]]:
     """The evaluation set as pieces; `limit` takes evenly spread synthetic utterances only."""
     from faster_whisper.audio import decode_audio
 
+    from models.evaluation import load_manifest
     from voicebot.asr import split_at_pauses
-    from voicebot.evaluation import load_manifest
     from voicebot.vad import WINDOW, SileroVad
 
     items = load_manifest(MANIFEST)
@@ -234,7 +234,7 @@ def run(ctx: Context) -> dict[str, Any]:
 
 
 def aggregate(raw: dict[str, Any], meta: dict[str, dict], plan: dict[str, Any]) -> dict[str, Any]:
-    from voicebot.evaluation import error_rates
+    from models.evaluation import error_rates
 
     decodes = raw.get("decodes", [])
     out: dict[str, Any] = {k: raw.get(k) for k in ("load_s", "rss_after_load_mb", "peak_rss_mb", "truncated", "error",

@@ -17,11 +17,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import websockets
 
 from telephony.codecs import resample
 from telephony.simulator import FRAME_MS, SimulatedCall
@@ -93,6 +93,21 @@ def to_wire(audio: np.ndarray, rate: int = 8000) -> np.ndarray:
     return resample(audio, SR, rate)
 
 
+class _FrameTimer:
+    """A platform whose send_audio first tells `on_frame` that a frame is leaving."""
+
+    def __init__(self, platform: Any, on_frame: Callable[[], None]) -> None:
+        self._platform = platform
+        self._on_frame = on_frame
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._platform, name)
+
+    async def send_audio(self, pcm: np.ndarray, ms: int) -> None:
+        self._on_frame()
+        await self._platform.send_audio(pcm, ms)
+
+
 class BenchCall(SimulatedCall):
     """SimulatedCall plus frame-timing counters, greeting fast-forward and early hang-up."""
 
@@ -108,6 +123,7 @@ class BenchCall(SimulatedCall):
         self.drift_ms = 0.0  # total time the caller's stream fell behind its real-time clock
         self.unsent_frames = 0  # speech frames not sent because the bot had closed the line
         self.cut_off_turns = 0  # utterances the bot's hang-up or hand-off interrupted
+        self._due = 0.0  # when the next frame should leave (monotonic s; 0: not yet known)
         super().__init__(media_url, events_url, speed=1.0, **kwargs)
 
     @property
@@ -128,38 +144,31 @@ class BenchCall(SimulatedCall):
         return await super().run(turns, params, digits)
 
     async def _send(self, platform, pcm: np.ndarray) -> list[float]:
-        """SimulatedCall._send (keep in step with it), plus how late each frame left: the
-        clock says when a frame is due; when the loop is behind, the clock is reset to now,
-        so the stream falls behind real time by exactly that much (drift)."""
+        """SimulatedCall._send (its real-time loop, not a copy), counting each frame as it
+        leaves and the speech frames the bot's hang-up left unsent."""
         frame = platform.wire_rate * FRAME_MS // 1000
         speech = len(pcm) > frame
         self._speech_sends += speech
-        sent = []
-        for i in range(0, len(pcm) - frame + 1, frame):
-            if self._closed.is_set():
-                break
-            now = time.monotonic()
-            if self.speed == 1.0 and self._clock and now - self._clock > 0:
-                late_ms = (now - self._clock) * 1000
-                self.drift_ms += late_ms
-                self.max_late_ms = max(self.max_late_ms, late_ms)
-                self.late_frames += late_ms > LATE_MS
-            self._clock = max(self._clock, now)
-            try:
-                await platform.send_audio(pcm[i:i + frame], int(self._ms))
-            except (websockets.ConnectionClosed, ConnectionError):
-                self._closed.set()  # the bot hung up while we spoke
-                break
-            sent.append(time.monotonic())
-            self._ms += FRAME_MS
-            self._clock += FRAME_MS / 1000 / self.speed
-            await asyncio.sleep(max(0.0, self._clock - time.monotonic()))
+        sent = await super()._send(_FrameTimer(platform, self._frame_leaving), pcm)
         self.frames_sent += len(sent)
         if speech:
             unsent = len(pcm) // frame - len(sent)
             self.unsent_frames += unsent
             self.cut_off_turns += unsent > 0
         return sent
+
+    def _frame_leaving(self) -> None:
+        """How late this frame leaves: the simulator's clock says when it was due; when the
+        loop is behind, the clock is reset to now, so the stream falls behind real time by
+        exactly that much (drift)."""
+        late_ms = (time.monotonic() - self._due) * 1000
+        if self.speed == 1.0 and self._due and late_ms > 0:
+            self.drift_ms += late_ms
+            self.max_late_ms = max(self.max_late_ms, late_ms)
+            self.late_frames += late_ms > LATE_MS
+        # The simulator has just set its clock to max(due, now); the next frame is due one
+        # frame period later.
+        self._due = self._clock + FRAME_MS / 1000 / self.speed
 
     def _answered(self, speech_end: float) -> bool:
         if self._speech_sends >= self._n_turns:  # the last turn: decision + first audio suffice

