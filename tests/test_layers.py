@@ -12,9 +12,6 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("telephony", "voicebot", "models", "benchmarks")
 RANK = {"telephony": 0, "voicebot": 1, "models": 2, "benchmarks": 2}
 
-# TEMPORARY (issue 12 item 4): voicebot/cli.py still imports the tool packages; the `tools`
-# branch removes that. Delete this allow-list once it is merged: nothing else may be on it.
-KNOWN_CLI_TOOL_IMPORTS = {("voicebot/cli.py", "models"), ("voicebot/cli.py", "benchmarks")}
 
 
 @dataclass(frozen=True)
@@ -127,21 +124,13 @@ def describe(i: Import) -> str:
 
 
 def test_no_module_imports_a_higher_layer():
-    bad = [i for i in upward(all_imports()) if (i.file, i.target.split(".")[0]) not in KNOWN_CLI_TOOL_IMPORTS]
+    bad = upward(all_imports())
     assert not bad, "imports against the layers:\n" + "\n".join(map(describe, bad))
 
 
 def test_no_import_cycle_between_modules():
     found = cycles(all_imports())
     assert not found, "import cycles:\n" + "\n\n".join("\n".join(map(describe, c)) for c in found)
-
-
-def test_known_cli_tool_imports_are_reported_while_they_last():
-    """The allow-list holds only what is still there: the test reports the violation by file
-    and line, and the list must shrink (not stay) when the tools branch lands."""
-    allowed = [i for i in upward(all_imports()) if (i.file, i.target.split(".")[0]) in KNOWN_CLI_TOOL_IMPORTS]
-    assert {i.file for i in allowed} <= {"voicebot/cli.py"}
-    assert all(describe(i).startswith("voicebot/cli.py:") for i in allowed)
 
 
 def test_the_checker_finds_an_upward_import_and_a_cycle(tmp_path):

@@ -3,28 +3,19 @@ logistic regression lives here; the two torch families are in neural.py."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
+from models.compare_intents.fitted import Fitted, Served, write_sidecar
+from models.compare_intents.neural import CNN_CHANNELS, CharIntentModel, fit_charcnn, fit_mlp
 from models.train_intents import LogReg, export_onnx
 from voicebot.understanding import IntentModel
 
 FAMILIES = ("logreg", "charcnn", "mlp")
-
-
-class Fitted(Protocol):
-    def scores(self, texts: list[str]) -> np.ndarray: ...
-    def export(self, path: Path, meta: dict[str, Any]) -> None: ...
-
-
-class Served(Protocol):
-    classes: list[str]
-    def probabilities(self, texts: list[str]) -> np.ndarray: ...
 
 
 @dataclass
@@ -34,10 +25,6 @@ class Family:
     serve: Callable[[Path], Served]
     description: str
     needs_torch: bool = False
-
-
-def write_sidecar(path: Path, meta: dict[str, Any]) -> None:
-    path.with_suffix(".json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
 
 
 @dataclass
@@ -57,8 +44,6 @@ def fit_logreg(texts: list[str], y: np.ndarray, weights: np.ndarray, n_classes: 
 
 
 def families() -> dict[str, Family]:
-    from models.compare_intents.neural import CNN_CHANNELS, CharIntentModel, fit_charcnn, fit_mlp
-
     return {
         "logreg": Family("logreg", fit_logreg, IntentModel,
                          "TF-IDF (word 1–2-grams + char 3–5-grams) → logistic regression (shipped)"),

@@ -15,7 +15,7 @@ import numpy as np
 import onnxruntime as ort
 
 from models.compare_intents.data import SEED
-from models.compare_intents.families import Fitted, write_sidecar
+from models.compare_intents.fitted import Fitted, write_sidecar
 from models.train_intents import build_vocabulary, count_matrix
 from voicebot.understanding import normalize, softmax
 
