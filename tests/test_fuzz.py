@@ -11,6 +11,7 @@ import json
 import os
 import string
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -329,6 +330,59 @@ def test_mask_numbers_and_log_masking_accept_anything(text):
     masked = mask_log_text(text)
     assert isinstance(masked, str)
     assert mask_log_text(masked) == masked  # idempotent: masking a masked line changes nothing
+
+
+# CPR numbers as the recogniser writes them: each digit a figure, a Danish or English word, or a
+# garble of "nul"; any separators; after a cue word (issue 13, #7).
+DIGIT_FORMS = {
+    0: ["0", "nul", "nero", "null", "zero"], 1: ["1", "en", "et", "one"], 2: ["2", "to", "two"],
+    3: ["3", "tre", "three"], 4: ["4", "fire", "four"], 5: ["5", "fem", "five"], 6: ["6", "seks", "six"],
+    7: ["7", "syv", "seven"], 8: ["8", "otte", "eight"], 9: ["9", "ni", "nine"],
+}  # fmt: skip
+spoken_cpr = st.lists(st.integers(0, 9), min_size=10, max_size=10).flatmap(
+    lambda digits: st.tuples(*(st.sampled_from(DIGIT_FORMS[d]) for d in digits),
+                             st.lists(st.sampled_from([" ", ", ", "-", " - ", " bindestreg "]), min_size=9,
+                                      max_size=9))
+).map(lambda t: "".join(form + sep for form, sep in zip(t[:-1], [*t[-1], ""], strict=True)))
+CUES = ["cpr", "CPR-nummer", "mit personnummer er", "mit person nummer det er", "social security number",
+        "min fødselsdato og de sidste fire", "cpr nummeret er øh"]
+
+
+@FUZZ
+@given(st.sampled_from(CUES), spoken_cpr, words, words)
+def test_a_garbled_cpr_number_after_a_cue_is_masked(cue, cpr, before, after):
+    assert mask_numbers(f"{cue} {cpr}") == f"{cue} {CPR_MASK}"
+    masked = mask_numbers(f"{before}. {cue} {cpr}. {after}")
+    assert f"{cue} {CPR_MASK}" in masked or f"{cue} {NUMBER_MASK}" in masked
+
+
+@FUZZ
+@given(st.integers(0, 10**6 - 1), st.integers(0, 9999), st.sampled_from(["og så", "hvad", "øh", "øh og"]),
+       words, words)
+def test_a_cpr_number_said_as_six_and_four_digits_is_masked(six, four, filler, before, after):
+    masked = mask_numbers(f"{before} hej {six:06d} {filler} {four:04d} hej {after}")
+    assert f"{CPR_MASK} {filler} {CPR_MASK}" in masked
+
+
+def _finishes_within(seconds: float, mask, text: str) -> bool:
+    """Runs mask(text) in a thread: a catastrophic pattern fails the test instead of hanging it."""
+    done = threading.Event()
+    threading.Thread(target=lambda: (mask(text), done.set()), daemon=True).start()
+    return done.wait(seconds)
+
+
+ADVERSARIAL_PARTS = ["1", "12", "-", " ", ", ", ".", ":", "/", "+", "x", "nul", "nero", "og", "fem", "tyve",
+                     "cpr", "sidste", "fire", "token=", "bearer ", "basic ", "%0a", "\n"]
+
+
+@LONG
+@given(st.lists(st.sampled_from(ADVERSARIAL_PARTS), min_size=1, max_size=8).map("".join))
+def test_masking_stays_linear_on_60_kib_of_adversarial_input(unit):
+    """Masking runs on every partial and every log record: a 60 KiB line of repeated digits and
+    number words is masked in well under the bound (linear: ~0.1 s; quadratic: minutes)."""
+    text = (unit * (60 * 1024 // len(unit) + 1))[: 60 * 1024]
+    for mask in (mask_numbers, mask_log_text):
+        assert _finishes_within(10.0, mask, text), (mask.__name__, unit)
 
 
 # == configuration and catalogue ================================================================

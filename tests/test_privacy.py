@@ -39,3 +39,78 @@ def test_phone_numbers_are_masked(text):
 ])  # fmt: skip
 def test_ordinary_numbers_are_kept(text):
     assert mask_numbers(text) == text
+
+
+# == CPR numbers the recogniser garbled or the caller said in parts (issue 13, #7) ==========
+@pytest.mark.parametrize("text", [
+    "CPR Nero 1 Nero 2 Nero 3-1234",
+    "nero 1, nero 2, nero 3, 1, 2, 3, 4",
+    "mit cpr nummer er null et to null tre fire fem seks syv otte",
+    "social security number one two three four five six seven eight nine zero",
+])  # fmt: skip
+def test_cpr_numbers_with_garbled_zeros_or_english_digits_are_masked(text):
+    masked = mask_numbers(text)
+    assert CPR_MASK in masked and not any(ch.isdigit() for ch in masked)
+    for word in ("nero", "null", "three", "fem"):
+        assert word not in masked.lower()
+
+
+@pytest.mark.parametrize("text", [
+    "mit CPR-nummer er 120345, og de sidste fire er 1234",
+    "personnummer 12 03 45 øh hvad var det nu 12 34",
+    "CPR nummeret er 1203 hvad 45 1234",
+    "mit person nummer det er en to nul tre fire fem øh en to tre fire",
+    "min fødselsdato er 12 03 45",
+    "de sidste fire er 1234",
+    "de fire sidste cifre er en to tre fire",
+    "12 03 45 12 hvad 34 er mit cpr",
+])  # fmt: skip
+def test_digits_near_a_cpr_cue_are_masked(text):
+    masked = mask_numbers(text)
+    assert CPR_MASK in masked and not any(ch.isdigit() for ch in masked)
+    for word in ("nul", "to tre"):
+        assert word not in masked
+
+
+@pytest.mark.parametrize("text", [
+    "det er 120345 og så 1234",
+    "øh 120345 hvad 1234",  # one digit heard as a word: 6 + 4 around it
+    "12034 øh 1234",  # a digit dropped
+    "12 03 45 og så en to tre fire",
+])  # fmt: skip
+def test_a_cpr_number_said_in_two_parts_is_masked(text):
+    masked = mask_numbers(text)
+    assert masked.count(CPR_MASK) == 2 and not any(ch.isdigit() for ch in masked)
+
+
+@pytest.mark.parametrize("text", [
+    "jeg er 85 år",
+    "klokken 10",
+    "bus 5A kører ikke",
+    "jeg bor på Nørrebrogade 45, 3. tv",
+    "den 12. marts",
+    "jeg er født 120345",  # a date alone
+    "mødet er den 12/3 klokken 14 30",
+    "jeg har 2 børn på 4 og 6 år",
+    "vi er nummer 17 i køen",
+    "jeg har fået CPR nummer men ingen gult kort",
+    "hvordan ændrer jeg adresse i CPR registret",
+    "jeg har fået et CPR nummer men skal skifte adresse",
+    "jeg har 2 børn og mangler cpr nummer til dem",
+    "de sidste fire uger har jeg ventet",
+    "regningen var på 30.000 men nu 10.000",
+    "det koster 12.000 og så 1.500",
+    "jeg bor i 2300 og så 12345",
+])  # fmt: skip
+def test_ordinary_speech_with_numbers_or_cue_words_is_kept(text):
+    assert mask_numbers(text) == text
+
+
+def test_numbers_after_a_whole_cpr_number_are_kept():
+    masked = mask_numbers("mit cpr nummer er 120345 1234 og jeg er 85 år")
+    assert masked == f"mit cpr nummer er {CPR_MASK} og jeg er 85 år"
+
+
+def test_a_phone_number_near_a_cpr_cue_stays_a_phone_number():
+    masked = mask_numbers("cpr nummer 120345 1234 og telefon 12 34 56 78")
+    assert masked == f"cpr nummer {CPR_MASK} og telefon {NUMBER_MASK}"
