@@ -102,3 +102,24 @@ def test_a_bad_file_value_overridden_by_the_environment_is_not_used(tmp_path, mo
         load_settings(path)
     monkeypatch.setenv("VOICEBOT_SECURITY__TWILIO_AUTH_TOKEN", TOKEN)
     assert load_settings(path).security.twilio_auth_token == TOKEN
+
+
+BINARY = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe\xc3\x28"
+
+
+def test_a_binary_settings_file_stops_the_start_naming_the_file(tmp_path):
+    path = tmp_path / "voicebot.yaml"
+    path.write_bytes(BINARY)
+    with pytest.raises(ConfigError, match="not UTF-8") as err:
+        load_settings(path)
+    assert str(path) in str(err.value)
+
+
+def test_a_binary_catalogue_stops_the_start_naming_the_file(tmp_path):
+    from voicebot.catalogue import CatalogueError, load_catalogue
+
+    path = tmp_path / "catalogue.yaml"
+    path.write_bytes(BINARY)
+    with pytest.raises(CatalogueError, match="not UTF-8") as err:
+        load_catalogue(path)
+    assert str(path) in str(err.value)

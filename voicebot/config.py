@@ -242,6 +242,9 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
             file_values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except (OSError, yaml.YAMLError) as exc:
             raise ConfigError(f"cannot read configuration file {path}: {exc}") from exc
+        except UnicodeDecodeError as exc:  # a binary or non-UTF-8 file
+            raise ConfigError(f"{path}: the configuration file is not UTF-8 text ({exc.reason} at "
+                              f"byte {exc.start})") from exc
         if not isinstance(file_values, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of settings")
         odd = [k for k in file_values if not isinstance(k, str)]

@@ -210,21 +210,57 @@ def mask_numbers(text: str) -> str:
 # Transcripts reach logs only masked (and only with log_transcripts on), but anything else
 # that slips through — a caller number in a platform's parameters, a token in a URL a server
 # logs — is masked here, in every log record of the process. Written digit runs only: a run of
-# 8 or more digits (spaces or hyphens between them) that is not part of a longer word, id or
-# address, so call ids, UUIDs, IP addresses and ports stay readable.
-_LOG_NUMBER = re.compile(r"(?<![\w.:/-])\+?\d(?:[ -]?\d){7,}(?![\w.:/]|-\w)")
-_LOG_SECRET = re.compile(r"(?i)(\b(?:token|api[_-]?key|signature|password)=)[^&\s\"']+")
+# 8 or more digits (spaces or hyphens between them, or URL-encoded: "%2B45%2012345678") that is
+# not part of a longer word, id or address, so call ids, UUIDs, IP addresses and ports stay
+# readable.
+_LOG_NUMBER = re.compile(r"(?:%2[Bb]|(?<![\w.:/-])\+?)\d(?:(?:[ +-]|%20)?\d){7,}(?![\w.:/]|-\w)")
+_URL_SPACE_OR_PLUS = re.compile(r"%2[0Bb]|\D")
+# key=value in URLs and forms ("?token=", "auth_token=", "api_key=", "password=")
+_LOG_SECRET = re.compile(
+    r"(?i)(\b(?:\w*[_-])?(?:token|api[_-]?key|signature|password|passwd|secret)=)[^&\s\"']+"
+)
+# headers and dict/JSON reprs ("X-API-KEY: k", "'x-twilio-signature': 's'", '"password": "p"')
+_LOG_SECRET_FIELD = re.compile(
+    r"(?i)((?:\b(?:x-api-key|(?:x-twilio-)?signature)|[\"'](?:\w*[_-])?"
+    r"(?:token|api[_-]?key|signature|password|passwd|secret)[\"'])\s*:\s*[\"']?)[^\s\"',;}]+"
+)
 _LOG_BEARER = re.compile(r"(?i)(\b(?:bearer|basic)\s+)[A-Za-z0-9._~+/=-]{8,}")
+# redis://:pw@host (a bounded scheme: "a.a.a.a…" must not be rescanned from every letter)
+_LOG_URL_PASSWORD = re.compile(r"(?i)(\b[a-z][a-z0-9+.-]{0,30}://[^/\s:@]*:)[^/\s@]+(?=@)")
+_HIDDEN = r"\1[SKJULT]"
+# Control characters (C0, DEL, C1, Unicode line separators): a "%0a" decoded into a path would
+# start a forged log line.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def mask_log_text(text: str) -> str:
     """A log message with written CPR/phone numbers and secrets in URLs or headers masked."""
-    if not any(ch.isdigit() for ch in text) and "=" not in text and " " not in text:
+    if not any(ch.isdigit() for ch in text) and not any(ch in text for ch in "= :"):
         return text
-    text = _LOG_SECRET.sub(r"\1[SKJULT]", text)
-    text = _LOG_BEARER.sub(r"\1[SKJULT]", text)
-    return _LOG_NUMBER.sub(lambda m: CPR_MASK if len(re.sub(r"\D", "", m.group())) == 10
-                           and not m.group().startswith("+") else NUMBER_MASK, text)
+    for pattern in (_LOG_SECRET, _LOG_SECRET_FIELD, _LOG_BEARER, _LOG_URL_PASSWORD):
+        text = pattern.sub(_HIDDEN, text)
+    return _LOG_NUMBER.sub(_number_mask, text)
+
+
+def _number_mask(match: re.Match[str]) -> str:
+    number = match.group()
+    international = number.startswith(("+", "%2B", "%2b"))
+    digits = _URL_SPACE_OR_PLUS.sub("", number)
+    return CPR_MASK if len(digits) == _CPR_DIGITS and not international else NUMBER_MASK
+
+
+def escape_control_characters(text: str) -> str:
+    """The text on one line: control characters written as escapes ("\\n", "\\x1b")."""
+    if not _CONTROL.search(text):
+        return text
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+def clean_log_text(text: str) -> str:
+    """What a log line may hold: masked, and on one line. Masked before escaping (a number after
+    a newline is still a number) and after (an escape may now be a secret's value: "token=\\r")."""
+    escaped = escape_control_characters(mask_log_text(text))
+    return escaped if escaped == text else mask_log_text(escaped)
 
 
 _installed = False
@@ -245,18 +281,19 @@ def install_log_masking() -> None:
             message = record.getMessage()
         except Exception:  # a malformed record: leave it to logging's own error report
             return record
-        if mask_log_text(message) == message:
+        if clean_log_text(message) == message:
             return record
-        # Mask the parts, keep the shape: formatters such as uvicorn's access log unpack
+        # Clean the parts, keep the shape: formatters such as uvicorn's access log unpack
         # record.args, so it must stay a tuple of the same length.
         if isinstance(record.msg, str):
-            record.msg = mask_log_text(record.msg)
+            record.msg = clean_log_text(record.msg)
         if isinstance(record.args, tuple):
-            record.args = tuple(mask_log_text(a) if isinstance(a, str) else a for a in record.args)
+            record.args = tuple(clean_log_text(a) if isinstance(a, str) else a for a in record.args)
         elif isinstance(record.args, dict):
-            record.args = {k: mask_log_text(v) if isinstance(v, str) else v for k, v in record.args.items()}
-        if mask_log_text(record.getMessage()) != record.getMessage():  # split across parts
-            record.msg, record.args = mask_log_text(record.getMessage()), ()
+            record.args = {k: clean_log_text(v) if isinstance(v, str) else v for k, v in record.args.items()}
+        message = record.getMessage()
+        if clean_log_text(message) != message:  # split across parts, or in a non-text argument
+            record.msg, record.args = clean_log_text(message), ()
         return record
 
     logging.setLogRecordFactory(factory)
