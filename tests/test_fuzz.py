@@ -11,11 +11,12 @@ import json
 import os
 import string
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from telephony import auth
@@ -38,7 +39,7 @@ from telephony.vonage import VonageChannel
 from tests.telephony_fakes import FakeWebSocket
 from voicebot.catalogue import CatalogueError, load_catalogue
 from voicebot.config import PROJECT_ROOT, ConfigError, load_settings
-from voicebot.privacy import CPR_MASK, NUMBER_MASK, mask_log_text, mask_numbers
+from voicebot.privacy import CPR_MASK, NUMBER_MASK, clean_log_text, mask_log_text, mask_numbers
 
 FUZZ = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 LONG = settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow,
@@ -329,6 +330,73 @@ def test_mask_numbers_and_log_masking_accept_anything(text):
     masked = mask_log_text(text)
     assert isinstance(masked, str)
     assert mask_log_text(masked) == masked  # idempotent: masking a masked line changes nothing
+
+
+@FUZZ
+@given(st.text(max_size=300) | st.lists(st.sampled_from(["%0a", "\n", "\r", "\x1b", "\x85", "\u2028", "%2B45",
+                                                         "12345678", "token=", " ", "x"]), max_size=30).map("".join))
+def test_a_cleaned_log_line_is_one_line(text):
+    cleaned = clean_log_text(text)
+    assert not any(ord(ch) < 32 or 0x7F <= ord(ch) <= 0x9F or ch in "\u2028\u2029" for ch in cleaned)
+    assert clean_log_text(cleaned) == cleaned
+
+
+# CPR numbers as the recogniser writes them: each digit a figure, a Danish or English word, or a
+# garble of "nul"; any separators; after a cue word (issue 13, #7).
+DIGIT_FORMS = {
+    0: ["0", "nul", "nero", "null", "zero"], 1: ["1", "en", "et", "one"], 2: ["2", "to", "two"],
+    3: ["3", "tre", "three"], 4: ["4", "fire", "four"], 5: ["5", "fem", "five"], 6: ["6", "seks", "six"],
+    7: ["7", "syv", "seven"], 8: ["8", "otte", "eight"], 9: ["9", "ni", "nine"],
+}  # fmt: skip
+spoken_cpr = st.lists(st.integers(0, 9), min_size=10, max_size=10).flatmap(
+    lambda digits: st.tuples(*(st.sampled_from(DIGIT_FORMS[d]) for d in digits),
+                             st.lists(st.sampled_from([" ", ", ", "-", " - ", " bindestreg "]), min_size=9,
+                                      max_size=9))
+).map(lambda t: "".join(form + sep for form, sep in zip(t[:-1], [*t[-1], ""], strict=True)))
+CUES = ["cpr", "CPR-nummer", "mit personnummer er", "mit person nummer det er", "social security number",
+        "min fødselsdato og de sidste fire", "cpr nummeret er øh"]
+
+
+@FUZZ
+@given(st.sampled_from(CUES), spoken_cpr, words, words)
+def test_a_garbled_cpr_number_after_a_cue_is_masked(cue, cpr, before, after):
+    assert mask_numbers(f"{cue} {cpr}") == f"{cue} {CPR_MASK}"
+    masked = mask_numbers(f"{before}. {cue} {cpr}. {after}")
+    assert f"{cue} {CPR_MASK}" in masked or f"{cue} {NUMBER_MASK}" in masked
+
+
+@FUZZ
+@given(st.integers(0, 10**6 - 1), st.integers(0, 9999), st.sampled_from(["og så", "hvad", "øh", "øh og"]),
+       words, words)
+def test_a_cpr_number_said_as_six_and_four_digits_is_masked(six, four, filler, before, after):
+    masked = mask_numbers(f"{before} hej {six:06d} {filler} {four:04d} hej {after}")
+    assert f"{CPR_MASK} {filler} {CPR_MASK}" in masked
+
+
+def _finishes_within(seconds: float, mask, text: str) -> bool:
+    """Runs mask(text) in a thread: a catastrophic pattern fails the test instead of hanging it."""
+    done = threading.Event()
+    threading.Thread(target=lambda: (mask(text), done.set()), daemon=True).start()
+    return done.wait(seconds)
+
+
+ADVERSARIAL_PARTS = ["1", "12", "-", " ", ", ", ".", ":", "/", "+", "x", "a", "_", "'", "nul", "nero", "og", "fem", "tyve",
+                     "cpr", "sidste", "fire", "token=", "bearer ", "basic ", "%0a", "\n", "%2B", "%20",
+                     "'password': '", "redis://:"]
+
+
+@LONG
+@given(st.lists(st.sampled_from(ADVERSARIAL_PARTS), min_size=1, max_size=8).map("".join))
+@example("a.")  # shapes that made regular expressions rescan from every position
+@example("1 ")
+@example("%2B1 ")
+@example("cpr 12 ")
+def test_masking_stays_linear_on_60_kib_of_adversarial_input(unit):
+    """Masking runs on every partial and every log record: a 60 KiB line of repeated digits and
+    number words is masked in well under the bound (linear: ~0.1 s; quadratic: minutes)."""
+    text = (unit * (60 * 1024 // len(unit) + 1))[: 60 * 1024 - 8] + " := 1 a-"  # no fast path
+    for mask in (mask_numbers, clean_log_text):
+        assert _finishes_within(10.0, mask, text), (mask.__name__, unit)
 
 
 # == configuration and catalogue ================================================================

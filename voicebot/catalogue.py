@@ -145,6 +145,9 @@ def load_catalogue(path: str | Path) -> Catalogue:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise CatalogueError(f"{path}: cannot read the intent catalogue: {exc}") from exc
+    except UnicodeDecodeError as exc:  # a binary or non-UTF-8 file
+        raise CatalogueError(f"{path}: the intent catalogue is not UTF-8 text ({exc.reason} at byte "
+                             f"{exc.start})") from exc
     except yaml.YAMLError as exc:
         raise CatalogueError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):

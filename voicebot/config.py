@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -165,10 +167,39 @@ class PrivacySettings(Section):
         return self
 
 
+# The YAML file's values while load_settings builds Settings (a settings source has no other
+# way in: pydantic-settings constructs the sources itself).
+_file_values: ContextVar[dict[str, Any] | None] = ContextVar("voicebot_file_values", default=None)
+
+
+class _YamlFileSource(PydanticBaseSettingsSource):
+    """The YAML file as a settings source below the environment. pydantic-settings deep-merges
+    its sources, so VOICEBOT_SECURITY__TWILIO_AUTH_TOKEN replaces that one field and keeps the
+    rest of the file's `security:` section."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # __call__ returns the whole file at once
+
+    def __call__(self) -> dict[str, Any]:
+        return _file_values.get() or {}
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="VOICEBOT_", env_nested_delimiter="__", extra="forbid"
     )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Highest first: overrides (command-line flags), environment, YAML file, defaults.
+        return init_settings, env_settings, _YamlFileSource(settings_cls)
 
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
@@ -219,18 +250,19 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
             file_values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except (OSError, yaml.YAMLError) as exc:
             raise ConfigError(f"cannot read configuration file {path}: {exc}") from exc
+        except UnicodeDecodeError as exc:  # a binary or non-UTF-8 file
+            raise ConfigError(f"{path}: the configuration file is not UTF-8 text ({exc.reason} at "
+                              f"byte {exc.start})") from exc
         if not isinstance(file_values, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of settings")
         odd = [k for k in file_values if not isinstance(k, str)]
         if odd:  # "? " or "1: x" in YAML: a key that names no setting
             raise ConfigError(f"{path}: setting names must be text, not {odd[0]!r}")
-    values = {**file_values, **{k: v for k, v in overrides.items() if v is not None}}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    token = _file_values.set(file_values)
     try:
-        # Environment variables win over the file: pydantic-settings applies init values
-        # first, so pass file values only where the environment does not set them.
-        env_keys = {k[len("VOICEBOT_"):].split("__")[0].lower() for k in os.environ
-                    if k.startswith("VOICEBOT_") and k != "VOICEBOT_CONFIG"}
-        init = {k: v for k, v in values.items() if k not in env_keys or k in overrides}
-        return Settings(**init)
+        return Settings(**overrides)
     except ValidationError as err:
         raise ConfigError(_format_errors(source, err)) from err
+    finally:
+        _file_values.reset(token)

@@ -2,15 +2,23 @@
 logged or shown.
 
 Callers say numbers in many ways, and the recogniser writes them in more: "230590-1234",
-"23 05 90 12 34", "to tre nul fem ni nul en to tre fire", "treogtyve nul fem halvfems…".
-Every token is read as the digits it stands for; a run of number tokens that adds up to
-eight digits or more is masked (ten digits: CPR, otherwise a phone or other number).
+"23 05 90 12 34", "to tre nul fem ni nul en to tre fire", "treogtyve nul fem halvfems…",
+"CPR nero 1 nero 2 nero 3-1234". Every token is read as the digits it stands for (Danish and
+English number words, and the recogniser's garbles of "nul"); a run of number tokens is masked
+when
+- it adds up to eight digits or more (ten digits: CPR, otherwise a phone or other number);
+- it is two parts of a CPR number said apart ("120345 og så 1234": 6 + 4 digits, or one part
+  a digit short or long when a digit was misheard as a word);
+- it has two digits or more and stands close to a cue word (cpr, personnummer, fødselsdato,
+  "de sidste fire", social security…), until ten digits near the cue have been masked.
+One pass over the tokens (linear in the text): this runs on every partial transcript.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass
 
 CPR_MASK = "[CPR]"
 NUMBER_MASK = "[NUMMER]"
@@ -18,6 +26,10 @@ NUMBER_MASK = "[NUMMER]"
 _UNITS = {
     "nul": 0, "en": 1, "et": 1, "én": 1, "ét": 1, "to": 2, "tre": 3, "fire": 4, "fem": 5,
     "seks": 6, "syv": 7, "otte": 8, "ni": 9,
+    # the recogniser's spellings of "nul", and English digits (callers and Whisper use both)
+    "null": 0, "nero": 0, "nulle": 0, "nol": 0, "zero": 0,
+    "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
+    "nine": 9,
 }  # fmt: skip
 _TEENS = {
     "ti": 10, "elleve": 11, "tolv": 12, "tretten": 13, "fjorten": 14, "femten": 15,
@@ -30,6 +42,21 @@ _TENS = {
 # Words that may stand between the parts of one number ("bindestreg", "streg", "og").
 _JOINERS = {"bindestreg", "streg", "minus", "og", "-", "–", "plus", "+"}
 _TOKEN = re.compile(r"\+?\d+|[a-zæøåé]+|[-–+]", re.IGNORECASE)
+
+# Words that announce a CPR number, one token (prefixes: "cpr-nummeret" is "cpr", "-", …) or
+# a phrase of tokens. "fire" in "de sidste fire" is part of the cue, not a digit.
+_CUE_PREFIXES = ("cpr", "personnummer", "personnr", "fødselsdato", "sygesikringsnummer", "kontrolcif")
+_CUE_WORDS = {"ssn"}
+_CUE_PHRASES = (
+    ("person", "nummer"), ("person", "nummeret"), ("person", "nr"), ("fødsels", "dato"),
+    ("social", "security"), ("personal", "number"), ("c", "p", "r"), ("se", "pe", "er"),
+    ("sidste", "fire"), ("sidste", "4"), ("fire", "sidste"), ("4", "sidste"),
+    ("last", "four"), ("last", "4"),
+)  # fmt: skip
+_CUE_AFTER_WORDS = 5  # words between a cue and the number that follows it ("cpr … er øh 12 03 45")
+_CUE_BEFORE_WORDS = 2  # words between a number and a cue that follows it ("120345-1234 er mit cpr")
+_CPR_DIGITS = 10
+_SPLIT_WORDS = 3  # words between the two parts of a split CPR number ("120345 og så 1234")
 
 
 def _digits_of(word: str) -> str | None:
@@ -50,38 +77,130 @@ def _digits_of(word: str) -> str | None:
     return None
 
 
-def mask_numbers(text: str) -> str:
-    """Mask CPR and phone numbers, written or spoken, in a transcript."""
-    tokens = list(_TOKEN.finditer(text))
-    spans: list[tuple[int, int, int]] = []  # (start char, end char, digit count)
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """Number tokens first..last (token indices) read as one number of `count` digits."""
+
+    first: int
+    last: int
+    count: int
+    amount: bool = False  # written with a thousands separator ("30.000"): a sum, not an id
+
+
+def _cue_length(words: list[str], i: int) -> int:
+    """How many tokens from i form a CPR cue (0: none)."""
+    if words[i].startswith(_CUE_PREFIXES) or words[i] in _CUE_WORDS:
+        return 1
+    for phrase in _CUE_PHRASES:
+        if tuple(words[i:i + len(phrase)]) == phrase:
+            return len(phrase)
+    return 0
+
+
+def _cues(words: list[str]) -> list[tuple[int, int]]:
+    """(first, last) token indices of every cue."""
+    cues, i = [], 0
+    while i < len(words):
+        n = _cue_length(words, i)
+        if n:
+            cues.append((i, i + n - 1))
+        i += max(n, 1)
+    return cues
+
+
+def _number_runs(words: list[str], digits: list[str | None], grouped: list[bool]) -> list[_Run]:
+    runs: list[_Run] = []
     i = 0
-    while i < len(tokens):
-        digits = _digits_of(tokens[i].group())
-        if digits is None:
+    while i < len(words):
+        if digits[i] is None:
             i += 1
             continue
-        start, count, last, j = tokens[i].start(), len(digits), i, i + 1
+        count, last, j = len(digits[i]), i, i + 1
         # "fem og tyve" said as three words is one number: 25, not 5 + 20.
-        while j < len(tokens):
-            word = tokens[j].group().lower()
-            d = _digits_of(word)
-            if d is not None:
-                count += len(d)
+        while j < len(words):
+            if digits[j] is not None:
+                count += len(digits[j])
                 last, j = j, j + 1
-            elif word in _JOINERS and j + 1 < len(tokens) and _digits_of(tokens[j + 1].group()):
-                if word == "og" and tokens[j + 1].group().lower() in _TENS:
+            elif words[j] in _JOINERS and j + 1 < len(words) and digits[j + 1] is not None:
+                if words[j] == "og" and words[j + 1] in _TENS:
                     count -= 1  # "fem og tyve": the unit merges into the tens
                 j += 1
             else:
                 break
-        if count >= 8:
-            spans.append((start, tokens[last].end(), count))
+        runs.append(_Run(i, last, count, any(grouped[i + 1:last + 1])))
         i = last + 1
+    return runs
+
+
+def _split_cpr(runs: list[_Run]) -> set[int]:
+    """Runs that are the two parts of one CPR number said apart: 6 + 4 digits, or one part a
+    digit short or long (a digit misheard as a word, dropped or doubled). Amounts ("30.000")
+    are not parts."""
+    found: set[int] = set()
+    for k in range(len(runs) - 1):
+        a, b = runs[k], runs[k + 1]
+        shape = (a.count == 6 and 3 <= b.count <= 5) or (5 <= a.count <= 7 and b.count == 4)
+        if shape and b.first - a.last - 1 <= _SPLIT_WORDS and not (a.amount or b.amount):
+            found.update((k, k + 1))
+    return found
+
+
+def _near_cues(runs: list[_Run], cues: list[tuple[int, int]]) -> set[int]:
+    """Runs of two digits or more close to a cue, in either direction, until the ten digits of
+    a CPR number have been masked (so "… og jeg er 85 år" after a whole number stays)."""
+    found: set[int] = set()
+    for first, last in cues:
+        # after the cue; a masked run moves the anchor on ("cpr 12 03 45 øh 12 34")
+        anchor, left, k = last, _CPR_DIGITS, _first_run_after(runs, last)
+        while k < len(runs) and left > 0 and runs[k].first - anchor - 1 <= _CUE_AFTER_WORDS:
+            if runs[k].count >= 2:
+                found.add(k)
+                anchor, left = runs[k].last, left - runs[k].count
+            k += 1
+        # before the cue
+        anchor, left, k = first, _CPR_DIGITS, _first_run_after(runs, first) - 1
+        while k >= 0 and left > 0 and anchor - runs[k].last - 1 <= _CUE_BEFORE_WORDS:
+            if runs[k].count >= 2:
+                found.add(k)
+                anchor, left = runs[k].first, left - runs[k].count
+            k -= 1
+    return found
+
+
+def _first_run_after(runs: list[_Run], token: int) -> int:
+    """Index of the first run that starts after token (len(runs) if none)."""
+    lo, hi = 0, len(runs)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if runs[mid].first <= token:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+def mask_numbers(text: str) -> str:
+    """Mask CPR and phone numbers, written or spoken, in a transcript."""
+    tokens = list(_TOKEN.finditer(text))
+    words = [t.group().lower() for t in tokens]
+    cues = _cues(words)
+    in_cue = {i for first, last in cues for i in range(first, last + 1)}
+    digits = [None if i in in_cue else _digits_of(w) for i, w in enumerate(words)]
+    # "30.000": three digits after a dot are a thousands group
+    grouped = [i > 0 and len(w) == 3 and w.isdigit() and text[tokens[i - 1].end():tokens[i].start()] == "."
+               for i, w in enumerate(words)]
+    runs = _number_runs(words, digits, grouped)
+    cpr = _split_cpr(runs) | _near_cues(runs, cues)
     out, pos = [], 0
-    for start, end, count in spans:
+    for k, run in enumerate(runs):
+        if k not in cpr and run.count < 8:
+            continue
+        start, end = tokens[run.first].start(), tokens[run.last].end()
         out.append(text[pos:start])
         international = text[start] == "+"  # "+45 12345678" is a phone number
-        out.append(CPR_MASK if count == 10 and not international else NUMBER_MASK)
+        long_number = run.count >= 8  # ten digits: CPR, otherwise a phone or other number
+        is_cpr = run.count == _CPR_DIGITS and not international if long_number else True
+        out.append(CPR_MASK if is_cpr else NUMBER_MASK)
         pos = end
     out.append(text[pos:])
     return "".join(out)
@@ -91,21 +210,57 @@ def mask_numbers(text: str) -> str:
 # Transcripts reach logs only masked (and only with log_transcripts on), but anything else
 # that slips through — a caller number in a platform's parameters, a token in a URL a server
 # logs — is masked here, in every log record of the process. Written digit runs only: a run of
-# 8 or more digits (spaces or hyphens between them) that is not part of a longer word, id or
-# address, so call ids, UUIDs, IP addresses and ports stay readable.
-_LOG_NUMBER = re.compile(r"(?<![\w.:/-])\+?\d(?:[ -]?\d){7,}(?![\w.:/]|-\w)")
-_LOG_SECRET = re.compile(r"(?i)(\b(?:token|api[_-]?key|signature|password)=)[^&\s\"']+")
+# 8 or more digits (spaces or hyphens between them, or URL-encoded: "%2B45%2012345678") that is
+# not part of a longer word, id or address, so call ids, UUIDs, IP addresses and ports stay
+# readable.
+_LOG_NUMBER = re.compile(r"(?:%2[Bb]|(?<![\w.:/-])\+?)\d(?:(?:[ +-]|%20)?\d){7,}(?![\w.:/]|-\w)")
+_URL_SPACE_OR_PLUS = re.compile(r"%2[0Bb]|\D")
+# key=value in URLs and forms ("?token=", "auth_token=", "api_key=", "password=")
+_LOG_SECRET = re.compile(
+    r"(?i)(\b(?:\w*[_-])?(?:token|api[_-]?key|signature|password|passwd|secret)=)[^&\s\"']+"
+)
+# headers and dict/JSON reprs ("X-API-KEY: k", "'x-twilio-signature': 's'", '"password": "p"')
+_LOG_SECRET_FIELD = re.compile(
+    r"(?i)((?:\b(?:x-api-key|(?:x-twilio-)?signature)|[\"'](?:\w*[_-])?"
+    r"(?:token|api[_-]?key|signature|password|passwd|secret)[\"'])\s*:\s*[\"']?)[^\s\"',;}]+"
+)
 _LOG_BEARER = re.compile(r"(?i)(\b(?:bearer|basic)\s+)[A-Za-z0-9._~+/=-]{8,}")
+# redis://:pw@host (a bounded scheme: "a.a.a.a…" must not be rescanned from every letter)
+_LOG_URL_PASSWORD = re.compile(r"(?i)(\b[a-z][a-z0-9+.-]{0,30}://[^/\s:@]*:)[^/\s@]+(?=@)")
+_HIDDEN = r"\1[SKJULT]"
+# Control characters (C0, DEL, C1, Unicode line separators): a "%0a" decoded into a path would
+# start a forged log line.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def mask_log_text(text: str) -> str:
     """A log message with written CPR/phone numbers and secrets in URLs or headers masked."""
-    if not any(ch.isdigit() for ch in text) and "=" not in text and " " not in text:
+    if not any(ch.isdigit() for ch in text) and not any(ch in text for ch in "= :"):
         return text
-    text = _LOG_SECRET.sub(r"\1[SKJULT]", text)
-    text = _LOG_BEARER.sub(r"\1[SKJULT]", text)
-    return _LOG_NUMBER.sub(lambda m: CPR_MASK if len(re.sub(r"\D", "", m.group())) == 10
-                           and not m.group().startswith("+") else NUMBER_MASK, text)
+    for pattern in (_LOG_SECRET, _LOG_SECRET_FIELD, _LOG_BEARER, _LOG_URL_PASSWORD):
+        text = pattern.sub(_HIDDEN, text)
+    return _LOG_NUMBER.sub(_number_mask, text)
+
+
+def _number_mask(match: re.Match[str]) -> str:
+    number = match.group()
+    international = number.startswith(("+", "%2B", "%2b"))
+    digits = _URL_SPACE_OR_PLUS.sub("", number)
+    return CPR_MASK if len(digits) == _CPR_DIGITS and not international else NUMBER_MASK
+
+
+def escape_control_characters(text: str) -> str:
+    """The text on one line: control characters written as escapes ("\\n", "\\x1b")."""
+    if not _CONTROL.search(text):
+        return text
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+def clean_log_text(text: str) -> str:
+    """What a log line may hold: masked, and on one line. Masked before escaping (a number after
+    a newline is still a number) and after (an escape may now be a secret's value: "token=\\r")."""
+    escaped = escape_control_characters(mask_log_text(text))
+    return escaped if escaped == text else mask_log_text(escaped)
 
 
 _installed = False
@@ -126,18 +281,19 @@ def install_log_masking() -> None:
             message = record.getMessage()
         except Exception:  # a malformed record: leave it to logging's own error report
             return record
-        if mask_log_text(message) == message:
+        if clean_log_text(message) == message:
             return record
-        # Mask the parts, keep the shape: formatters such as uvicorn's access log unpack
+        # Clean the parts, keep the shape: formatters such as uvicorn's access log unpack
         # record.args, so it must stay a tuple of the same length.
         if isinstance(record.msg, str):
-            record.msg = mask_log_text(record.msg)
+            record.msg = clean_log_text(record.msg)
         if isinstance(record.args, tuple):
-            record.args = tuple(mask_log_text(a) if isinstance(a, str) else a for a in record.args)
+            record.args = tuple(clean_log_text(a) if isinstance(a, str) else a for a in record.args)
         elif isinstance(record.args, dict):
-            record.args = {k: mask_log_text(v) if isinstance(v, str) else v for k, v in record.args.items()}
-        if mask_log_text(record.getMessage()) != record.getMessage():  # split across parts
-            record.msg, record.args = mask_log_text(record.getMessage()), ()
+            record.args = {k: clean_log_text(v) if isinstance(v, str) else v for k, v in record.args.items()}
+        message = record.getMessage()
+        if clean_log_text(message) != message:  # split across parts, or in a non-text argument
+            record.msg, record.args = clean_log_text(message), ()
         return record
 
     logging.setLogRecordFactory(factory)
