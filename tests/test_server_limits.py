@@ -167,12 +167,12 @@ def test_an_oversized_cookie_is_refused_at_once_and_the_loop_goes_on(tmp_path, c
 
 
 def test_escaped_cookies_are_dropped_before_starlette_parses_them():
-    from voicebot.httplimits import HeaderLimits, without_escaped_cookies
+    from voicebot.httplimits import RequestLimits, without_escaped_cookies
 
     async def cookies(request: Request) -> JSONResponse:
         return JSONResponse(request.cookies)
 
-    app = HeaderLimits(Starlette(routes=[Route("/", cookies)]), SecuritySettings())
+    app = RequestLimits(Starlette(routes=[Route("/", cookies)]), SecuritySettings())
     client = TestClient(app)
     escaped = '"' + "\\" * 7000 + '"'
     assert client.get("/", headers={"Cookie": f"session=abc; evil={escaped}; csrf=x"}).json() == \
@@ -199,6 +199,25 @@ def test_a_request_line_and_headers_that_never_end_are_cut_off(tmp_path, catalog
             sock.sendall(b"a" * 4096)
             time.sleep(0.001)
         assert status(read_all(sock)) == 431
+
+
+# == body sizes ===============================================================================
+def test_a_webhook_body_over_the_limit_is_refused_413_before_it_is_buffered(tmp_path, catalogue, classifier):
+    with served(tmp_path, catalogue, classifier, max_body_bytes=64 * 1024) as app:
+        head = "POST /twilio/voice HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        declared = request(app.port, head + f"Content-Length: {1 << 30}\r\n")  # and no body at all
+        assert status(declared) == 413
+        with connect(app.port) as sock:  # a chunked body declares no length: counted as it comes
+            sock.sendall(head.encode() + b"Transfer-Encoding: chunked\r\n\r\n")
+            sock.settimeout(0.05)
+            response, chunk = b"", b"a=" + b"b" * 8190
+            for _ in range(1000):  # up to 8 MB, until the server answers
+                sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                with suppress(TimeoutError):
+                    if response := sock.recv(65536):
+                        break
+            assert status(response) == 413
+        assert signed_twilio_voice(app) == 200  # a webhook's own few hundred bytes
 
 
 # == WebSocket keepalive ======================================================================

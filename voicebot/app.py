@@ -25,7 +25,7 @@ from telephony.base import Limits, MediaChannel, ProtocolError
 from telephony.registry import WEBSOCKET_CHANNELS, Connection
 from voicebot import __version__, console, metrics
 from voicebot.config import ConfigError, Settings
-from voicebot.httplimits import HeaderLimits
+from voicebot.httplimits import RequestLimits
 from voicebot.privacy import install_log_masking
 from voicebot.secrets import load_credentials, load_or_create_secret
 from voicebot.services import Services, load_services
@@ -99,7 +99,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
 
     app = FastAPI(title="voicebot", version=__version__, lifespan=lifespan)
     app.include_router(console.router)
-    app.add_middleware(HeaderLimits, security=settings.security)  # before anything parses headers
+    app.add_middleware(RequestLimits, security=settings.security)  # before anything parses headers
 
     def svc(request_or_ws) -> Services:
         return request_or_ws.app.state.services

@@ -131,6 +131,8 @@ class SecuritySettings(Section):
     # be larger than this: 431 (414 for the request line) before anything parses them.
     max_header_bytes: int = Field(8 * 1024, ge=1024, le=64 * 1024)
     max_header_total_bytes: int = Field(32 * 1024, ge=4096, le=256 * 1024)
+    # A request body (webhook and console forms are a few KB) may not be larger than this: 413.
+    max_body_bytes: int = Field(1 << 20, ge=4096, le=64 << 20)
     # Open connections (HTTP and WebSocket). At the limit a new connection closes the one idle
     # longest (no request in progress); when every one is busy, the new one is answered 503.
     max_connections: int = Field(512, ge=16, le=60000)

@@ -210,7 +210,7 @@ def bounded_http_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
         for protocol in idle:
             if protocol is not newcomer:
                 idle.pop(protocol)
-                log.info("%d connections open: closing the one idle longest", limits.max_connections)
+                log.debug("%d connections open: closing the one idle longest", limits.max_connections)
                 protocol.cancel_deadline()
                 protocol.transport.close()
                 return
