@@ -129,6 +129,20 @@ def test_an_idle_keep_alive_connection_is_closed_but_a_websocket_is_not_idle(tmp
         follower.ping().wait(5)
 
 
+def test_a_request_in_progress_outlives_the_request_timeout_also_when_pipelined(tmp_path, catalogue, classifier):
+    import asyncio
+
+    with served(tmp_path, catalogue, classifier, request_timeout_s=0.5) as app, connect(app.port) as sock:
+        async def slow() -> dict:  # an app that takes its time: the request itself had arrived
+            await asyncio.sleep(1.5)
+            return {"slow": True}
+
+        app.app.add_api_route("/_slow", slow)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /_slow HTTP/1.1\r\nHost: x\r\n\r\n"
+                     b"GET /_slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert read_all(sock).count(b"HTTP/1.1 200 OK") == 3
+
+
 # == the connection limit (503) ===============================================================
 def test_a_request_is_answered_503_only_when_every_connection_is_busy(tmp_path, catalogue, classifier):
     from websockets.sync.client import connect as ws_connect

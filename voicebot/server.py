@@ -89,12 +89,10 @@ def bounded_http_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
                 self.header_bytes += len(data)
             try:
                 self.parser.feed_data(data)
-            except httptools.HttpParserCallbackError as exc:
-                if isinstance(exc.__context__, Refused):
+            except httptools.HttpParserError as exc:
+                if isinstance(exc.__context__, Refused):  # raised by a callback below
                     self.refuse(exc.__context__.status, str(exc.__context__))
                     return
-                raise
-            except httptools.HttpParserError:
                 self.logger.warning("Invalid HTTP request received.")
                 self.send_400_response("Invalid HTTP request received.")
                 return
@@ -143,8 +141,9 @@ def bounded_http_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
             super().on_message_complete()
 
         def on_response_complete(self) -> None:
+            pipelined = bool(self.pipeline)  # super() starts the next request, read already
             super().on_response_complete()
-            if not self.transport.is_closing() and not self.pipeline:
+            if not pipelined and not self.transport.is_closing():
                 self.wait_for_request()  # keep-alive: the next request has its own deadline
 
         # -- waiting for a request -----------------------------------------------------------
