@@ -155,10 +155,10 @@ def main() -> None:
     from voicebot.app import create_app
     from voicebot.asr import AsrPool
     from voicebot.catalogue import load_catalogue
-    from voicebot.cli import server_limits
     from voicebot.config import load_settings
     from voicebot.events import EventBus
     from voicebot.queues import open_store
+    from voicebot.server import build_config
     from voicebot.services import Services, load_classifier
     from voicebot.vad import SileroVad
 
@@ -185,8 +185,8 @@ def main() -> None:
                 "python_objects": len(gc.get_objects()), "threads": threading.active_count(),
                 "tasks": len(asyncio.all_tasks())}
 
-    config = uvicorn.Config(app, host="127.0.0.1", port=args.port, log_level="warning", lifespan="on",
-                            timeout_graceful_shutdown=2, **server_limits(settings))
+    config = build_config(app, settings, host="127.0.0.1", port=args.port, log_level="warning", lifespan="on",
+                          timeout_graceful_shutdown=2)
     server = uvicorn.Server(config)
 
     async def serve() -> None:

@@ -129,12 +129,12 @@ class ServedApp:
         import uvicorn
 
         from voicebot.app import create_app
-        from voicebot.cli import server_limits
+        from voicebot.server import build_config
 
         self.services = services
         self.app = create_app(services.settings, services=services)
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=0, log_level="warning", lifespan="on",
-                                timeout_graceful_shutdown=1, **server_limits(services.settings))
+        config = build_config(self.app, services.settings, host="127.0.0.1", port=0, log_level="warning",
+                              lifespan="on", timeout_graceful_shutdown=1)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

@@ -23,6 +23,7 @@ from telephony.base import ProtocolError
 from voicebot import __version__, console, gateway, metrics
 from voicebot.config import ConfigError, Settings
 from voicebot.gateway import AdmittedChannel, CallIds, refuse_upgrade
+from voicebot.httplimits import RequestLimits
 from voicebot.privacy import install_log_masking
 from voicebot.queues import maintenance as queue_maintenance
 from voicebot.secrets import load_credentials, load_or_create_secret
@@ -65,6 +66,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app = FastAPI(title="voicebot", version=__version__, lifespan=lifespan,
                   docs_url=None, redoc_url=None, openapi_url=None)
     app.include_router(console.router)
+    app.add_middleware(RequestLimits, security=settings.security)  # before anything parses headers
 
     def svc(request_or_ws) -> Services:
         return request_or_ws.app.state.services

@@ -31,8 +31,7 @@ def _print_json(obj) -> None:
 
 # -- serve ---------------------------------------------------------------------------
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
+    from voicebot import server
     from voicebot.app import create_app
     from voicebot.asr import ModelMissing, check_model_dir
 
@@ -42,20 +41,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ModelMissing as exc:
         print(f"voicebot serve: {exc}; ./setup.sh does it too", file=sys.stderr)
         return 2
-    app = create_app(settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level,
-                **server_limits(settings), timeout_graceful_shutdown=5)
+    server.run(create_app(settings), settings, log_level=args.log_level)
     return 0
-
-
-def server_limits(settings: Settings) -> dict:
-    """uvicorn options that bound what one connection can cost (SECURITY.md)."""
-    from voicebot.wsprotocol import bounded_ws_protocol
-
-    # A text frame of N characters is up to 4N bytes; the adapters check characters.
-    return {"ws": bounded_ws_protocol(settings.security.send_timeout_s),
-            "ws_max_size": 4 * settings.security.max_message_bytes, "ws_max_queue": 32,
-            "ws_ping_interval": 20.0, "ws_ping_timeout": 20.0, "limit_concurrency": 4 * settings.max_calls + 64}
 
 
 # -- call ----------------------------------------------------------------------------

@@ -129,6 +129,23 @@ class SecuritySettings(Section):
     max_message_bytes: int = Field(64 * 1024, ge=4096, le=1 << 20)
     # A send that cannot be delivered within this time (the peer stopped reading) ends the call.
     send_timeout_s: float = Field(10.0, ge=0.5, le=120.0)
+    # HTTP (voicebot/server.py): a connection must deliver a whole request (line, headers, body)
+    # within request_timeout_s of opening or of its previous response, or it is closed; an idle
+    # keep-alive connection is closed after keepalive_timeout_s.
+    request_timeout_s: float = Field(10.0, ge=0.5, le=300.0)
+    keepalive_timeout_s: float = Field(5.0, ge=0.5, le=300.0)
+    # One header field (name and value), and the request line and all headers together, may not
+    # be larger than this: 431 (414 for the request line) before anything parses them.
+    max_header_bytes: int = Field(8 * 1024, ge=1024, le=64 * 1024)
+    max_header_total_bytes: int = Field(32 * 1024, ge=4096, le=256 * 1024)
+    # A request body (webhook and console forms are a few KB) may not be larger than this: 413.
+    max_body_bytes: int = Field(1 << 20, ge=4096, le=64 << 20)
+    # Open connections (HTTP and WebSocket). At the limit a new connection closes the one idle
+    # longest (no request in progress); when every one is busy, the new one is answered 503.
+    max_connections: int = Field(512, ge=16, le=60000)
+    # WebSocket keepalive: a ping every interval; no pong within the timeout ends the connection.
+    ws_ping_interval_s: float = Field(20.0, ge=0.1, le=300.0)
+    ws_ping_timeout_s: float = Field(20.0, ge=0.1, le=300.0)
     # The softphone page gets a softphone-only token embedded when it is asked for from this
     # machine (loopback address and Host, no proxy headers, no public_url); otherwise it asks.
     softphone_embed_token: bool = True
@@ -145,6 +162,8 @@ class SecuritySettings(Section):
         short = sorted(k for k, v in self.media_tokens.items() if len(v) < 16)
         if short or (self.twilio_auth_token is not None and len(self.twilio_auth_token) < 16):
             raise ValueError("media tokens and the Twilio auth token must be at least 16 characters")
+        if self.max_header_bytes > self.max_header_total_bytes:
+            raise ValueError("security.max_header_bytes must not be above security.max_header_total_bytes")
         for source in self.audiosocket_sources:
             try:
                 ipaddress.ip_network(source, strict=False)
@@ -220,6 +239,13 @@ class Settings(BaseSettings):
     telephony: TelephonySettings = TelephonySettings()
     security: SecuritySettings = SecuritySettings()
     privacy: PrivacySettings = PrivacySettings()
+
+    @model_validator(mode="after")
+    def _connections_for_calls(self) -> Settings:
+        if self.security.max_connections < 2 * self.max_calls + 16:  # a call's stream and its follower
+            raise ValueError(f"security.max_connections must be at least 2 * max_calls + 16 "
+                             f"({2 * self.max_calls + 16})")
+        return self
 
     @property
     def db_path(self) -> Path:
