@@ -108,8 +108,9 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         protocol error is logged and closes only this call, with the protocol's own signal."""
         services = app.state.services
         session = CallSession(channel, services)
+        admitted = services.admit()  # before any await: calls arriving together count at once
         try:
-            if services.active_calls >= settings.max_calls:
+            if not admitted:
                 metrics.REFUSED_CALLS.labels(channel.platform).inc()
                 log.warning("%s call to a person: %d calls in progress", channel.platform, services.active_calls)
                 await session.refuse()
@@ -128,6 +129,9 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
             log.exception("%s call %s failed", channel.platform, session.call_id or "(not started)")
             with contextlib.suppress(Exception):
                 await channel.hang_up()
+        finally:
+            if admitted:
+                services.release()
 
     # -- who may connect ----------------------------------------------------------------
     def media_auth(name: str, ws: WebSocket) -> tuple[str | None, Connection]:
