@@ -115,7 +115,8 @@ class CallSession:
                     async for event in events:
                         match event:
                             case Audio(samples=samples):
-                                if media_timeout is not None:
+                                # Pushed on when half spent: not one timer handle per frame.
+                                if media_timeout is not None and (no_media.when() or 0) - loop.time() < media_timeout / 2:
                                     no_media.reschedule(loop.time() + media_timeout)
                                 await self.hear(samples)
                             case Digit(digit=digit):
