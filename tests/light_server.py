@@ -52,7 +52,8 @@ class ToneSpeaker:
         return self.audio
 
 
-SESSION_CODE = ("CallSession.", "Channel.", "PacedPlayout.", "AsrPool.", "ReaderChannel.")
+SESSION_CODE = ("CallSession.", "Listener.", "PromptPlayer.", "Channel.", "PacedPlayout.", "AsrPool.",
+                "ReaderChannel.")
 
 
 def session_tasks() -> list[str]:

@@ -90,3 +90,16 @@ def test_settings_file_with_keys_that_are_not_names_fails_with_the_file(tmp_path
     path.write_text(text, encoding="utf-8")
     with pytest.raises(ConfigError, match="setting names must be text"):
         load_settings(path)
+
+
+def test_an_unknown_prompt_placeholder_fails_the_start_naming_the_entry(tmp_path):
+    """Issue 13 #9: `{evil}` in the route prompt used to pass and silence every routed caller."""
+    msg = _broken(tmp_path, lambda d: d["prompts"].update(route="Jeg stiller dig videre til {evil}."))
+    assert "prompts.route" in msg and "{evil}" in msg and "{queue}" in msg
+
+
+def test_a_placeholder_in_a_prompt_spoken_as_written_fails_the_start(tmp_path):
+    msg = _broken(tmp_path, lambda d: d["prompts"].update(goodbye="Farvel {name"))
+    assert "prompts.goodbye" in msg
+    msg = _broken(tmp_path, lambda d: d["prompts"].update(keypad_menu="Tryk {queue}."))
+    assert "prompts.keypad_menu" in msg and "{queue}" in msg and "{menu}" in msg

@@ -141,3 +141,18 @@ def test_a_greeting_alone_waits_for_the_errand(policy):
     assert d.action == "listen" and d.say == "" and policy.failures == 0
     d = policy.on_utterance("min skraldespand er ikke tømt", u("waste", 0.95))
     assert d.forvaltning == "TMF"
+
+
+def test_a_hand_off_after_failures_keeps_the_models_confidence(policy):
+    """Issue 13 #12: a guess the model was unsure of (mitid 0.24) was stored as confidence 1.0."""
+    decision = None
+    for _ in range(3):
+        decision = policy.on_utterance("øh det der med koden", u("mitid", 0.24))
+    assert decision.hand_off and decision.intent == "mitid"
+    assert decision.confidence == 0.24
+
+
+def test_a_hand_off_without_understanding_claims_no_confidence(policy):
+    policy.on_no_input()
+    assert policy.on_no_input().confidence == 0.0  # nothing was understood
+    assert policy.on_digit("0").confidence == 1.0 or policy.state is State.DONE  # the caller's own key

@@ -43,13 +43,17 @@ def test_audiohook_hand_off_carries_output_variables(served):
     assert ("control", "closed") in result.platform_events  # disconnect → close → closed
 
 
-def test_listen_only_audiohook_routes_without_bot_audio(tmp_path, catalogue, classifier):
+def test_listen_only_audiohook_listens_until_closed_and_assists(tmp_path, catalogue, classifier):
+    """AudioHook Monitor (playback not configured): the bot never disconnects or routes on its
+    own; what it understands reaches the agent as agent_assist, and Genesys's close ends it."""
     services = light_services(tmp_path, catalogue, classifier, audiosocket_enabled=False, audiohook_playback=False)
-    with ServedApp(services) as served:  # an AudioHook Monitor integration: playback not configured
+    with ServedApp(services) as served:
         call, result = keypad_call(served, "audiohook", "2", audio_connector=False)
-        assert result.turns[0].forvaltning == "TMF"
+        assert result.turns == [] and not result.closed_by_bot  # no decision, no disconnect
         assert len(result.reply_audio) == 0  # AudioHook Monitor: the bot cannot be heard
-    assert all(e.get("interrupted") for e in result.events if e["type"] == "played")
+        assists = [e for e in result.events if e["type"] == "agent_assist"]
+        assert assists and assists[0]["forvaltning"] == "TMF" and assists[0]["intent"] == "parking_permit"
+        assert served.services.store.get(call.call_id) is None
 
 
 def test_json_chan_websocket_and_in_order_telnyx(served):

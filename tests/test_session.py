@@ -221,13 +221,24 @@ class ListenOnlyLine(ScriptedLine):
         return False
 
 
-def test_on_a_listen_only_line_the_bot_routes_without_speaking(services, speaker):
+def test_on_a_listen_only_line_the_bot_listens_until_the_platform_closes_and_assists(services, speaker):
+    """AudioHook Monitor (issue 13 #11): no prompts, no no-input timer, no hand-off or
+    disconnect of its own; what it understands goes to the agent as agent_assist."""
     svc = services("min skraldespand er ikke blevet tømt")
     speech = speaker.speak("Min skraldespand er ikke blevet tømt i denne uge.")
+    # 30 s of line silence after the turn (far past no_input_s), then the platform closes.
     line = ListenOnlyLine([silence(0.5), speech, silence(1.5)])
+    events = []
+    original = svc.events.publish
+    svc.events.publish = lambda call_id, kind, **data: (events.append((kind, data)), original(call_id, kind, **data))
     run(CallSession(line, svc))
     assert not [e for e in line.log if e[0] == "play"]
-    assert ("hand_off", "TMF") in line.log
+    assert line.log == [("hang_up",)]  # only the session's close after the platform's Hangup
+    assert not [k for k, _ in events if k == "decision"]  # no no-input prompt, no routing
+    assists = [d for k, d in events if k == "agent_assist"]
+    assert assists and assists[0]["intent"] == "waste" and assists[0]["forvaltning"] == "TMF"
+    assert assists[0]["transcript"] == "min skraldespand er ikke blevet tømt" and 0 < assists[0]["confidence"] <= 1
+    assert svc.store.get("CA-test") is None  # the platform routes a monitored call, not the bot
 
 
 def test_a_line_without_echo_cancellation_needs_longer_speech_to_barge_in(services, speaker):
@@ -251,3 +262,110 @@ def test_a_failing_queue_write_still_hands_the_caller_on(services, speaker):
     run(CallSession(line, svc))
     assert ("hand_off", "TMF") in line.log
     assert sum(1 for e in line.log if e[0] == "play" and e[1].startswith("route")) >= 1
+
+
+def published_by(svc: Services) -> list[tuple[str, dict]]:
+    events: list[tuple[str, dict]] = []
+    original = svc.events.publish
+    svc.events.publish = lambda call_id, kind, **data: (events.append((kind, data)), original(call_id, kind, **data))
+    return events
+
+
+def test_a_failing_session_task_is_logged_and_the_caller_handed_to_a_person(services, speaker, caplog):
+    """Issue 13 #9: a task that dies (here: a route prompt with a placeholder nobody fills)
+    used to leave the caller in silence with nothing logged."""
+    svc = services("min skraldespand er ikke blevet tømt")
+    svc.catalogue = svc.catalogue.model_copy(deep=True)
+    svc.catalogue.prompts["route"] = "Jeg stiller dig videre til {evil}."  # past validation
+    speech = speaker.speak("Min skraldespand er ikke blevet tømt i denne uge.")
+    line = ScriptedLine([silence(0.5), speech, silence(1.5)])
+    with caplog.at_level("ERROR", logger="voicebot.session"):
+        run(CallSession(line, svc))
+    failures = [r for r in caplog.records if r.levelname == "ERROR" and "failed" in r.getMessage()]
+    assert failures and failures[0].exc_info is not None  # logged with its traceback
+    assert ("hand_off", "KONTAKTCENTER") in line.log
+    record = svc.store.get("CA-test")
+    assert record is not None and record.forvaltning == "KONTAKTCENTER" and "internal error" in record.reason
+    assert any(e[0] == "play" and e[1].startswith("human") for e in line.log)  # told, not silence
+
+
+class HangsUpDuringRoutingLine(ScriptedLine):
+    """The caller hangs up while the routing prompt plays (its marks never come back)."""
+
+    def __init__(self, script: list) -> None:
+        super().__init__(script)
+        self.gone = False
+
+    async def play(self, audio, mark):
+        if mark.startswith("route"):
+            self.log.append(("play", mark, len(audio)))
+            self.gone = True
+            return
+        await super().play(audio, mark)
+
+    async def events(self):
+        async for event in super().events():
+            if self.gone:
+                yield Hangup("caller hung up during the routing prompt")
+                return
+            yield event
+
+
+def test_a_caller_gone_during_the_routing_prompt_is_marked_abandoned(services, speaker):
+    """Issue 13 #13: the queue entry stayed `waiting` for a caller who was gone."""
+    svc = services("min skraldespand er ikke blevet tømt")
+    speech = speaker.speak("Min skraldespand er ikke blevet tømt i denne uge.")
+    line = HangsUpDuringRoutingLine([silence(0.5), speech, silence(1.5)])
+    events = published_by(svc)
+    run(CallSession(line, svc))
+    assert not [e for e in line.log if e[0] == "hand_off"]
+    record = svc.store.get("CA-test")
+    assert record is not None and record.status == "abandoned" and record.finished_at is not None
+    assert "abandoned" in [k for k, _ in events]
+
+
+class SilentPeer(ScriptedLine):
+    """Sends its start and then no audio at all; returns marks only if `echo_marks`."""
+
+    async def events(self):
+        yield CallStart("CA-test", "test", "+4511223344")
+        while not self.ended.is_set():
+            yield await self._marks.get()
+
+
+def test_a_peer_that_sends_no_audio_is_ended_and_frees_its_slot(services):
+    """Issue 13 #6: a stream that sent `start` and then nothing held its slot forever."""
+    svc = services("")
+    svc.settings.endpointing.media_timeout_s = 2.0
+    line = SilentPeer([], echo_marks=False)
+    events = published_by(svc)
+    asyncio.run(asyncio.wait_for(CallSession(line, svc).run(), 20))
+    assert "media_timeout" in [k for k, _ in events]
+    assert line.log[-1] == ("hang_up",)
+
+
+def test_the_no_input_prompt_runs_on_the_wall_clock(services):
+    """No audio arrives, but the marks do: the caller still hears "Er du der stadig?"."""
+    svc = services("")
+    svc.settings.endpointing.no_input_s = 2.0
+    svc.settings.endpointing.media_timeout_s = 60.0
+    line = SilentPeer([])
+    events = published_by(svc)
+    asyncio.run(asyncio.wait_for(CallSession(line, svc).run(), 20))
+    said = [d["text"] for k, d in events if k == "bot_said"]
+    assert svc.catalogue.prompts["no_input"] in said
+    assert ("hand_off", "KONTAKTCENTER") in line.log  # silent twice: a person takes over
+
+
+def test_a_turn_is_classified_once(services, speaker):
+    """The pause's speculative decode classified the text and the turn classified it again."""
+    svc = services("min skraldespand er ikke blevet tømt")
+    svc.settings.asr.partials = False
+    speech = speaker.speak("Min skraldespand er ikke blevet tømt i denne uge.")
+    line = ScriptedLine([silence(0.5), speech])  # the pause comes at the line's own pace
+    texts: list[str] = []
+    classify = svc.classifier.classify
+    svc.classifier.classify = lambda text, *a, **k: (texts.append(text), classify(text, *a, **k))[1]
+    run(CallSession(line, svc))
+    assert ("hand_off", "TMF") in line.log
+    assert texts.count("min skraldespand er ikke blevet tømt") == 1

@@ -77,8 +77,9 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         protocol error is logged and closes only this call, with the protocol's own signal."""
         services = app.state.services
         session = CallSession(channel, services)
+        admitted = services.admit()  # before any await: calls arriving together count at once
         try:
-            if services.active_calls >= settings.max_calls:
+            if not admitted:
                 metrics.REFUSED_CALLS.labels(channel.platform).inc()
                 log.warning("%s call to a person: %d calls in progress", channel.platform, services.active_calls)
                 await session.refuse()
@@ -99,6 +100,8 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
                 await channel.hang_up()
         finally:
             channel.release()
+            if admitted:
+                services.release()
 
     async def queue_for(call_id: str) -> str | None:
         """The queue a caller is put in by the platform: only while its record still waits to

@@ -7,6 +7,7 @@ file and the entry, so an operator editing the routing table sees what to fix.
 from __future__ import annotations
 
 import datetime as dt
+import string
 from enum import StrEnum
 from pathlib import Path
 
@@ -22,6 +23,33 @@ REQUIRED_PROMPTS = (
     "greeting", "confirm", "rephrase", "keypad_menu", "route", "human", "after_answer",
     "no_input", "busy", "overloaded", "goodbye",
 )  # fmt: skip
+# The placeholders each prompt may use: `route` is formatted with {queue} (DialoguePolicy),
+# `keypad_menu` with {menu} (Catalogue.keypad_menu_text); `confirm` documents {name} (the
+# intents' own confirm texts are what is asked). Other prompts are spoken as written.
+PROMPT_PLACEHOLDERS: dict[str, frozenset[str]] = {
+    "route": frozenset({"queue"}),
+    "keypad_menu": frozenset({"menu"}),
+    "confirm": frozenset({"name"}),
+}
+
+
+def placeholders(text: str) -> set[str]:
+    """The `{name}` fields in a text; ValueError for a brace that opens no field."""
+    return {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
+
+
+def _check_placeholders(where: str, text: str, allowed: frozenset[str]) -> None:
+    """A text may use only the placeholders the code fills in: any other would fail when
+    a caller reaches it, and that caller would hear nothing."""
+    try:
+        found = placeholders(text)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc} (write a literal brace as {{{{ or }}}})") from None
+    unknown = sorted(found - allowed)
+    if unknown:
+        known = ", ".join(f"{{{p}}}" for p in sorted(allowed)) or "none"
+        raise ValueError(f"{where}: unknown placeholder {', '.join(f'{{{u}}}' for u in unknown)} "
+                         f"(this text may use: {known})")
 
 
 class CatalogueError(Exception):
@@ -113,6 +141,8 @@ class Catalogue(BaseModel):
         absent = [p for p in REQUIRED_PROMPTS if p not in self.prompts]
         if absent:
             raise ValueError(f"prompts missing: {', '.join(absent)}")
+        for name, text in self.prompts.items():
+            _check_placeholders(f"prompts.{name}", text, PROMPT_PLACEHOLDERS.get(name, frozenset()))
         return self
 
     # -- look-ups used by the dialogue -------------------------------------------------

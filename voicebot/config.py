@@ -44,6 +44,9 @@ class EndpointingSettings(Section):
     max_turn_s: float = Field(20.0, ge=3.0, le=28.0)
     # Caller silence before the bot asks again (after a prompt has finished playing).
     no_input_s: float = Field(8.0, ge=2.0, le=60.0)
+    # A media stream that delivers no audio for this long (wall clock) is ended: a silent or
+    # dead peer must not hold a call slot. Not applied on listen-only connections.
+    media_timeout_s: float = Field(10.0, ge=1.0, le=300.0)
 
 
 class AsrSettings(Section):

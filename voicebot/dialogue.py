@@ -89,8 +89,8 @@ class DialoguePolicy:
         entry = self.catalogue.keypad.get(digit)
         if entry is None:
             return self._failure("unknown key")
-        if entry.intent == "human_agent":
-            return self.to_person(None, "pressed 0", forvaltning=entry.forvaltning)
+        if entry.intent == "human_agent":  # the caller's own choice: certain
+            return self.to_person(None, "pressed 0", forvaltning=entry.forvaltning, confidence=1.0)
         self.state = State.DONE
         return Decision(
             "route", self.catalogue.prompts["route"].format(queue=self.catalogue.queue_name(entry.forvaltning)),
@@ -178,14 +178,17 @@ class DialoguePolicy:
         extra = dict(intent=u.intent if u else None, confidence=u.confidence if u else 0.0,
                      explanation=u.explanation if u else [])
         if self.failures > self.settings.max_retries:
-            return self.to_person(u.intent if u else None, f"{reason}; tried {self.failures - 1} times")
+            return self.to_person(u.intent if u else None, f"{reason}; tried {self.failures - 1} times",
+                                  understanding=u)
         if self.failures == 1:
             return Decision("rephrase", self.catalogue.prompts["rephrase"], reason=reason, **extra)
         return Decision("keypad_menu", self.catalogue.keypad_menu_text(), reason=reason, **extra)
 
     def to_person(self, intent_id: str | None, reason: str, forvaltning: str | None = None,
-                   understanding: Understanding | None = None) -> Decision:
-        """Hand the call to a person: the matter's own forvaltning when known, else the contact centre."""
+                   understanding: Understanding | None = None, confidence: float = 0.0) -> Decision:
+        """Hand the call to a person: the matter's own forvaltning when known, else the contact centre.
+        The decision's confidence is the classifier's, as it decided (0 when nothing was
+        understood): the queue record must not claim a certainty the bot did not have."""
         self.state = State.DONE
         if forvaltning is None and intent_id is not None:
             intent = self.catalogue.intent(intent_id)
@@ -193,7 +196,7 @@ class DialoguePolicy:
         forvaltning = forvaltning or "KONTAKTCENTER"
         say = self.catalogue.prompts["human"]
         return Decision("human", say, intent=intent_id or "human_agent",
-                        confidence=understanding.confidence if understanding else 1.0,
+                        confidence=understanding.confidence if understanding else confidence,
                         forvaltning=forvaltning, hand_off=True,
                         explanation=understanding.explanation if understanding else [], reason=reason)
 

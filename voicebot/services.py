@@ -28,7 +28,19 @@ class Services:
     store: QueueStore
     events: EventBus
     domain_prompt: str | None
-    active_calls: int = 0
+    active_calls: int = 0  # admitted calls, from the connection to its end
+
+    def admit(self) -> bool:
+        """Reserve a call slot (max_calls), or say there is none. Synchronous, so calls that
+        arrive together cannot all pass the check before any of them counts itself."""
+        if self.active_calls >= self.settings.max_calls:
+            return False
+        self.active_calls += 1
+        return True
+
+    def release(self) -> None:
+        """Give back a slot reserved by admit()."""
+        self.active_calls -= 1
 
     def close(self) -> None:
         self.asr.shutdown()

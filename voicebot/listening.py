@@ -1,0 +1,270 @@
+"""The caller's side of the line: audio in, typed caller input out.
+
+Every 32 ms of caller audio goes through Silero VAD; the Endpointer finds where the caller's
+turn starts and ends. While the caller speaks, partial transcripts are decoded now and then
+(LocalAgreement-2 commits the words two hypotheses agree on) for the agent console. When the
+caller pauses, the final decode starts at once (a speculation), hidden inside the end-of-turn
+silence. Speech while the bot talks is a barge-in.
+
+`Listener.hear` is the one place where a turn ends, early or late:
+- late: after endpointing.silence_ms of silence, or at endpointing.max_turn_s;
+- early: when the speculation for this very pause is a confident, complete request and the
+  silence has lasted endpointing.early_silence_ms, or when a partial heard an emergency.
+Background decodes only return results; `hear` reads the finished ones and decides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import numpy as np
+
+from voicebot import metrics
+from voicebot.asr import SAMPLE_RATE, AsrResult, LocalAgreement
+from voicebot.privacy import mask_numbers
+from voicebot.services import Services
+from voicebot.understanding import Understanding
+from voicebot.vad import Endpointer, TurnEvent
+
+PRE_ROLL_S = 0.6  # audio kept before the detected onset: a short first word ("hej,") may
+# not trip the VAD, and Whisper garbles speech that starts at the very first sample
+TAIL_S = 0.15  # audio kept after the last speech window
+BARGE_IN_MS = 200  # caller speech this long during bot playback stops the playback
+BARGE_IN_MS_ECHO = 400  # the same where the line echoes the bot's own voice (no AEC)
+SPECULATE_AFTER_MS = 96  # silence after which the final decode starts, ahead of the endpoint
+
+T = TypeVar("T")
+Publish = Callable[..., None]  # events.publish bound to the call: publish(kind, **data)
+Spawn = Callable[[Coroutine[Any, Any, Any], str], asyncio.Task]  # a supervised task of the call
+
+
+# -- what the caller gives the dialogue ----------------------------------------------------
+@dataclass(frozen=True)
+class Transcript:
+    """What the recogniser heard in a turn. `text` is masked: no number reaches the events,
+    the logs, the classifier or the queue."""
+
+    result: AsrResult
+    text: str
+    understanding: Understanding | None = None  # classified already, during the pause
+
+
+@dataclass(frozen=True)
+class SpokenTurn:
+    """One caller utterance, from onset to the end of the turn."""
+
+    index: int
+    audio: np.ndarray
+    barged_in: bool  # it began while the bot was talking, and stopped the bot
+    # The decode (and understanding) made in the pause this turn ended in: the same audio.
+    guess: asyncio.Task[Transcript | None] | None = None
+
+
+@dataclass(frozen=True)
+class KeyPress:
+    digit: str
+
+
+@dataclass(frozen=True)
+class Silence:
+    """The caller said nothing for endpointing.no_input_s after the bot finished."""
+
+
+CallerInput = SpokenTurn | KeyPress | Silence
+
+
+@dataclass(frozen=True)
+class BargeIn:
+    """The caller has talked over the bot long enough: stop the bot."""
+
+
+Heard = SpokenTurn | BargeIn
+
+
+@dataclass
+class _OpenTurn:
+    index: int
+    start_sample: int
+    agreement: LocalAgreement = field(default_factory=LocalAgreement)
+    partial_samples: int = 0  # audio length at the last partial decode
+    barged_in: bool = False
+    emergency: asyncio.Task[bool] | None = None  # the last partial decode: an emergency word?
+    speculation: asyncio.Task[Transcript | None] | None = None
+    speculation_end: int = -1  # the pause (stream sample) the speculation decoded up to
+
+
+def finished_result(task: asyncio.Task[T] | None) -> T | None:
+    """A background task's result once it has one; None while running, cancelled or failed
+    (a failure is the supervisor's to report, see CallSession._supervise)."""
+    if task is None or not task.done() or task.cancelled() or task.exception() is not None:
+        return None
+    return task.result()
+
+
+class Listener:
+    """One call's listening: VAD, endpointing, partials, speculation, barge-in."""
+
+    def __init__(self, services: Services, echo_cancelled: bool, publish: Publish, spawn: Spawn) -> None:
+        self.services = services
+        self.settings = services.settings
+        self.publish = publish
+        self.spawn = spawn
+        self.vad = services.vad.stream()
+        self.endpointer = Endpointer(services.settings.endpointing)
+        self.barge_in_ms = BARGE_IN_MS if echo_cancelled else BARGE_IN_MS_ECHO
+        self.turns = 0
+        # Audio of the call so far, bounded to what one turn may need.
+        self._max_samples = int((self.settings.endpointing.max_turn_s + PRE_ROLL_S + 1) * SAMPLE_RATE)
+        self._audio = np.zeros(0, dtype=np.float32)
+        self._audio_offset = 0  # stream position of self._audio[0]
+        self._turn: _OpenTurn | None = None
+        self._partial: asyncio.Task[bool] | None = None  # one partial decode at a time
+
+    @property
+    def stream_samples(self) -> int:
+        return self._audio_offset + len(self._audio)
+
+    @property
+    def in_turn(self) -> bool:
+        return self._turn is not None
+
+    # == audio in, turns out ================================================================
+    def hear(self, samples: np.ndarray, bot_speaking: bool) -> list[Heard]:
+        self._append_audio(samples)
+        heard: list[Heard] = []
+        for endpoint in self.endpointer.update(self.vad.push(samples)):
+            if endpoint.event is TurnEvent.SPEECH_START:
+                self.turns += 1
+                self._turn = _OpenTurn(self.turns, endpoint.sample)
+                self.publish("speech_start", stream_ms=endpoint.sample * 1000 // SAMPLE_RATE)
+            elif self._turn is not None:
+                heard.append(self._end_turn(endpoint.sample))
+        turn = self._turn
+        if turn is None:
+            return heard
+        # Voiced time only: the silence after a short "mhm" must not add up to a barge-in.
+        voiced_ms = (self.endpointer.last_speech - turn.start_sample) * 1000 // SAMPLE_RATE
+        if bot_speaking and voiced_ms >= self.barge_in_ms and not turn.barged_in:
+            turn.barged_in = True
+            heard.append(BargeIn())
+        if self.endpointer.in_speech:
+            self._maybe_partial(turn)
+            self._maybe_speculate(turn)
+            if self._ends_early(turn):
+                heard.append(self._end_turn(self.endpointer.force_end().sample))
+        return heard
+
+    def _ends_early(self, turn: _OpenTurn) -> bool:
+        """The turn ends before endpointing.silence_ms: too long, an emergency heard in a
+        partial ("ring 112" now), or a confident, complete request in this pause."""
+        ep = self.settings.endpointing
+        speech_ms = (self.stream_samples - turn.start_sample) * 1000 // SAMPLE_RATE
+        if speech_ms >= ep.max_turn_s * 1000 or finished_result(turn.emergency):
+            return True
+        guess = finished_result(turn.speculation)
+        return (guess is not None and guess.understanding is not None
+                and turn.speculation_end == self.endpointer.last_speech
+                and self.endpointer.silence_ms >= ep.early_silence_ms
+                and self._confident(guess.understanding))
+
+    def _confident(self, u: Understanding) -> bool:
+        return u.intent != "out_of_scope" and (u.rule is not None or u.confidence >= self.settings.dialogue.accept)
+
+    def _end_turn(self, end_sample: int) -> SpokenTurn:
+        turn, self._turn = self._turn, None
+        assert turn is not None
+        guess = turn.speculation
+        if guess is not None and turn.speculation_end != end_sample:
+            guess.cancel()  # it decoded a pause the caller spoke through
+            guess = None
+        audio = self._slice(turn.start_sample - int(PRE_ROLL_S * SAMPLE_RATE), end_sample + int(TAIL_S * SAMPLE_RATE))
+        self.publish("speech_end", turn=turn.index, stream_ms=end_sample * 1000 // SAMPLE_RATE)
+        return SpokenTurn(turn.index, audio, turn.barged_in, guess)
+
+    # == the transcript of a finished turn ===================================================
+    async def transcribe(self, turn: SpokenTurn) -> Transcript:
+        """The speculation's transcript when it decoded this turn's audio, else a final
+        decode (which raises asr.Overloaded when too many wait)."""
+        if turn.guess is not None:
+            await asyncio.wait({turn.guess})
+            guess = finished_result(turn.guess)
+            if guess is not None:
+                metrics.ASR_SECONDS.labels("final").observe(guess.result.asr_ms / 1000)
+                return guess
+        # The whole turn again, not only the uncommitted words: forcing the committed
+        # prefix saved no time and cost WER (README, "Streaming partials").
+        result = await self.services.asr.final(turn.audio, self.services.domain_prompt)
+        metrics.ASR_SECONDS.labels("final").observe(result.asr_ms / 1000)
+        return Transcript(result, mask_numbers(result.text))
+
+    # == partial transcripts =================================================================
+    def _maybe_partial(self, turn: _OpenTurn) -> None:
+        interval = self.settings.asr.partial_interval_ms * SAMPLE_RATE // 1000
+        if (not self.settings.asr.partials
+                or self.services.active_calls > self.settings.asr.partials_max_calls
+                or (self._partial is not None and not self._partial.done())
+                or self.stream_samples - max(turn.partial_samples, turn.start_sample) < interval):
+            return
+        turn.partial_samples = self.stream_samples
+        audio = self._slice(turn.start_sample - int(PRE_ROLL_S * SAMPLE_RATE), self.stream_samples)
+        self._partial = turn.emergency = self.spawn(self._decode_partial(turn, audio), "partial")
+
+    async def _decode_partial(self, turn: _OpenTurn, audio: np.ndarray) -> bool:
+        """Publish the partial transcript; True when it holds an emergency trigger phrase."""
+        result = await self.services.asr.partial(audio, self.services.domain_prompt)
+        if result is None or turn is not self._turn:
+            return False
+        metrics.ASR_SECONDS.labels("partial").observe(result.asr_ms / 1000)
+        turn.agreement.update(result.words)
+        masked = mask_numbers(result.text)
+        self.publish("partial", text=masked, committed=mask_numbers(" ".join(turn.agreement.committed)))
+        understanding = self.services.classifier.classify(masked, explain=False)
+        return understanding.intent == "emergency" and understanding.rule is not None
+
+    # == deciding during the pause ===========================================================
+    # The caller has stopped for a moment; the turn ends only after endpointing.silence_ms.
+    # Decoding now instead of then hides the decode inside that silence, and when the
+    # result is a confident, complete request the turn may end after the shorter
+    # endpointing.early_silence_ms. If the caller speaks again, the result is dropped.
+    def _maybe_speculate(self, turn: _OpenTurn) -> None:
+        pause_end = self.endpointer.last_speech
+        if (not self.settings.asr.speculative or self.endpointer.silence_ms < SPECULATE_AFTER_MS
+                or turn.speculation_end == pause_end):
+            return
+        if turn.speculation is not None:
+            turn.speculation.cancel()  # a guess for an earlier pause: the caller spoke on
+        turn.speculation_end = pause_end
+        audio = self._slice(turn.start_sample - int(PRE_ROLL_S * SAMPLE_RATE), pause_end + int(TAIL_S * SAMPLE_RATE))
+        turn.speculation = self.spawn(self._speculate(turn, pause_end, audio), "speculation")
+
+    async def _speculate(self, turn: _OpenTurn, pause_end: int, audio: np.ndarray) -> Transcript | None:
+        result = await self.services.asr.speculative(audio, self.services.domain_prompt)
+        if result is None or (turn is self._turn and self.endpointer.last_speech != pause_end):
+            return None  # no decoder free, or the caller spoke on
+        masked = mask_numbers(result.text)
+        # The turn's one classification (with the explanation for the agent): if the turn
+        # ends in this pause, the dialogue uses it as it is.
+        understanding = await asyncio.to_thread(self.services.classifier.classify, masked)
+        return Transcript(result, masked, understanding)
+
+    # == the audio buffer ====================================================================
+    def close(self) -> None:
+        """The call is over: let the audio go now, not when the cycle collector next runs."""
+        self._audio = np.zeros(0, dtype=np.float32)
+        self._turn = None
+        self._partial = None
+
+    def _append_audio(self, samples: np.ndarray) -> None:
+        self._audio = np.concatenate([self._audio, samples])
+        excess = len(self._audio) - self._max_samples
+        if excess > 0:
+            self._audio = self._audio[excess:]
+            self._audio_offset += excess
+
+    def _slice(self, start: int, end: int) -> np.ndarray:
+        a = max(0, start - self._audio_offset)
+        b = max(0, end - self._audio_offset)
+        return self._audio[a:b].copy()
