@@ -27,12 +27,19 @@ from voicebot.tts import Speaker, Voice
 
 OUT = PROJECT_ROOT / "benchmarks" / "data" / "asr_eval"
 SHARED_CLIP = Path("../shared/data/danish-speech/readalongs-dan/dan_ap_dan")
-VOICES = (Voice("da", 150, 50), Voice("da+f3", 135, 65), Voice("da+m3", 165, 40), Voice("da+f1", 125, 55))
+VOICES = (
+    Voice("da", 150, 50),
+    Voice("da+f3", 135, 65),
+    Voice("da+m3", 165, 40),
+    Voice("da+f1", 125, 55),
+)
 PER_INTENT = 2
 
 
 def _rng(text: str) -> np.random.Generator:
-    return np.random.default_rng(int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little"))
+    return np.random.default_rng(
+        int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+    )
 
 
 def make(out: Path = OUT) -> Path:
@@ -70,7 +77,9 @@ def write_intent_manifest(out: Path = OUT) -> Path:
     lines += [f"{wav.name}\t{wav.stem.split('_', 1)[1]}" for wav in sorted(out.glob("syn*_*.wav"))]
     shared = PROJECT_ROOT / SHARED_CLIP.parents[1]
     for wav in sorted(shared.glob("*/*.wav")):
-        lines.append(f"{Path('../../../') / SHARED_CLIP.parents[1] / wav.relative_to(shared)}\tout_of_scope")
+        lines.append(
+            f"{Path('../../../') / SHARED_CLIP.parents[1] / wav.relative_to(shared)}\tout_of_scope"
+        )
     path = out / "intents.tsv"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path

@@ -41,7 +41,9 @@ SENTENCES = [
     "Jeg har mistet mit sundhedskort og skal bruge et nyt.",
     "Hvornår kan mit barn starte i børnehave efter sommerferien?",
 ]
-REAL_CLIP = PROJECT_ROOT.parent / "shared" / "data" / "danish-speech" / "readalongs-dan" / "dan_ap_dan.wav"
+REAL_CLIP = (
+    PROJECT_ROOT.parent / "shared" / "data" / "danish-speech" / "readalongs-dan" / "dan_ap_dan.wav"
+)
 RATE = 16000
 FRAME_MS = 20
 MAX_CHUNK_S = 25.0  # Whisper's window is 30 s: longer recordings are cut at pauses
@@ -109,7 +111,7 @@ def _server_side(protocol: str):
 
         def feed(m: bytes) -> list:
             kind, length = audiosocket.HEADER.unpack(m[:3])
-            return [ch.parse(audiosocket.Message(kind, m[3:3 + length]))]
+            return [ch.parse(audiosocket.Message(kind, m[3 : 3 + length]))]
 
         return feed
     if protocol == "audiohook":
@@ -136,7 +138,7 @@ async def _through(protocol: str, attrs: dict, audio: np.ndarray) -> np.ndarray:
     frame = rate * FRAME_MS // 1000
     pcm = np.concatenate([pcm, np.zeros((-len(pcm)) % frame, np.int16)])
     for i, start in enumerate(range(0, len(pcm), frame)):
-        await platform.send_audio(pcm[start:start + frame], i * FRAME_MS)
+        await platform.send_audio(pcm[start : start + frame], i * FRAME_MS)
     if hasattr(platform, "_held") and platform._held is not None:  # Telnyx's frame held back
         ws.messages.append(platform._held)
     feed = _server_side(protocol)
@@ -155,7 +157,9 @@ def through_protocol(path: str, audio: np.ndarray) -> np.ndarray:
     return asyncio.run(_through(protocol, attrs, np.asarray(audio, np.float32)))
 
 
-def aligned_snr_db(reference: np.ndarray, degraded: np.ndarray, max_lag: int = 1600) -> tuple[float, int]:
+def aligned_snr_db(
+    reference: np.ndarray, degraded: np.ndarray, max_lag: int = 1600
+) -> tuple[float, int]:
     """SNR of `degraded` against `reference` after removing the best delay (0..max_lag
     samples) and gain; returns (dB, lag)."""
     n = min(len(reference), len(degraded) - max_lag)
@@ -163,21 +167,27 @@ def aligned_snr_db(reference: np.ndarray, degraded: np.ndarray, max_lag: int = 1
         return float("-inf"), 0
     ref = reference[:n].astype(np.float64)
     size = 1 << int(np.ceil(np.log2(n + max_lag + n)))
-    corr = np.fft.irfft(np.fft.rfft(degraded[: n + max_lag], size) * np.conj(np.fft.rfft(ref, size)), size)
+    corr = np.fft.irfft(
+        np.fft.rfft(degraded[: n + max_lag], size) * np.conj(np.fft.rfft(ref, size)), size
+    )
     lag = int(np.argmax(corr[: max_lag + 1]))
-    deg = degraded[lag:lag + n].astype(np.float64)
+    deg = degraded[lag : lag + n].astype(np.float64)
     gain = float(np.dot(deg, ref) / (np.dot(ref, ref) or 1.0))
     noise = deg - gain * ref
-    return 10 * np.log10((np.dot(gain * ref, gain * ref) + 1e-12) / (np.dot(noise, noise) + 1e-12)), lag
+    return 10 * np.log10(
+        (np.dot(gain * ref, gain * ref) + 1e-12) / (np.dot(noise, noise) + 1e-12)
+    ), lag
 
 
-def split_at_pauses(audio: np.ndarray, max_s: float = MAX_CHUNK_S, rate: int = RATE) -> list[np.ndarray]:
+def split_at_pauses(
+    audio: np.ndarray, max_s: float = MAX_CHUNK_S, rate: int = RATE
+) -> list[np.ndarray]:
     """Cut a long recording into pieces of at most `max_s`, each at the quietest 200 ms in
     the second half of the allowed span (a pause between sentences, not a word)."""
     chunks, window = [], rate // 5
     while len(audio) > max_s * rate:
         lo, hi = int(max_s * rate / 2), int(max_s * rate) - window
-        energy = np.convolve(audio[lo:hi + window] ** 2, np.ones(window), "valid")
+        energy = np.convolve(audio[lo : hi + window] ** 2, np.ones(window), "valid")
         cut = lo + int(np.argmin(energy)) + window // 2
         chunks.append(audio[:cut])
         audio = audio[cut:]
@@ -200,9 +210,14 @@ class PathResult:
     hypotheses: list[str]
 
     def as_dict(self) -> dict:
-        return {"path": self.path, "wer": round(self.wer, 4), "cer": round(self.cer, 4),
-                "wer_vs_direct": round(self.wer_vs_direct, 4), "snr_db": round(self.snr_db, 1),
-                "hypotheses": self.hypotheses}
+        return {
+            "path": self.path,
+            "wer": round(self.wer, 4),
+            "cer": round(self.cer, 4),
+            "wer_vs_direct": round(self.wer_vs_direct, 4),
+            "snr_db": round(self.snr_db, 1),
+            "hypotheses": self.hypotheses,
+        }
 
 
 def espeak_clips(sentences: list[str] = SENTENCES) -> list[Clip]:
@@ -235,8 +250,15 @@ def evaluate(clips: list[Clip], transcribe) -> list[PathResult]:
         return " ".join(transcribe(c) for c in chunks).strip()
 
     direct = [hear([_padded(ch) for ch in c.chunks]) for c in clips]
-    results = [PathResult("direct 16 kHz", **error_rates(refs, direct), wer_vs_direct=0.0,
-                          snr_db=float("inf"), hypotheses=direct)]
+    results = [
+        PathResult(
+            "direct 16 kHz",
+            **error_rates(refs, direct),
+            wer_vs_direct=0.0,
+            snr_db=float("inf"),
+            hypotheses=direct,
+        )
+    ]
     for path in PATHS:
         hyps, snrs = [], []
         for clip in clips:
@@ -249,17 +271,30 @@ def evaluate(clips: list[Clip], transcribe) -> list[PathResult]:
                 decoded.append(out)
             hyps.append(hear(decoded))
         rates = error_rates(refs, hyps)
-        results.append(PathResult(path, rates["wer"], rates["cer"], error_rates(direct, hyps)["wer"],
-                                  float(np.mean(snrs)), hyps))
+        results.append(
+            PathResult(
+                path,
+                rates["wer"],
+                rates["cer"],
+                error_rates(direct, hyps)["wer"],
+                float(np.mean(snrs)),
+                hyps,
+            )
+        )
     return results
 
 
 def _table(title: str, results: list[PathResult]) -> str:
     base = results[0].wer
-    lines = [title, f"{'path':26} {'WER':>6} {'Δ WER':>7} {'CER':>6} {'vs direct':>9} {'SNR dB':>7}"]
+    lines = [
+        title,
+        f"{'path':26} {'WER':>6} {'Δ WER':>7} {'CER':>6} {'vs direct':>9} {'SNR dB':>7}",
+    ]
     for r in results:
         snr = "—" if r.snr_db == float("inf") else f"{r.snr_db:.1f}"
-        lines.append(f"{r.path:26} {r.wer:6.3f} {r.wer - base:+7.3f} {r.cer:6.3f} {r.wer_vs_direct:9.3f} {snr:>7}")
+        lines.append(
+            f"{r.path:26} {r.wer:6.3f} {r.wer - base:+7.3f} {r.cer:6.3f} {r.wer_vs_direct:9.3f} {snr:>7}"
+        )
     return "\n".join(lines)
 
 
@@ -279,10 +314,18 @@ def main(argv: list[str] | None = None) -> int:
 
     sets = {f"{len(SENTENCES)} Danish sentences, espeak-ng": espeak_clips()}
     if not args.no_real and (real := real_clips()):
-        sets[f"real Danish speech, {REAL_CLIP.name} ({sum(len(c) for c in real[0].chunks) / RATE:.0f} s)"] = real
+        sets[
+            f"real Danish speech, {REAL_CLIP.name} ({sum(len(c) for c in real[0].chunks) / RATE:.0f} s)"
+        ] = real
     results = {title: evaluate(clips, transcribe) for title, clips in sets.items()}
     if args.json:
-        print(json.dumps({t: [r.as_dict() for r in rs] for t, rs in results.items()}, ensure_ascii=False, indent=1))
+        print(
+            json.dumps(
+                {t: [r.as_dict() for r in rs] for t, rs in results.items()},
+                ensure_ascii=False,
+                indent=1,
+            )
+        )
         return 0
     print(f"ASR {Path(args.model).name}; {time.monotonic() - start:.0f} s\n")
     print("\n\n".join(_table(t, rs) for t, rs in results.items()))

@@ -24,11 +24,21 @@ SUITES = ("asr", "e2e", "concurrency", "classifier")
 
 
 def add_bench_command(subparsers: argparse._SubParsersAction) -> None:
-    s = subparsers.add_parser("bench", help="run the benchmarks (results.json, results.md, PNG plots)",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    s = subparsers.add_parser(
+        "bench",
+        help="run the benchmarks (results.json, results.md, PNG plots)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     s.add_argument("suite", nargs="?", default="all", choices=[*SUITES, "all"])
-    s.add_argument("--quick", action="store_true", help="fewer lengths, repetitions, calls and levels (< 5 min)")
-    s.add_argument("--out", type=Path, help="output directory (default: benchmarks/results/<timestamp>)")
+    s.add_argument(
+        "--quick",
+        action="store_true",
+        help="fewer lengths, repetitions, calls and levels (< 5 min)",
+    )
+    s.add_argument(
+        "--out", type=Path, help="output directory (default: benchmarks/results/<timestamp>)"
+    )
     s.set_defaults(func=cmd_bench)
 
 
@@ -62,7 +72,9 @@ def _clean(value: Any) -> Any:
 
 
 def write_json(path: Path, results: dict[str, Any]) -> None:
-    text = json.dumps(_clean(json.loads(json.dumps(results, default=_json_default))), ensure_ascii=False, indent=1)
+    text = json.dumps(
+        _clean(json.loads(json.dumps(results, default=_json_default))), ensure_ascii=False, indent=1
+    )
     path.write_text(text + "\n", encoding="utf-8")
 
 
@@ -74,20 +86,33 @@ def header_markdown(results: dict[str, Any]) -> str:
     commit = git.get("commit") or "unknown"
     dirty = " (work tree differs from the commit)" if git.get("dirty") else ""
     sha = model.get("model_bin_sha256")
-    pinned = {True: " (the pinned release)", False: " (NOT the pinned release)"}.get(model.get("pinned_release"), "")
+    pinned = {True: " (the pinned release)", False: " (NOT the pinned release)"}.get(
+        model.get("pinned_release"), ""
+    )
     libs = ", ".join(f"{k} {v}" for k, v in m["libraries"].items() if v)
     rows = [
-        ["started", f"{run['started']} ({'quick' if run['quick'] else 'full'} run, suites: {', '.join(run['suites'])})"],
+        [
+            "started",
+            f"{run['started']} ({'quick' if run['quick'] else 'full'} run, suites: {', '.join(run['suites'])})",
+        ],
         ["git", f"{commit}{dirty}"],
-        ["CPU", f"{m['cpu_model']} — {m['cores_usable']} usable cores ({', '.join(m['cpu_simd']) or 'no AVX2'})"],
+        [
+            "CPU",
+            f"{m['cpu_model']} — {m['cores_usable']} usable cores ({', '.join(m['cpu_simd']) or 'no AVX2'})",
+        ],
         ["RAM", f"{m['ram_gib']} GiB"],
         ["load average at start", ", ".join(str(x) for x in m["load_average_1_5_15"] or []) or "–"],
         ["Python", f"{m['python']} on {m['os']}"],
         ["libraries", libs],
-        ["model", f"{model['dir']}, sha256 {sha[:16] + '…' if sha else 'unknown'}{pinned}, compute type {model['compute_type']}"],
+        [
+            "model",
+            f"{model['dir']}, sha256 {sha[:16] + '…' if sha else 'unknown'}{pinned}, compute type {model['compute_type']}",
+        ],
         ["ASR threads", str(results["settings"]["asr"]["threads"])],
     ]
-    return "\n".join([f"# voicebot benchmark — {run['started']}", "", markdown_table(["", ""], rows, "ll")])
+    return "\n".join(
+        [f"# voicebot benchmark — {run['started']}", "", markdown_table(["", ""], rows, "ll")]
+    )
 
 
 def render_markdown(results: dict[str, Any], plots: list[str]) -> str:
@@ -95,7 +120,9 @@ def render_markdown(results: dict[str, Any], plots: list[str]) -> str:
     notes: list[str] = []
     for name, data in results["suites"].items():
         if "error" in data and len(data) <= 2:
-            parts.append(f"## {name}\n\nFailed: `{data['error'].splitlines()[-1]}` (traceback in results.json)")
+            parts.append(
+                f"## {name}\n\nFailed: `{data['error'].splitlines()[-1]}` (traceback in results.json)"
+            )
             continue
         try:
             parts.append(_suite_module(name).markdown(data))
@@ -131,16 +158,28 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     settings = load_settings(getattr(args, "config", None))
     started = dt.datetime.now().astimezone()
-    out_dir = args.out or PROJECT_ROOT / "benchmarks" / "results" / started.strftime("%Y%m%d-%H%M%S")
+    out_dir = args.out or PROJECT_ROOT / "benchmarks" / "results" / started.strftime(
+        "%Y%m%d-%H%M%S"
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "logs").mkdir(exist_ok=True)
     suites = list(SUITES) if args.suite == "all" else [args.suite]
     model_dir = _model_dir(settings)
-    ctx = Context(quick=args.quick, out_dir=out_dir, model_dir=model_dir, compute_type=settings.asr.compute_type,
-                  threads=settings.asr.threads, python=sys.executable)
+    ctx = Context(
+        quick=args.quick,
+        out_dir=out_dir,
+        model_dir=model_dir,
+        compute_type=settings.asr.compute_type,
+        threads=settings.asr.threads,
+        python=sys.executable,
+    )
     results: dict[str, Any] = {
-        "run": {"started": started.isoformat(timespec="seconds"), "quick": args.quick, "suites": suites,
-                "command": " ".join(sys.argv)},
+        "run": {
+            "started": started.isoformat(timespec="seconds"),
+            "quick": args.quick,
+            "suites": suites,
+            "command": " ".join(sys.argv),
+        },
         "machine": machine_facts(),
         "git": git_info(PROJECT_ROOT),
         "model": model_facts(model_dir, settings.asr.compute_type),
@@ -159,11 +198,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
             except Exception as exc:
                 failed.append(name)
                 data = {"error": "".join(traceback.format_exception(exc))}
-                print(f"voicebot bench: suite {name} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+                print(
+                    f"voicebot bench: suite {name} failed: {type(exc).__name__}: {exc}",
+                    file=sys.stderr,
+                )
             data["duration_s"] = round(time.monotonic() - start, 1)
             results["suites"][name] = data
             write_json(json_path, results)  # after every suite: a later failure keeps these
-        results["run"]["duration_s"] = round((dt.datetime.now().astimezone() - started).total_seconds(), 1)
+        results["run"]["duration_s"] = round(
+            (dt.datetime.now().astimezone() - started).total_seconds(), 1
+        )
         write_json(json_path, results)
         plots = []
         for name, data in results["suites"].items():
@@ -172,12 +216,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
             try:
                 plots += _suite_module(name).plot(data, out_dir)
             except Exception as exc:
-                print(f"voicebot bench: plot for {name} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+                print(
+                    f"voicebot bench: plot for {name} failed: {type(exc).__name__}: {exc}",
+                    file=sys.stderr,
+                )
         report = render_markdown(results, plots)
         (out_dir / "results.md").write_text(report, encoding="utf-8")
         print(report)
-        print(f"results: {out_dir}/results.json, results.md, {len(plots)} plots; logs in {out_dir}/logs",
-              file=sys.stderr)
+        print(
+            f"results: {out_dir}/results.json, results.md, {len(plots)} plots; logs in {out_dir}/logs",
+            file=sys.stderr,
+        )
     finally:
         shutil.rmtree(ctx.out_dir / ".work", ignore_errors=True)
     return 1 if failed else 0

@@ -55,17 +55,23 @@ def evaluate(limit: int | None = None) -> dict:
     refs, recordings, real = [], [], []  # each recording: a list of turn-sized pieces
     for item in load_manifest(MANIFEST)[:limit]:
         audio = decode_audio(str(item.audio), sampling_rate=16000)
-        pieces = [audio] if len(audio) <= PIECE_S * 16000 else \
-            split_at_pauses(audio, vad.stream().push(audio), WINDOW, max_s=PIECE_S)
+        pieces = (
+            [audio]
+            if len(audio) <= PIECE_S * 16000
+            else split_at_pauses(audio, vad.stream().push(audio), WINDOW, max_s=PIECE_S)
+        )
         refs.append(item.reference)
         recordings.append(pieces)
         real.append(not item.audio.name.startswith("syn"))
 
     def score(texts: list[str], ms: list[float]) -> dict:
         syn = [k for k, r in enumerate(real) if not r]
-        out = {"wer": error_rates(refs, texts)["wer"],
-               "wer_synthetic": error_rates([refs[k] for k in syn], [texts[k] for k in syn])["wer"],
-               "after_speech_ms_p50": float(np.median(ms)), "after_speech_ms_max": float(np.max(ms))}
+        out = {
+            "wer": error_rates(refs, texts)["wer"],
+            "wer_synthetic": error_rates([refs[k] for k in syn], [texts[k] for k in syn])["wer"],
+            "after_speech_ms_p50": float(np.median(ms)),
+            "after_speech_ms_max": float(np.max(ms)),
+        }
         if any(real):
             rk = [k for k, r in enumerate(real) if r]
             out["wer_real"] = error_rates([refs[k] for k in rk], [texts[k] for k in rk])["wer"]
@@ -87,6 +93,7 @@ def evaluate(limit: int | None = None) -> dict:
             start = time.perf_counter()
             text = asr.transcribe(audio, **options).text
             return text, (time.perf_counter() - start) * 1000
+
         return fn
 
     partials = 0
@@ -97,17 +104,29 @@ def evaluate(limit: int | None = None) -> dict:
         partials += n
         return text, ms
 
-    variants = {"full": one_pass(trim=False), "trimmed": one_pass(),
-                "prompt": one_pass(previous_text=prompt), "streaming": stream}
+    variants = {
+        "full": one_pass(trim=False),
+        "trimmed": one_pass(),
+        "prompt": one_pass(previous_text=prompt),
+        "streaming": stream,
+    }
     report = {name: score(*run(fn)) for name, fn in tqdm(variants.items(), desc="variants")}
     report["streaming"]["partial_decodes"] = partials
     report["recordings"] = {"synthetic": real.count(False), "real": real.count(True)}
-    return {k: ({m: round(v, 4) if isinstance(v, float) else v for m, v in r.items()} if isinstance(r, dict) else r)
-            for k, r in report.items()}
+    return {
+        k: (
+            {m: round(v, 4) if isinstance(v, float) else v for m, v in r.items()}
+            if isinstance(r, dict)
+            else r
+        )
+        for k, r in report.items()
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--limit", type=int)
     args = parser.parse_args(argv)

@@ -45,7 +45,9 @@ def regions(active: np.ndarray, hop_s: float, min_gap_s: float = 0.0) -> list[tu
     return [(a, b) for a, b in out]
 
 
-def energy_reference(audio: np.ndarray, below_peak_db: float = 35.0, hop_s: float = 0.01) -> np.ndarray:
+def energy_reference(
+    audio: np.ndarray, below_peak_db: float = 35.0, hop_s: float = 0.01
+) -> np.ndarray:
     hop = int(hop_s * RATE)
     n = len(audio) // hop
     rms = np.sqrt(np.mean(audio[: n * hop].reshape(n, hop) ** 2, axis=1) + 1e-12)
@@ -81,8 +83,11 @@ def synthetic_set(n: int = 12) -> list[tuple[str, np.ndarray, list[tuple[float, 
         t = len(parts[0]) / RATE
         for text in rng.choice(sentences, size=3, replace=False):
             speech = speaker.speak(str(text), voices[k % len(voices)])
-            for a, b in regions(np.abs(speech[: len(speech) // 160 * 160].reshape(-1, 160)).max(1) > 0.01,
-                                0.01, min_gap_s=0.05):
+            for a, b in regions(
+                np.abs(speech[: len(speech) // 160 * 160].reshape(-1, 160)).max(1) > 0.01,
+                0.01,
+                min_gap_s=0.05,
+            ):
                 ref.append((t + a, t + b))
             pause = np.zeros(int(rng.uniform(0.2, 1.5) * RATE), np.float32)
             parts += [speech, pause]
@@ -141,7 +146,9 @@ def evaluate(threshold: float = 0.5) -> dict:
             # How often would each end-of-turn silence cut a caller off mid-sentence? The
             # endpointer sees the VAD's pauses (each NST clip is one read sentence).
             vad_pauses = [internal_pauses(h, 0.0) for h in hyps]
-            report[name]["vad_internal_pauses_max_ms"] = round(max(max(p, default=0) for p in vad_pauses) * 1000)
+            report[name]["vad_internal_pauses_max_ms"] = round(
+                max(max(p, default=0) for p in vad_pauses) * 1000
+            )
             report[name]["cut_rate_by_silence_ms"] = {
                 ms: round(float(np.mean([any(p * 1000 >= ms for p in ps) for ps in vad_pauses])), 3)
                 for ms in (160, 240, 320, 400, 480, 560, 640, 800)
@@ -150,7 +157,9 @@ def evaluate(threshold: float = 0.5) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--threshold", type=float, default=0.5)
     args = parser.parse_args(argv)

@@ -49,8 +49,10 @@ def cmd_train_intents(args: argparse.Namespace) -> int:
 
 
 def add_make_training_data(sub: Subparsers) -> None:
-    s = sub.add_parser("make-training-data",
-                       help="synthesize, phone-line and transcribe the intent utterances (cached)")
+    s = sub.add_parser(
+        "make-training-data",
+        help="synthesize, phone-line and transcribe the intent utterances (cached)",
+    )
     s.add_argument("--per-utterance", type=int, default=2, help="voices per utterance")
     s.add_argument("--no-heldout", action="store_true", help="skip the held-back split")
     s.set_defaults(func=cmd_make_training_data)
@@ -62,8 +64,11 @@ def cmd_make_training_data(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     provision_for(settings)
-    made = make_training_data(WhisperAsr(settings.whisper_dir, settings.asr), args.per_utterance,
-                              heldout=not args.no_heldout)
+    made = make_training_data(
+        WhisperAsr(settings.whisper_dir, settings.asr),
+        args.per_utterance,
+        heldout=not args.no_heldout,
+    )
     print(f"new transcripts: {made} (cached rows were kept)")
     return 0
 
@@ -85,12 +90,20 @@ def _long_transcriber(asr: Any, previous_text: str | None) -> Callable[[np.ndarr
 
 
 def add_eval_asr(sub: Subparsers) -> None:
-    s = sub.add_parser("eval-asr", help="WER/CER and latency of the ASR on a manifest (audio<TAB>text)")
+    s = sub.add_parser(
+        "eval-asr", help="WER/CER and latency of the ASR on a manifest (audio<TAB>text)"
+    )
     s.add_argument("manifest")
     s.add_argument("--json", action="store_true")
-    s.add_argument("--no-trim", action="store_true", help="full 30 s encoder window (for comparison)")
-    s.add_argument("--domain-prompt", action=argparse.BooleanOptionalAction, default=None,
-                   help="bias decoding with the catalogue's key terms (default: asr.domain_prompt)")
+    s.add_argument(
+        "--no-trim", action="store_true", help="full 30 s encoder window (for comparison)"
+    )
+    s.add_argument(
+        "--domain-prompt",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="bias decoding with the catalogue's key terms (default: asr.domain_prompt)",
+    )
     s.set_defaults(func=cmd_eval_asr)
 
 
@@ -109,24 +122,38 @@ def cmd_eval_asr(args: argparse.Namespace) -> int:
     asr = WhisperAsr(settings.whisper_dir, settings.asr)
     use_prompt = settings.asr.domain_prompt if args.domain_prompt is None else args.domain_prompt
     prompt = domain_prompt(load_catalogue(settings.catalogue)) if use_prompt else None
-    result = evaluate_asr(load_manifest(args.manifest), _long_transcriber(asr, prompt),
-                          lambda p: decode_audio(str(p), sampling_rate=16000), progress=not args.json)
+    result = evaluate_asr(
+        load_manifest(args.manifest),
+        _long_transcriber(asr, prompt),
+        lambda p: decode_audio(str(p), sampling_rate=16000),
+        progress=not args.json,
+    )
     if args.json:
         _print_json(result.as_dict())
     else:
         for row in result.rows:
-            print(f"{row['wer']:5.2f}  {row['asr_ms']:7.0f} ms  {Path(row['audio']).name}: {row['text']}")
-        print(f"WER {result.wer:.3f}  CER {result.cer:.3f}  over {result.utterances} utterances "
-              f"({result.audio_s:.0f} s audio); latency p50 {result.latency_ms_p50:.0f} ms, "
-              f"p95 {result.latency_ms_p95:.0f} ms; RTF {result.asr_s / max(result.audio_s, 1e-9):.3f}")
+            print(
+                f"{row['wer']:5.2f}  {row['asr_ms']:7.0f} ms  {Path(row['audio']).name}: {row['text']}"
+            )
+        print(
+            f"WER {result.wer:.3f}  CER {result.cer:.3f}  over {result.utterances} utterances "
+            f"({result.audio_s:.0f} s audio); latency p50 {result.latency_ms_p50:.0f} ms, "
+            f"p95 {result.latency_ms_p95:.0f} ms; RTF {result.asr_s / max(result.audio_s, 1e-9):.3f}"
+        )
     return 0
 
 
 def add_eval_intents(sub: Subparsers) -> None:
-    s = sub.add_parser("eval-intents", help="accuracy, macro-F1, recall, confusion on a labelled TSV")
-    s.add_argument("file", help="TSV with columns text, intent (or with --audio: audio<TAB>intent manifest)")
+    s = sub.add_parser(
+        "eval-intents", help="accuracy, macro-F1, recall, confusion on a labelled TSV"
+    )
+    s.add_argument(
+        "file", help="TSV with columns text, intent (or with --audio: audio<TAB>intent manifest)"
+    )
     s.add_argument("--json", action="store_true")
-    s.add_argument("--audio", action="store_true", help="FILE is a manifest of audio files; run ASR first")
+    s.add_argument(
+        "--audio", action="store_true", help="FILE is a manifest of audio files; run ASR first"
+    )
     s.set_defaults(func=cmd_eval_intents)
 
 
@@ -143,8 +170,10 @@ def _labelled_rows(args: argparse.Namespace, settings: Settings) -> list[tuple[s
 
     provision_for(settings)
     transcribe = _long_transcriber(WhisperAsr(settings.whisper_dir, settings.asr), None)
-    return [(transcribe(decode_audio(str(i.audio), sampling_rate=16000)), i.reference)
-            for i in load_manifest(args.file)]
+    return [
+        (transcribe(decode_audio(str(i.audio), sampling_rate=16000)), i.reference)
+        for i in load_manifest(args.file)
+    ]
 
 
 def cmd_eval_intents(args: argparse.Namespace) -> int:
@@ -159,15 +188,26 @@ def cmd_eval_intents(args: argparse.Namespace) -> int:
     rows = _labelled_rows(args, settings)
     unknown = sorted({intent for _, intent in rows} - set(catalogue.intents))
     if unknown:
-        print(f"voicebot eval-intents: {args.file}: unknown intent ids {', '.join(unknown)}", file=sys.stderr)
+        print(
+            f"voicebot eval-intents: {args.file}: unknown intent ids {', '.join(unknown)}",
+            file=sys.stderr,
+        )
         return 2
     results = [classifier.classify(text, explain=False) for text, _ in rows]
     gold = [g for _, g in rows]
-    metrics = intent_metrics(gold, [r.intent for r in results],
-                             [r.confidence for r in results], labels=sorted(catalogue.intents))
+    metrics = intent_metrics(
+        gold,
+        [r.intent for r in results],
+        [r.confidence for r in results],
+        labels=sorted(catalogue.intents),
+    )
     # What the caller would live through: the dialogue policy's first action on each turn.
-    metrics["first_turn"] = first_turns_of(gold, [text for text, _ in rows], results,
-                                           lambda: DialoguePolicy(catalogue, classifier, settings.dialogue))
+    metrics["first_turn"] = first_turns_of(
+        gold,
+        [text for text, _ in rows],
+        results,
+        lambda: DialoguePolicy(catalogue, classifier, settings.dialogue),
+    )
     if args.json:
         _print_json(metrics)
     else:
@@ -176,19 +216,33 @@ def cmd_eval_intents(args: argparse.Namespace) -> int:
 
 
 def _print_intent_report(metrics: dict[str, Any]) -> None:
-    print(f"{metrics['n']} utterances: accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}, "
-          f"out-of-scope false accepts {metrics.get('oos_false_accept_rate') or 0:.3f}, ECE {metrics['ece']:.3f}")
+    print(
+        f"{metrics['n']} utterances: accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}, "
+        f"out-of-scope false accepts {metrics.get('oos_false_accept_rate') or 0:.3f}, ECE {metrics['ece']:.3f}"
+    )
     ft = metrics["first_turn"]
-    print("first turn, as the dialogue acts on it: " + ", ".join(
-        f"{label} {ft[key]}" for key, label in (("acts_right", "acts on the right intent"),
-                                                ("acts_wrong", "acts on a wrong one"),
-                                                ("false_112", "of those, needless 112"),
-                                                ("confirms", "confirms"), ("rephrase", "asks again"))))
+    print(
+        "first turn, as the dialogue acts on it: "
+        + ", ".join(
+            f"{label} {ft[key]}"
+            for key, label in (
+                ("acts_right", "acts on the right intent"),
+                ("acts_wrong", "acts on a wrong one"),
+                ("false_112", "of those, needless 112"),
+                ("confirms", "confirms"),
+                ("rephrase", "asks again"),
+            )
+        )
+    )
     for intent, recall in sorted(metrics["per_intent_recall"].items()):
         print(f"  recall {recall:5.2f}  {intent}")
     labels = metrics["labels"]
     short = [label[:5] for label in labels]
-    print("confusion (rows: true, columns: predicted)\n" + " " * 17 + " ".join(f"{s:>5}" for s in short))
+    print(
+        "confusion (rows: true, columns: predicted)\n"
+        + " " * 17
+        + " ".join(f"{s:>5}" for s in short)
+    )
     for label, row in zip(labels, metrics["confusion"], strict=True):
         if any(row):
             print(f"{label:>16} " + " ".join(f"{v:5d}" if v else "    ." for v in row))

@@ -53,8 +53,15 @@ SUPPORTED_BINARY_VERSIONS = (6,)
 _CT2_DTYPES = ("float32", "int8", "int16", "int32", "float16", "bfloat16")
 _GELU = 3  # ctranslate2.specs.common_spec.Activation.GELU
 _NON_LANGUAGE_TOKENS = {
-    "<|endoftext|>", "<|startoftranscript|>", "<|translate|>", "<|transcribe|>",
-    "<|startoflm|>", "<|startofprev|>", "<|nocaptions|>", "<|nospeech|>", "<|notimestamps|>",
+    "<|endoftext|>",
+    "<|startoftranscript|>",
+    "<|translate|>",
+    "<|transcribe|>",
+    "<|startoflm|>",
+    "<|startofprev|>",
+    "<|nocaptions|>",
+    "<|nospeech|>",
+    "<|notimestamps|>",
 }
 
 
@@ -103,15 +110,17 @@ def read_ct2_model(path: str | os.PathLike[str]) -> Ct2Model:
         def take_string() -> str:
             nonlocal pos
             length = take("H")  # includes the trailing NUL
-            text = bytes(data[pos:pos + length - 1]).decode("utf-8")
+            text = bytes(data[pos : pos + length - 1]).decode("utf-8")
             pos += length
             return text
 
         try:
             version = take("I")
             if version not in SUPPORTED_BINARY_VERSIONS:
-                raise ValueError(f"{path}: CTranslate2 binary version {version} is not supported "
-                                 f"(reader follows version {SUPPORTED_BINARY_VERSIONS})")
+                raise ValueError(
+                    f"{path}: CTranslate2 binary version {version} is not supported "
+                    f"(reader follows version {SUPPORTED_BINARY_VERSIONS})"
+                )
             model = Ct2Model(version, take_string(), take("I"))
             for _ in range(take("I")):
                 name = take_string()
@@ -123,7 +132,8 @@ def read_ct2_model(path: str | os.PathLike[str]) -> Ct2Model:
                 if pos + num_bytes > len(data):
                     raise ValueError(f"{path}: truncated inside variable {name}")
                 model.variables[name] = _to_numpy(
-                    data[pos:pos + num_bytes], _CT2_DTYPES[type_id], shape)
+                    data[pos : pos + num_bytes], _CT2_DTYPES[type_id], shape
+                )
                 pos += num_bytes
             for _ in range(take("I")):
                 alias = take_string()
@@ -162,7 +172,9 @@ def _layer_count(model: Ct2Model, scope: str) -> int:
     return len(indices)
 
 
-def _split_rows(weight: np.ndarray, bias: np.ndarray | None, parts: int) -> list[tuple[np.ndarray, np.ndarray | None]]:
+def _split_rows(
+    weight: np.ndarray, bias: np.ndarray | None, parts: int
+) -> list[tuple[np.ndarray, np.ndarray | None]]:
     if weight.shape[0] % parts:
         raise ValueError(f"cannot split {weight.shape} into {parts} projections")
     ws = np.split(weight, parts, axis=0)
@@ -240,7 +252,8 @@ def ct2_to_hf_state_dict(model: Ct2Model) -> dict[str, np.ndarray]:
 
     # Scalars describe the architecture (checked in whisper_config); *_scale were applied above.
     leftovers = [
-        n for n in model.variables
+        n
+        for n in model.variables
         if n not in used and model.variables[n].ndim > 0 and not n.endswith("_scale")
     ]
     if leftovers:
@@ -301,15 +314,17 @@ def whisper_config(model: Ct2Model, tokenizer_json: dict[str, Any]) -> WhisperCo
     )
 
 
-def whisper_generation_config(config: WhisperConfig, ct2_config: dict[str, Any],
-                              tokenizer_json: dict[str, Any]) -> GenerationConfig:
+def whisper_generation_config(
+    config: WhisperConfig, ct2_config: dict[str, Any], tokenizer_json: dict[str, Any]
+) -> GenerationConfig:
     """What WhisperForConditionalGeneration.generate needs for language/task prompting."""
     from transformers import GenerationConfig
 
     special = _special_tokens(tokenizer_json)
     id_to_token = {i: t for t, i in special.items()}
     lang_ids = ct2_config.get("lang_ids") or [
-        i for t, i in special.items()
+        i
+        for t, i in special.items()
         if t not in _NON_LANGUAGE_TOKENS and re.fullmatch(r"<\|[a-z]{2,3}(_[A-Za-z]+)?\|>", t)
     ]
     return GenerationConfig(
@@ -322,8 +337,9 @@ def whisper_generation_config(config: WhisperConfig, ct2_config: dict[str, Any],
         begin_suppress_tokens=list(ct2_config.get("suppress_ids_begin") or []),
         alignment_heads=[list(h) for h in ct2_config.get("alignment_heads") or []],
         lang_to_id={id_to_token[i]: i for i in lang_ids},
-        task_to_id={t: special[f"<|{t}|>"] for t in ("transcribe", "translate")
-                    if f"<|{t}|>" in special},
+        task_to_id={
+            t: special[f"<|{t}|>"] for t in ("transcribe", "translate") if f"<|{t}|>" in special
+        },
         is_multilingual=bool(lang_ids),
         no_timestamps_token_id=special["<|notimestamps|>"],
         prev_sot_token_id=special.get("<|startofprev|>"),

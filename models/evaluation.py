@@ -67,7 +67,9 @@ def load_manifest(path: str | Path) -> list[ManifestItem]:
         if len(parts) < 2:
             raise ValueError(f"{path}:{n}: expected 'audio<TAB>reference', got {line!r}")
         audio = Path(parts[0])
-        items.append(ManifestItem(audio if audio.is_absolute() else path.parent / audio, parts[1].strip()))
+        items.append(
+            ManifestItem(audio if audio.is_absolute() else path.parent / audio, parts[1].strip())
+        )
     return items
 
 
@@ -90,8 +92,12 @@ class AsrEvaluation:
         return d
 
 
-def evaluate_asr(items: Iterable[ManifestItem], transcribe: Callable[[np.ndarray], str],
-                 load: Callable[[Path], np.ndarray], progress: bool = False) -> AsrEvaluation:
+def evaluate_asr(
+    items: Iterable[ManifestItem],
+    transcribe: Callable[[np.ndarray], str],
+    load: Callable[[Path], np.ndarray],
+    progress: bool = False,
+) -> AsrEvaluation:
     """Run `transcribe` (16 kHz float32 → text) over a manifest and score it."""
     from tqdm import tqdm
 
@@ -108,11 +114,21 @@ def evaluate_asr(items: Iterable[ManifestItem], transcribe: Callable[[np.ndarray
         refs.append(item.reference)
         hyps.append(text)
         one = error_rates([item.reference], [text])
-        rows.append({"audio": str(item.audio), "reference": item.reference, "text": text,
-                     "wer": round(one["wer"], 4), "asr_ms": round(ms, 1)})
+        rows.append(
+            {
+                "audio": str(item.audio),
+                "reference": item.reference,
+                "text": text,
+                "wer": round(one["wer"], 4),
+                "asr_ms": round(ms, 1),
+            }
+        )
     rates = error_rates(refs, hyps)
     return AsrEvaluation(
-        wer=rates["wer"], cer=rates["cer"], utterances=len(rows), audio_s=audio_s,
+        wer=rates["wer"],
+        cer=rates["cer"],
+        utterances=len(rows),
+        audio_s=audio_s,
         asr_s=sum(latencies) / 1000,
         latency_ms_p50=float(np.percentile(latencies, 50)) if latencies else float("nan"),
         latency_ms_p95=float(np.percentile(latencies, 95)) if latencies else float("nan"),
@@ -121,8 +137,12 @@ def evaluate_asr(items: Iterable[ManifestItem], transcribe: Callable[[np.ndarray
 
 
 # -- intents ---------------------------------------------------------------------------
-def intent_metrics(gold: list[str], predicted: list[str], confidences: list[float] | None = None,
-                   labels: list[str] | None = None) -> dict:
+def intent_metrics(
+    gold: list[str],
+    predicted: list[str],
+    confidences: list[float] | None = None,
+    labels: list[str] | None = None,
+) -> dict:
     """Accuracy, macro-F1, per-intent recall, out-of-scope false-accept rate and precision/
     recall, the confusion matrix, and (given confidences) the expected calibration error."""
     labels = labels or sorted(set(gold) | set(predicted))
@@ -135,14 +155,20 @@ def intent_metrics(gold: list[str], predicted: list[str], confidences: list[floa
     predicted_n = confusion.sum(axis=0).astype(float)
     recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
     precision = np.divide(tp, predicted_n, out=np.zeros_like(tp), where=predicted_n > 0)
-    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(tp),
-                   where=(precision + recall) > 0)
+    f1 = np.divide(
+        2 * precision * recall,
+        precision + recall,
+        out=np.zeros_like(tp),
+        where=(precision + recall) > 0,
+    )
     present = support > 0
     result = {
         "n": len(gold),
         "accuracy": float(tp.sum() / max(1, len(gold))),
         "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
-        "per_intent_recall": {label: round(float(recall[i]), 4) for i, label in enumerate(labels) if present[i]},
+        "per_intent_recall": {
+            label: round(float(recall[i]), 4) for i, label in enumerate(labels) if present[i]
+        },
         "labels": labels,
         "confusion": confusion.tolist(),
     }
@@ -150,15 +176,21 @@ def intent_metrics(gold: list[str], predicted: list[str], confidences: list[floa
         o = index["out_of_scope"]
         negatives = support[o]
         # A false accept: an out-of-scope call the bot took for a municipal errand.
-        result["oos_false_accept_rate"] = float((negatives - tp[o]) / negatives) if negatives else None
+        result["oos_false_accept_rate"] = (
+            float((negatives - tp[o]) / negatives) if negatives else None
+        )
         result["oos_precision"] = float(precision[o]) if predicted_n[o] else None
         result["oos_recall"] = float(recall[o]) if negatives else None
     if confidences is not None:
-        result["ece"] = expected_calibration_error(confidences, [g == p for g, p in zip(gold, predicted, strict=True)])
+        result["ece"] = expected_calibration_error(
+            confidences, [g == p for g, p in zip(gold, predicted, strict=True)]
+        )
     return result
 
 
-def expected_calibration_error(confidences: list[float], correct: list[bool], bins: int = 10) -> float:
+def expected_calibration_error(
+    confidences: list[float], correct: list[bool], bins: int = 10
+) -> float:
     conf = np.asarray(confidences, dtype=float)
     hit = np.asarray(correct, dtype=float)
     edges = np.linspace(0.0, 1.0, bins + 1)
@@ -174,7 +206,9 @@ def expected_calibration_error(confidences: list[float], correct: list[bool], bi
 ACTS = frozenset({"answer", "route", "human", "emergency", "national_body"})
 
 
-def first_turn(gold: Sequence[str], actions: Sequence[str], intents: Sequence[str | None]) -> dict[str, Any]:
+def first_turn(
+    gold: Sequence[str], actions: Sequence[str], intents: Sequence[str | None]
+) -> dict[str, Any]:
     """What the dialogue policy does with each first utterance: act at once on the right
     intent, act at once on a wrong one (an out-of-scope call acted on counts as wrong), send a
     non-emergency caller to 112, ask a confirm question, or ask to rephrase."""
@@ -183,15 +217,21 @@ def first_turn(gold: Sequence[str], actions: Sequence[str], intents: Sequence[st
     counts = {
         "acts_right": sum(a and i == g for a, i, g in zip(acted, intents, gold, strict=True)),
         "acts_wrong": sum(a and i != g for a, i, g in zip(acted, intents, gold, strict=True)),
-        "false_112": sum(a == "emergency" and g != "emergency" for a, g in zip(actions, gold, strict=True)),
+        "false_112": sum(
+            a == "emergency" and g != "emergency" for a, g in zip(actions, gold, strict=True)
+        ),
         "confirms": sum(a == "confirm" for a in actions),
     }
     counts["rephrase"] = n - counts["acts_right"] - counts["acts_wrong"] - counts["confirms"]
     return {"n": n, **counts}
 
 
-def first_turns_of(gold: Sequence[str], texts: Sequence[str], understood: Sequence[Any],
-                   new_policy: Callable[[], Any]) -> dict[str, Any]:
+def first_turns_of(
+    gold: Sequence[str],
+    texts: Sequence[str],
+    understood: Sequence[Any],
+    new_policy: Callable[[], Any],
+) -> dict[str, Any]:
     """`first_turn` for utterances already classified: each is the opening turn of a call of
     its own (a fresh dialogue policy from `new_policy`)."""
     decisions = [new_policy().on_utterance(t, u) for t, u in zip(texts, understood, strict=True)]

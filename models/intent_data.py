@@ -39,7 +39,9 @@ def read_tsv(path: Path, columns: tuple[str, ...] = ("text", "intent")) -> list[
     with path.open(encoding="utf-8", newline="") as f:
         reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE, restval="")
         if not reader.fieldnames or not set(columns) <= set(reader.fieldnames):
-            raise ValueError(f"{path}: needs a header with the columns {', '.join(map(repr, columns))}")
+            raise ValueError(
+                f"{path}: needs a header with the columns {', '.join(map(repr, columns))}"
+            )
         return list(reader)
 
 
@@ -47,7 +49,9 @@ def load_tsv(path: Path, source: str | None = None, keep_empty: bool = False) ->
     """Rows with at least the columns `text` and `intent`. Rows with no text are dropped, or
     kept with `keep_empty` (an evaluation set of transcripts: the bot hears silence too)."""
     return [
-        Example(row["text"].strip(), row["intent"].strip(), source or row.get("source") or path.stem)
+        Example(
+            row["text"].strip(), row["intent"].strip(), source or row.get("source") or path.stem
+        )
         for row in read_tsv(path)
         if keep_empty or row["text"].strip()
     ]

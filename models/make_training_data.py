@@ -63,31 +63,50 @@ def _done(path: Path) -> set[tuple[str, str]]:
     return {(r["source_text"], r["voice"]) for r in read_tsv(path, ("source_text", "voice"))}
 
 
-def transcribe_renditions(items: list[Rendition], out: Path, asr: WhisperAsr, speaker: Speaker,
-                          desc: str) -> int:
+def transcribe_renditions(
+    items: list[Rendition], out: Path, asr: WhisperAsr, speaker: Speaker, desc: str
+) -> int:
     done = _done(out)
     todo = [r for r in items if (r.source.text, r.voice_id) not in done]
     out.parent.mkdir(parents=True, exist_ok=True)
     new_file = not out.exists()
     with out.open("a", encoding="utf-8", newline="") as f:
-        writer = csv.writer(f, delimiter="\t", quoting=csv.QUOTE_NONE, escapechar="\\", lineterminator="\n")
+        writer = csv.writer(
+            f, delimiter="\t", quoting=csv.QUOTE_NONE, escapechar="\\", lineterminator="\n"
+        )
         if new_file:
             writer.writerow(COLUMNS)
         for r in tqdm(todo, desc=desc, unit="utt"):
             audio = speaker.speak(r.source.text, r.voice)
-            line = phone_line(audio, snr_db=r.snr_db, rng=np.random.default_rng(_seed(r.source.text, 1)))
+            line = phone_line(
+                audio, snr_db=r.snr_db, rng=np.random.default_rng(_seed(r.source.text, 1))
+            )
             text = asr.transcribe(line).text.replace("\t", " ").replace("\n", " ")
             writer.writerow((text, r.source.intent, r.source.text, r.voice_id, r.snr_db))
             f.flush()
     return len(todo)
 
 
-def make_training_data(asr: WhisperAsr, per_utterance: int = 2, heldout: bool = True) -> dict[str, int]:
+def make_training_data(
+    asr: WhisperAsr, per_utterance: int = 2, heldout: bool = True
+) -> dict[str, int]:
     speaker = Speaker(cache_size=4)
     asr_dir = INTENTS_DIR / "asr"
-    made = {"train": transcribe_renditions(renditions(load_utterances(), per_utterance),
-                                           asr_dir / "train_asr.tsv", asr, speaker, "training utterances")}
+    made = {
+        "train": transcribe_renditions(
+            renditions(load_utterances(), per_utterance),
+            asr_dir / "train_asr.tsv",
+            asr,
+            speaker,
+            "training utterances",
+        )
+    }
     if heldout:
-        made["heldout"] = transcribe_renditions(renditions(load_heldout(), per_utterance),
-                                                asr_dir / "heldout_asr.tsv", asr, speaker, "held-back utterances")
+        made["heldout"] = transcribe_renditions(
+            renditions(load_heldout(), per_utterance),
+            asr_dir / "heldout_asr.tsv",
+            asr,
+            speaker,
+            "held-back utterances",
+        )
     return made

@@ -58,16 +58,24 @@ def char_error_rate(reference: str, hypothesis: str) -> float:
     return float(jiwer.cer(ref, hyp))
 
 
-def load_asr_examples(path: Path = INTENTS_DIR / "asr" / "train_asr.tsv",
-                      source: str = "asr", keep_empty: bool = False) -> list[AsrExample]:
+def load_asr_examples(
+    path: Path = INTENTS_DIR / "asr" / "train_asr.tsv",
+    source: str = "asr",
+    keep_empty: bool = False,
+) -> list[AsrExample]:
     """Rows of a make-training-data TSV (text, intent, source_text, ...) with their CER.
     Empty transcripts teach nothing, so training drops them; evaluation keeps them
     (`keep_empty`), as the bot hears them too."""
     if not path.exists():
         return []
     return [
-        AsrExample(r["text"].strip(), r["intent"].strip(), source, r["source_text"].strip(),
-                   char_error_rate(r["source_text"], r["text"]))
+        AsrExample(
+            r["text"].strip(),
+            r["intent"].strip(),
+            source,
+            r["source_text"].strip(),
+            char_error_rate(r["source_text"], r["text"]),
+        )
         for r in read_tsv(path, ("text", "intent", "source_text"))
         if keep_empty or r["text"].strip()
     ]
@@ -84,7 +92,11 @@ def filter_asr(examples: list[Example], max_cer: float | None) -> list[Example]:
 
 def sentence_of(example: Example) -> str:
     """The written sentence an example comes from (itself for a written one)."""
-    return example.source_text if isinstance(example, AsrExample) and example.source_text else example.text
+    return (
+        example.source_text
+        if isinstance(example, AsrExample) and example.source_text
+        else example.text
+    )
 
 
 def sentence_folds(examples: list[Example], n_splits: int = N_FOLDS, seed: int = 0) -> np.ndarray:
@@ -121,14 +133,18 @@ def count_matrix(texts: list[str], vocabulary: dict[str, int]) -> sparse.csr_mat
                 rows.append(r)
                 cols.append(col)
                 vals.append(float(c))
-    return sparse.csr_matrix((vals, (rows, cols)), shape=(len(texts), len(vocabulary)), dtype=np.float32)
+    return sparse.csr_matrix(
+        (vals, (rows, cols)), shape=(len(texts), len(vocabulary)), dtype=np.float32
+    )
 
 
 def make_pipeline(c: float = 8.0) -> Pipeline:
-    return Pipeline([
-        ("tfidf", TfidfTransformer(sublinear_tf=True)),
-        ("lr", LogisticRegression(C=c, max_iter=3000, class_weight="balanced")),
-    ])
+    return Pipeline(
+        [
+            ("tfidf", TfidfTransformer(sublinear_tf=True)),
+            ("lr", LogisticRegression(C=c, max_iter=3000, class_weight="balanced")),
+        ]
+    )
 
 
 @dataclass
@@ -139,18 +155,27 @@ class LogReg:
     pipeline: Pipeline
 
     @classmethod
-    def fit(cls, texts: list[str], y: np.ndarray, weights: np.ndarray | None = None,
-            c: float = 8.0) -> LogReg:
+    def fit(
+        cls, texts: list[str], y: np.ndarray, weights: np.ndarray | None = None, c: float = 8.0
+    ) -> LogReg:
         vocabulary = build_vocabulary(texts, min_count=2)
-        pipeline = make_pipeline(c).fit(count_matrix(texts, vocabulary), y, lr__sample_weight=weights)
+        pipeline = make_pipeline(c).fit(
+            count_matrix(texts, vocabulary), y, lr__sample_weight=weights
+        )
         return cls(vocabulary, pipeline)
 
     def scores(self, texts: list[str]) -> np.ndarray:
         return np.asarray(self.pipeline.decision_function(count_matrix(texts, self.vocabulary)))
 
 
-def cv_scores(texts: list[str], y: np.ndarray, folds: np.ndarray, weights: np.ndarray | None = None,
-              c: float = 8.0, train_mask: np.ndarray | None = None) -> np.ndarray:
+def cv_scores(
+    texts: list[str],
+    y: np.ndarray,
+    folds: np.ndarray,
+    weights: np.ndarray | None = None,
+    c: float = 8.0,
+    train_mask: np.ndarray | None = None,
+) -> np.ndarray:
     """Out-of-fold raw scores for every row; only rows in `train_mask` are trained on."""
     train_mask = np.ones(len(texts), bool) if train_mask is None else train_mask
     weights = np.ones(len(texts)) if weights is None else weights
@@ -174,8 +199,13 @@ def fit_temperature(scores: np.ndarray, labels: np.ndarray) -> float:
     return best_t
 
 
-def train(examples: list[Example], out_path: Path, c: float = 8.0, seed: int = 0,
-          asr_weight: float = SHIPPED_ASR_WEIGHT) -> dict:
+def train(
+    examples: list[Example],
+    out_path: Path,
+    c: float = 8.0,
+    seed: int = 0,
+    asr_weight: float = SHIPPED_ASR_WEIGHT,
+) -> dict:
     texts = [e.text for e in examples]
     classes = sorted({e.intent for e in examples})
     y = np.array([classes.index(e.intent) for e in examples])
@@ -185,7 +215,9 @@ def train(examples: list[Example], out_path: Path, c: float = 8.0, seed: int = 0
 
     model = LogReg.fit(texts, y, weights, c)
     export_onnx(model.pipeline, len(model.vocabulary), out_path)
-    digest = hashlib.sha256("\n".join(f"{e.intent}\t{e.text}" for e in examples).encode()).hexdigest()
+    digest = hashlib.sha256(
+        "\n".join(f"{e.intent}\t{e.text}" for e in examples).encode()
+    ).hexdigest()
     meta = {
         "classes": classes,
         "temperature": temperature,
@@ -216,8 +248,12 @@ def export_onnx(pipeline: Pipeline, n_features: int, out_path: Path) -> None:
     if lr.coef_.shape[0] != len(lr.classes_):
         raise ValueError("export_onnx needs a multi-class model (one score row per class)")
     consts = {
-        "zero": np.zeros(1), "one": np.ones(1), "eps": np.full(1, 1e-12),
-        "idf": tfidf.idf_, "coef_t": lr.coef_.T, "intercept": lr.intercept_,
+        "zero": np.zeros(1),
+        "one": np.ones(1),
+        "eps": np.full(1, 1e-12),
+        "idf": tfidf.idf_,
+        "coef_t": lr.coef_.T,
+        "intercept": lr.intercept_,
     }
     node = helper.make_node
     graph = helper.make_graph(
@@ -240,15 +276,20 @@ def export_onnx(pipeline: Pipeline, n_features: int, out_path: Path) -> None:
         [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", len(lr.classes_)])],
         [numpy_helper.from_array(v.astype(np.float32), k) for k, v in consts.items()],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
-                              producer_name="voicebot.models.train_intents")
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", 17)],
+        producer_name="voicebot.models.train_intents",
+    )
     model.ir_version = 8  # readable by onnxruntime releases back to 1.10
     onnx.checker.check_model(model)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_bytes(model.SerializeToString())
 
 
-def training_examples(use_asr: bool = True, max_cer: float | None = SHIPPED_ASR_MAX_CER) -> list[Example]:
+def training_examples(
+    use_asr: bool = True, max_cer: float | None = SHIPPED_ASR_MAX_CER
+) -> list[Example]:
     """The shipped model's training data. `use_asr=False` (`--no-asr`) forbids the ASR
     transcripts; they are added only when the shipped variant uses them (SHIPPED_USE_ASR)."""
     examples: list[Example] = list(load_utterances())

@@ -103,8 +103,19 @@ MAX_TEXT_BYTES = 65535  # the reference server's limit
 CLOSE_WAIT_S = 3.0  # after our disconnect, how long Genesys gets to send close
 DIGITS = "0123456789*#"
 _POSITION = re.compile(r"^PT(\d+(\.\d+)?)S$")
-CLIENT_TYPES = {"open", "ping", "close", "paused", "resumed", "discarded", "update", "error",
-                "dtmf", "playback_started", "playback_completed"}
+CLIENT_TYPES = {
+    "open",
+    "ping",
+    "close",
+    "paused",
+    "resumed",
+    "discarded",
+    "update",
+    "error",
+    "dtmf",
+    "playback_started",
+    "playback_completed",
+}
 
 
 def parse_position(value: str) -> float:
@@ -118,9 +129,16 @@ def choose_media(offered: object) -> dict | None:
     """PCMU 8 kHz, mono external preferred, else stereo including external."""
     if not isinstance(offered, list):
         return None
-    candidates = [m for m in offered if isinstance(m, dict) and m.get("type") == "audio"
-                  and m.get("format") == "PCMU" and m.get("rate") == WIRE_RATE
-                  and isinstance(m.get("channels"), list) and "external" in m["channels"]]
+    candidates = [
+        m
+        for m in offered
+        if isinstance(m, dict)
+        and m.get("type") == "audio"
+        and m.get("format") == "PCMU"
+        and m.get("rate") == WIRE_RATE
+        and isinstance(m.get("channels"), list)
+        and "external" in m["channels"]
+    ]
     candidates.sort(key=lambda m: len(m["channels"]))
     return candidates[0] if candidates else None
 
@@ -132,14 +150,22 @@ class AudioHookChannel(ReaderChannel):
     def can_play(self) -> bool:
         return self.playback
 
-    def __init__(self, websocket, api_key: str | None = None, playback: bool = False,
-                 limits: Limits | None = None, auth_error: str | None = None) -> None:
+    def __init__(
+        self,
+        websocket,
+        api_key: str | None = None,
+        playback: bool = False,
+        limits: Limits | None = None,
+        auth_error: str | None = None,
+    ) -> None:
         super().__init__(limits)
         self.ws = websocket  # starlette WebSocket, already accepted
         self.headers = dict(getattr(websocket, "headers", {}) or {})
         self.api_key = api_key
         self.auth_error = auth_error  # the upgrade's signature check failed: why (refused at open)
-        self.playback_setting = playback  # telephony.audiohook_playback: the integration plays bot audio
+        self.playback_setting = (
+            playback  # telephony.audiohook_playback: the integration plays bot audio
+        )
         self.session_id: str | None = None
         self.call_id: str | None = None
         self.state = "preparing"  # → active ⇄ paused → closed; or disconnecting
@@ -161,8 +187,13 @@ class AudioHookChannel(ReaderChannel):
         self._socket_closed = False
         self._finish_lock = asyncio.Lock()
         self._finished = False
-        self.playout = PacedPlayout(self._send_audio, self.inbox.put_now, frame_s=OUT_FRAME_S,
-                                    lead_frames=1, name="audiohook-playout")
+        self.playout = PacedPlayout(
+            self._send_audio,
+            self.inbox.put_now,
+            frame_s=OUT_FRAME_S,
+            lead_frames=1,
+            name="audiohook-playout",
+        )
 
     def _header(self, name: str) -> str | None:
         name = name.lower()
@@ -195,7 +226,9 @@ class AudioHookChannel(ReaderChannel):
         try:
             return await self._on_message(message)
         except (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError) as exc:
-            raise ProtocolError(f"malformed AudioHook message: {exc!r}"[:200], CLOSE_INVALID) from None
+            raise ProtocolError(
+                f"malformed AudioHook message: {exc!r}"[:200], CLOSE_INVALID
+            ) from None
 
     async def _on_message(self, message: str | bytes) -> list[CallEvent]:
         if isinstance(message, bytes):
@@ -224,13 +257,23 @@ class AudioHookChannel(ReaderChannel):
             case "resumed":
                 if self.state == "paused":
                     self.state = "active"
-                log.info("audiohook %s resumed (%s discarded)", self.session_id, params.get("discarded"))
+                log.info(
+                    "audiohook %s resumed (%s discarded)", self.session_id, params.get("discarded")
+                )
             case "discarded":
-                log.info("audiohook %s: Genesys discarded %s of audio from %s", self.session_id,
-                         params.get("discarded"), params.get("start"))
+                log.info(
+                    "audiohook %s: Genesys discarded %s of audio from %s",
+                    self.session_id,
+                    params.get("discarded"),
+                    params.get("start"),
+                )
             case "error":
-                log.warning("audiohook %s: client error %s: %s", self.session_id, params.get("code"),
-                            params.get("message"))
+                log.warning(
+                    "audiohook %s: client error %s: %s",
+                    self.session_id,
+                    params.get("code"),
+                    params.get("message"),
+                )
             case "dtmf":
                 digit = str(params.get("digit", ""))
                 if len(digit) == 1 and digit in DIGITS and self.call_id is not None:
@@ -254,7 +297,9 @@ class AudioHookChannel(ReaderChannel):
             # (After an error of ours the count may be off; the close still gets its closed.)
             raise ProtocolError(f"seq {seq} in '{kind}', expected {self.clientseq + 1}")
         if not isinstance(serverseq, int) or serverseq > self.seq:
-            raise ProtocolError(f"serverseq {serverseq!r} in '{kind}' is ahead of ours ({self.seq})")
+            raise ProtocolError(
+                f"serverseq {serverseq!r} in '{kind}' is ahead of ours ({self.seq})"
+            )
         params = msg.setdefault("parameters", {})
         if not isinstance(params, dict):
             raise ProtocolError(f"parameters of '{kind}' must be an object")
@@ -285,7 +330,9 @@ class AudioHookChannel(ReaderChannel):
             return []
         media = choose_media(params.get("media"))
         if media is None:
-            await self._disconnect("error", info="no PCMU 8000 Hz media with the external channel offered")
+            await self._disconnect(
+                "error", info="no PCMU 8000 Hz media with the external channel offered"
+            )
             return []
         self.media = media
         self.channels = len(media["channels"])
@@ -297,17 +344,26 @@ class AudioHookChannel(ReaderChannel):
         if self.probe:
             log.info("audiohook: connection probe %s answered", self.session_id)
             return []
-        participant = params.get("participant") if isinstance(params.get("participant"), dict) else {}
+        participant = (
+            params.get("participant") if isinstance(params.get("participant"), dict) else {}
+        )
         variables = params.get("inputVariables")
         # Configured, never guessed from the open message: a Monitor client answers audio it
         # did not ask for with error 415 and closes.
         self.playback = self.playback_setting
         if not self.playback:
-            log.warning("audiohook session %s is listen-only (AudioHook Monitor): the bot's prompts "
-                        "cannot be played to the caller", self.session_id)
+            log.warning(
+                "audiohook session %s is listen-only (AudioHook Monitor): the bot's prompts "
+                "cannot be played to the caller",
+                self.session_id,
+            )
         self.call_id = conversation or str(self.session_id)
-        info = {"sessionId": str(self.session_id), "organizationId": str(params.get("organizationId", "")),
-                "dnis": str(participant.get("dnis", "")), "language": str(params.get("language", ""))}
+        info = {
+            "sessionId": str(self.session_id),
+            "organizationId": str(params.get("organizationId", "")),
+            "dnis": str(participant.get("dnis", "")),
+            "language": str(params.get("language", "")),
+        }
         if isinstance(variables, dict):
             info.update({f"input.{k}": str(v) for k, v in variables.items()})
         caller = str(participant.get("ani") or "") or None
@@ -320,8 +376,10 @@ class AudioHookChannel(ReaderChannel):
             return self.auth_error
         given = self._header("X-API-KEY") or ""
         if self.api_key is None:
-            log.warning("audiohook: no API key configured; accepting X-API-KEY %s",
-                        "(none)" if not given else "as given")
+            log.warning(
+                "audiohook: no API key configured; accepting X-API-KEY %s",
+                "(none)" if not given else "as given",
+            )
         elif not hmac.compare_digest(given.encode(), self.api_key.encode()):
             return "X-API-KEY not accepted"
         organization = self._header("Audiohook-Organization-Id")
@@ -335,14 +393,16 @@ class AudioHookChannel(ReaderChannel):
         if self.state in ("preparing",) or self.media is None:
             raise ProtocolError("audio before 'opened'")
         if len(data) % self.channels:
-            raise ProtocolError(f"audio message of {len(data)} bytes is not whole {self.channels}-channel samples")
+            raise ProtocolError(
+                f"audio message of {len(data)} bytes is not whole {self.channels}-channel samples"
+            )
         samples = len(data) // self.channels
         self.position_samples += samples
         if self.state != "active" or self.probe or self.call_id is None:
             self.paused_frames += self.state == "paused"
             return []  # paused, disconnecting or a probe: not for the session
         if self.channels > 1:
-            data = data[self.channel_index::self.channels]
+            data = data[self.channel_index :: self.channels]
         return [Audio(self._upsample.process(pcm16_to_float(ulaw_decode(data))))] if data else []
 
     @property
@@ -354,13 +414,23 @@ class AudioHookChannel(ReaderChannel):
         if self._socket_closed:
             return
         self.seq += 1
-        message = json.dumps({"version": VERSION, "type": kind, "seq": self.seq, "clientseq": self.clientseq,
-                              "id": self.session_id or NIL_UUID, "parameters": parameters})
+        message = json.dumps(
+            {
+                "version": VERSION,
+                "type": kind,
+                "seq": self.seq,
+                "clientseq": self.clientseq,
+                "id": self.session_id or NIL_UUID,
+                "parameters": parameters,
+            }
+        )
         if not await send_ws(self.ws, message, self.limits.send_timeout_s):
             self._socket_closed = True
             self.send_failed()
 
-    async def _disconnect(self, reason: str, output_variables: dict | None = None, info: str | None = None) -> None:
+    async def _disconnect(
+        self, reason: str, output_variables: dict | None = None, info: str | None = None
+    ) -> None:
         if self.disconnect_sent is not None or self.state == "closed":
             return
         parameters: dict = {"reason": reason}
@@ -373,8 +443,9 @@ class AudioHookChannel(ReaderChannel):
         await self._send("disconnect", parameters)
 
     async def _send_audio(self, frame: bytes) -> None:
-        if self._socket_closed or (self.state == "active"
-                                   and not await send_ws(self.ws, frame, self.limits.send_timeout_s)):
+        if self._socket_closed or (
+            self.state == "active" and not await send_ws(self.ws, frame, self.limits.send_timeout_s)
+        ):
             self.send_failed()
             raise ConnectionError("the AudioHook socket is closed")  # stops the playout
 
@@ -382,7 +453,9 @@ class AudioHookChannel(ReaderChannel):
         if not self.playback:
             self._silent_prompts += 1
             if self._silent_prompts == 1:
-                log.warning("audiohook %s: listen-only session, prompt %s not played", self.session_id, mark)
+                log.warning(
+                    "audiohook %s: listen-only session, prompt %s not played", self.session_id, mark
+                )
             self.inbox.put_now(Played(mark, interrupted=True))
             return
         payload = ulaw_encode(float_to_pcm16(resample(audio, SAMPLE_RATE, WIRE_RATE)))
@@ -393,7 +466,9 @@ class AudioHookChannel(ReaderChannel):
         if self.playback and dropped and self.state == "active":
             await self._send("event", {"entities": [{"type": "barge_in", "data": {}}]})
 
-    async def _finish(self, reason: str, output_variables: dict | None, info: str | None = None) -> None:
+    async def _finish(
+        self, reason: str, output_variables: dict | None, info: str | None = None
+    ) -> None:
         """disconnect → Genesys's close → closed, then the socket closes. Audio arriving
         meanwhile is dropped (state "disconnecting"), so the reader never waits on the session."""
         async with self._finish_lock:
@@ -419,8 +494,13 @@ class AudioHookChannel(ReaderChannel):
             await self._finish("completed", {"result": "hangup"})
 
     async def hand_off(self, target: HandOff) -> None:
-        variables = {"result": "handoff", "forvaltning": target.forvaltning, "queue": target.queue,
-                     "intent": target.intent or "", "reason": target.reason}
+        variables = {
+            "result": "handoff",
+            "forvaltning": target.forvaltning,
+            "queue": target.queue,
+            "intent": target.intent or "",
+            "reason": target.reason,
+        }
         log.info("audiohook %s: disconnect with outputVariables %s", self.session_id, variables)
         await self._finish("completed", variables)
 
@@ -437,7 +517,9 @@ class AudioHookPlatform:
     paced = True
     acks_cleared_marks = False
     organization_id = "d7934305-0972-4844-938e-9060eef73d05"
-    api_key: str | None = None  # None: the credentials' key (telephony.audiohook_api_key or the secret)
+    api_key: str | None = (
+        None  # None: the credentials' key (telephony.audiohook_api_key or the secret)
+    )
     audio_connector = True  # send inputVariables (bot audio comes back)
     ping_every_frames = 250
 
@@ -467,26 +549,51 @@ class AudioHookPlatform:
     def headers(cls, call_id: str) -> dict[str, str]:
         """The AudioHook upgrade headers; X-API-KEY (and the signature) are added by
         telephony.auth.client_headers from the credentials, unless `api_key` overrides it."""
-        headers = {"Audiohook-Organization-Id": cls.organization_id, "Audiohook-Session-Id": cls.session_for(call_id),
-                   "Audiohook-Correlation-Id": str(uuid.uuid4())}
+        headers = {
+            "Audiohook-Organization-Id": cls.organization_id,
+            "Audiohook-Session-Id": cls.session_for(call_id),
+            "Audiohook-Correlation-Id": str(uuid.uuid4()),
+        }
         if cls.api_key is not None:
             headers["X-API-KEY"] = cls.api_key
         return headers
 
     def message(self, kind: str, parameters: dict) -> str:
         self.seq += 1
-        return json.dumps({"version": VERSION, "id": self.session_id, "type": kind, "seq": self.seq,
-                           "serverseq": self.serverseq, "position": f"PT{self.frames * self.frame_ms / 1000:.2f}S",
-                           "parameters": parameters})
+        return json.dumps(
+            {
+                "version": VERSION,
+                "id": self.session_id,
+                "type": kind,
+                "seq": self.seq,
+                "serverseq": self.serverseq,
+                "position": f"PT{self.frames * self.frame_ms / 1000:.2f}S",
+                "parameters": parameters,
+            }
+        )
 
     async def start(self, params: dict[str, str]) -> None:
-        media = [{"type": "audio", "format": "PCMU", "channels": ["external", "internal"], "rate": WIRE_RATE},
-                 {"type": "audio", "format": "PCMU", "channels": ["external"], "rate": WIRE_RATE},
-                 {"type": "audio", "format": "PCMU", "channels": ["internal"], "rate": WIRE_RATE}]
+        media = [
+            {
+                "type": "audio",
+                "format": "PCMU",
+                "channels": ["external", "internal"],
+                "rate": WIRE_RATE,
+            },
+            {"type": "audio", "format": "PCMU", "channels": ["external"], "rate": WIRE_RATE},
+            {"type": "audio", "format": "PCMU", "channels": ["internal"], "rate": WIRE_RATE},
+        ]
         open_params: dict = {
-            "organizationId": self.organization_id, "conversationId": self.call_id,
-            "participant": {"id": str(uuid.uuid4()), "ani": self.caller or "", "aniName": "", "dnis": "+4533663366"},
-            "media": media, "language": "da-DK",
+            "organizationId": self.organization_id,
+            "conversationId": self.call_id,
+            "participant": {
+                "id": str(uuid.uuid4()),
+                "ani": self.caller or "",
+                "aniName": "",
+                "dnis": "+4533663366",
+            },
+            "media": media,
+            "language": "da-DK",
         }
         if self.audio_connector:
             open_params["inputVariables"] = dict(params)
@@ -561,8 +668,14 @@ def check(upgrade: Upgrade, credentials: Credentials, nonces: NonceCache) -> Adm
     client_secret = credentials.client_secret(PLATFORM)
     if client_secret:
         try:
-            verify_audiohook_signature(upgrade.headers, upgrade.target, upgrade.authorities, api_key,
-                                       client_secret, nonces=nonces)
+            verify_audiohook_signature(
+                upgrade.headers,
+                upgrade.target,
+                upgrade.authorities,
+                api_key,
+                client_secret,
+                nonces=nonces,
+            )
         except SignatureError as exc:
             return Admission(deferred=f"signature: {exc}")
     return Admission()
@@ -573,15 +686,26 @@ def sign(url: str, credentials: Credentials, headers: dict[str, str]) -> dict[st
     out.setdefault("X-API-KEY", credentials.token(PLATFORM))
     client_secret = credentials.client_secret(PLATFORM)
     if client_secret:
-        out.update(sign_audiohook(out, request_target(url), urlsplit(url).netloc, out["X-API-KEY"], client_secret))
+        out.update(
+            sign_audiohook(
+                out, request_target(url), urlsplit(url).netloc, out["X-API-KEY"], client_secret
+            )
+        )
     return out
 
 
 def _channel(ws, conn: Connection) -> AudioHookChannel:
     api_key = conn.credentials.token(PLATFORM) if conn.credentials else None
-    return AudioHookChannel(ws, api_key, conn.options.playback, conn.limits, conn.admission.deferred)
+    return AudioHookChannel(
+        ws, api_key, conn.options.playback, conn.limits, conn.admission.deferred
+    )
 
 
 platform = Platform(
-    PLATFORM, client=AudioHookPlatform, channel=_channel, check=check, sign=sign, options=AudioHookOptions,
+    PLATFORM,
+    client=AudioHookPlatform,
+    channel=_channel,
+    check=check,
+    sign=sign,
+    options=AudioHookOptions,
 )

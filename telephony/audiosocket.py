@@ -63,7 +63,12 @@ HIGHER_RATE_KINDS = range(0x11, 0x19)
 WIRE_RATE = 8000
 FRAME_BYTES = 320  # 20 ms
 DIGITS = "0123456789*#"
-ERROR_CODES = {0x00: "none", 0x01: "caller hung up", 0x02: "frame forwarding error", 0x04: "memory error"}
+ERROR_CODES = {
+    0x00: "none",
+    0x01: "caller hung up",
+    0x02: "frame forwarding error",
+    0x04: "memory error",
+}
 HEADER = struct.Struct(">BH")
 
 
@@ -89,7 +94,10 @@ async def read_message(reader: asyncio.StreamReader, max_bytes: int = 0xFFFF) ->
         payload = await reader.readexactly(length) if length else b""
     except asyncio.IncompleteReadError as exc:
         if exc.partial:
-            log.info("audiosocket: the stream ended inside a message (%d bytes of it read)", len(exc.partial))
+            log.info(
+                "audiosocket: the stream ended inside a message (%d bytes of it read)",
+                len(exc.partial),
+            )
         return None
     except ConnectionError:
         return None
@@ -100,8 +108,12 @@ class AudioSocketChannel(ReaderChannel):
     platform = PLATFORM
     echo_cancelled = False  # Asterisk passes the line through as it is
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 limits: Limits | None = None) -> None:
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        limits: Limits | None = None,
+    ) -> None:
         super().__init__(limits)
         self.reader = reader
         self.writer = writer
@@ -109,8 +121,9 @@ class AudioSocketChannel(ReaderChannel):
         self.errors: list[int] = []
         self._upsample = StreamResampler(WIRE_RATE, SAMPLE_RATE)
         self._closed = False
-        self.playout = PacedPlayout(self._send_frame, self.inbox.put_now, frame_s=0.02,
-                                    name="audiosocket-playout")
+        self.playout = PacedPlayout(
+            self._send_frame, self.inbox.put_now, frame_s=0.02, name="audiosocket-playout"
+        )
 
     # -- inbound ---------------------------------------------------------------------
     async def read_events(self) -> AsyncIterator[CallEvent]:
@@ -128,21 +141,29 @@ class AudioSocketChannel(ReaderChannel):
         kind, payload = message.kind, message.payload
         if self.call_id is None:
             if kind != KIND_UUID:
-                raise ProtocolError(f"first message must be the UUID (kind 0x01), not kind 0x{kind:02x}")
+                raise ProtocolError(
+                    f"first message must be the UUID (kind 0x01), not kind 0x{kind:02x}"
+                )
             if len(payload) != 16:
-                raise ProtocolError(f"UUID payload of {len(payload)} bytes, expected 16", CLOSE_INVALID)
+                raise ProtocolError(
+                    f"UUID payload of {len(payload)} bytes, expected 16", CLOSE_INVALID
+                )
             self.call_id = str(uuid.UUID(bytes=payload))
             return CallStart(self.call_id, PLATFORM)
         if kind == KIND_AUDIO:
             if len(payload) % 2:
-                raise ProtocolError(f"audio payload of {len(payload)} bytes: not whole 16-bit samples",
-                                    CLOSE_INVALID)
+                raise ProtocolError(
+                    f"audio payload of {len(payload)} bytes: not whole 16-bit samples",
+                    CLOSE_INVALID,
+                )
             if not payload:
                 return None
             return Audio(self._upsample.process(pcm16_to_float(pcm16_from_bytes(payload))))
         if kind == KIND_DTMF:
             if len(payload) != 1:
-                raise ProtocolError(f"DTMF payload of {len(payload)} bytes, expected 1", CLOSE_INVALID)
+                raise ProtocolError(
+                    f"DTMF payload of {len(payload)} bytes, expected 1", CLOSE_INVALID
+                )
             digit = payload.decode("ascii", errors="replace")
             if digit in DIGITS:
                 return Digit(digit)
@@ -153,13 +174,21 @@ class AudioSocketChannel(ReaderChannel):
         if kind == KIND_ERROR:
             code = payload[0] if payload else 0
             self.errors.append(code)
-            log.warning("audiosocket call %s: error 0x%02x (%s)", self.call_id, code, ERROR_CODES.get(code, "unknown"))
+            log.warning(
+                "audiosocket call %s: error 0x%02x (%s)",
+                self.call_id,
+                code,
+                ERROR_CODES.get(code, "unknown"),
+            )
             return Hangup("caller hung up") if code == 0x01 else None
         if kind == KIND_UUID:
             raise ProtocolError("a second UUID message")
         if kind in HIGHER_RATE_KINDS:
-            raise ProtocolError(f"audio kind 0x{kind:02x} (not 8 kHz slin) is not supported; "
-                                "use AudioSocket without a codec option", CLOSE_UNSUPPORTED)
+            raise ProtocolError(
+                f"audio kind 0x{kind:02x} (not 8 kHz slin) is not supported; "
+                "use AudioSocket without a codec option",
+                CLOSE_UNSUPPORTED,
+            )
         raise ProtocolError(f"unknown message kind 0x{kind:02x}")
 
     # -- outbound --------------------------------------------------------------------
@@ -172,8 +201,11 @@ class AudioSocketChannel(ReaderChannel):
                 await self.writer.drain()
         except TimeoutError:
             # Asterisk stopped reading: drop the connection (its buffer with it) and end the call.
-            log.warning("audiosocket call %s: not read for %.1f s; closing", self.call_id,
-                        self.limits.send_timeout_s)
+            log.warning(
+                "audiosocket call %s: not read for %.1f s; closing",
+                self.call_id,
+                self.limits.send_timeout_s,
+            )
             self._closed = True
             self.writer.transport.abort()
             self.send_failed()
@@ -199,14 +231,22 @@ class AudioSocketChannel(ReaderChannel):
                 self.writer.close()
                 async with asyncio.timeout(self.limits.send_timeout_s):
                     await self.writer.wait_closed()
-            if not self.writer.transport.is_closing() or self.writer.transport.get_write_buffer_size():
+            if (
+                not self.writer.transport.is_closing()
+                or self.writer.transport.get_write_buffer_size()
+            ):
                 self.writer.transport.abort()  # unsent bytes a stalled peer will never take
         await self.stop_reading()
 
     async def hand_off(self, target: HandOff) -> None:
-        log.info("audiosocket call %s handed off: forvaltning %s, queue %s (intent %s); "
-                 "sending hangup, the dialplan continues", target.call_id, target.forvaltning,
-                 target.queue, target.intent)
+        log.info(
+            "audiosocket call %s handed off: forvaltning %s, queue %s (intent %s); "
+            "sending hangup, the dialplan continues",
+            target.call_id,
+            target.forvaltning,
+            target.queue,
+            target.intent,
+        )
         await self.hang_up()
 
 
@@ -234,8 +274,13 @@ def source_allowed(peer: object, allowed: list[Network]) -> bool:
 DEFAULT_SOURCES = ["127.0.0.1", "::1"]
 
 
-async def serve(host: str, port: int, run_channel: Callable[[AudioSocketChannel], Awaitable[None]],
-                sources: list[str] | None = None, limits: Limits | None = None) -> asyncio.Server:
+async def serve(
+    host: str,
+    port: int,
+    run_channel: Callable[[AudioSocketChannel], Awaitable[None]],
+    sources: list[str] | None = None,
+    limits: Limits | None = None,
+) -> asyncio.Server:
     """Start the AudioSocket TCP server; each connection from an allowed source address
     becomes one call (others are logged and closed at once)."""
     allowed = parse_sources(DEFAULT_SOURCES if sources is None else sources)
@@ -243,8 +288,10 @@ async def serve(host: str, port: int, run_channel: Callable[[AudioSocketChannel]
     async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         if not source_allowed(peer, allowed):
-            log.warning("audiosocket: refused a connection from %s (not in security.audiosocket_sources)",
-                        peer[0] if isinstance(peer, tuple) and peer else peer)
+            log.warning(
+                "audiosocket: refused a connection from %s (not in security.audiosocket_sources)",
+                peer[0] if isinstance(peer, tuple) and peer else peer,
+            )
             writer.close()  # nothing was read or written: a plain close, at once
             return
         sock = writer.get_extra_info("socket")
@@ -341,11 +388,15 @@ class AudioSocketPlatform:
     def decode(self, message: Message) -> tuple[str, object]:
         if message.kind == KIND_AUDIO:
             if len(message.payload) != FRAME_BYTES:
-                raise ProtocolError(f"the bot sent {len(message.payload)} audio bytes; expected {FRAME_BYTES}")
+                raise ProtocolError(
+                    f"the bot sent {len(message.payload)} audio bytes; expected {FRAME_BYTES}"
+                )
             return "audio", pcm16_from_bytes(message.payload)
         if message.kind == KIND_HANGUP:
             return "hangup", None
-        raise ProtocolError(f"the bot sent kind 0x{message.kind:02x}; a server may send only audio and hangup")
+        raise ProtocolError(
+            f"the bot sent kind 0x{message.kind:02x}; a server may send only audio and hangup"
+        )
 
 
 # -- the registry entry ----------------------------------------------------------------
@@ -359,7 +410,9 @@ class AudioSocketOptions:
     sources: tuple[str, ...] | list[str] = tuple(DEFAULT_SOURCES)  # AudioSocket has no credentials
 
 
-async def listen(options: AudioSocketOptions, run_channel: RunChannel, limits: Limits) -> asyncio.Server | None:
+async def listen(
+    options: AudioSocketOptions, run_channel: RunChannel, limits: Limits
+) -> asyncio.Server | None:
     if not options.enabled:
         return None
     return await serve(options.host, options.port, run_channel, list(options.sources), limits)

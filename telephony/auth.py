@@ -91,8 +91,12 @@ def twilio_signature(auth_token: str, url: str, params: Iterable[tuple[str, str]
     by_name: dict[str, list[str]] = {}
     for name, value in params:
         by_name.setdefault(name, []).append(value)
-    data = url + "".join(name + value for name in sorted(by_name) for value in sorted(set(by_name[name])))
-    return base64.b64encode(hmac.new(auth_token.encode(), data.encode(), hashlib.sha1).digest()).decode()
+    data = url + "".join(
+        name + value for name in sorted(by_name) for value in sorted(set(by_name[name]))
+    )
+    return base64.b64encode(
+        hmac.new(auth_token.encode(), data.encode(), hashlib.sha1).digest()
+    ).decode()
 
 
 def url_variants(url: str) -> list[str]:
@@ -114,13 +118,20 @@ def url_variants(url: str) -> list[str]:
     return variants
 
 
-def verify_twilio(auth_token: str, signature: str | None, urls: Iterable[str],
-                  params: Iterable[tuple[str, str]] = ()) -> bool:
+def verify_twilio(
+    auth_token: str,
+    signature: str | None,
+    urls: Iterable[str],
+    params: Iterable[tuple[str, str]] = (),
+) -> bool:
     if not signature:
         return False
     params = list(params)
-    return any(equal(signature, twilio_signature(auth_token, variant, params))
-               for url in urls for variant in url_variants(url))
+    return any(
+        equal(signature, twilio_signature(auth_token, variant, params))
+        for url in urls
+        for variant in url_variants(url)
+    )
 
 
 # == bearer tokens ============================================================================
@@ -149,8 +160,14 @@ def strip_token(query: str) -> str:
 
 
 # == Genesys AudioHook: HTTP message signatures ===============================================
-AUDIOHOOK_COMPONENTS = ("@request-target", "@authority", "audiohook-organization-id",
-                        "audiohook-session-id", "audiohook-correlation-id", "x-api-key")
+AUDIOHOOK_COMPONENTS = (
+    "@request-target",
+    "@authority",
+    "audiohook-organization-id",
+    "audiohook-session-id",
+    "audiohook-correlation-id",
+    "x-api-key",
+)
 DERIVED = {"@request-target", "@authority", "@method", "@scheme", "@target-uri", "@path", "@query"}
 MAX_AGE_S = 10.0  # a signature is made for one connection attempt
 CLOCK_SKEW_S = 3.0
@@ -215,7 +232,7 @@ class _Parser:
             if end < 0:
                 raise SignatureError("unterminated byte sequence")
             try:
-                value = base64.b64decode(self.text[self.i + 1:end], validate=True)
+                value = base64.b64decode(self.text[self.i + 1 : end], validate=True)
             except (binascii.Error, ValueError):
                 raise SignatureError("byte sequence is not base64") from None
             self.i = end + 1
@@ -322,7 +339,9 @@ class NonceCache:
 
     def fresh(self, nonce: str, now: float) -> bool:
         horizon = now - (MAX_AGE_S + 2 * CLOCK_SKEW_S)
-        while self._seen and (next(iter(self._seen.values())) < horizon or len(self._seen) >= self._max):
+        while self._seen and (
+            next(iter(self._seen.values())) < horizon or len(self._seen) >= self._max
+        ):
             self._seen.popitem(last=False)
         if nonce in self._seen:
             return False
@@ -330,9 +349,15 @@ class NonceCache:
         return True
 
 
-def verify_audiohook_signature(headers: Mapping[str, str], request_target: str, authorities: Iterable[str],
-                               api_key: str, client_secret: str, now: float | None = None,
-                               nonces: NonceCache | None = None) -> None:
+def verify_audiohook_signature(
+    headers: Mapping[str, str],
+    request_target: str,
+    authorities: Iterable[str],
+    api_key: str,
+    client_secret: str,
+    now: float | None = None,
+    nonces: NonceCache | None = None,
+) -> None:
     """Check an AudioHook upgrade's HTTP message signature; raises SignatureError saying why.
     `headers` has lower-case names; `authorities` are the host[:port] values @authority may
     take (the Host header; the public URL's host behind a proxy)."""
@@ -382,7 +407,9 @@ def verify_audiohook_signature(headers: Mapping[str, str], request_target: str, 
     nonce = p.get("nonce")
     if not isinstance(nonce, str) or len(nonce) < MIN_NONCE_CHARS:
         raise SignatureError("no nonce (or one too short) in the signature")
-    if not isinstance(p.get("keyid"), str) or not equal(str(p["keyid"]), _header(headers, "x-api-key")):
+    if not isinstance(p.get("keyid"), str) or not equal(
+        str(p["keyid"]), _header(headers, "x-api-key")
+    ):
         raise SignatureError("the signature's keyid is not the X-API-KEY")
     try:
         key = base64.b64decode(client_secret, validate=True)
@@ -395,13 +422,17 @@ def verify_audiohook_signature(headers: Mapping[str, str], request_target: str, 
             if value is None:
                 raise SignatureError(f"header {name!r} is signed but absent")
             values[name] = value
-    unsupported = [c for c in components if c.startswith("@") and c not in ("@request-target", "@authority")]
+    unsupported = [
+        c for c in components if c.startswith("@") and c not in ("@request-target", "@authority")
+    ]
     if unsupported:
         raise SignatureError(f"cannot check derived component {unsupported[0]!r}")
     ok = False
     for authority in dict.fromkeys(a.lower() for a in authorities if a):
         values["@authority"] = authority
-        expected = hmac.new(key, signature_base(components, params, values).encode(), hashlib.sha256).digest()
+        expected = hmac.new(
+            key, signature_base(components, params, values).encode(), hashlib.sha256
+        ).digest()
         ok |= hmac.compare_digest(expected, given)
     if not ok:
         raise SignatureError("the signature does not match")
@@ -411,20 +442,38 @@ def verify_audiohook_signature(headers: Mapping[str, str], request_target: str, 
         raise SignatureError("the signature's nonce was used before (a replay)")
 
 
-def sign_audiohook(headers: Mapping[str, str], request_target: str, authority: str, api_key: str,
-                   client_secret: str, now: float | None = None, nonce: str | None = None) -> dict[str, str]:
+def sign_audiohook(
+    headers: Mapping[str, str],
+    request_target: str,
+    authority: str,
+    api_key: str,
+    client_secret: str,
+    now: float | None = None,
+    nonce: str | None = None,
+) -> dict[str, str]:
     """Signature-Input and Signature headers for an AudioHook upgrade, as Genesys makes them."""
     now = int(time.time() if now is None else now)
     nonce = nonce or secrets.token_urlsafe(24)
-    params: list = [("keyid", api_key), ("nonce", nonce), ("alg", "hmac-sha256"), ("created", now),
-                    ("expires", now + int(MAX_AGE_S))]
+    params: list = [
+        ("keyid", api_key),
+        ("nonce", nonce),
+        ("alg", "hmac-sha256"),
+        ("created", now),
+        ("expires", now + int(MAX_AGE_S)),
+    ]
     lower = {k.lower(): v for k, v in headers.items()}
-    values = {"@request-target": request_target, "@authority": authority.lower(),
-              **{c: lower[c] for c in AUDIOHOOK_COMPONENTS if not c.startswith("@")}}
+    values = {
+        "@request-target": request_target,
+        "@authority": authority.lower(),
+        **{c: lower[c] for c in AUDIOHOOK_COMPONENTS if not c.startswith("@")},
+    }
     base = signature_base(list(AUDIOHOOK_COMPONENTS), params, values)
     digest = hmac.new(base64.b64decode(client_secret), base.encode(), hashlib.sha256).digest()
     inner = "(" + " ".join(f'"{c}"' for c in AUDIOHOOK_COMPONENTS) + ")" + _serialize_params(params)
-    return {"Signature-Input": f"sig1={inner}", "Signature": f"sig1=:{base64.b64encode(digest).decode()}:"}
+    return {
+        "Signature-Input": f"sig1={inner}",
+        "Signature": f"sig1=:{base64.b64encode(digest).decode()}:",
+    }
 
 
 # == helpers for the platforms' checks and signers ===========================================

@@ -81,8 +81,12 @@ from telephony.streams import (
 
 PLATFORM = "asterisk"
 # format → (sample rate, bytes per sample, silence byte pattern)
-FORMATS = {"ulaw": (8000, 1, b"\xff"), "alaw": (8000, 1, b"\xd5"),
-           "slin": (8000, 2, b"\0\0"), "slin16": (16000, 2, b"\0\0")}
+FORMATS = {
+    "ulaw": (8000, 1, b"\xff"),
+    "alaw": (8000, 1, b"\xd5"),
+    "slin": (8000, 2, b"\0\0"),
+    "slin16": (16000, 2, b"\0\0"),
+}
 FRAMES_PER_MESSAGE = 10  # 200 ms per binary message
 HIGH_WATER_FRAMES = 500  # our estimate of Asterisk's queue (1000 max, XOFF at 900) stays below this
 MAX_TEXT_BYTES = 16 * 1024  # control messages are small, whatever security.max_message_bytes says
@@ -119,7 +123,9 @@ def parse_control(text: str) -> tuple[str, dict[str, str], bool]:
             raise ProtocolError("a JSON control message needs an 'event' string", CLOSE_INVALID)
         if len(msg) > MAX_FIELDS:
             raise ProtocolError(f"{len(msg)} fields in a control message (at most {MAX_FIELDS})")
-        fields = {str(k): v if isinstance(v, dict) else str(v) for k, v in msg.items() if k != "event"}
+        fields = {
+            str(k): v if isinstance(v, dict) else str(v) for k, v in msg.items() if k != "event"
+        }
         return msg["event"], fields, True
     if not text:
         raise ProtocolError("empty control message", CLOSE_INVALID)
@@ -134,7 +140,9 @@ def parse_control(text: str) -> tuple[str, dict[str, str], bool]:
     for token in tokens:
         key, sep, value = token.partition(":")
         if not sep:
-            raise ProtocolError(f"malformed field {token[:40]!r} in {name[:40]} (expected key:value)", CLOSE_INVALID)
+            raise ProtocolError(
+                f"malformed field {token[:40]!r} in {name[:40]} (expected key:value)", CLOSE_INVALID
+            )
         fields[key] = value
     return name, fields, False
 
@@ -143,8 +151,13 @@ class AsteriskWsChannel(ReaderChannel):
     platform = PLATFORM
     echo_cancelled = False  # Asterisk passes the line through as it is
 
-    def __init__(self, websocket, answer: bool = True, caller: str | None = None,
-                 limits: Limits | None = None) -> None:
+    def __init__(
+        self,
+        websocket,
+        answer: bool = True,
+        caller: str | None = None,
+        limits: Limits | None = None,
+    ) -> None:
         super().__init__(limits)
         self.ws = websocket  # starlette WebSocket, already accepted
         self.answer = answer
@@ -182,8 +195,10 @@ class AsteriskWsChannel(ReaderChannel):
             if self.call_id is None or self._upsample is None:
                 raise ProtocolError("audio before MEDIA_START")
             if FORMATS[self.format][1] == 2 and len(message) % 2:
-                raise ProtocolError(f"{self.format} message of {len(message)} bytes: not whole samples",
-                                    CLOSE_INVALID)
+                raise ProtocolError(
+                    f"{self.format} message of {len(message)} bytes: not whole samples",
+                    CLOSE_INVALID,
+                )
             if not message:
                 return None
             return Audio(self._upsample.process(pcm16_to_float(decode_audio(message, self.format))))
@@ -214,7 +229,11 @@ class AsteriskWsChannel(ReaderChannel):
             case "HANGUP":
                 return Hangup("hangup")
             case "ERROR":
-                log.warning("asterisk channel %s: ERROR %s", self.call_id, str(fields.get("error_text", fields))[:200])
+                log.warning(
+                    "asterisk channel %s: ERROR %s",
+                    self.call_id,
+                    str(fields.get("error_text", fields))[:200],
+                )
             case "STATUS" | "QUEUE_DRAINED" | "MEDIA_BUFFERING_COMPLETED":
                 log.debug("asterisk: %s %s", name, fields)
             case _:
@@ -226,24 +245,44 @@ class AsteriskWsChannel(ReaderChannel):
             raise ProtocolError("a second MEDIA_START")
         fmt = str(fields.get("format", ""))
         if fmt not in FORMATS:
-            raise ProtocolError(f"unsupported format {fmt[:20]!r} (use ulaw, alaw, slin or slin16)", CLOSE_UNSUPPORTED)
+            raise ProtocolError(
+                f"unsupported format {fmt[:20]!r} (use ulaw, alaw, slin or slin16)",
+                CLOSE_UNSUPPORTED,
+            )
         rate, width, _ = FORMATS[fmt]
         try:
             ptime_ms = int(fields.get("ptime", 20))
             frame_bytes = int(fields.get("optimal_frame_size", rate * ptime_ms // 1000 * width))
         except (TypeError, ValueError) as exc:
-            raise ProtocolError(f"ptime/optimal_frame_size must be integers: {str(exc)[:60]}", CLOSE_INVALID) from exc
-        if not 0 < frame_bytes <= MAX_BINARY_BYTES or frame_bytes % width or not 0 < ptime_ms <= 1000:
-            raise ProtocolError(f"implausible optimal_frame_size {frame_bytes} / ptime {ptime_ms}", CLOSE_UNSUPPORTED)
+            raise ProtocolError(
+                f"ptime/optimal_frame_size must be integers: {str(exc)[:60]}", CLOSE_INVALID
+            ) from exc
+        if (
+            not 0 < frame_bytes <= MAX_BINARY_BYTES
+            or frame_bytes % width
+            or not 0 < ptime_ms <= 1000
+        ):
+            raise ProtocolError(
+                f"implausible optimal_frame_size {frame_bytes} / ptime {ptime_ms}",
+                CLOSE_UNSUPPORTED,
+            )
         self.format, self.wire_rate, self.frame_bytes = fmt, rate, frame_bytes
         self.ptime_s = frame_bytes / width / rate  # the time one optimal frame plays
         self._max_outbox_frames = int(120 / self.ptime_s)
         self.json_control = is_json
         self._upsample = StreamResampler(rate, SAMPLE_RATE)
-        variables = fields.get("channel_variables") if isinstance(fields.get("channel_variables"), dict) else {}
-        self.call_id = str(fields.get("channel_id") or fields.get("connection_id") or f"ast-{uuid.uuid4().hex}")[:128]
+        variables = (
+            fields.get("channel_variables")
+            if isinstance(fields.get("channel_variables"), dict)
+            else {}
+        )
+        self.call_id = str(
+            fields.get("channel_id") or fields.get("connection_id") or f"ast-{uuid.uuid4().hex}"
+        )[:128]
         caller = self.caller or (str(variables.get("VOICEBOT_CALLER") or "")[:64] or None)
-        params = {k: str(v) for k, v in fields.items() if k in ("connection_id", "channel", "format")}
+        params = {
+            k: str(v) for k, v in fields.items() if k in ("connection_id", "channel", "format")
+        }
         return CallStart(self.call_id, PLATFORM, caller, params)
 
     # -- outbound --------------------------------------------------------------------
@@ -251,7 +290,9 @@ class AsteriskWsChannel(ReaderChannel):
         if self._closed:
             return
         if self.json_control:
-            text = json.dumps({"command": name, **({"correlation_id": argument} if argument is not None else {})})
+            text = json.dumps(
+                {"command": name, **({"correlation_id": argument} if argument is not None else {})}
+            )
         else:
             text = name if argument is None else f"{name} {argument}"
         if not await send_ws(self.ws, text, self.limits.send_timeout_s):
@@ -262,12 +303,14 @@ class AsteriskWsChannel(ReaderChannel):
         if len(mark) > MAX_MARK_CHARS or " " in mark:
             raise ValueError(f"mark {mark!r} cannot be sent to Asterisk")
         _, _, silence = FORMATS[self.format]
-        payload = encode_audio(float_to_pcm16(resample(audio, SAMPLE_RATE, self.wire_rate)), self.format)
+        payload = encode_audio(
+            float_to_pcm16(resample(audio, SAMPLE_RATE, self.wire_rate)), self.format
+        )
         frames = split_frames(payload, self.frame_bytes, silence)
         room = self._max_outbox_frames - self._outbox_frames
         if len(frames) > room:
             log.warning("asterisk: %d frames queued already; cutting a prompt", self._outbox_frames)
-            frames = frames[:max(room, 0)]
+            frames = frames[: max(room, 0)]
         self._outbox.extend(frames)
         self._outbox_frames += len(frames)
         self._outbox.append(mark)
@@ -292,18 +335,24 @@ class AsteriskWsChannel(ReaderChannel):
                     continue
                 if isinstance(self._outbox[0], str):
                     mark = self._outbox.popleft()
-                    self._sent_marks = [*self._sent_marks[-(MAX_MARKS - 1):], mark]
+                    self._sent_marks = [*self._sent_marks[-(MAX_MARKS - 1) :], mark]
                     await self._command("MARK_MEDIA", mark)
                     continue
                 chunk = []
-                while self._outbox and isinstance(self._outbox[0], bytes) and len(chunk) < FRAMES_PER_MESSAGE:
+                while (
+                    self._outbox
+                    and isinstance(self._outbox[0], bytes)
+                    and len(chunk) < FRAMES_PER_MESSAGE
+                ):
                     chunk.append(self._outbox.popleft())
                 self._outbox_frames -= len(chunk)
                 if not await send_ws(self.ws, b"".join(chunk), self.limits.send_timeout_s):
                     self._closed = True
                     self.send_failed()
                     return
-                self._queue_until = max(self._queue_until, time.monotonic()) + len(chunk) * self.ptime_s
+                self._queue_until = (
+                    max(self._queue_until, time.monotonic()) + len(chunk) * self.ptime_s
+                )
         except Exception as exc:  # the connection is gone
             log.debug("asterisk: sender stopped (%s)", exc)
 
@@ -329,8 +378,11 @@ class AsteriskWsChannel(ReaderChannel):
         await self.stop_reading()
 
     async def hand_off(self, target: HandOff) -> None:
-        log.info("asterisk channel %s: hanging up the WebSocket leg; the dialplan routes to %s",
-                 target.call_id, target.queue)
+        log.info(
+            "asterisk channel %s: hanging up the WebSocket leg; the dialplan routes to %s",
+            target.call_id,
+            target.queue,
+        )
         await self.hang_up()
 
 
@@ -368,23 +420,34 @@ class AsteriskWsPlatform:
                 "channel_id": self.call_id, "format": self.format, "optimal_frame_size": frame,
                 "ptime": self.frame_ms, "channel_variables": variables}))  # fmt: skip
         else:
-            await self.ws.send(f"MEDIA_START connection_id:voicebot channel:WebSocket/voicebot/0x1 "
-                               f"channel_id:{self.call_id} format:{self.format} optimal_frame_size:{frame} "
-                               f"ptime:{self.frame_ms}")
+            await self.ws.send(
+                f"MEDIA_START connection_id:voicebot channel:WebSocket/voicebot/0x1 "
+                f"channel_id:{self.call_id} format:{self.format} optimal_frame_size:{frame} "
+                f"ptime:{self.frame_ms}"
+            )
 
     async def send_audio(self, pcm16: np.ndarray, timestamp_ms: int) -> None:
         await self.ws.send(encode_audio(pcm16, self.format))
 
     async def send_dtmf(self, digit: str) -> None:
         if self.json_control:
-            await self.ws.send(json.dumps({"event": "DTMF_END", "channel_id": self.call_id, "digit": digit}))
+            await self.ws.send(
+                json.dumps({"event": "DTMF_END", "channel_id": self.call_id, "digit": digit})
+            )
         else:
             await self.ws.send(f"DTMF_END digit:{digit} channel_id:{self.call_id}")
 
     async def ack_mark(self, name: str) -> None:
         if self.json_control:
-            await self.ws.send(json.dumps({"event": "MEDIA_MARK_PROCESSED", "channel_id": self.call_id,
-                                           "correlation_id": name}))
+            await self.ws.send(
+                json.dumps(
+                    {
+                        "event": "MEDIA_MARK_PROCESSED",
+                        "channel_id": self.call_id,
+                        "correlation_id": name,
+                    }
+                )
+            )
         else:
             await self.ws.send(f"MEDIA_MARK_PROCESSED {name}")
 
@@ -409,8 +472,15 @@ class AsteriskWsPlatform:
             return "clear", None
         if command == "HANGUP":
             return "hangup", None
-        if command in ("ANSWER", "GET_STATUS", "REPORT_QUEUE_DRAINED", "START_MEDIA_BUFFERING",
-                       "STOP_MEDIA_BUFFERING", "PAUSE_MEDIA", "CONTINUE_MEDIA"):
+        if command in (
+            "ANSWER",
+            "GET_STATUS",
+            "REPORT_QUEUE_DRAINED",
+            "START_MEDIA_BUFFERING",
+            "STOP_MEDIA_BUFFERING",
+            "PAUSE_MEDIA",
+            "CONTINUE_MEDIA",
+        ):
             return "control", command
         raise ProtocolError(f"the bot sent an unknown command {command!r}")
 
@@ -426,6 +496,10 @@ def _channel(ws, conn: Connection) -> AsteriskWsChannel:
 
 
 platform = Platform(
-    PLATFORM, client=AsteriskWsPlatform, channel=_channel, check=bearer_check(PLATFORM),
-    sign=bearer_sign(PLATFORM), options=AsteriskOptions,
+    PLATFORM,
+    client=AsteriskWsPlatform,
+    channel=_channel,
+    check=bearer_check(PLATFORM),
+    sign=bearer_sign(PLATFORM),
+    options=AsteriskOptions,
 )

@@ -108,7 +108,8 @@ class StreamResampler:
         self.in_rate = in_rate
         self.out_rate = out_rate
         self._stream = (
-            None if in_rate == out_rate
+            None
+            if in_rate == out_rate
             else soxr.ResampleStream(in_rate, out_rate, 1, dtype="float32", quality=quality)
         )
 
@@ -126,15 +127,22 @@ def resample(audio: np.ndarray, in_rate: int, out_rate: int) -> np.ndarray:
     return soxr.resample(np.asarray(audio, dtype=np.float32), in_rate, out_rate, quality="HQ")
 
 
-def phone_line(audio: np.ndarray, rate: int = 16000, snr_db: float | None = 25.0,
-               rng: np.random.Generator | None = None, codec: str = "ulaw") -> np.ndarray:
+def phone_line(
+    audio: np.ndarray,
+    rate: int = 16000,
+    snr_db: float | None = 25.0,
+    rng: np.random.Generator | None = None,
+    codec: str = "ulaw",
+) -> np.ndarray:
     """What a caller's voice becomes on a phone line: band-limited to 8 kHz, line noise at
     `snr_db`, G.711 coded and decoded; returned at `rate` again."""
     narrow = resample(audio, rate, 8000)
     if snr_db is not None and narrow.size:
         rng = rng or np.random.default_rng(0)
         power = float(np.mean(narrow**2)) or 1e-9
-        narrow = narrow + rng.normal(0.0, np.sqrt(power / 10 ** (snr_db / 10)), narrow.shape).astype(np.float32)
+        narrow = narrow + rng.normal(
+            0.0, np.sqrt(power / 10 ** (snr_db / 10)), narrow.shape
+        ).astype(np.float32)
     pcm = float_to_pcm16(narrow)
     if codec == "ulaw":
         decoded = ulaw_decode(ulaw_encode(pcm))

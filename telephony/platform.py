@@ -65,16 +65,22 @@ class Connection:
 
 
 class CredentialCheck(Protocol):
-    def __call__(self, upgrade: Upgrade, credentials: Credentials, nonces: NonceCache) -> Admission: ...
+    def __call__(
+        self, upgrade: Upgrade, credentials: Credentials, nonces: NonceCache
+    ) -> Admission: ...
 
 
 class Signer(Protocol):
-    def __call__(self, url: str, credentials: Credentials, headers: dict[str, str]) -> dict[str, str]: ...
+    def __call__(
+        self, url: str, credentials: Credentials, headers: dict[str, str]
+    ) -> dict[str, str]: ...
 
 
 RunChannel = Callable[[MediaChannel], Awaitable[None]]
 ChannelFactory = Callable[[Any, Connection], MediaChannel]  # (accepted WebSocket, Connection)
-Listener = Callable[[Any, RunChannel, Limits], Awaitable["asyncio.Server | None"]]  # options → server
+Listener = Callable[
+    [Any, RunChannel, Limits], Awaitable["asyncio.Server | None"]
+]  # options → server
 
 
 @dataclass(frozen=True)
@@ -85,7 +91,9 @@ class WebhookSide:
     signed_urls: Callable[[Any], list[str]]  # request → the URLs the platform may have signed
     refused: Callable[[Any, str], None]  # request, why: counted and logged by the gateway
     public_base: Callable[[Any], str]  # request → the base URL the platform reaches us at
-    queue_for: Callable[[str], Awaitable[str | None]]  # call id → its queue while it waits to be taken
+    queue_for: Callable[
+        [str], Awaitable[str | None]
+    ]  # call id → its queue while it waits to be taken
     goodbye: Callable[[], str]  # what a caller with no queue hears before the line is hung up
 
 

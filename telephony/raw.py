@@ -92,8 +92,10 @@ class RawChannel(ReaderChannel):
         if isinstance(message, bytes):
             events: list[CallEvent] = []
             if len(message) % 2:
-                raise ProtocolError(f"binary message of {len(message)} bytes: not whole 16-bit samples",
-                                    CLOSE_INVALID)
+                raise ProtocolError(
+                    f"binary message of {len(message)} bytes: not whole 16-bit samples",
+                    CLOSE_INVALID,
+                )
             if self.call_id is None:
                 events.append(self._start({}))
             if message:
@@ -111,7 +113,9 @@ class RawChannel(ReaderChannel):
             case "dtmf":
                 digit = str(msg.get("digit", ""))
                 if len(digit) != 1 or digit not in DIGITS:
-                    raise ProtocolError(f"dtmf digit must be one of {DIGITS}, not {digit[:10]!r}", CLOSE_INVALID)
+                    raise ProtocolError(
+                        f"dtmf digit must be one of {DIGITS}, not {digit[:10]!r}", CLOSE_INVALID
+                    )
                 return [Digit(digit)]
             case "mark":
                 name = str(msg.get("name", ""))
@@ -134,7 +138,11 @@ class RawChannel(ReaderChannel):
             raise ProtocolError(f"{len(msg)} fields in the start message (at most {MAX_PARAMS})")
         caller = msg.get("caller")
         self.call_id = call_id
-        params = {str(k)[:64]: str(v)[:256] for k, v in msg.items() if k not in ("type", "call_id", "caller")}
+        params = {
+            str(k)[:64]: str(v)[:256]
+            for k, v in msg.items()
+            if k not in ("type", "call_id", "caller")
+        }
         return CallStart(call_id, PLATFORM, str(caller)[:64] if caller else None, params)
 
     # -- outbound --------------------------------------------------------------------
@@ -152,8 +160,8 @@ class RawChannel(ReaderChannel):
         for i in range(0, len(payload), chunk):
             if self._closed:
                 return
-            await self._send(payload[i:i + chunk])
-        self._pending_marks = [*self._pending_marks[-(MAX_MARKS - 1):], mark]
+            await self._send(payload[i : i + chunk])
+        self._pending_marks = [*self._pending_marks[-(MAX_MARKS - 1) :], mark]
         await self._send_text({"type": "mark", "name": mark})
 
     async def clear(self) -> None:
@@ -178,9 +186,20 @@ class RawChannel(ReaderChannel):
         await self._close({"type": "hangup", "reason": "hangup"})
 
     async def hand_off(self, target: HandOff) -> None:
-        log.info("raw call %s handed off to %s (queue %s)", target.call_id, target.forvaltning, target.queue)
-        await self._close({"type": "hangup", "reason": "handoff", "forvaltning": target.forvaltning,
-                           "queue": target.queue})
+        log.info(
+            "raw call %s handed off to %s (queue %s)",
+            target.call_id,
+            target.forvaltning,
+            target.queue,
+        )
+        await self._close(
+            {
+                "type": "hangup",
+                "reason": "handoff",
+                "forvaltning": target.forvaltning,
+                "queue": target.queue,
+            }
+        )
 
 
 # -- the platform side, for `voicebot call` ------------------------------------------
@@ -202,7 +221,9 @@ class RawPlatform:
         return f"raw-{uuid.uuid4().hex[:16]}"
 
     async def start(self, params: dict[str, str]) -> None:
-        await self.ws.send(json.dumps({"type": "start", "call_id": self.call_id, "caller": self.caller, **params}))
+        await self.ws.send(
+            json.dumps({"type": "start", "call_id": self.call_id, "caller": self.caller, **params})
+        )
 
     async def send_audio(self, pcm16: np.ndarray, timestamp_ms: int) -> None:
         await self.ws.send(np.asarray(pcm16, dtype="<i2").tobytes())
@@ -244,6 +265,9 @@ def check(upgrade: Upgrade, credentials: Credentials, nonces: NonceCache) -> Adm
 
 
 platform = Platform(
-    PLATFORM, client=RawPlatform, channel=lambda ws, conn: RawChannel(ws, conn.limits),
-    check=check, sign=bearer_sign(PLATFORM),
+    PLATFORM,
+    client=RawPlatform,
+    channel=lambda ws, conn: RawChannel(ws, conn.limits),
+    check=check,
+    sign=bearer_sign(PLATFORM),
 )

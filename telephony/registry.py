@@ -55,8 +55,9 @@ WEBSOCKET_CHANNELS: Mapping[str, ChannelFactory] = _View(lambda p: p.channel)
 PLATFORM_CLIENTS: Mapping[str, type] = _View(lambda p: p.client)
 
 
-def client_headers(protocol: str, url: str, credentials: Credentials,
-                   headers: Mapping[str, str] | None = None) -> dict[str, str]:
+def client_headers(
+    protocol: str, url: str, credentials: Credentials, headers: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """The upgrade headers with which `protocol`'s platform connects to `url`."""
     sign = PLATFORMS[protocol].sign
     out = dict(headers or {})

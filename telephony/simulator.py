@@ -105,14 +105,24 @@ class CallResult:
     wire_rate: int
     closed_by_bot: bool
     events: list[dict]
-    platform_events: list[tuple[str, object]] = field(default_factory=list)  # clears, hangups, controls
+    platform_events: list[tuple[str, object]] = field(
+        default_factory=list
+    )  # clears, hangups, controls
 
 
 class SimulatedCall:
-    def __init__(self, media_url: str, events_url: str | None, protocol: str = "twilio",
-                 speed: float = 1.0, caller: str | None = "+4512345678", call_id: str | None = None,
-                 timeout_s: float = 120.0, credentials: Credentials | None = None,
-                 endpoints: Endpoints | None = None) -> None:
+    def __init__(
+        self,
+        media_url: str,
+        events_url: str | None,
+        protocol: str = "twilio",
+        speed: float = 1.0,
+        caller: str | None = "+4512345678",
+        call_id: str | None = None,
+        timeout_s: float = 120.0,
+        credentials: Credentials | None = None,
+        endpoints: Endpoints | None = None,
+    ) -> None:
         if protocol not in PLATFORMS:
             raise ValueError(f"unknown protocol {protocol!r} (known: {', '.join(PLATFORMS)})")
         self.platform_cls = PLATFORMS[protocol]
@@ -148,7 +158,9 @@ class SimulatedCall:
         # nothing about its port, so take it from the endpoints.
         if url and urlsplit(url).scheme == "tcp":
             parts = urlsplit(url)
-            url = urlunsplit(("ws", f"{parts.hostname}:{self.endpoints.http_port}", parts.path, parts.query, ""))
+            url = urlunsplit(
+                ("ws", f"{parts.hostname}:{self.endpoints.http_port}", parts.path, parts.query, "")
+            )
         self._events_url = url
 
     async def _connect(self):
@@ -161,15 +173,21 @@ class SimulatedCall:
                 url = f"tcp://{parts.hostname or ends.audiosocket_host}:{ends.audiosocket_port}"
             return await transport.open(url)
         platform_headers = getattr(self.platform_cls, "headers", None)
-        headers = client_headers(self.protocol, self.media_url, self._credentials(),
-                                 platform_headers(self.call_id) if platform_headers else None)
+        headers = client_headers(
+            self.protocol,
+            self.media_url,
+            self._credentials(),
+            platform_headers(self.call_id) if platform_headers else None,
+        )
         return await websockets.connect(self.media_url, max_size=2**22, additional_headers=headers)
 
     def _credentials(self) -> Credentials:
         if self.credentials is None:
             token = dict(parse_qsl(urlsplit(self._events_url or "").query)).get("token")
             if not token:
-                raise ValueError("no credentials: give them, or an event-stream URL with ?token=SECRET")
+                raise ValueError(
+                    "no credentials: give them, or an event-stream URL with ?token=SECRET"
+                )
             self.credentials = Credentials(token)
         return self.credentials
 
@@ -182,11 +200,14 @@ class SimulatedCall:
                 if kind == "audio":
                     self._reply.append(value)
                     self._audio_times.append(now)
-                    self._play_until = max(self._play_until, now) + len(value) / platform.wire_rate / self.speed
+                    self._play_until = (
+                        max(self._play_until, now) + len(value) / platform.wire_rate / self.speed
+                    )
                 elif kind == "mark":
                     delay = max(0.0, self._play_until - now)
                     self._pending_marks.append(
-                        asyncio.create_task(self._ack_after(platform, value, delay), name=value))
+                        asyncio.create_task(self._ack_after(platform, value, delay), name=value)
+                    )
                 elif kind == "clear":
                     # Cleared audio is not played; Twilio echoes its marks at once, others do not.
                     self.platform_events.append((kind, value))
@@ -205,7 +226,11 @@ class SimulatedCall:
                     self.platform_events.append((kind, value))
         except (websockets.ConnectionClosed, ConnectionError):
             pass
-        except (ProtocolError, ValueError, KeyError) as exc:  # the bot broke the platform's protocol
+        except (
+            ProtocolError,
+            ValueError,
+            KeyError,
+        ) as exc:  # the bot broke the platform's protocol
             self._error = exc
             await platform.ws.close()
         finally:
@@ -233,7 +258,7 @@ class SimulatedCall:
                 break
             self._clock = max(self._clock, time.monotonic())
             try:
-                await platform.send_audio(pcm[i:i + frame], int(self._ms))
+                await platform.send_audio(pcm[i : i + frame], int(self._ms))
             except (websockets.ConnectionClosed, ConnectionError):
                 self._closed.set()  # the bot hung up while we spoke
                 break
@@ -250,8 +275,9 @@ class SimulatedCall:
             await self._send(platform, frame)
 
     def _bot_quiet(self) -> bool:
-        return (time.monotonic() >= self._play_until + self._quiet_gap
-                and all(t.done() for t in self._pending_marks))
+        return time.monotonic() >= self._play_until + self._quiet_gap and all(
+            t.done() for t in self._pending_marks
+        )
 
     def _answered(self, speech_end: float) -> bool:
         """The bot has decided on this turn, spoken its reply and finished playing it."""
@@ -260,18 +286,27 @@ class SimulatedCall:
             return False
         if not self._hears_bot:  # listen-only: the bot's prompts are reported played at once
             played = self._events_of("played", decisions[0][0])
-            return self._closed.is_set() or bool(played) and time.monotonic() - played[-1][0] >= PACED_QUIET_S
+            return (
+                self._closed.is_set()
+                or bool(played)
+                and time.monotonic() - played[-1][0] >= PACED_QUIET_S
+            )
         # Reply audio may overtake the decision event (two sockets): allow a little slack,
         # but never count audio from before the caller finished (the tail of a paced prompt).
         since = max(decisions[0][0] - 0.5, speech_end)
-        replied = any(t >= since for t in self._audio_times) or self._closed.is_set() or not self._hears_bot
+        replied = (
+            any(t >= since for t in self._audio_times)
+            or self._closed.is_set()
+            or not self._hears_bot
+        )
         return replied and self._bot_quiet()
 
     def _events_of(self, kind: str, after: float) -> list[tuple[float, dict]]:
         return [(t, e) for t, e in self.events if e.get("type") == kind and t >= after]
 
-    async def run(self, turns: list[np.ndarray], params: dict[str, str] | None = None,
-                  digits: str = "") -> CallResult:
+    async def run(
+        self, turns: list[np.ndarray], params: dict[str, str] | None = None, digits: str = ""
+    ) -> CallResult:
         """Play `turns` (audio at the platform's wire rate, float32) one after another."""
         self._ms = 0
         events_ws = await websockets.connect(self.events_url) if self.events_url else None
@@ -287,7 +322,9 @@ class SimulatedCall:
                 # platform (AudioHook Monitor) never hears the bot: only the decisions count.
                 self._hears_bot = getattr(platform, "hears_bot", True)
                 if self._hears_bot:
-                    await self._silence_until(platform, lambda: bool(self._reply) and self._bot_quiet(), 30)
+                    await self._silence_until(
+                        platform, lambda: bool(self._reply) and self._bot_quiet(), 30
+                    )
                 for audio in [*turns, *(None for _ in digits)]:
                     if self._closed.is_set() or time.monotonic() > deadline:
                         break
@@ -301,18 +338,27 @@ class SimulatedCall:
                     else:
                         pcm = float_to_pcm16(audio)
                         sent = await self._send(platform, pcm)
-                        end_index = int(speech_end_offset_s(audio, platform.wire_rate) * 1000 / FRAME_MS) - 1
-                        speech_end = sent[min(max(end_index, 0), len(sent) - 1)] if sent else started
+                        end_index = (
+                            int(speech_end_offset_s(audio, platform.wire_rate) * 1000 / FRAME_MS)
+                            - 1
+                        )
+                        speech_end = (
+                            sent[min(max(end_index, 0), len(sent) - 1)] if sent else started
+                        )
                     # Line silence until the bot has decided and finished speaking.
                     # A bot that says nothing for TURN_TIMEOUT_S has ignored the turn.
                     wait_s = min(TURN_TIMEOUT_S, max(1.0, deadline - time.monotonic()) * self.speed)
-                    await self._silence_until(platform, lambda s=speech_end: self._answered(s), wait_s)
+                    await self._silence_until(
+                        platform, lambda s=speech_end: self._answered(s), wait_s
+                    )
                     results += self._turn_results(speech_end)
                 closed_by_bot = self._closed.is_set()
                 if not closed_by_bot:
                     with contextlib.suppress(websockets.ConnectionClosed, ConnectionError):
                         await platform.stop()
-                    with contextlib.suppress(TimeoutError):  # let the bot answer (AudioHook: closed)
+                    with contextlib.suppress(
+                        TimeoutError
+                    ):  # let the bot answer (AudioHook: closed)
                         await asyncio.wait_for(self._closed.wait(), 1.0)
                 await ws.close()
                 await receiver
@@ -324,10 +370,18 @@ class SimulatedCall:
                 await events_ws.close()
                 await collector
         if self._error is not None:
-            raise ProtocolError(f"the bot broke the {self.protocol} protocol: {self._error}") from self._error
-        return CallResult(self.call_id, results, np.concatenate(self._reply) if self._reply else
-                          np.zeros(0, np.int16), self.platform_cls.wire_rate, closed_by_bot,
-                          [e for _, e in self.events], self.platform_events)
+            raise ProtocolError(
+                f"the bot broke the {self.protocol} protocol: {self._error}"
+            ) from self._error
+        return CallResult(
+            self.call_id,
+            results,
+            np.concatenate(self._reply) if self._reply else np.zeros(0, np.int16),
+            self.platform_cls.wire_rate,
+            closed_by_bot,
+            [e for _, e in self.events],
+            self.platform_events,
+        )
 
     def _turn_results(self, speech_end: float) -> list[BotTurn]:
         decisions = self._events_of("decision", speech_end)

@@ -222,7 +222,9 @@ async def send_ws(ws, message: str | bytes, timeout_s: float = Limits.send_timeo
         return False
 
 
-async def close_ws(ws, error: BaseException | None, timeout_s: float = Limits.send_timeout_s) -> None:
+async def close_ws(
+    ws, error: BaseException | None, timeout_s: float = Limits.send_timeout_s
+) -> None:
     """Close a starlette WebSocket with the close code `error` calls for (1000 without one).
     Bounded: a peer that does not read cannot hold the close either."""
     code, reason = close_reason(error)
@@ -237,7 +239,7 @@ def split_frames(payload: bytes, frame_bytes: int, silence: bytes) -> list[bytes
     short = (-len(payload)) % frame_bytes
     if short:
         payload += silence * (short // len(silence))
-    return [payload[i:i + frame_bytes] for i in range(0, len(payload), frame_bytes)]
+    return [payload[i : i + frame_bytes] for i in range(0, len(payload), frame_bytes)]
 
 
 class PacedPlayout:
@@ -251,9 +253,15 @@ class PacedPlayout:
 
     MAX_LATE_S = 0.5  # fell this far behind (a stalled loop): restart the clock, do not burst
 
-    def __init__(self, send: Callable[[bytes], Awaitable[None]], on_played: Callable[[Played], None],
-                 frame_s: float = 0.02, lead_frames: int = 0, max_s: float = MAX_PLAYOUT_S,
-                 name: str = "playout") -> None:
+    def __init__(
+        self,
+        send: Callable[[bytes], Awaitable[None]],
+        on_played: Callable[[Played], None],
+        frame_s: float = 0.02,
+        lead_frames: int = 0,
+        max_s: float = MAX_PLAYOUT_S,
+        name: str = "playout",
+    ) -> None:
         self._send = send
         self._on_played = on_played
         self._frame_s = frame_s
@@ -263,7 +271,9 @@ class PacedPlayout:
         self._queued_frames = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
-        self._timers: dict[str, asyncio.TimerHandle] = {}  # marks sent, waiting for the lead to play
+        self._timers: dict[
+            str, asyncio.TimerHandle
+        ] = {}  # marks sent, waiting for the lead to play
         self._name = name
         self.frames_sent = 0
         self.closed = False
@@ -283,9 +293,13 @@ class PacedPlayout:
             return
         room = self._max_frames - self._queued_frames
         if len(frames) > room:
-            log.warning("%s: %.1f s of audio queued already; cutting a prompt to %.1f s",
-                        self._name, self.queued_s, max(room, 0) * self._frame_s)
-            frames = frames[:max(room, 0)]
+            log.warning(
+                "%s: %.1f s of audio queued already; cutting a prompt to %.1f s",
+                self._name,
+                self.queued_s,
+                max(room, 0) * self._frame_s,
+            )
+            frames = frames[: max(room, 0)]
         self._queue.extend(frames)
         self._queued_frames += len(frames)
         self._queue.append(mark)

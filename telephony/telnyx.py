@@ -120,8 +120,9 @@ class TelnyxChannel(ReaderChannel):
     async def read_events(self) -> AsyncIterator[CallEvent]:
         async for message in websocket_messages(self.ws):
             if isinstance(message, bytes):
-                raise ProtocolError("binary frame: Telnyx media streaming sends text JSON only",
-                                    CLOSE_UNSUPPORTED)
+                raise ProtocolError(
+                    "binary frame: Telnyx media streaming sends text JSON only", CLOSE_UNSUPPORTED
+                )
             for event in self.parse(message):
                 yield event
                 if isinstance(event, Hangup):
@@ -166,14 +167,24 @@ class TelnyxChannel(ReaderChannel):
             case "stop":
                 events += self._release(self.reorder.flush())
                 if self.reorder.late or self.reorder.lost or self.reorder.reordered:
-                    log.info("telnyx stream %s: %d frames reordered, %d late (dropped), %d missing",
-                             self.stream_id, self.reorder.reordered, self.reorder.late, self.reorder.lost)
+                    log.info(
+                        "telnyx stream %s: %d frames reordered, %d late (dropped), %d missing",
+                        self.stream_id,
+                        self.reorder.reordered,
+                        self.reorder.late,
+                        self.reorder.lost,
+                    )
                 events.append(Hangup("stop"))
             case "error":
                 payload = _obj(msg, "payload")
                 self.errors = [*self.errors[-9:], payload]
-                log.warning("telnyx stream %s error %s %s: %s", self.stream_id, str(payload.get("code"))[:40],
-                            str(payload.get("title"))[:80], str(payload.get("detail"))[:200])
+                log.warning(
+                    "telnyx stream %s error %s %s: %s",
+                    self.stream_id,
+                    str(payload.get("code"))[:40],
+                    str(payload.get("title"))[:80],
+                    str(payload.get("detail"))[:200],
+                )
             case _:
                 log.info("telnyx: ignoring unknown event %r", str(kind)[:40])
         return events
@@ -193,10 +204,15 @@ class TelnyxChannel(ReaderChannel):
         except (TypeError, ValueError) as exc:
             raise ProtocolError(f"sample_rate is not a number: {fmt.get('sample_rate')!r}") from exc
         if rate not in ENCODINGS.get(encoding, ()):
-            raise ProtocolError(f"unsupported media format {encoding[:20]} at {rate} Hz "
-                                "(PCMU/PCMA 8000, L16 8000/16000)", CLOSE_UNSUPPORTED)
+            raise ProtocolError(
+                f"unsupported media format {encoding[:20]} at {rate} Hz "
+                "(PCMU/PCMA 8000, L16 8000/16000)",
+                CLOSE_UNSUPPORTED,
+            )
         if str(fmt.get("channels", 1) or 1) != "1":
-            raise ProtocolError(f"unsupported channel count {str(fmt.get('channels'))[:20]}", CLOSE_UNSUPPORTED)
+            raise ProtocolError(
+                f"unsupported channel count {str(fmt.get('channels'))[:20]}", CLOSE_UNSUPPORTED
+            )
         stream_id = str(msg.get("stream_id") or start.get("stream_id") or "")
         if not stream_id or len(stream_id) > 128:
             raise ProtocolError("'start' without a usable stream_id")
@@ -206,7 +222,11 @@ class TelnyxChannel(ReaderChannel):
         self.call_control_id = str(start.get("call_control_id") or self.stream_id)[:128]
         if (seq := _seq(msg)) is not None:
             self.reorder.skip(seq)
-        params = {k: str(start[k]) for k in ("from", "to", "client_state", "call_session_id") if start.get(k)}
+        params = {
+            k: str(start[k])
+            for k in ("from", "to", "client_state", "call_session_id")
+            if start.get(k)
+        }
         custom = start.get("custom_parameters")
         if isinstance(custom, dict):
             params.update({str(k): str(v) for k, v in custom.items()})
@@ -230,23 +250,35 @@ class TelnyxChannel(ReaderChannel):
 
     def _release(self, payloads: list[bytes]) -> list[CallEvent]:
         assert self._upsample is not None
-        return [Audio(self._upsample.process(pcm16_to_float(decode_payload(p, self.encoding))))
-                for p in payloads if p]
+        return [
+            Audio(self._upsample.process(pcm16_to_float(decode_payload(p, self.encoding))))
+            for p in payloads
+            if p
+        ]
 
     # -- outbound --------------------------------------------------------------------
     async def _send(self, obj: dict) -> None:
-        if not self._closed and not await send_ws(self.ws, json.dumps(obj), self.limits.send_timeout_s):
+        if not self._closed and not await send_ws(
+            self.ws, json.dumps(obj), self.limits.send_timeout_s
+        ):
             self._closed = True
             self.send_failed()
 
     async def play(self, audio: np.ndarray, mark: str) -> None:
-        payload = encode_payload(float_to_pcm16(resample(audio, SAMPLE_RATE, self.wire_rate)), self.encoding)
+        payload = encode_payload(
+            float_to_pcm16(resample(audio, SAMPLE_RATE, self.wire_rate)), self.encoding
+        )
         chunk = CHUNK_MS * bytes_per_ms(self.encoding, self.wire_rate)
         for i in range(0, len(payload), chunk):
             if self._closed:
                 return
-            await self._send({"event": "media", "media": {"payload": base64.b64encode(payload[i:i + chunk]).decode()}})
-        self._pending_marks = [*self._pending_marks[-(MAX_MARKS - 1):], mark]
+            await self._send(
+                {
+                    "event": "media",
+                    "media": {"payload": base64.b64encode(payload[i : i + chunk]).decode()},
+                }
+            )
+        self._pending_marks = [*self._pending_marks[-(MAX_MARKS - 1) :], mark]
         await self._send({"event": "mark", "mark": {"name": mark}})
 
     async def clear(self) -> None:
@@ -266,8 +298,11 @@ class TelnyxChannel(ReaderChannel):
         await self.stop_reading()
 
     async def hand_off(self, target: HandOff) -> None:
-        log.info("telnyx call %s: closing the stream; Call Control transfers it (queue %s written)",
-                 target.call_id, target.queue)
+        log.info(
+            "telnyx call %s: closing the stream; Call Control transfers it (queue %s written)",
+            target.call_id,
+            target.queue,
+        )
         await self.hang_up()
 
 
@@ -288,7 +323,9 @@ def _seq(msg: dict) -> int | None:
     try:
         seq = int(value)
     except (TypeError, ValueError, OverflowError) as exc:
-        raise ProtocolError(f"sequence_number is not a number: {str(value)[:40]!r}", CLOSE_INVALID) from exc
+        raise ProtocolError(
+            f"sequence_number is not a number: {str(value)[:40]!r}", CLOSE_INVALID
+        ) from exc
     if not 0 <= seq <= MAX_SEQ:
         raise ProtocolError(f"sequence_number {seq} out of range", CLOSE_INVALID)
     return seq
@@ -324,13 +361,30 @@ class TelnyxPlatform:
 
     async def start(self, params: dict[str, str]) -> None:
         await self.ws.send(json.dumps({"event": "connected", "version": "1.0.0"}))
-        start = {"user_id": str(uuid.uuid4()), "call_control_id": self.call_id, "call_session_id": str(uuid.uuid4()),
-                 "from": self.caller or "", "to": "+4533663366",
-                 "media_format": {"encoding": self.encoding, "sample_rate": self.wire_rate, "channels": 1}}
+        start = {
+            "user_id": str(uuid.uuid4()),
+            "call_control_id": self.call_id,
+            "call_session_id": str(uuid.uuid4()),
+            "from": self.caller or "",
+            "to": "+4533663366",
+            "media_format": {
+                "encoding": self.encoding,
+                "sample_rate": self.wire_rate,
+                "channels": 1,
+            },
+        }
         if params:
             start["custom_parameters"] = params
-        await self.ws.send(json.dumps({"event": "start", "sequence_number": self._next_seq(),
-                                       "stream_id": self.stream_id, "start": start}))
+        await self.ws.send(
+            json.dumps(
+                {
+                    "event": "start",
+                    "sequence_number": self._next_seq(),
+                    "stream_id": self.stream_id,
+                    "start": start,
+                }
+            )
+        )
 
     async def send_audio(self, pcm16: np.ndarray, timestamp_ms: int) -> None:
         self._chunk += 1
@@ -348,17 +402,40 @@ class TelnyxPlatform:
             await self.ws.send(held)
 
     async def send_dtmf(self, digit: str) -> None:
-        await self.ws.send(json.dumps({"event": "dtmf", "sequence_number": self._next_seq(),
-                                       "stream_id": self.stream_id, "dtmf": {"digit": digit}}))
+        await self.ws.send(
+            json.dumps(
+                {
+                    "event": "dtmf",
+                    "sequence_number": self._next_seq(),
+                    "stream_id": self.stream_id,
+                    "dtmf": {"digit": digit},
+                }
+            )
+        )
 
     async def ack_mark(self, name: str) -> None:
-        await self.ws.send(json.dumps({"event": "mark", "sequence_number": self._next_seq(),
-                                       "stream_id": self.stream_id, "mark": {"name": name}}))
+        await self.ws.send(
+            json.dumps(
+                {
+                    "event": "mark",
+                    "sequence_number": self._next_seq(),
+                    "stream_id": self.stream_id,
+                    "mark": {"name": name},
+                }
+            )
+        )
 
     async def stop(self) -> None:
-        await self.ws.send(json.dumps({"event": "stop", "sequence_number": self._next_seq(),
-                                       "stream_id": self.stream_id,
-                                       "stop": {"call_control_id": self.call_id}}))
+        await self.ws.send(
+            json.dumps(
+                {
+                    "event": "stop",
+                    "sequence_number": self._next_seq(),
+                    "stream_id": self.stream_id,
+                    "stop": {"call_control_id": self.call_id},
+                }
+            )
+        )
 
     def decode(self, message) -> tuple[str, object]:
         if isinstance(message, bytes):
@@ -385,6 +462,10 @@ def _channel(ws, conn: Connection) -> TelnyxChannel:
 
 
 platform = Platform(
-    PLATFORM, client=TelnyxPlatform, channel=_channel, check=bearer_check(PLATFORM),
-    sign=bearer_sign(PLATFORM), options=TelnyxOptions,
+    PLATFORM,
+    client=TelnyxPlatform,
+    channel=_channel,
+    check=bearer_check(PLATFORM),
+    sign=bearer_sign(PLATFORM),
+    options=TelnyxOptions,
 )

@@ -74,7 +74,9 @@ class TwilioChannel(MediaChannel):
         self.call_sid: str | None = None
         self._upsample = StreamResampler(WIRE_RATE, SAMPLE_RATE)
         self._pending_marks: list[str] = []  # sent, not yet echoed
-        self._cleared_marks: dict[str, None] = {}  # echoes of these mean "discarded"; insertion-ordered
+        self._cleared_marks: dict[
+            str, None
+        ] = {}  # echoes of these mean "discarded"; insertion-ordered
         self._closed = False
 
     # -- inbound ---------------------------------------------------------------------
@@ -87,8 +89,9 @@ class TwilioChannel(MediaChannel):
                 if message["type"] == "websocket.disconnect":
                     break
                 if message.get("text") is None:
-                    raise ProtocolError("binary frame: Twilio Media Streams send text JSON only",
-                                        CLOSE_UNSUPPORTED)
+                    raise ProtocolError(
+                        "binary frame: Twilio Media Streams send text JSON only", CLOSE_UNSUPPORTED
+                    )
                 event = self.parse(message["text"])
                 if event is not None:
                     yield event
@@ -149,9 +152,14 @@ class TwilioChannel(MediaChannel):
         if not isinstance(start, dict):
             raise ProtocolError("'start' without a start object")
         fmt = _obj(start, "mediaFormat")
-        if fmt and (fmt.get("encoding") != "audio/x-mulaw" or str(fmt.get("sampleRate", "")) != str(WIRE_RATE)):
-            raise ProtocolError(f"unsupported media format {str(fmt)[:80]} (audio/x-mulaw at 8000 Hz)",
-                                CLOSE_UNSUPPORTED)
+        if fmt and (
+            fmt.get("encoding") != "audio/x-mulaw"
+            or str(fmt.get("sampleRate", "")) != str(WIRE_RATE)
+        ):
+            raise ProtocolError(
+                f"unsupported media format {str(fmt)[:80]} (audio/x-mulaw at 8000 Hz)",
+                CLOSE_UNSUPPORTED,
+            )
         stream_sid = str(start.get("streamSid") or msg.get("streamSid") or "")
         if not stream_sid or len(stream_sid) > 128:
             raise ProtocolError("'start' without a usable streamSid")
@@ -176,11 +184,13 @@ class TwilioChannel(MediaChannel):
             return None
         return Audio(self._upsample.process(pcm16_to_float(ulaw_decode(payload))))
 
-# -- outbound --------------------------------------------------------------------
+    # -- outbound --------------------------------------------------------------------
     async def _send(self, obj: dict) -> None:
         # A peer gone, or one that stopped reading (send timeout): nothing more is sent, and
         # the call ends when the session next waits on the (closed) socket.
-        if not self._closed and not await send_ws(self.ws, json.dumps(obj), self.limits.send_timeout_s):
+        if not self._closed and not await send_ws(
+            self.ws, json.dumps(obj), self.limits.send_timeout_s
+        ):
             await self.hang_up()
 
     async def play(self, audio: np.ndarray, mark: str) -> None:
@@ -188,9 +198,11 @@ class TwilioChannel(MediaChannel):
         for i in range(0, len(payload), FRAME_BYTES):
             if self._closed:
                 return
-            chunk = base64.b64encode(payload[i:i + FRAME_BYTES]).decode()
-            await self._send({"event": "media", "streamSid": self.stream_sid, "media": {"payload": chunk}})
-        self._pending_marks = [*self._pending_marks[-(MAX_MARKS - 1):], mark]
+            chunk = base64.b64encode(payload[i : i + FRAME_BYTES]).decode()
+            await self._send(
+                {"event": "media", "streamSid": self.stream_sid, "media": {"payload": chunk}}
+            )
+        self._pending_marks = [*self._pending_marks[-(MAX_MARKS - 1) :], mark]
         await self._send({"event": "mark", "streamSid": self.stream_sid, "mark": {"name": mark}})
 
     async def clear(self) -> None:
@@ -260,7 +272,9 @@ class TwilioPlatform:
         return str(self._seq)
 
     async def start(self, params: dict[str, str]) -> None:
-        await self.ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+        await self.ws.send(
+            json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+        )
         custom = dict(params)
         if self.caller:
             custom.setdefault("caller", self.caller)
@@ -282,18 +296,40 @@ class TwilioPlatform:
         }))  # fmt: skip
 
     async def send_dtmf(self, digit: str) -> None:
-        await self.ws.send(json.dumps({"event": "dtmf", "streamSid": self.stream_sid,
-                                       "sequenceNumber": self._next_seq(),
-                                       "dtmf": {"track": "inbound_track", "digit": digit}}))
+        await self.ws.send(
+            json.dumps(
+                {
+                    "event": "dtmf",
+                    "streamSid": self.stream_sid,
+                    "sequenceNumber": self._next_seq(),
+                    "dtmf": {"track": "inbound_track", "digit": digit},
+                }
+            )
+        )
 
     async def ack_mark(self, name: str) -> None:
-        await self.ws.send(json.dumps({"event": "mark", "sequenceNumber": self._next_seq(),
-                                       "streamSid": self.stream_sid, "mark": {"name": name}}))
+        await self.ws.send(
+            json.dumps(
+                {
+                    "event": "mark",
+                    "sequenceNumber": self._next_seq(),
+                    "streamSid": self.stream_sid,
+                    "mark": {"name": name},
+                }
+            )
+        )
 
     async def stop(self) -> None:
-        await self.ws.send(json.dumps({"event": "stop", "sequenceNumber": self._next_seq(),
-                                       "streamSid": self.stream_sid,
-                                       "stop": {"accountSid": "AC" + "0" * 32, "callSid": self.call_id}}))
+        await self.ws.send(
+            json.dumps(
+                {
+                    "event": "stop",
+                    "sequenceNumber": self._next_seq(),
+                    "streamSid": self.stream_sid,
+                    "stop": {"accountSid": "AC" + "0" * 32, "callSid": self.call_id},
+                }
+            )
+        )
 
     def decode(self, message) -> tuple[str, object]:
         """A bot message → ("audio", 8 kHz int16) | ("mark", name) | ("clear", None)."""
@@ -334,7 +370,9 @@ def webhooks(side: WebhookSide) -> APIRouter:
         form = await request.form()
         params = [(k, v) for k, v in form.multi_items() if isinstance(v, str)]
         token = side.credentials().token(PLATFORM)
-        if not verify_twilio(token, request.headers.get("x-twilio-signature"), side.signed_urls(request), params):
+        if not verify_twilio(
+            token, request.headers.get("x-twilio-signature"), side.signed_urls(request), params
+        ):
             side.refused(request, "X-Twilio-Signature missing or wrong")
             raise HTTPException(403, "X-Twilio-Signature missing or wrong")
         return dict(params)
@@ -361,6 +399,10 @@ def webhooks(side: WebhookSide) -> APIRouter:
 
 
 platform = Platform(
-    PLATFORM, client=TwilioPlatform, channel=lambda ws, conn: TwilioChannel(ws, conn.limits),
-    check=check, sign=sign, webhooks=webhooks,
+    PLATFORM,
+    client=TwilioPlatform,
+    channel=lambda ws, conn: TwilioChannel(ws, conn.limits),
+    check=check,
+    sign=sign,
+    webhooks=webhooks,
 )

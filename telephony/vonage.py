@@ -87,8 +87,13 @@ class VonageChannel(ReaderChannel):
         self._upsample: StreamResampler | None = None
         self._odd_sizes = 0
         self._closed = False
-        self.playout = PacedPlayout(self._send_frame, self.inbox.put_now, frame_s=FRAME_MS / 1000,
-                                    lead_frames=LEAD_FRAMES, name="vonage-playout")
+        self.playout = PacedPlayout(
+            self._send_frame,
+            self.inbox.put_now,
+            frame_s=FRAME_MS / 1000,
+            lead_frames=LEAD_FRAMES,
+            name="vonage-playout",
+        )
 
     # -- inbound ---------------------------------------------------------------------
     async def read_events(self) -> AsyncIterator[CallEvent]:
@@ -125,15 +130,21 @@ class VonageChannel(ReaderChannel):
         content_type = str(msg.get("content-type", ""))
         match = _CONTENT_TYPE.match(content_type)
         if not match or int(match.group(1)) not in RATES:
-            raise ProtocolError(f"unsupported content-type {content_type[:60]!r} (audio/l16;rate=16000 or 8000)",
-                                CLOSE_UNSUPPORTED)
+            raise ProtocolError(
+                f"unsupported content-type {content_type[:60]!r} (audio/l16;rate=16000 or 8000)",
+                CLOSE_UNSUPPORTED,
+            )
         if len(msg) > MAX_HEADERS:
             raise ProtocolError(f"{len(msg)} fields in websocket:connected (at most {MAX_HEADERS})")
         self.wire_rate = int(match.group(1))
         self._upsample = StreamResampler(self.wire_rate, SAMPLE_RATE)
         headers = {str(k): str(v) for k, v in msg.items() if k not in ("event", "content-type")}
-        self.call_id = (headers.get("call_id") or headers.get("uuid") or headers.get("conversation_uuid")
-                        or f"vonage-{uuid.uuid4().hex}")[:128]
+        self.call_id = (
+            headers.get("call_id")
+            or headers.get("uuid")
+            or headers.get("conversation_uuid")
+            or f"vonage-{uuid.uuid4().hex}"
+        )[:128]
         caller = headers.get("caller") or headers.get("from")
         return CallStart(self.call_id, PLATFORM, caller, headers)
 
@@ -143,11 +154,17 @@ class VonageChannel(ReaderChannel):
         if len(data) > self.limits.max_message_bytes:
             raise too_big(len(data), self.limits.max_message_bytes, "audio message")
         if len(data) % 2:
-            raise ProtocolError(f"audio message of {len(data)} bytes: not whole 16-bit samples", CLOSE_INVALID)
+            raise ProtocolError(
+                f"audio message of {len(data)} bytes: not whole 16-bit samples", CLOSE_INVALID
+            )
         if len(data) != frame_bytes(self.wire_rate):
             self._odd_sizes += 1
             if self._odd_sizes == 1:
-                log.warning("vonage: audio message of %d bytes, expected %d", len(data), frame_bytes(self.wire_rate))
+                log.warning(
+                    "vonage: audio message of %d bytes, expected %d",
+                    len(data),
+                    frame_bytes(self.wire_rate),
+                )
         if not data:
             return None
         return Audio(self._upsample.process(pcm16_to_float(pcm16_from_bytes(data))))
@@ -177,8 +194,11 @@ class VonageChannel(ReaderChannel):
         await self.stop_reading()
 
     async def hand_off(self, target: HandOff) -> None:
-        log.info("vonage call %s: closing the media leg; NCCO continues (queue %s written)",
-                 target.call_id, target.queue)
+        log.info(
+            "vonage call %s: closing the media leg; NCCO continues (queue %s written)",
+            target.call_id,
+            target.queue,
+        )
         await self.hang_up()
 
 
@@ -204,9 +224,20 @@ class VonagePlatform:
         return str(uuid.uuid4())
 
     async def start(self, params: dict[str, str]) -> None:
-        headers = {"call_id": self.call_id, **({"caller": self.caller} if self.caller else {}), **params}
-        await self.ws.send(json.dumps({"event": "websocket:connected",
-                                       "content-type": f"audio/l16;rate={self.wire_rate}", **headers}))
+        headers = {
+            "call_id": self.call_id,
+            **({"caller": self.caller} if self.caller else {}),
+            **params,
+        }
+        await self.ws.send(
+            json.dumps(
+                {
+                    "event": "websocket:connected",
+                    "content-type": f"audio/l16;rate={self.wire_rate}",
+                    **headers,
+                }
+            )
+        )
 
     async def send_audio(self, pcm16: np.ndarray, timestamp_ms: int) -> None:
         await self.ws.send(np.asarray(pcm16, dtype="<i2").tobytes())
@@ -227,7 +258,9 @@ class VonagePlatform:
         if isinstance(message, bytes):
             if len(message) != self._frame_bytes:
                 self.bad_frames += 1  # Vonage requires exactly one 20 ms frame per message
-                raise ProtocolError(f"the bot sent a {len(message)}-byte frame; Vonage needs {self._frame_bytes}")
+                raise ProtocolError(
+                    f"the bot sent a {len(message)}-byte frame; Vonage needs {self._frame_bytes}"
+                )
             return "audio", pcm16_from_bytes(message)
         msg = json.loads(message)
         if msg.get("action") == "clear":
@@ -236,6 +269,9 @@ class VonagePlatform:
 
 
 platform = Platform(
-    PLATFORM, client=VonagePlatform, channel=lambda ws, conn: VonageChannel(ws, conn.limits),
-    check=bearer_check(PLATFORM), sign=bearer_sign(PLATFORM),
+    PLATFORM,
+    client=VonagePlatform,
+    channel=lambda ws, conn: VonageChannel(ws, conn.limits),
+    check=bearer_check(PLATFORM),
+    sign=bearer_sign(PLATFORM),
 )

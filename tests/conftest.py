@@ -14,9 +14,13 @@ SHARED = PROJECT_ROOT.parent / "shared"
 
 
 def pytest_addoption(parser) -> None:
-    parser.addoption("--soak-minutes", type=float, default=0.0,
-                     help="run tests/test_soak.py for this many minutes (default: a short run; "
-                          "or set VOICEBOT_SOAK_MINUTES)")
+    parser.addoption(
+        "--soak-minutes",
+        type=float,
+        default=0.0,
+        help="run tests/test_soak.py for this many minutes (default: a short run; "
+        "or set VOICEBOT_SOAK_MINUTES)",
+    )
 
 
 @pytest.fixture

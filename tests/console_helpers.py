@@ -37,8 +37,17 @@ def make_settings(data_dir: Path, **overrides) -> Settings:
 
 
 def make_services(settings: Settings, catalogue: Catalogue) -> Services:
-    return Services(settings=settings, catalogue=catalogue, vad=None, asr=NoSpeech(), classifier=None,
-                    speaker=None, store=SqliteQueueStore(settings.db_path), events=EventBus(), domain_prompt=None)
+    return Services(
+        settings=settings,
+        catalogue=catalogue,
+        vad=None,
+        asr=NoSpeech(),
+        classifier=None,
+        speaker=None,
+        store=SqliteQueueStore(settings.db_path),
+        events=EventBus(),
+        domain_prompt=None,
+    )
 
 
 def add_agents(settings: Settings) -> None:
@@ -49,20 +58,39 @@ def add_agents(settings: Settings) -> None:
     store.close()
 
 
-def routed_call(call_id: str, forvaltning: str = "TMF", transcript: str = "min skraldespand er ikke tømt",
-                intent: str = "waste", explanation: tuple[str, ...] = ("skraldespand", "tømt"),
-                confidence: float = 0.91, **kw) -> RoutedCall:
-    return RoutedCall(call_id=call_id, forvaltning=forvaltning, intent=intent, confidence=confidence,
-                      transcript=transcript, explanation=list(explanation), reason="model",
-                      caller="+45 ••••••78", platform="twilio", **kw)
+def routed_call(
+    call_id: str,
+    forvaltning: str = "TMF",
+    transcript: str = "min skraldespand er ikke tømt",
+    intent: str = "waste",
+    explanation: tuple[str, ...] = ("skraldespand", "tømt"),
+    confidence: float = 0.91,
+    **kw,
+) -> RoutedCall:
+    return RoutedCall(
+        call_id=call_id,
+        forvaltning=forvaltning,
+        intent=intent,
+        confidence=confidence,
+        transcript=transcript,
+        explanation=list(explanation),
+        reason="model",
+        caller="+45 ••••••78",
+        platform="twilio",
+        **kw,
+    )
 
 
 async def route(services: Services, record: RoutedCall) -> None:
     """Put a routed call in its queue exactly as voicebot.session.CallSession.enqueue does."""
     await asyncio.to_thread(services.store.enqueue, record)
     metrics.ROUTED.labels(record.forvaltning).inc()
-    services.events.publish(record.call_id, "routed", forvaltning=record.forvaltning,
-                            queue=services.catalogue.queue_name(record.forvaltning))
+    services.events.publish(
+        record.call_id,
+        "routed",
+        forvaltning=record.forvaltning,
+        queue=services.catalogue.queue_name(record.forvaltning),
+    )
 
 
 def login_csrf(html: str) -> str:
@@ -72,5 +100,9 @@ def login_csrf(html: str) -> str:
 def post_login(client, name: str, password: str = PASSWORD, **headers):
     """The login form as a browser posts it: the CSRF token from the page, then the form."""
     csrf = login_csrf(client.get("/console/login").text)
-    return client.post("/console/login", data={"name": name, "password": password, "csrf": csrf},
-                       headers=headers, follow_redirects=False)
+    return client.post(
+        "/console/login",
+        data={"name": name, "password": password, "csrf": csrf},
+        headers=headers,
+        follow_redirects=False,
+    )

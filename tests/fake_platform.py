@@ -23,6 +23,9 @@ class FakeLinePlatform(RawPlatform):
 
 
 platform = Platform(
-    PLATFORM, client=FakeLinePlatform, channel=lambda ws, conn: FakeLineChannel(ws, conn.limits),
-    check=bearer_check(PLATFORM), sign=bearer_sign(PLATFORM),
+    PLATFORM,
+    client=FakeLinePlatform,
+    channel=lambda ws, conn: FakeLineChannel(ws, conn.limits),
+    check=bearer_check(PLATFORM),
+    sign=bearer_sign(PLATFORM),
 )

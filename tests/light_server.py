@@ -52,8 +52,15 @@ class ToneSpeaker:
         return self.audio
 
 
-SESSION_CODE = ("CallSession.", "Listener.", "PromptPlayer.", "Channel.", "PacedPlayout.", "AsrPool.",
-                "ReaderChannel.")
+SESSION_CODE = (
+    "CallSession.",
+    "Listener.",
+    "PromptPlayer.",
+    "Channel.",
+    "PacedPlayout.",
+    "AsrPool.",
+    "ReaderChannel.",
+)
 
 
 def session_tasks() -> list[str]:
@@ -62,7 +69,9 @@ def session_tasks() -> list[str]:
     for task in asyncio.all_tasks():
         coro = task.get_coro()
         name = getattr(coro, "__qualname__", "")
-        if any(part in name for part in SESSION_CODE) or task.get_name().startswith(("inputs-", "asterisk-sender")):
+        if any(part in name for part in SESSION_CODE) or task.get_name().startswith(
+            ("inputs-", "asterisk-sender")
+        ):
             out.append(f"{task.get_name()}:{name}")
     return out
 
@@ -90,14 +99,21 @@ class LightServer:
         env = {k: v for k, v in os.environ.items() if not k.startswith("VOICEBOT_")}
         env.update(self.env)
         with self.log_path.open("a") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "tests.light_server", str(self.data_dir), *self.args],
-                                         cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "tests.light_server", str(self.data_dir), *self.args],
+                cwd=PROJECT_ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + timeout_s
         ports = self.data_dir / "ports.json"
         while not ports.exists():
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError("light server did not start:\n" + self.log_path.read_text()[-3000:])
+                raise RuntimeError(
+                    "light server did not start:\n" + self.log_path.read_text()[-3000:]
+                )
             time.sleep(0.05)
         self.ports = json.loads(ports.read_text())
         return self
@@ -165,29 +181,50 @@ def main() -> None:
 
     from .telephony_fakes import SilentVad
 
-    settings = load_settings(None, data_dir=args.data_dir, max_calls=args.max_calls,
-                             asr={"workers": 4, "max_pending": 64},
-                             telephony={"audiosocket_port": 0, "audiohook_playback": True})  # Audio Connector
+    settings = load_settings(
+        None,
+        data_dir=args.data_dir,
+        max_calls=args.max_calls,
+        asr={"workers": 4, "max_pending": 64},
+        telephony={"audiosocket_port": 0, "audiohook_playback": True},
+    )  # Audio Connector
     catalogue = load_catalogue(settings.catalogue)
     services = Services(
-        settings=settings, catalogue=catalogue, vad=SileroVad() if args.vad == "silero" else SilentVad(),
+        settings=settings,
+        catalogue=catalogue,
+        vad=SileroVad() if args.vad == "silero" else SilentVad(),
         asr=AsrPool(ScriptedAsr(tuple(args.asr_delay_ms)), settings.asr),
-        classifier=load_classifier(settings, catalogue), speaker=ToneSpeaker(args.prompt_s),
-        store=open_store(settings.queue_backend, settings.db_path, settings.redis_url), events=EventBus(),
-        domain_prompt=None)
+        classifier=load_classifier(settings, catalogue),
+        speaker=ToneSpeaker(args.prompt_s),
+        store=open_store(settings.queue_backend, settings.db_path, settings.redis_url),
+        events=EventBus(),
+        domain_prompt=None,
+    )
     app: FastAPI = create_app(settings, services=services)
     process = psutil.Process()
 
     @app.get("/_test/state")
     async def state() -> dict:
         subscribers = sum(len(s) for s in services.events._subscribers.values())
-        return {"active_calls": services.active_calls, "subscribers": subscribers,
-                "session_tasks": session_tasks(), "rss": process.memory_info().rss,
-                "python_objects": len(gc.get_objects()), "threads": threading.active_count(),
-                "tasks": len(asyncio.all_tasks())}
+        return {
+            "active_calls": services.active_calls,
+            "subscribers": subscribers,
+            "session_tasks": session_tasks(),
+            "rss": process.memory_info().rss,
+            "python_objects": len(gc.get_objects()),
+            "threads": threading.active_count(),
+            "tasks": len(asyncio.all_tasks()),
+        }
 
-    config = build_config(app, settings, host="127.0.0.1", port=args.port, log_level="warning", lifespan="on",
-                          timeout_graceful_shutdown=2)
+    config = build_config(
+        app,
+        settings,
+        host="127.0.0.1",
+        port=args.port,
+        log_level="warning",
+        lifespan="on",
+        timeout_graceful_shutdown=2,
+    )
     server = uvicorn.Server(config)
 
     async def serve() -> None:
@@ -197,8 +234,11 @@ def main() -> None:
                 await task
                 return
             await asyncio.sleep(0.05)
-        ports = {"http": server.servers[0].sockets[0].getsockname()[1],
-                 "audiosocket": app.state.audiosocket[1] if app.state.audiosocket else None, "pid": os.getpid()}
+        ports = {
+            "http": server.servers[0].sockets[0].getsockname()[1],
+            "audiosocket": app.state.audiosocket[1] if app.state.audiosocket else None,
+            "pid": os.getpid(),
+        }
         tmp = args.data_dir / "ports.json.tmp"
         tmp.write_text(json.dumps(ports))
         tmp.replace(args.data_dir / "ports.json")

@@ -25,8 +25,13 @@ class FakeWebSocket:
     """The starlette WebSocket calls the adapters make: scripted incoming messages (None =
     the peer disconnects), a log of what was sent."""
 
-    def __init__(self, incoming: list[str | bytes | None] | None = None, end: bool = True,
-                 headers: dict | None = None, query: dict | None = None) -> None:
+    def __init__(
+        self,
+        incoming: list[str | bytes | None] | None = None,
+        end: bool = True,
+        headers: dict | None = None,
+        query: dict | None = None,
+    ) -> None:
         self.queue: asyncio.Queue[str | bytes | None] = asyncio.Queue()
         for item in [*(incoming or []), *([None] if end else [])]:
             self.queue.put_nowait(item)
@@ -114,12 +119,22 @@ class ScriptedAsr:
 
 def light_services(tmp_path: Path, catalogue, classifier, **telephony) -> Services:
     # audiohook_playback: the simulator's AudioHook side is an Audio Connector (it hears the bot).
-    settings = load_settings(None, data_dir=tmp_path,
-                             telephony={"audiosocket_port": 0, "audiohook_playback": True, **telephony})
-    return Services(settings=settings, catalogue=catalogue, vad=SilentVad(),
-                    asr=AsrPool(ScriptedAsr(), AsrSettings(workers=1)), classifier=classifier,
-                    speaker=FakeSpeaker(), store=SqliteQueueStore(tmp_path / "q.db"), events=EventBus(),
-                    domain_prompt=None)
+    settings = load_settings(
+        None,
+        data_dir=tmp_path,
+        telephony={"audiosocket_port": 0, "audiohook_playback": True, **telephony},
+    )
+    return Services(
+        settings=settings,
+        catalogue=catalogue,
+        vad=SilentVad(),
+        asr=AsrPool(ScriptedAsr(), AsrSettings(workers=1)),
+        classifier=classifier,
+        speaker=FakeSpeaker(),
+        store=SqliteQueueStore(tmp_path / "q.db"),
+        events=EventBus(),
+        domain_prompt=None,
+    )
 
 
 class ServedApp:
@@ -133,8 +148,15 @@ class ServedApp:
 
         self.services = services
         self.app = create_app(services.settings, services=services)
-        config = build_config(self.app, services.settings, host="127.0.0.1", port=0, log_level="warning",
-                              lifespan="on", timeout_graceful_shutdown=1)
+        config = build_config(
+            self.app,
+            services.settings,
+            host="127.0.0.1",
+            port=0,
+            log_level="warning",
+            lifespan="on",
+            timeout_graceful_shutdown=1,
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -173,8 +195,14 @@ def keypad_call(served: ServedApp, protocol: str, digit: str = "2", **platform_a
     for k, v in platform_attrs.items():
         setattr(cls, k, v)
     try:
-        call = SimulatedCall(served.media_url(protocol), None, protocol=protocol, speed=4.0, timeout_s=10,
-                             credentials=served.credentials)
+        call = SimulatedCall(
+            served.media_url(protocol),
+            None,
+            protocol=protocol,
+            speed=4.0,
+            timeout_s=10,
+            credentials=served.credentials,
+        )
         call.events_url = served.events_url(call.call_id)
         result = asyncio.run(asyncio.wait_for(call.run([], digits=digit), 15))
     finally:

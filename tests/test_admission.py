@@ -42,7 +42,9 @@ def test_calls_arriving_together_cannot_exceed_max_calls(tmp_path, catalogue, cl
         asyncio.run(scenario())
         refused = {c.call_id for c in services.store.calls() if "capacity" in c.reason}
         assert most_active <= MAX_CALLS
-        assert len(refused) == CALLERS - MAX_CALLS  # the others heard "mange opkald" and went to a person
+        assert (
+            len(refused) == CALLERS - MAX_CALLS
+        )  # the others heard "mange opkald" and went to a person
         deadline = time.monotonic() + 10
         while services.active_calls and time.monotonic() < deadline:
             time.sleep(0.05)

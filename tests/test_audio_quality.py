@@ -15,8 +15,11 @@ from benchmarks.audio_quality import (
 
 T = np.arange(16000) / 16000
 # Telephone-band tones: what band-limiting to 8 kHz keeps, so only the codec shows.
-SIGNAL = (0.1 * np.sin(2 * np.pi * 440 * T) + 0.08 * np.sin(2 * np.pi * 1330 * T + 1)
-          + 0.05 * np.sin(2 * np.pi * 2750 * T + 2)).astype(np.float32)
+SIGNAL = (
+    0.1 * np.sin(2 * np.pi * 440 * T)
+    + 0.08 * np.sin(2 * np.pi * 1330 * T + 1)
+    + 0.05 * np.sin(2 * np.pi * 2750 * T + 2)
+).astype(np.float32)
 
 
 @pytest.mark.parametrize("path", list(PATHS))
@@ -37,7 +40,9 @@ def test_aligned_snr_finds_the_delay_and_ignores_gain():
     snr, lag = aligned_snr_db(SIGNAL, delayed)
     assert lag == 123 and snr > 80
     noisy = delayed + np.random.default_rng(0).normal(0, 0.01, len(delayed)).astype(np.float32)
-    assert aligned_snr_db(SIGNAL, noisy)[0] == pytest.approx(10 * np.log10(np.mean((0.5 * SIGNAL) ** 2) / 1e-4), abs=1)
+    assert aligned_snr_db(SIGNAL, noisy)[0] == pytest.approx(
+        10 * np.log10(np.mean((0.5 * SIGNAL) ** 2) / 1e-4), abs=1
+    )
 
 
 def test_long_recordings_are_cut_at_a_pause():

@@ -16,16 +16,29 @@ from tests.telephony_fakes import FakeWebSocket
 
 SESSION = "e160e428-53e2-487c-977d-96989bf5c99d"
 CONVERSATION = "090eaa2f-72fa-480a-83e0-8667ff89c0ec"
-MEDIA = [{"type": "audio", "format": "PCMU", "channels": ["external", "internal"], "rate": 8000},
-         {"type": "audio", "format": "PCMU", "channels": ["external"], "rate": 8000},
-         {"type": "audio", "format": "PCMU", "channels": ["internal"], "rate": 8000}]
-OPEN_PARAMS = {"organizationId": "d7934305-0972-4844-938e-9060eef73d05", "conversationId": CONVERSATION,
-               "participant": {"id": "883efee8-3d6c-4537-b500-6d7ca4b92fa0", "ani": "+4512345678",
-                               "aniName": "Jens Hansen", "dnis": "+4533663366"},
-               "media": MEDIA, "language": "da-DK"}
-HEADERS = {"audiohook-organization-id": "d7934305-0972-4844-938e-9060eef73d05",
-           "audiohook-session-id": SESSION, "audiohook-correlation-id": "30b0e395-84d3-4570-ac13-9a62d8f514c0",
-           "x-api-key": "SGVsbG8sIEkgYW0gdGhlIEFQSSBrZXkh"}
+MEDIA = [
+    {"type": "audio", "format": "PCMU", "channels": ["external", "internal"], "rate": 8000},
+    {"type": "audio", "format": "PCMU", "channels": ["external"], "rate": 8000},
+    {"type": "audio", "format": "PCMU", "channels": ["internal"], "rate": 8000},
+]
+OPEN_PARAMS = {
+    "organizationId": "d7934305-0972-4844-938e-9060eef73d05",
+    "conversationId": CONVERSATION,
+    "participant": {
+        "id": "883efee8-3d6c-4537-b500-6d7ca4b92fa0",
+        "ani": "+4512345678",
+        "aniName": "Jens Hansen",
+        "dnis": "+4533663366",
+    },
+    "media": MEDIA,
+    "language": "da-DK",
+}
+HEADERS = {
+    "audiohook-organization-id": "d7934305-0972-4844-938e-9060eef73d05",
+    "audiohook-session-id": SESSION,
+    "audiohook-correlation-id": "30b0e395-84d3-4570-ac13-9a62d8f514c0",
+    "x-api-key": "SGVsbG8sIEkgYW0gdGhlIEFQSSBrZXkh",
+}
 
 
 class Genesys:
@@ -38,9 +51,18 @@ class Genesys:
 
     def msg(self, kind: str, parameters: dict | None = None, **extra) -> str:
         self.seq += 1
-        return json.dumps({"version": "2", "id": SESSION, "type": kind, "seq": self.seq,
-                           "serverseq": self.channel.seq, "position": f"PT{self.samples / 8000:.2f}S",
-                           "parameters": parameters or {}, **extra})
+        return json.dumps(
+            {
+                "version": "2",
+                "id": SESSION,
+                "type": kind,
+                "seq": self.seq,
+                "serverseq": self.channel.seq,
+                "position": f"PT{self.samples / 8000:.2f}S",
+                "parameters": parameters or {},
+                **extra,
+            }
+        )
 
     async def send(self, kind: str, parameters: dict | None = None) -> list:
         return await self.channel.on_message(self.msg(kind, parameters))
@@ -50,14 +72,22 @@ class Genesys:
         self.samples += n
         data = ulaw_encode(np.full(n, value, np.int16))
         if stereo:
-            data = bytes(b for pair in zip(data, ulaw_encode(np.zeros(n, np.int16)), strict=True) for b in pair)
+            data = bytes(
+                b
+                for pair in zip(data, ulaw_encode(np.zeros(n, np.int16)), strict=True)
+                for b in pair
+            )
         return await self.channel.on_message(data)
 
 
-def channel(api_key: str | None = "SGVsbG8sIEkgYW0gdGhlIEFQSSBrZXkh", playback: bool = False,
-            headers: dict | None = None) -> tuple[AudioHookChannel, Genesys]:
-    ch = AudioHookChannel(FakeWebSocket(end=False, headers=HEADERS if headers is None else headers),
-                          api_key, playback)
+def channel(
+    api_key: str | None = "SGVsbG8sIEkgYW0gdGhlIEFQSSBrZXkh",
+    playback: bool = False,
+    headers: dict | None = None,
+) -> tuple[AudioHookChannel, Genesys]:
+    ch = AudioHookChannel(
+        FakeWebSocket(end=False, headers=HEADERS if headers is None else headers), api_key, playback
+    )
     return ch, Genesys(ch)
 
 
@@ -75,9 +105,15 @@ def test_open_is_answered_with_pcmu_mono_external_and_starts_the_call():
     opened = sent(ch)[0]
     assert opened["type"] == "opened" and opened["seq"] == 1 and opened["clientseq"] == 1
     assert opened["id"] == SESSION
-    assert opened["parameters"]["media"] == [{"type": "audio", "format": "PCMU", "channels": ["external"], "rate": 8000}]
+    assert opened["parameters"]["media"] == [
+        {"type": "audio", "format": "PCMU", "channels": ["external"], "rate": 8000}
+    ]
     (start,) = events
-    assert start.call_id == CONVERSATION and start.caller == "+4512345678" and start.platform == "audiohook"
+    assert (
+        start.call_id == CONVERSATION
+        and start.caller == "+4512345678"
+        and start.platform == "audiohook"
+    )
     assert start.params["dnis"] == "+4533663366" and start.params["sessionId"] == SESSION
 
 
@@ -134,7 +170,9 @@ def test_audio_connector_dtmf():
     async def scenario():
         ch, genesys = channel()
         await genesys.send("open", OPEN_PARAMS)
-        return await genesys.send("dtmf", {"digit": "2"}), await genesys.send("dtmf", {"digit": "x"})
+        return await genesys.send("dtmf", {"digit": "2"}), await genesys.send(
+            "dtmf", {"digit": "x"}
+        )
 
     assert asyncio.run(scenario()) == ([Digit("2")], [])
 
@@ -142,8 +180,11 @@ def test_audio_connector_dtmf():
 def test_probe_is_answered_and_closed_without_a_call():
     async def scenario():
         ch, genesys = channel()
-        probe = {**OPEN_PARAMS, "conversationId": NIL_UUID,
-                 "participant": {"id": NIL_UUID, "ani": "", "aniName": "", "dnis": ""}}
+        probe = {
+            **OPEN_PARAMS,
+            "conversationId": NIL_UUID,
+            "participant": {"id": NIL_UUID, "ani": "", "aniName": "", "dnis": ""},
+        }
         ch.ws.feed(genesys.msg("open", probe), genesys.msg("close", {"reason": "end"}), None)
         events = [e async for e in ch.events()]
         await ch.hang_up()
@@ -219,7 +260,10 @@ def test_a_protocol_error_disconnects_with_reason_error():
 
     ch = asyncio.run(scenario())
     disconnect = next(m for m in sent(ch) if m["type"] == "disconnect")
-    assert disconnect["parameters"]["reason"] == "error" and "malformed JSON" in disconnect["parameters"]["info"]
+    assert (
+        disconnect["parameters"]["reason"] == "error"
+        and "malformed JSON" in disconnect["parameters"]["info"]
+    )
     assert sent(ch)[-1]["type"] == "closed"
 
 
@@ -229,8 +273,11 @@ def test_hand_off_disconnects_with_output_variables_and_waits_for_close():
         ch.ws.feed(genesys.msg("open", OPEN_PARAMS))
         events = ch.events()
         assert isinstance(await anext(events), CallStart)
-        handing_off = asyncio.create_task(ch.hand_off(HandOff(CONVERSATION, "TMF", "Teknik og Miljø",
-                                                              "parking_permit", "keypad 2")))
+        handing_off = asyncio.create_task(
+            ch.hand_off(
+                HandOff(CONVERSATION, "TMF", "Teknik og Miljø", "parking_permit", "keypad 2")
+            )
+        )
         await asyncio.sleep(0.05)
         assert not handing_off.done()  # waits for Genesys's close
         ch.ws.feed(genesys.msg("close", {"reason": "end"}), None)
@@ -239,9 +286,16 @@ def test_hand_off_disconnects_with_output_variables_and_waits_for_close():
 
     ch = asyncio.run(scenario())
     disconnect = next(m for m in sent(ch) if m["type"] == "disconnect")
-    assert disconnect["parameters"] == {"reason": "completed", "outputVariables": {
-        "result": "handoff", "forvaltning": "TMF", "queue": "Teknik og Miljø", "intent": "parking_permit",
-        "reason": "keypad 2"}}
+    assert disconnect["parameters"] == {
+        "reason": "completed",
+        "outputVariables": {
+            "result": "handoff",
+            "forvaltning": "TMF",
+            "queue": "Teknik og Miljø",
+            "intent": "parking_permit",
+            "reason": "keypad 2",
+        },
+    }
     assert sent(ch)[-1]["type"] == "closed" and ch.ws.closed == 1000
 
 
@@ -262,7 +316,9 @@ def test_bot_audio_is_never_guessed_from_input_variables():
     not ask for with error 415; audio goes out only when the setting says so."""
 
     async def scenario():
-        ch = AudioHookChannel(FakeWebSocket(end=False, headers=HEADERS), "SGVsbG8sIEkgYW0gdGhlIEFQSSBrZXkh")
+        ch = AudioHookChannel(
+            FakeWebSocket(end=False, headers=HEADERS), "SGVsbG8sIEkgYW0gdGhlIEFQSSBrZXkh"
+        )
         genesys = Genesys(ch)  # the channel's default: playback not configured
         await genesys.send("open", {**OPEN_PARAMS, "inputVariables": {"lang": "da"}})
         await ch.play(np.zeros(16000, np.float32), "greeting-1.0")
@@ -275,7 +331,9 @@ def test_bot_audio_is_never_guessed_from_input_variables():
 
 def test_audio_connector_session_gets_paced_pcmu_and_barge_in_events():
     async def scenario():
-        ch, genesys = channel(playback=True)  # telephony.audiohook_playback: an Audio Connector integration
+        ch, genesys = channel(
+            playback=True
+        )  # telephony.audiohook_playback: an Audio Connector integration
         await genesys.send("open", {**OPEN_PARAMS, "inputVariables": {"lang": "da"}})
         await ch.play(np.zeros(16000, np.float32), "greeting-1.0")  # 1 s = 5 messages of 200 ms
         await asyncio.sleep(0.25)

@@ -107,7 +107,9 @@ def test_over_tcp_events_paced_audio_clear_and_hangup():
     assert Played("greeting-1.0") in got and Played("greeting-1.1", interrupted=True) in got
     audio = [(t, m) for t, m in received if m.kind == KIND_AUDIO]
     assert all(len(m.payload) == 320 for _, m in audio)
-    assert 10 + 1 <= len(audio) <= 10 + 8  # the first prompt, a few frames of the second, then silence
+    assert (
+        10 + 1 <= len(audio) <= 10 + 8
+    )  # the first prompt, a few frames of the second, then silence
     span = audio[9][0] - audio[0][0]
     assert span == pytest.approx(0.18, abs=0.05)  # 20 ms apart: Asterisk does no pacing
     assert received[-1][1] == Message(KIND_HANGUP, b"")  # and nothing after the hangup

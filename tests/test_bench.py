@@ -86,7 +86,9 @@ def test_cpuinfo_and_meminfo_parsing():
     cpu = parse_cpuinfo(CPUINFO)
     assert cpu == {"model": "AMD EPYC 7B13", "logical_processors": 2, "simd": ["avx2", "fma"]}
     assert parse_cpuinfo("") == {"model": None, "logical_processors": None, "simd": []}
-    assert parse_meminfo("MemTotal:       24684520 kB\nMemFree: 1 kB\n") == pytest.approx(23.54, abs=0.01)
+    assert parse_meminfo("MemTotal:       24684520 kB\nMemFree: 1 kB\n") == pytest.approx(
+        23.54, abs=0.01
+    )
     assert parse_meminfo("") is None
 
 
@@ -94,7 +96,14 @@ def test_machine_facts_name_python_and_libraries():
     facts = machine_facts()
     assert re.fullmatch(r"3\.\d+\.\d+", facts["python"])
     assert facts["cores_usable"] >= 1
-    assert {"ctranslate2", "faster-whisper", "onnxruntime", "numpy", "torch", "transformers"} <= set(facts["libraries"])
+    assert {
+        "ctranslate2",
+        "faster-whisper",
+        "onnxruntime",
+        "numpy",
+        "torch",
+        "transformers",
+    } <= set(facts["libraries"])
     assert facts["libraries"]["numpy"] == np.__version__
 
 
@@ -106,8 +115,12 @@ def test_git_info_reads_the_commit_and_handles_no_repository(tmp_path):
 
 
 def test_redact_hides_keys_and_url_passwords():
-    settings = {"telephony": {"audiohook_api_key": "s3cret", "asterisk_answer": True},
-                "redis_url": "redis://user:pw@host:6379/0", "port": 8080, "public_url": None}
+    settings = {
+        "telephony": {"audiohook_api_key": "s3cret", "asterisk_answer": True},
+        "redis_url": "redis://user:pw@host:6379/0",
+        "port": 8080,
+        "public_url": None,
+    }
     out = redact(settings)
     assert out["telephony"] == {"audiohook_api_key": "<redacted>", "asterisk_answer": True}
     assert out["redis_url"] == "redis://<redacted>@host:6379/0" and out["port"] == 8080
@@ -121,7 +134,10 @@ voicebot_calls_total{platform="twilio"} 3.0
 voicebot_calls_total{platform="telnyx"} 2.0
 voicebot_asr_overloaded_total 7.0
 """
-    assert parse_prometheus(text) == {"voicebot_calls_total": 5.0, "voicebot_asr_overloaded_total": 7.0}
+    assert parse_prometheus(text) == {
+        "voicebot_calls_total": 5.0,
+        "voicebot_asr_overloaded_total": 7.0,
+    }
 
 
 def test_scan_log_groups_messages_by_shape(tmp_path):
@@ -133,12 +149,19 @@ def test_scan_log_groups_messages_by_shape(tmp_path):
         "ERROR:    Exception in ASGI application\n"
         "Traceback (most recent call last):\n"
         '  File "x.py", line 3, in f\n'
-        "TypeError: cannot unpack non-iterable NoneType object\n", encoding="utf-8")
+        "TypeError: cannot unpack non-iterable NoneType object\n",
+        encoding="utf-8",
+    )
     scan = scan_log(log)
     assert (scan["warnings"], scan["errors"], scan["tracebacks"]) == (2, 1, 1)
-    assert scan["messages"][0] == {"message": "WARNING voicebot.app: refusing a twilio call: # calls in progress",
-                                   "count": 2}
-    assert {"message": "Traceback: TypeError: cannot unpack non-iterable NoneType object", "count": 1} in scan["messages"]
+    assert scan["messages"][0] == {
+        "message": "WARNING voicebot.app: refusing a twilio call: # calls in progress",
+        "count": 2,
+    }
+    assert {
+        "message": "Traceback: TypeError: cannot unpack non-iterable NoneType object",
+        "count": 1,
+    } in scan["messages"]
     assert scan_log(tmp_path / "missing.log")["warnings"] == 0
 
 
@@ -149,7 +172,9 @@ def test_cut_at_pause_ends_at_the_quietest_window_in_the_last_quarter():
     probs[20] = 0.0  # too early to count
     assert asr.cut_at_pause(probs, window, 0, 4.0) == 101 * window
     flat = np.full(200, 0.5, dtype=np.float32)
-    assert asr.cut_at_pause(flat, window, 0, 4.0) == (4 * 16000 // window) * window  # latest of equals
+    assert (
+        asr.cut_at_pause(flat, window, 0, 4.0) == (4 * 16000 // window) * window
+    )  # latest of equals
 
 
 def test_interleave_spreads_the_second_list_through_the_first():
@@ -169,13 +194,24 @@ def test_wer_cell_shows_partial_coverage():
 
 
 def _level(p95: float | None, **extra) -> dict:
-    return {"decision_ms": {"p95": p95}, "unanswered_turns": 0, "refused_calls": 0,
-            "overloaded_decisions": 0, "errors": [], **extra}
+    return {
+        "decision_ms": {"p95": p95},
+        "unanswered_turns": 0,
+        "refused_calls": 0,
+        "overloaded_decisions": 0,
+        "errors": [],
+        **extra,
+    }
 
 
 def test_max_calls_within_target_stops_at_the_first_failing_level():
-    levels = {"1": _level(600.0), "2": _level(900.0), "4": _level(1400.0), "8": _level(1600.0),
-              "16": _level(1200.0)}
+    levels = {
+        "1": _level(600.0),
+        "2": _level(900.0),
+        "4": _level(1400.0),
+        "8": _level(1600.0),
+        "16": _level(1200.0),
+    }
     assert concurrency.max_within_target(levels, 1500.0) == 4
     levels["2"] = _level(900.0, overloaded_decisions=1)
     assert concurrency.max_within_target(levels, 1500.0) == 1
@@ -200,30 +236,70 @@ def test_callers_think_before_speaking_in_the_realistic_pattern_only():
     assert len(spread) == 16  # callers do not speak in lock-step
     speech = np.ones(1600, np.float32)
     padded = concurrency.with_think(speech, 0.5)
-    assert len(padded) == 8000 + 1600 and np.all(padded[-1600:] == 1) and np.abs(padded[:8000]).max() < 0.01
+    assert (
+        len(padded) == 8000 + 1600
+        and np.all(padded[-1600:] == 1)
+        and np.abs(padded[:8000]).max() < 0.01
+    )
 
 
 def test_concurrency_markdown_reports_each_pattern():
-    lv = {"calls": 1, "decided": 2, "turns_sent": 2, "cut_off_turns": 0, "decision_ms": {"p50": 500.0, "p95": 700.0},
-          "transcript_ms": {"p95": 690.0}, "late_frames": 0, "frames_sent": 10, "max_late_ms": 1.0,
-          "unsent_speech_frames": 0, "refused_calls": 0, "overloaded_decisions": 0, "errors": [], "server_counters": {}}
-    result = {"server_limits": {"max_calls": 32, "asr.max_pending": 8, "asr.workers": 1, "asr.threads": 2},
-              "start_spread_s": 2.0, "fast_forward_greeting": 1.0, "target_p95_ms": 1500.0, "log": {},
-              "patterns": {"burst": {"levels": {"1": lv}, "max_calls_within_target": None},
-                           "callers": {"levels": {"1": lv}, "max_calls_within_target": 1}}}
+    lv = {
+        "calls": 1,
+        "decided": 2,
+        "turns_sent": 2,
+        "cut_off_turns": 0,
+        "decision_ms": {"p50": 500.0, "p95": 700.0},
+        "transcript_ms": {"p95": 690.0},
+        "late_frames": 0,
+        "frames_sent": 10,
+        "max_late_ms": 1.0,
+        "unsent_speech_frames": 0,
+        "refused_calls": 0,
+        "overloaded_decisions": 0,
+        "errors": [],
+        "server_counters": {},
+    }
+    result = {
+        "server_limits": {
+            "max_calls": 32,
+            "asr.max_pending": 8,
+            "asr.workers": 1,
+            "asr.threads": 2,
+        },
+        "start_spread_s": 2.0,
+        "fast_forward_greeting": 1.0,
+        "target_p95_ms": 1500.0,
+        "log": {},
+        "patterns": {
+            "burst": {"levels": {"1": lv}, "max_calls_within_target": None},
+            "callers": {"levels": {"1": lv}, "max_calls_within_target": 1},
+        },
+    }
     text = concurrency.markdown(result)
-    assert "every turn decided (burst): **none**" in text and "every turn decided (callers): **1**" in text
+    assert (
+        "every turn decided (burst): **none**" in text
+        and "every turn decided (callers): **1**" in text
+    )
     assert text.count("| 1 | 2/2 (0) | 500 | 700 |") == 2
 
 
 def test_e2e_markdown_reports_ratios_per_percentile():
     def lat(base: float) -> dict:
-        return {m: {"p50": base, "p95": 2 * base, "p99": 3 * base, "missing": 0} for m in e2e.METRICS}
+        return {
+            m: {"p50": base, "p95": 2 * base, "p99": 3 * base, "missing": 0} for m in e2e.METRICS
+        }
 
-    result = {"corpus": [{}] * 4, "latency_ms": {"project": lat(500.0), "naive": lat(1500.0)},
-              "ratio_naive_to_project": {m: {"p50": 3.0, "p95": 3.0, "p99": 3.0} for m in e2e.METRICS},
-              "intent_correct": {"project": 2, "naive": 1},
-              "servers": {"project": {"log": {"warnings": 0, "errors": 1}}, "naive": {"log": {"warnings": 2, "errors": 0}}}}
+    result = {
+        "corpus": [{}] * 4,
+        "latency_ms": {"project": lat(500.0), "naive": lat(1500.0)},
+        "ratio_naive_to_project": {m: {"p50": 3.0, "p95": 3.0, "p99": 3.0} for m in e2e.METRICS},
+        "intent_correct": {"project": 2, "naive": 1},
+        "servers": {
+            "project": {"log": {"warnings": 0, "errors": 1}},
+            "naive": {"log": {"warnings": 2, "errors": 0}},
+        },
+    }
     text = e2e.markdown(result)
     assert "| decision | p95 | 1,000 | 3,000 | 3.00× |" in text
     assert "project 2/4, naive 1/4" in text
@@ -233,13 +309,27 @@ def test_e2e_markdown_reports_ratios_per_percentile():
 def test_header_and_json_output(tmp_path):
     results = {
         "run": {"started": "2026-01-01T10:00:00+01:00", "quick": True, "suites": ["classifier"]},
-        "machine": {"cpu_model": "Test CPU", "cpu_simd": ["avx2"], "cores_usable": 2, "ram_gib": 8.0,
-                    "load_average_1_5_15": [0.5, 0.4, 0.3], "python": "3.11.7", "os": "Linux",
-                    "libraries": {"numpy": "2.0", "torch": None}},
+        "machine": {
+            "cpu_model": "Test CPU",
+            "cpu_simd": ["avx2"],
+            "cores_usable": 2,
+            "ram_gib": 8.0,
+            "load_average_1_5_15": [0.5, 0.4, 0.3],
+            "python": "3.11.7",
+            "os": "Linux",
+            "libraries": {"numpy": "2.0", "torch": None},
+        },
         "git": {"commit": "a" * 40, "dirty": True},
-        "model": {"dir": "/m", "compute_type": "int8", "model_bin_sha256": "b" * 64, "pinned_release": True},
+        "model": {
+            "dir": "/m",
+            "compute_type": "int8",
+            "model_bin_sha256": "b" * 64,
+            "pinned_release": True,
+        },
         "settings": {"asr": {"threads": 2}},
-        "suites": {"classifier": {"value": np.float32(1.5), "nan": float("nan"), "ints": np.arange(2)}},
+        "suites": {
+            "classifier": {"value": np.float32(1.5), "nan": float("nan"), "ints": np.arange(2)}
+        },
     }
     header = bench.header_markdown(results)
     assert "a" * 40 + " (work tree differs from the commit)" in header
@@ -247,14 +337,21 @@ def test_header_and_json_output(tmp_path):
     bench.write_json(tmp_path / "r.json", results)
     loaded = json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))
     assert loaded["suites"]["classifier"] == {"value": 1.5, "nan": None, "ints": [0, 1]}
-    assert not any(isinstance(v, float) and math.isnan(v) for v in loaded["suites"]["classifier"].values())
+    assert not any(
+        isinstance(v, float) and math.isnan(v) for v in loaded["suites"]["classifier"].values()
+    )
 
 
 def test_bench_is_a_voicebot_subcommand():
     from voicebot.cli import build_parser
 
     args = build_parser().parse_args(["bench", "asr", "--quick", "--out", "/tmp/x"])
-    assert args.func is bench.cmd_bench and args.suite == "asr" and args.quick and str(args.out) == "/tmp/x"
+    assert (
+        args.func is bench.cmd_bench
+        and args.suite == "asr"
+        and args.quick
+        and str(args.out) == "/tmp/x"
+    )
     assert build_parser().parse_args(["bench"]).suite == "all"
 
 
@@ -283,5 +380,7 @@ def test_bench_call_counts_late_and_unsent_frames_over_the_simulators_send_loop(
     speech = np.ones(160 * 10, dtype=np.int16)  # ten 20 ms frames at 8 kHz
     sent = asyncio.run(call._send(line, speech))
     assert len(sent) == call.frames_sent == 5 and line.frames == 6
-    assert call.late_frames >= 1 and call.max_late_ms > LATE_MS and call.drift_ms >= call.max_late_ms
+    assert (
+        call.late_frames >= 1 and call.max_late_ms > LATE_MS and call.drift_ms >= call.max_late_ms
+    )
     assert call.unsent_frames == 5 and call.cut_off_turns == 1 and call._speech_sends == 1

@@ -94,7 +94,9 @@ def test_settings_file_with_keys_that_are_not_names_fails_with_the_file(tmp_path
 
 def test_an_unknown_prompt_placeholder_fails_the_start_naming_the_entry(tmp_path):
     """Issue 13 #9: `{evil}` in the route prompt used to pass and silence every routed caller."""
-    msg = _broken(tmp_path, lambda d: d["prompts"].update(route="Jeg stiller dig videre til {evil}."))
+    msg = _broken(
+        tmp_path, lambda d: d["prompts"].update(route="Jeg stiller dig videre til {evil}.")
+    )
     assert "prompts.route" in msg and "{evil}" in msg and "{queue}" in msg
 
 

@@ -12,8 +12,10 @@ from telephony.chan_websocket import AsteriskWsChannel, AsteriskWsPlatform, pars
 from telephony.codecs import alaw_encode, ulaw_encode
 from tests.telephony_fakes import FakeWebSocket, drain
 
-PLAIN_START = ("MEDIA_START connection_id:media_connection1 channel:WebSocket/media_connection1/0x5140001a0040 "
-               "channel_id:1761245643.1 format:ulaw optimal_frame_size:160 ptime:20")
+PLAIN_START = (
+    "MEDIA_START connection_id:media_connection1 channel:WebSocket/media_connection1/0x5140001a0040 "
+    "channel_id:1761245643.1 format:ulaw optimal_frame_size:160 ptime:20"
+)
 JSON_START = json.dumps({
     "event": "MEDIA_START", "connection_id": "media_connection1",
     "channel": "WebSocket/media_connection1/0x5140001a0040", "channel_id": "1761245643.1", "format": "ulaw",
@@ -38,9 +40,15 @@ def test_plain_and_json_media_start_give_the_same_call():
 
 def test_parse_control_forms():
     assert parse_control("MEDIA_XOFF") == ("MEDIA_XOFF", {}, False)
-    assert parse_control("MEDIA_MARK_PROCESSED greeting-1.0") == \
-        ("MEDIA_MARK_PROCESSED", {"correlation_id": "greeting-1.0"}, False)
-    assert parse_control("DTMF_END digit:5 channel_id:1761245643.1")[1] == {"digit": "5", "channel_id": "1761245643.1"}
+    assert parse_control("MEDIA_MARK_PROCESSED greeting-1.0") == (
+        "MEDIA_MARK_PROCESSED",
+        {"correlation_id": "greeting-1.0"},
+        False,
+    )
+    assert parse_control("DTMF_END digit:5 channel_id:1761245643.1")[1] == {
+        "digit": "5",
+        "channel_id": "1761245643.1",
+    }
     name, fields, is_json = parse_control('{"event":"DTMF_END","channel_id":"1.1","digit":"#"}')
     assert (name, fields["digit"], is_json) == ("DTMF_END", "#", True)
 
@@ -66,7 +74,11 @@ def test_g711_audio_is_decoded_and_upsampled(fmt, encode, width):
 
 
 def test_slin16_needs_no_resampling():
-    ch = started(PLAIN_START.replace("format:ulaw optimal_frame_size:160", "format:slin16 optimal_frame_size:640"))
+    ch = started(
+        PLAIN_START.replace(
+            "format:ulaw optimal_frame_size:160", "format:slin16 optimal_frame_size:640"
+        )
+    )
     audio = ch.parse(np.full(320, 16384, "<i2").tobytes())
     assert len(audio.samples) == 320 and audio.samples[0] == pytest.approx(0.5)
     assert ch.frame_bytes == 640 and ch.ptime_s == pytest.approx(0.02)
@@ -76,9 +88,17 @@ def test_dtmf_hangup_status_and_error_events():
     ch = started()
     assert ch.parse("DTMF_END digit:7 channel_id:1761245643.1") == Digit("7")
     assert ch.parse('{"event":"DTMF_END","channel_id":"1761245643.1","digit":"*"}') == Digit("*")
-    assert ch.parse("STATUS channel_id:1 queue_length:0 xon_level:800 xoff_level:900 queue_full:false "
-                    "bulk_media:false media_paused:false") is None
-    assert ch.parse('{"event":"ERROR","channel_id":"1","error_text":"Unable to parse JSON command"}') is None
+    assert (
+        ch.parse(
+            "STATUS channel_id:1 queue_length:0 xon_level:800 xoff_level:900 queue_full:false "
+            "bulk_media:false media_paused:false"
+        )
+        is None
+    )
+    assert (
+        ch.parse('{"event":"ERROR","channel_id":"1","error_text":"Unable to parse JSON command"}')
+        is None
+    )
     assert ch.parse("HANGUP") == Hangup("hangup")
 
 

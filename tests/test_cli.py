@@ -17,8 +17,16 @@ from voicebot.config import PROJECT_ROOT
 
 TOOL_PACKAGES = ("models", "benchmarks")
 TOOL_COMMANDS = {"train-intents", "make-training-data", "eval-asr", "eval-intents", "bench"}
-RUNTIME_COMMANDS = {"serve", "call", "transcribe", "classify", "queues", "forget", "agents",
-                    "provision"}
+RUNTIME_COMMANDS = {
+    "serve",
+    "call",
+    "transcribe",
+    "classify",
+    "queues",
+    "forget",
+    "agents",
+    "provision",
+}
 
 
 def imported_modules(path: Path) -> list[tuple[str, int]]:
@@ -34,8 +42,11 @@ def imported_modules(path: Path) -> list[tuple[str, int]]:
 
 def test_the_runtime_cli_imports_no_tool_package():
     path = Path(cli.__file__)
-    upward = [f"{path.name}:{line} imports {module}" for module, line in imported_modules(path)
-              if module.split(".")[0] in TOOL_PACKAGES]
+    upward = [
+        f"{path.name}:{line} imports {module}"
+        for module, line in imported_modules(path)
+        if module.split(".")[0] in TOOL_PACKAGES
+    ]
     assert not upward, upward
 
 
@@ -45,8 +56,13 @@ def test_tool_commands_are_registered_as_entry_points_and_listed_in_help():
     registered = {e.name: e.value for e in entry_points(group=cli.TOOL_COMMANDS)}
     assert set(registered) >= TOOL_COMMANDS, registered
     assert all(registered[name].split(".")[0] in TOOL_PACKAGES for name in TOOL_COMMANDS)
-    shown = subprocess.run([sys.executable, "-m", "voicebot", "--help"], cwd=PROJECT_ROOT,
-                           capture_output=True, text=True, check=True).stdout
+    shown = subprocess.run(
+        [sys.executable, "-m", "voicebot", "--help"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     for command in TOOL_COMMANDS | RUNTIME_COMMANDS:
         assert f"\n    {command} " in shown, command
 
@@ -68,9 +84,13 @@ def _add_hello(sub: argparse._SubParsersAction) -> None:
 
 
 def test_a_tool_command_comes_from_its_entry_point_and_a_broken_one_is_left_out(monkeypatch):
-    entries = [FakeEntryPoint("hello", "tool.cli:add_hello", _add_hello),
-               FakeEntryPoint("broken", "gone.cli:add", ImportError("No module named 'gone'"))]
-    monkeypatch.setattr(cli, "entry_points", lambda group: entries if group == cli.TOOL_COMMANDS else [])
+    entries = [
+        FakeEntryPoint("hello", "tool.cli:add_hello", _add_hello),
+        FakeEntryPoint("broken", "gone.cli:add", ImportError("No module named 'gone'")),
+    ]
+    monkeypatch.setattr(
+        cli, "entry_points", lambda group: entries if group == cli.TOOL_COMMANDS else []
+    )
     parser = cli.build_parser()
     assert parser.parse_args(["hello"]).func(None) == 7
     assert parser.parse_args(["queues"]).func is cli.cmd_queues  # the runtime still works

@@ -70,11 +70,11 @@ def test_streaming_resampler_has_no_clicks_at_chunk_edges(rates):
     signal = (0.5 * np.sin(2 * np.pi * 300 * t)).astype(np.float32)
     stream = codecs.StreamResampler(in_rate, out_rate)
     chunk = in_rate // 50  # 20 ms frames, as the platforms send them
-    pieces = [stream.process(signal[i:i + chunk]) for i in range(0, len(signal), chunk)]
+    pieces = [stream.process(signal[i : i + chunk]) for i in range(0, len(signal), chunk)]
     pieces.append(stream.process(np.zeros(0, np.float32), last=True))
     streamed = np.concatenate(pieces)
     whole = codecs.resample(signal, in_rate, out_rate)
-    core = streamed[out_rate // 10: -out_rate // 10]
+    core = streamed[out_rate // 10 : -out_rate // 10]
     assert _max_curvature(core) < 1.5 * _sine_curvature(300, out_rate)
     assert abs(len(streamed) - len(whole)) <= 2
 
@@ -83,7 +83,9 @@ def test_stateless_per_chunk_resampling_would_click():
     """The check above can fail: resampling 20 ms chunks independently does click."""
     t = np.arange(8000) / 8000
     signal = (0.5 * np.sin(2 * np.pi * 300 * t)).astype(np.float32)
-    naive = np.concatenate([codecs.resample(signal[i:i + 160], 8000, 16000) for i in range(0, 8000, 160)])
+    naive = np.concatenate(
+        [codecs.resample(signal[i : i + 160], 8000, 16000) for i in range(0, 8000, 160)]
+    )
     assert _max_curvature(naive[1600:-1600]) > 1.5 * _sine_curvature(300, 16000)
 
 

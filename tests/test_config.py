@@ -30,8 +30,9 @@ def write_config(tmp_path: Path, values: dict) -> Path:
 
 def test_an_environment_variable_keeps_the_rest_of_the_files_section(tmp_path, monkeypatch):
     """The form SECURITY.md recommends: the YAML's other security values must still apply."""
-    path = write_config(tmp_path, {"security": {"softphone_embed_token": False,
-                                                "media_tokens": {"raw": RAW_TOKEN}}})
+    path = write_config(
+        tmp_path, {"security": {"softphone_embed_token": False, "media_tokens": {"raw": RAW_TOKEN}}}
+    )
     monkeypatch.setenv("VOICEBOT_SECURITY__TWILIO_AUTH_TOKEN", TOKEN)
     security = load_settings(path).security
     assert security.twilio_auth_token == TOKEN
@@ -54,8 +55,11 @@ SECTIONS = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("section", "file_values", "env_field", "env_value", "kept", "kept_value"), SECTIONS,
-                         ids=[s[0] for s in SECTIONS])
+@pytest.mark.parametrize(
+    ("section", "file_values", "env_field", "env_value", "kept", "kept_value"),
+    SECTIONS,
+    ids=[s[0] for s in SECTIONS],
+)
 def test_every_section_merges_the_environment_field_by_field(
     tmp_path, monkeypatch, section, file_values, env_field, env_value, kept, kept_value
 ):
@@ -69,12 +73,16 @@ def test_every_section_merges_the_environment_field_by_field(
 def test_an_environment_entry_merges_into_a_files_mapping(tmp_path, monkeypatch):
     path = write_config(tmp_path, {"security": {"media_tokens": {"raw": RAW_TOKEN}}})
     monkeypatch.setenv("VOICEBOT_SECURITY__MEDIA_TOKENS__VONAGE", "env-vonage-token-0123456789")
-    assert load_settings(path).security.media_tokens == {"raw": RAW_TOKEN,
-                                                         "vonage": "env-vonage-token-0123456789"}
+    assert load_settings(path).security.media_tokens == {
+        "raw": RAW_TOKEN,
+        "vonage": "env-vonage-token-0123456789",
+    }
 
 
 def test_precedence_is_overrides_then_environment_then_file_then_defaults(tmp_path, monkeypatch):
-    path = write_config(tmp_path, {"port": 9002, "max_calls": 10, "security": {"send_timeout_s": 5.0}})
+    path = write_config(
+        tmp_path, {"port": 9002, "max_calls": 10, "security": {"send_timeout_s": 5.0}}
+    )
     assert load_settings(None).port == 8080
     assert load_settings(path).port == 9002
     monkeypatch.setenv("VOICEBOT_PORT", "9001")

@@ -81,7 +81,9 @@ def test_login_sets_a_strict_httponly_session_cookie(client):
     assert me["name"] == "anna" and not me["admin"]
     assert [f["id"] for f in me["forvaltninger"]] == ["KONTAKTCENTER", "TMF"]
     page = client.get("/console")
-    assert page.status_code == 200 and "script-src 'self'" in page.headers["content-security-policy"]
+    assert (
+        page.status_code == 200 and "script-src 'self'" in page.headers["content-security-policy"]
+    )
 
 
 def test_session_cookie_is_secure_over_https(settings, services):
@@ -118,7 +120,9 @@ def test_logout_and_expiry_end_the_session(client, settings):
 # -- CSRF -----------------------------------------------------------------------------
 def test_login_form_needs_its_csrf_token(client):
     client.get("/console/login")  # sets the login CSRF cookie
-    response = client.post("/console/login", data={"name": "anna", "password": PASSWORD, "csrf": "gættet"})
+    response = client.post(
+        "/console/login", data={"name": "anna", "password": PASSWORD, "csrf": "gættet"}
+    )
     assert response.status_code == 403 and "Formularen var udløbet" in response.text
     response = login(client, "anna", Origin="https://angriber.example")
     assert response.status_code == 403
@@ -129,12 +133,18 @@ def test_api_posts_need_the_session_csrf_token(client, services):
     login(client, "anna")
     inject(client, services, routed_call("CA1"))
     assert client.post("/console/api/calls/CA1/claim").status_code == 403
-    assert client.post("/console/api/calls/CA1/claim", headers={"X-CSRF-Token": "forkert"}).status_code == 403
+    assert (
+        client.post("/console/api/calls/CA1/claim", headers={"X-CSRF-Token": "forkert"}).status_code
+        == 403
+    )
     csrf = client.get("/console/api/me").json()["csrf"]
     evil = {"X-CSRF-Token": csrf, "Origin": "https://angriber.example"}
     assert client.post("/console/api/calls/CA1/claim", headers=evil).status_code == 403
     assert services.store.get("CA1").status == "waiting"
-    assert client.post("/console/api/calls/CA1/claim", headers={"X-CSRF-Token": csrf}).status_code == 200
+    assert (
+        client.post("/console/api/calls/CA1/claim", headers={"X-CSRF-Token": csrf}).status_code
+        == 200
+    )
     assert client.post("/console/logout").status_code == 403
 
 
@@ -195,11 +205,22 @@ def test_agents_see_and_claim_only_their_forvaltninger(client, services):
     refused = bo.post("/console/api/calls/CA_tmf/claim", headers={"X-CSRF-Token": bo_csrf})
     assert refused.status_code == 403 and "ikke adgang" in refused.json()["detail"]
     assert services.store.get("CA_tmf").status == "waiting"
-    assert anna.post("/console/api/calls/CA_tmf/claim", headers={"X-CSRF-Token": anna_csrf}).status_code == 200
+    assert (
+        anna.post(
+            "/console/api/calls/CA_tmf/claim", headers={"X-CSRF-Token": anna_csrf}
+        ).status_code
+        == 200
+    )
     again = anna.post("/console/api/calls/CA_tmf/claim", headers={"X-CSRF-Token": anna_csrf})
     assert again.status_code == 409
-    assert bo.post("/console/api/calls/CA_tmf/complete", headers={"X-CSRF-Token": bo_csrf}).status_code == 403
-    assert anna.post("/console/api/calls/nope/claim", headers={"X-CSRF-Token": anna_csrf}).status_code == 404
+    assert (
+        bo.post("/console/api/calls/CA_tmf/complete", headers={"X-CSRF-Token": bo_csrf}).status_code
+        == 403
+    )
+    assert (
+        anna.post("/console/api/calls/nope/claim", headers={"X-CSRF-Token": anna_csrf}).status_code
+        == 404
+    )
     assert [c["call_id"] for c in anna.get("/console/api/state").json()["claimed"]] == ["CA_tmf"]
     done = anna.post("/console/api/calls/CA_tmf/complete", headers={"X-CSRF-Token": anna_csrf})
     assert done.status_code == 200 and done.json()["status"] == "done"
@@ -228,8 +249,15 @@ def test_admin_sees_every_queue(client, services):
     assert {c["call_id"] for c in state["waiting"]} == {"CA_tmf", "CA_kff"}
     assert {q["id"] for q in state["queues"]} >= set(services.catalogue.forvaltninger)
     assert next(q for q in state["queues"] if q["id"] == "TMF")["waiting"] == 1
-    assert chef.post("/console/api/calls/CA_kff/claim", headers={"X-CSRF-Token": csrf}).status_code == 200
-    assert [a["name"] for a in chef.get("/console/api/agents").json()["agents"]] == ["anna", "bo", "chef"]
+    assert (
+        chef.post("/console/api/calls/CA_kff/claim", headers={"X-CSRF-Token": csrf}).status_code
+        == 200
+    )
+    assert [a["name"] for a in chef.get("/console/api/agents").json()["agents"]] == [
+        "anna",
+        "bo",
+        "chef",
+    ]
 
 
 def test_a_transcript_with_markup_is_data_never_markup(client, services):
@@ -259,10 +287,27 @@ def test_the_console_works_on_the_redis_queue(tmp_path, settings, services):
             anna, anna_csrf = agent_client(client.app, "anna")
             bo, bo_csrf = agent_client(client.app, "bo")
             assert bo.get("/console/api/state").json()["waiting"] == []
-            assert bo.post("/console/api/calls/CA_r/claim", headers={"X-CSRF-Token": bo_csrf}).status_code == 403
-            assert anna.post("/console/api/calls/CA_r/claim", headers={"X-CSRF-Token": anna_csrf}).status_code == 200
-            assert [c["call_id"] for c in anna.get("/console/api/state").json()["claimed"]] == ["CA_r"]
-            assert anna.post("/console/api/calls/CA_r/complete", headers={"X-CSRF-Token": anna_csrf}).status_code == 200
+            assert (
+                bo.post(
+                    "/console/api/calls/CA_r/claim", headers={"X-CSRF-Token": bo_csrf}
+                ).status_code
+                == 403
+            )
+            assert (
+                anna.post(
+                    "/console/api/calls/CA_r/claim", headers={"X-CSRF-Token": anna_csrf}
+                ).status_code
+                == 200
+            )
+            assert [c["call_id"] for c in anna.get("/console/api/state").json()["claimed"]] == [
+                "CA_r"
+            ]
+            assert (
+                anna.post(
+                    "/console/api/calls/CA_r/complete", headers={"X-CSRF-Token": anna_csrf}
+                ).status_code
+                == 200
+            )
             assert services.store.get("CA_r").status == "done"
     finally:
         server.stop()
@@ -313,34 +358,56 @@ def test_live_stream_ends_when_the_session_does(settings, services):
 # -- maintenance, retention and metrics -----------------------------------------------
 def test_maintenance_returns_stale_claims_and_applies_retention(settings, services):
     store = services.store
-    store.enqueue(routed_call("CA_old", created_at=time.time() - (settings.retention_days + 1) * 86400))
+    store.enqueue(
+        routed_call("CA_old", created_at=time.time() - (settings.retention_days + 1) * 86400)
+    )
     store.enqueue(routed_call("CA_claimed"))
     store.enqueue(routed_call("CA_waiting", "KFF"))
     store.claim("CA_claimed", "anna")
     stale_before = sample("voicebot_queue_stale_claims_total")
     time.sleep(0.03)
-    result = maintenance_round(store, settings.retention_days, services.catalogue.forvaltninger,
-                               lease_s=0.01, purge=True)
+    result = maintenance_round(
+        store, settings.retention_days, services.catalogue.forvaltninger, lease_s=0.01, purge=True
+    )
     assert (result.released, result.purged) == (1, 1)
     assert store.get("CA_old") is None and store.get("CA_claimed").status == "waiting"
     assert sample("voicebot_queue_stale_claims_total") == stale_before + 1
     assert sample("voicebot_queue_waiting", forvaltning="TMF") == 1
-    assert sample("voicebot_queue_waiting", forvaltning="SUF") == 0  # known queues read 0, not stale
+    assert (
+        sample("voicebot_queue_waiting", forvaltning="SUF") == 0
+    )  # known queues read 0, not stale
 
 
 def test_claims_and_completions_are_counted(client, services):
     inject(client, services, routed_call("CA_m", created_at=time.time() - 42))
     login(client, "anna")
     csrf = client.get("/console/api/me").json()["csrf"]
-    before = {k: sample(f"voicebot_queue_{k}", forvaltning="TMF")
-              for k in ("claims_total", "completions_total", "wait_seconds_count", "wait_seconds_sum")}
-    assert client.post("/console/api/calls/CA_m/claim", headers={"X-CSRF-Token": csrf}).status_code == 200
-    assert client.post("/console/api/calls/CA_m/complete", headers={"X-CSRF-Token": csrf}).status_code == 200
+    before = {
+        k: sample(f"voicebot_queue_{k}", forvaltning="TMF")
+        for k in ("claims_total", "completions_total", "wait_seconds_count", "wait_seconds_sum")
+    }
+    assert (
+        client.post("/console/api/calls/CA_m/claim", headers={"X-CSRF-Token": csrf}).status_code
+        == 200
+    )
+    assert (
+        client.post("/console/api/calls/CA_m/complete", headers={"X-CSRF-Token": csrf}).status_code
+        == 200
+    )
     text = client.get("/metrics").text
     assert sample("voicebot_queue_claims_total", forvaltning="TMF") == before["claims_total"] + 1
-    assert sample("voicebot_queue_completions_total", forvaltning="TMF") == before["completions_total"] + 1
-    assert sample("voicebot_queue_wait_seconds_count", forvaltning="TMF") == before["wait_seconds_count"] + 1
-    assert sample("voicebot_queue_wait_seconds_sum", forvaltning="TMF") - before["wait_seconds_sum"] >= 42
+    assert (
+        sample("voicebot_queue_completions_total", forvaltning="TMF")
+        == before["completions_total"] + 1
+    )
+    assert (
+        sample("voicebot_queue_wait_seconds_count", forvaltning="TMF")
+        == before["wait_seconds_count"] + 1
+    )
+    assert (
+        sample("voicebot_queue_wait_seconds_sum", forvaltning="TMF") - before["wait_seconds_sum"]
+        >= 42
+    )
     assert 'voicebot_queue_waiting{forvaltning="TMF"} 0.0' in text
 
 
@@ -349,7 +416,10 @@ def test_a_garbage_accounts_file_stops_the_start_naming_the_file(settings, servi
     for old in path.parent.glob("agents.db*"):
         old.unlink()
     path.write_bytes(b"not a database \x00\xff" * 200)
-    with pytest.raises(ConfigError, match=re.escape(str(path))), TestClient(create_app(settings, services)):
+    with (
+        pytest.raises(ConfigError, match=re.escape(str(path))),
+        TestClient(create_app(settings, services)),
+    ):
         pass
 
 
@@ -364,9 +434,14 @@ def test_agents_command(tmp_path, monkeypatch, capsys):
     assert main(["agents", "add", "eva", "--forvaltning", "NOPE", "--password-stdin"]) == 1
     assert "unknown forvaltning NOPE" in capsys.readouterr().err
     assert main(["agents", "list", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out) == [{"name": "dorte", "forvaltninger": ["KFF", "TMF"], "admin": False}]
+    assert json.loads(capsys.readouterr().out) == [
+        {"name": "dorte", "forvaltninger": ["KFF", "TMF"], "admin": False}
+    ]
     store = AgentStore(tmp_path / "agents.db")
-    assert store.verify("dorte", PASSWORD) is not None and store.verify("dorte", "forkert-kodeord") is None
+    assert (
+        store.verify("dorte", PASSWORD) is not None
+        and store.verify("dorte", "forkert-kodeord") is None
+    )
     store.close()
     assert main(["agents", "remove", "dorte"]) == 0
     assert main(["agents", "remove", "dorte"]) == 1

@@ -31,14 +31,20 @@ from .console_helpers import (
 from .redis_server import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")  # pinned: never another one found on PATH or downloaded
+CHROMEDRIVER = Path(
+    "/usr/bin/chromedriver"
+)  # pinned: never another one found on PATH or downloaded
 SCREENSHOT = Path("/tmp/console.png")
 EVIL = '<script>window.pwned=1</script><img src=x onerror="window.pwned=2"> min skraldespand'
 
-webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e .[test])")
+webdriver = pytest.importorskip(
+    "selenium.webdriver", reason="selenium is not installed (pip install -e .[test])"
+)
 if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-    pytest.skip("chromium/chromium-driver are not installed (scripts/test-services.sh installs them)",
-                allow_module_level=True)
+    pytest.skip(
+        "chromium/chromium-driver are not installed (scripts/test-services.sh installs them)",
+        allow_module_level=True,
+    )
 
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.selenium_manager import SeleniumManager  # noqa: E402
@@ -52,13 +58,20 @@ class ServerThread:
     def __init__(self, app, port: int) -> None:
         import uvicorn
 
-        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                timeout_graceful_shutdown=1, lifespan="on")
+        config = uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            timeout_graceful_shutdown=1,
+            lifespan="on",
+        )
         self.server = uvicorn.Server(config)
         self.url = f"http://127.0.0.1:{port}"
         self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_until_complete, args=(self.server.serve(),),
-                                       daemon=True)
+        self.thread = threading.Thread(
+            target=self.loop.run_until_complete, args=(self.server.serve(),), daemon=True
+        )
 
     def __enter__(self) -> ServerThread:
         self.thread.start()
@@ -88,9 +101,19 @@ def chromium(tmp_path, monkeypatch):
     monkeypatch.setattr(SeleniumManager, "binary_paths", no_selenium_manager)
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-                 f"--user-data-dir={tmp_path / 'chromium-profile'}", "--window-size=1440,1000", "--lang=da-DK"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+        "--window-size=1440,1000",
+        "--lang=da-DK",
+    ):
         options.add_argument(flag)
     service = webdriver.ChromeService(executable_path=str(CHROMEDRIVER))
     driver = webdriver.Chrome(options=options, service=service)
@@ -102,7 +125,10 @@ def chromium(tmp_path, monkeypatch):
 
 def wait_for(driver, css: str, timeout: float = 15.0):
     return WebDriverWait(driver, timeout, poll_frequency=0.1).until(
-        lambda d: d.find_element(By.CSS_SELECTOR, css) if d.find_elements(By.CSS_SELECTOR, css) else False)
+        lambda d: (
+            d.find_element(By.CSS_SELECTOR, css) if d.find_elements(By.CSS_SELECTOR, css) else False
+        )
+    )
 
 
 def log_in(driver, base: str, name: str) -> None:
@@ -120,7 +146,8 @@ def in_page_claim(driver, call_id: str) -> int:
         "fetch('/console/api/me').then(r => r.json()).then(me => fetch("
         "  '/console/api/calls/' + arguments[0] + '/claim',"
         "  {method: 'POST', headers: {'X-CSRF-Token': me.csrf}})).then(r => done(r.status));",
-        call_id)
+        call_id,
+    )
 
 
 def test_agent_console_in_chromium(tmp_path, catalogue, chromium, fast_hashing):
@@ -134,19 +161,37 @@ def test_agent_console_in_chromium(tmp_path, catalogue, chromium, fast_hashing):
         assert chromium.find_element(By.ID, "waiting-empty").is_displayed()
         chromium.execute_script("window.notReloaded = true;")
         server.run(route(services, routed_call("CA_tmf", "TMF", EVIL)))
-        server.run(route(services, routed_call("CA_kff", "KFF", "jeg har mistet mit pas", "passport",
-                                               ("mistet", "pas"), created_at=now - 30)))
+        server.run(
+            route(
+                services,
+                routed_call(
+                    "CA_kff",
+                    "KFF",
+                    "jeg har mistet mit pas",
+                    "passport",
+                    ("mistet", "pas"),
+                    created_at=now - 30,
+                ),
+            )
+        )
         wait_for(chromium, '#waiting-list [data-call-id="CA_kff"]')
         assert chromium.execute_script("return window.notReloaded") is True
         assert not chromium.find_elements(By.CSS_SELECTOR, '[data-call-id="CA_tmf"]')
-        assert "min skraldespand" not in chromium.page_source and "onerror" not in chromium.page_source
+        assert (
+            "min skraldespand" not in chromium.page_source and "onerror" not in chromium.page_source
+        )
         assert in_page_claim(chromium, "CA_tmf") == 403
         cookies = {"vb_session": chromium.get_cookie("vb_session")["value"]}
         with httpx.Client(base_url=server.url, cookies=cookies) as api:  # the API directly
             state = api.get("/console/api/state").json()
             assert [c["call_id"] for c in state["waiting"]] == ["CA_kff"]
             csrf = api.get("/console/api/me").json()["csrf"]
-            assert api.post("/console/api/calls/CA_tmf/claim", headers={"X-CSRF-Token": csrf}).status_code == 403
+            assert (
+                api.post(
+                    "/console/api/calls/CA_tmf/claim", headers={"X-CSRF-Token": csrf}
+                ).status_code
+                == 403
+            )
         assert services.store.get("CA_tmf").status == "waiting"
         chromium.find_element(By.ID, "logout").click()
         wait_for(chromium, "#password")
@@ -154,7 +199,9 @@ def test_agent_console_in_chromium(tmp_path, catalogue, chromium, fast_hashing):
         # -- anna (TMF) sees the TMF call; new ones arrive while she watches -------------
         log_in(chromium, server.url, "anna")
         card = wait_for(chromium, '#waiting-list [data-call-id="CA_tmf"]')
-        assert card.find_element(By.CSS_SELECTOR, ".transcript").text.endswith(EVIL)  # shown as text
+        assert card.find_element(By.CSS_SELECTOR, ".transcript").text.endswith(
+            EVIL
+        )  # shown as text
         assert not card.find_elements(By.CSS_SELECTOR, ".transcript img, .transcript script")
         assert card.find_element(By.CSS_SELECTOR, ".intent").text == "Affald"
         assert card.find_element(By.CSS_SELECTOR, ".confidence").text == "91 %"
@@ -162,12 +209,33 @@ def test_agent_console_in_chromium(tmp_path, catalogue, chromium, fast_hashing):
         assert not chromium.find_elements(By.CSS_SELECTOR, '[data-call-id="CA_kff"]')
         chromium.execute_script("window.notReloaded = true;")
         for record in (
-            routed_call("CA_fine", "TMF", "jeg vil gerne klage over en parkeringsafgift jeg fik i går",
-                        "parking_fine", ("klage", "parkeringsafgift"), 0.87, created_at=now - 400),
-            routed_call("CA_permit", "TMF", "hvad koster en beboerlicens når jeg har fået ny bil",
-                        "parking_permit", ("beboerlicens", "bil"), 0.58, created_at=now - 150),
-            routed_call("CA_human", "KONTAKTCENTER", "jeg vil bare tale med et menneske", "human_agent",
-                        ("tale med", "menneske"), 0.97, created_at=now - 75),
+            routed_call(
+                "CA_fine",
+                "TMF",
+                "jeg vil gerne klage over en parkeringsafgift jeg fik i går",
+                "parking_fine",
+                ("klage", "parkeringsafgift"),
+                0.87,
+                created_at=now - 400,
+            ),
+            routed_call(
+                "CA_permit",
+                "TMF",
+                "hvad koster en beboerlicens når jeg har fået ny bil",
+                "parking_permit",
+                ("beboerlicens", "bil"),
+                0.58,
+                created_at=now - 150,
+            ),
+            routed_call(
+                "CA_human",
+                "KONTAKTCENTER",
+                "jeg vil bare tale med et menneske",
+                "human_agent",
+                ("tale med", "menneske"),
+                0.97,
+                created_at=now - 75,
+            ),
         ):
             server.run(route(services, record))
         wait_for(chromium, '#waiting-list [data-call-id="CA_fine"]')
@@ -189,7 +257,8 @@ def test_agent_console_in_chromium(tmp_path, catalogue, chromium, fast_hashing):
 
         claimed.find_element(By.CSS_SELECTOR, "button.complete").click()
         WebDriverWait(chromium, 10).until(
-            lambda d: not d.find_elements(By.CSS_SELECTOR, '#claimed-list [data-call-id="CA_tmf"]'))
+            lambda d: not d.find_elements(By.CSS_SELECTOR, '#claimed-list [data-call-id="CA_tmf"]')
+        )
         assert services.store.get("CA_tmf").status == "done"
         chromium.quit()  # close the live stream before the server stops
 
@@ -200,7 +269,9 @@ def test_the_browser_is_driven_by_the_system_chromedriver_offline(chromium):
     assert chromium.capabilities["browserName"] in ("chrome", "chromium")
 
 
-def test_a_call_id_with_a_slash_is_claimed_from_the_page(tmp_path, catalogue, chromium, fast_hashing):
+def test_a_call_id_with_a_slash_is_claimed_from_the_page(
+    tmp_path, catalogue, chromium, fast_hashing
+):
     settings = make_settings(tmp_path)
     add_agents(settings)
     services = make_services(settings, catalogue)

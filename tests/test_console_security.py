@@ -36,7 +36,12 @@ def login(client: TestClient, name: str) -> str:
 
 def test_nothing_without_a_session(app):
     with TestClient(app) as client:
-        for path in ("/console/api/me", "/console/api/state", "/console/api/agents", "/console/api/stream"):
+        for path in (
+            "/console/api/me",
+            "/console/api/state",
+            "/console/api/agents",
+            "/console/api/stream",
+        ):
             assert client.get(path).status_code == 401, path
         assert client.post("/console/api/calls/CA1/claim").status_code == 401
         assert client.get("/console", follow_redirects=False).status_code == 303
@@ -44,8 +49,11 @@ def test_nothing_without_a_session(app):
 
 def test_the_login_csrf_cookie_is_httponly_and_strict(app):
     with TestClient(app) as client:
-        cookie = next(c for c in client.get("/console/login").headers.get_list("set-cookie")
-                      if c.startswith("vb_login_csrf="))
+        cookie = next(
+            c
+            for c in client.get("/console/login").headers.get_list("set-cookie")
+            if c.startswith("vb_login_csrf=")
+        )
     assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/console" in cookie
 
 
@@ -53,12 +61,20 @@ def test_a_cross_site_request_is_refused_even_with_the_token(app):
     with TestClient(app) as client:
         csrf = login(client, "anna")
         client.portal.call(route, app.state.services, routed_call("CA1"))
-        for headers in ({"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site"},
-                        {"Origin": "http://testserver.evil.example"}):
-            refused = client.post("/console/api/calls/CA1/claim", headers={"X-CSRF-Token": csrf, **headers})
+        for headers in (
+            {"Sec-Fetch-Site": "cross-site"},
+            {"Sec-Fetch-Site": "same-site"},
+            {"Origin": "http://testserver.evil.example"},
+        ):
+            refused = client.post(
+                "/console/api/calls/CA1/claim", headers={"X-CSRF-Token": csrf, **headers}
+            )
             assert refused.status_code == 403, headers
         assert app.state.services.store.get("CA1").status == "waiting"
-        ok = client.post("/console/api/calls/CA1/claim", headers={"X-CSRF-Token": csrf, "Sec-Fetch-Site": "same-origin"})
+        ok = client.post(
+            "/console/api/calls/CA1/claim",
+            headers={"X-CSRF-Token": csrf, "Sec-Fetch-Site": "same-origin"},
+        )
         assert ok.status_code == 200
 
 
@@ -66,13 +82,41 @@ def test_release_and_complete_are_bound_to_the_agent_and_forvaltning(app):
     with TestClient(app) as anna, TestClient(app) as bo, TestClient(app) as chef:
         anna_csrf, bo_csrf, chef_csrf = login(anna, "anna"), login(bo, "bo"), login(chef, "chef")
         anna.portal.call(route, app.state.services, routed_call("CA1"))
-        assert anna.post("/console/api/calls/CA1/claim", headers={"X-CSRF-Token": anna_csrf}).status_code == 200
+        assert (
+            anna.post(
+                "/console/api/calls/CA1/claim", headers={"X-CSRF-Token": anna_csrf}
+            ).status_code
+            == 200
+        )
         # Another forvaltning's agent: refused before the store is asked.
-        assert bo.post("/console/api/calls/CA1/release", headers={"X-CSRF-Token": bo_csrf}).status_code == 403
+        assert (
+            bo.post("/console/api/calls/CA1/release", headers={"X-CSRF-Token": bo_csrf}).status_code
+            == 403
+        )
         # Even an admin cannot release or complete a call another agent holds.
-        assert chef.post("/console/api/calls/CA1/release", headers={"X-CSRF-Token": chef_csrf}).status_code == 409
-        assert chef.post("/console/api/calls/CA1/complete", headers={"X-CSRF-Token": chef_csrf}).status_code == 409
+        assert (
+            chef.post(
+                "/console/api/calls/CA1/release", headers={"X-CSRF-Token": chef_csrf}
+            ).status_code
+            == 409
+        )
+        assert (
+            chef.post(
+                "/console/api/calls/CA1/complete", headers={"X-CSRF-Token": chef_csrf}
+            ).status_code
+            == 409
+        )
         # One agent's CSRF token is worthless in another's session.
-        assert bo.post("/console/api/calls/CA1/release", headers={"X-CSRF-Token": anna_csrf}).status_code == 403
+        assert (
+            bo.post(
+                "/console/api/calls/CA1/release", headers={"X-CSRF-Token": anna_csrf}
+            ).status_code
+            == 403
+        )
         assert app.state.services.store.get("CA1").claimed_by == "anna"
-        assert anna.post("/console/api/calls/CA1/release", headers={"X-CSRF-Token": anna_csrf}).status_code == 200
+        assert (
+            anna.post(
+                "/console/api/calls/CA1/release", headers={"X-CSRF-Token": anna_csrf}
+            ).status_code
+            == 200
+        )

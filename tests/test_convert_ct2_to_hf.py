@@ -53,8 +53,9 @@ def hf(whisper_dir: Path):
 @pytest.fixture(scope="module")
 def ct2_whisper(whisper_dir: Path):
     # float32 so the comparison measures the conversion, not int8 quantisation
-    return ctranslate2.models.Whisper(str(whisper_dir), device="cpu", compute_type="float32",
-                                      intra_threads=THREADS)
+    return ctranslate2.models.Whisper(
+        str(whisper_dir), device="cpu", compute_type="float32", intra_threads=THREADS
+    )
 
 
 @pytest.fixture(scope="module")
@@ -68,12 +69,16 @@ def features(hf) -> np.ndarray:
 
 def test_encoder_outputs_agree(hf, ct2_whisper, features: np.ndarray, record_property) -> None:
     model, _, _ = hf
-    ct2_out = np.array(ct2_whisper.encode(ctranslate2.StorageView.from_array(features),
-                                          to_cpu=True))
+    ct2_out = np.array(
+        ct2_whisper.encode(ctranslate2.StorageView.from_array(features), to_cpu=True)
+    )
     with torch.inference_mode():
         hf_out = model.model.encoder(torch.from_numpy(features)).last_hidden_state.numpy()
-    assert ct2_out.shape == hf_out.shape == (1, model.config.max_source_positions,
-                                             model.config.d_model)
+    assert (
+        ct2_out.shape
+        == hf_out.shape
+        == (1, model.config.max_source_positions, model.config.d_model)
+    )
     diff = float(np.abs(ct2_out - hf_out).max())
     record_property("encoder_max_abs_diff", diff)
     print(f"encoder max |ct2 - hf| = {diff:.2e} (outputs up to {np.abs(hf_out).max():.1f})")
@@ -81,21 +86,29 @@ def test_encoder_outputs_agree(hf, ct2_whisper, features: np.ndarray, record_pro
     assert diff < 5e-3
 
 
-def test_greedy_danish_transcription_gives_same_token_ids(hf, ct2_whisper,
-                                                          features: np.ndarray) -> None:
+def test_greedy_danish_transcription_gives_same_token_ids(
+    hf, ct2_whisper, features: np.ndarray
+) -> None:
     model, _, tokenizer = hf
     prompt = tokenizer.convert_tokens_to_ids(PROMPT)
-    result = ct2_whisper.generate(ctranslate2.StorageView.from_array(features), [prompt],
-                                  beam_size=1)
+    result = ct2_whisper.generate(
+        ctranslate2.StorageView.from_array(features), [prompt], beam_size=1
+    )
     ct2_ids = list(result[0].sequences_ids[0])
 
     with torch.inference_mode():
-        out = model.generate(torch.from_numpy(features), language="da", task="transcribe",
-                             return_timestamps=False, num_beams=1, do_sample=False)
+        out = model.generate(
+            torch.from_numpy(features),
+            language="da",
+            task="transcribe",
+            return_timestamps=False,
+            num_beams=1,
+            do_sample=False,
+        )
     hf_ids = out[0].tolist()
     # transformers 4.x returns prompt + text + <|endoftext|>; 5.x returns the text tokens only
-    if hf_ids[:len(prompt)] == prompt:
-        hf_ids = hf_ids[len(prompt):]
+    if hf_ids[: len(prompt)] == prompt:
+        hf_ids = hf_ids[len(prompt) :]
     while hf_ids and hf_ids[-1] == tokenizer.eos_token_id:
         hf_ids.pop()
 
@@ -113,10 +126,20 @@ def test_round_trip_through_ctranslate2_converter(tmp_path: Path, whisper_dir: P
 
     torch.manual_seed(0)
     config = WhisperConfig(
-        d_model=64, encoder_layers=2, decoder_layers=3, encoder_attention_heads=4,
-        decoder_attention_heads=2, encoder_ffn_dim=96, decoder_ffn_dim=160, num_mel_bins=80,
-        vocab_size=51865, bos_token_id=50257, eos_token_id=50257, pad_token_id=50257,
-        decoder_start_token_id=50258)
+        d_model=64,
+        encoder_layers=2,
+        decoder_layers=3,
+        encoder_attention_heads=4,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=96,
+        decoder_ffn_dim=160,
+        num_mel_bins=80,
+        vocab_size=51865,
+        bos_token_id=50257,
+        eos_token_id=50257,
+        pad_token_id=50257,
+        decoder_start_token_id=50258,
+    )
     original = WhisperForConditionalGeneration(config).eval()
     with torch.no_grad():  # default init leaves biases 0 and norms 1, which would hide swaps
         for name, param in original.named_parameters():
@@ -131,7 +154,8 @@ def test_round_trip_through_ctranslate2_converter(tmp_path: Path, whisper_dir: P
     for quantization in ("float32", "int8"):
         ct2_dir = tmp_path / f"ct2-{quantization}"
         ctranslate2.converters.TransformersConverter(str(hf_dir)).convert(
-            str(ct2_dir), quantization=quantization)
+            str(ct2_dir), quantization=quantization
+        )
         ct2 = read_ct2_model(ct2_dir / "model.bin")
         converted = ct2_to_hf_state_dict(ct2)
         assert converted.keys() == reference.keys()
@@ -148,14 +172,22 @@ def test_round_trip_through_ctranslate2_converter(tmp_path: Path, whisper_dir: P
 
         shutil.copyfile(tokenizer_file, ct2_dir / "tokenizer.json")
         inferred = whisper_config(ct2, json.loads(tokenizer_file.read_text(encoding="utf-8")))
-        for key in ("d_model", "encoder_layers", "decoder_layers", "encoder_attention_heads",
-                    "decoder_attention_heads", "encoder_ffn_dim", "decoder_ffn_dim",
-                    "num_mel_bins", "vocab_size", "max_source_positions",
-                    "max_target_positions"):
+        for key in (
+            "d_model",
+            "encoder_layers",
+            "decoder_layers",
+            "encoder_attention_heads",
+            "decoder_attention_heads",
+            "encoder_ffn_dim",
+            "decoder_ffn_dim",
+            "num_mel_bins",
+            "vocab_size",
+            "max_source_positions",
+            "max_target_positions",
+        ):
             assert getattr(inferred, key) == getattr(config, key), key
 
     model, _, _ = load_hf_whisper(tmp_path / "ct2-float32")
     assert model.proj_out.weight is model.model.decoder.embed_tokens.weight
     loaded = model.state_dict()
     assert all(torch.equal(loaded[k], original.state_dict()[k]) for k in reference)
-

@@ -46,7 +46,9 @@ def test_unsure_asks_once_and_yes_acts(policy):
 
 def test_a_long_ja_about_the_same_errand_is_a_yes(policy):
     policy.on_utterance("noget med min bil", u("parking_permit", 0.45))
-    d = policy.on_utterance("ja jeg skal have en parkeringslicens til min nye bil", u("parking_permit", 0.5))
+    d = policy.on_utterance(
+        "ja jeg skal have en parkeringslicens til min nye bil", u("parking_permit", 0.5)
+    )
     assert d.intent == "parking_permit" and d.reason == "confirmed by the caller"
 
 
@@ -71,7 +73,9 @@ def test_confirm_questions_cannot_follow_each_other_for_ever(policy):
 
 def test_no_with_a_new_request_is_understood(policy):
     policy.on_utterance("noget med min bil", u("parking_permit", 0.45))
-    d = policy.on_utterance("nej det er fordi min skraldespand ikke er blevet tømt", u("waste", 0.5))
+    d = policy.on_utterance(
+        "nej det er fordi min skraldespand ikke er blevet tømt", u("waste", 0.5)
+    )
     assert d.intent == "waste" and d.forvaltning == "TMF"
 
 
@@ -155,4 +159,6 @@ def test_a_hand_off_after_failures_keeps_the_models_confidence(policy):
 def test_a_hand_off_without_understanding_claims_no_confidence(policy):
     policy.on_no_input()
     assert policy.on_no_input().confidence == 0.0  # nothing was understood
-    assert policy.on_digit("0").confidence == 1.0 or policy.state is State.DONE  # the caller's own key
+    assert (
+        policy.on_digit("0").confidence == 1.0 or policy.state is State.DONE
+    )  # the caller's own key

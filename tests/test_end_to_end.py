@@ -33,11 +33,20 @@ def free_port() -> int:
 def server(tmp_path_factory, whisper_dir):
     data = tmp_path_factory.mktemp("data")
     port = free_port()
-    env = {**os.environ, "VOICEBOT_DATA_DIR": str(data), "VOICEBOT_ASR__MODEL_DIR": str(whisper_dir),
-           "VOICEBOT_PORT": str(port)}
+    env = {
+        **os.environ,
+        "VOICEBOT_DATA_DIR": str(data),
+        "VOICEBOT_ASR__MODEL_DIR": str(whisper_dir),
+        "VOICEBOT_PORT": str(port),
+    }
     log = open(data / "server.log", "w")  # noqa: SIM115 (closed below)
-    proc = subprocess.Popen([*VOICEBOT, "--log-level", "warning", "serve"], env=env, cwd=PROJECT_ROOT,
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [*VOICEBOT, "--log-level", "warning", "serve"],
+        env=env,
+        cwd=PROJECT_ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.time() + 120
     while time.time() < deadline:
         try:
@@ -59,15 +68,27 @@ def server(tmp_path_factory, whisper_dir):
 
 
 def place_call(env, audio: list[Path], *options: str) -> list[dict]:
-    out = subprocess.run([*VOICEBOT, "call", *map(str, audio), "--json", "--speed", "2", *options],
-                         env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=180)
+    out = subprocess.run(
+        [*VOICEBOT, "call", *map(str, audio), "--json", "--speed", "2", *options],
+        env=env,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert out.returncode == 0, out.stderr
     return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
 
 
 def queued(env) -> list[dict]:
-    out = subprocess.run([*VOICEBOT, "queues", "--json"], env=env, cwd=PROJECT_ROOT,
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [*VOICEBOT, "queues", "--json"],
+        env=env,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)["waiting"]
 
@@ -81,13 +102,18 @@ def test_a_spoken_request_lands_in_the_right_queue(server, speaker, tmp_path):
     first, again = tmp_path / "caller.wav", tmp_path / "again.wav"
     sf.write(first, speaker.speak("Jeg vil gerne tale med et menneske."), 16000)
     sf.write(again, speaker.speak("Jeg vil gerne tale med et menneske.", Voice("da", 130)), 16000)
-    turns = place_call(env, [first, again], "--dtmf", "0", "--save-reply", str(tmp_path / "reply.wav"))
+    turns = place_call(
+        env, [first, again], "--dtmf", "0", "--save-reply", str(tmp_path / "reply.wav")
+    )
     assert turns, "the bot made no decision"
     last = turns[-1]
     assert (last["action"], last["forvaltning"]) == ("human", "KONTAKTCENTER"), turns
     assert turns[0]["transcript"], turns  # the recogniser heard the first turn
-    assert set(last["latency_ms"]) == {"speech_end_to_transcript", "speech_end_to_decision",
-                                       "speech_end_to_first_audio"}
+    assert set(last["latency_ms"]) == {
+        "speech_end_to_transcript",
+        "speech_end_to_decision",
+        "speech_end_to_first_audio",
+    }
     spoken = [c for c in queued(env) if c["forvaltning"] == "KONTAKTCENTER" and c["transcript"]]
     assert len(spoken) == 1 and spoken[0]["intent"] == "human_agent"
     assert spoken[0]["caller"].endswith("78")
@@ -103,7 +129,9 @@ def test_real_danish_speech_is_transcribed(whisper_dir):
     from models.evaluation import error_rates
     from voicebot.asr import WhisperAsr
 
-    clip = PROJECT_ROOT.parent / "shared" / "data" / "danish-speech" / "readalongs-dan" / "dan_ap_dan"
+    clip = (
+        PROJECT_ROOT.parent / "shared" / "data" / "danish-speech" / "readalongs-dan" / "dan_ap_dan"
+    )
     if not clip.with_suffix(".wav").exists():
         pytest.skip("../shared/data/danish-speech is not beside the project")
     audio = decode_audio(str(clip.with_suffix(".wav")), sampling_rate=16000)

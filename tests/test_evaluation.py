@@ -22,7 +22,9 @@ def test_danish_normalisation():
 def test_known_error_rates():
     assert error_rates(["jeg skal have et pas"], ["jeg skal have et pas"])["wer"] == 0.0
     # one substitution in five words
-    assert error_rates(["jeg skal have et pas"], ["jeg skal have et pers"])["wer"] == pytest.approx(0.2)
+    assert error_rates(["jeg skal have et pas"], ["jeg skal have et pers"])["wer"] == pytest.approx(
+        0.2
+    )
     # corpus WER sums errors: 1 error over 5 + 2 words = 1/7
     r = error_rates(["jeg skal have et pas", "hej med"], ["jeg skal have et pers", "hej med"])
     assert r["wer"] == pytest.approx(1 / 7)
@@ -48,7 +50,9 @@ def test_intent_metrics_on_a_known_confusion():
     m = intent_metrics(gold, pred, [0.9, 0.6, 0.8, 0.7, 0.5])
     assert m["accuracy"] == pytest.approx(3 / 5)
     assert m["per_intent_recall"] == {"out_of_scope": 0.5, "passport": 0.5, "waste": 1.0}
-    assert m["oos_false_accept_rate"] == pytest.approx(0.5)  # one of two OOS calls taken as an errand
+    assert m["oos_false_accept_rate"] == pytest.approx(
+        0.5
+    )  # one of two OOS calls taken as an errand
     assert m["oos_precision"] == 1.0 and m["oos_recall"] == 0.5
     # macro-F1: passport P=1/2 R=1/2 F=1/2; waste P=1/2 R=1 F=2/3; oos P=1 R=1/2 F=2/3
     assert m["macro_f1"] == pytest.approx((0.5 + 2 / 3 + 2 / 3) / 3)
@@ -66,9 +70,11 @@ def test_eval_intents_reports_the_dialogues_first_action(tmp_path, capsys):
     from voicebot.cli import main
 
     tsv = tmp_path / "calls.tsv"
-    tsv.write_text("text\tintent\nmin skraldespand er ikke blevet tømt\twaste\n"
-                   "min mand er faldet og bløder\temergency\nhvad bliver vejret i morgen\tout_of_scope\n",
-                   encoding="utf-8")
+    tsv.write_text(
+        "text\tintent\nmin skraldespand er ikke blevet tømt\twaste\n"
+        "min mand er faldet og bløder\temergency\nhvad bliver vejret i morgen\tout_of_scope\n",
+        encoding="utf-8",
+    )
     assert main(["eval-intents", str(tsv), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     turn = report["first_turn"]

@@ -33,7 +33,9 @@ def make_call(server: LightServer, credentials, protocol: str) -> SimulatedCall:
     media = server.url(f"/{protocol}")
     if protocol == "audiosocket":
         media = f"tcp://127.0.0.1:{server.ports['audiosocket']}"
-    call = SimulatedCall(media, None, protocol=protocol, speed=4.0, timeout_s=120, credentials=credentials)
+    call = SimulatedCall(
+        media, None, protocol=protocol, speed=4.0, timeout_s=120, credentials=credentials
+    )
     call.events_url = server.url(f"/calls/{call.call_id}/events?token={credentials.secret}")
     return call
 
@@ -83,7 +85,9 @@ def test_kill_9_mid_call_loses_no_queued_call_and_leaves_no_platform_hanging(tmp
 
         async def before_the_kill():
             routed = []
-            for protocol, digit in zip(protocols, "2345623", strict=True):  # routed, then still waiting
+            for protocol, digit in zip(
+                protocols, "2345623", strict=True
+            ):  # routed, then still waiting
                 call = make_call(server, credentials, protocol)
                 result = await asyncio.wait_for(call.run([], digits=digit), 30)
                 assert result.turns and result.turns[0].action == "route"
@@ -155,7 +159,9 @@ def test_a_long_redis_outage_fails_the_write_loudly(tmp_path, monkeypatch):
     """Beyond the retries the write raises; it never pretends to have queued the call."""
     import redis as redis_lib
 
-    monkeypatch.setattr("voicebot.queues.redis_streams.RETRIES", 1)  # the outage outlasts them, only sooner
+    monkeypatch.setattr(
+        "voicebot.queues.redis_streams.RETRIES", 1
+    )  # the outage outlasts them, only sooner
     redis = RedisServer(tmp_path / "redis", free_port()).start()
     store = RedisQueueStore(redis.url, prefix="faults")
     redis.stop()

@@ -42,31 +42,48 @@ from voicebot.config import PROJECT_ROOT, ConfigError, load_settings
 from voicebot.privacy import CPR_MASK, NUMBER_MASK, clean_log_text, mask_log_text, mask_numbers
 
 FUZZ = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-LONG = settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                       HealthCheck.data_too_large])
+LONG = settings(
+    max_examples=10,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 CODES = {CLOSE_INVALID, CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_UNSUPPORTED}
 
 # -- strategies ---------------------------------------------------------------------------------
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
-    max_leaves=12)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=12,
+)
 ULAW = base64.b64encode(ulaw_encode(np.zeros(160, np.int16))).decode()
 payloads = st.sampled_from([ULAW, "", "!!", "AAAA", "A"]) | st.text(max_size=12) | json_values
 
 
-def event_objects(kinds: list[str], kind_key: str, fields: dict[str, st.SearchStrategy]) -> st.SearchStrategy:
+def event_objects(
+    kinds: list[str], kind_key: str, fields: dict[str, st.SearchStrategy]
+) -> st.SearchStrategy:
     """JSON objects shaped like a platform's messages: a known or unknown kind, known fields
     with any JSON (often the right kind of value), plus stray fields."""
     return st.builds(
         lambda kind, known, stray: {**stray, **known, kind_key: kind},
         st.sampled_from(kinds) | json_values,
         st.fixed_dictionaries({}, optional=fields),
-        st.dictionaries(st.text(max_size=6), json_values, max_size=2))
+        st.dictionaries(st.text(max_size=6), json_values, max_size=2),
+    )
 
 
 def messages_of(objects: st.SearchStrategy, binary: bool = True) -> st.SearchStrategy:
-    text = objects.map(json.dumps) | st.text(max_size=60) | st.sampled_from(["{", "[]", "null", "[" * 5000])
+    text = (
+        objects.map(json.dumps)
+        | st.text(max_size=60)
+        | st.sampled_from(["{", "[]", "null", "[" * 5000])
+    )
     return (text | st.binary(max_size=700)) if binary else text
 
 
@@ -80,56 +97,141 @@ def run_stream(parse, messages) -> None:
             return
 
 
-TWILIO = event_objects(["connected", "start", "media", "dtmf", "mark", "stop"], "event", {
-    "streamSid": st.just("MZ1") | json_values,
-    "start": st.fixed_dictionaries({}, optional={
-        "streamSid": st.just("MZ1") | json_values, "callSid": json_values,
-        "customParameters": st.dictionaries(st.text(max_size=5), json_values) | json_values,
-        "mediaFormat": st.just({"encoding": "audio/x-mulaw", "sampleRate": 8000}) | json_values}) | json_values,
-    "media": st.fixed_dictionaries({"payload": payloads}, optional={"track": st.just("inbound") | json_values})
-    | json_values,
-    "dtmf": st.fixed_dictionaries({"digit": st.sampled_from(list("0123456789*#")) | json_values}) | json_values,
-    "mark": st.fixed_dictionaries({"name": json_values}) | json_values,
-})
-TELNYX = event_objects(["connected", "start", "media", "dtmf", "mark", "stop", "error"], "event", {
-    "sequence_number": st.integers(-5, 10**18).map(str) | json_values, "stream_id": st.just("s1") | json_values,
-    "start": st.fixed_dictionaries({}, optional={
-        "media_format": st.fixed_dictionaries({}, optional={
-            "encoding": st.sampled_from(["PCMU", "PCMA", "L16", "OPUS"]) | json_values,
-            "sample_rate": st.sampled_from([8000, 16000, "8000", "x"]) | json_values,
-            "channels": json_values}) | json_values,
-        "call_control_id": json_values, "from": json_values, "custom_parameters": json_values}) | json_values,
-    "media": st.fixed_dictionaries({"payload": payloads}, optional={"track": json_values}) | json_values,
-    "dtmf": json_values, "mark": json_values, "payload": json_values,
-})
-VONAGE = event_objects(["websocket:connected", "websocket:dtmf", "websocket:cleared", "x"], "event", {
-    "content-type": st.sampled_from(["audio/l16;rate=16000", "audio/l16;rate=8000", "audio/l16;rate=9"])
-    | json_values, "digit": json_values, "call_id": json_values,
-})
-RAW = event_objects(["start", "dtmf", "mark", "hangup", "other"], "type", {
-    "call_id": st.text(max_size=140) | json_values, "digit": json_values, "name": json_values, "caller": json_values,
-})
-ASTERISK_JSON = event_objects(["MEDIA_START", "MEDIA_XOFF", "MEDIA_XON", "MEDIA_MARK_PROCESSED", "DTMF_END",
-                               "HANGUP", "ERROR", "STATUS"], "event", {
-    "format": st.sampled_from(["ulaw", "alaw", "slin", "slin16", "opus"]) | json_values,
-    "optimal_frame_size": st.integers(-10, 70000) | json_values, "ptime": json_values,
-    "channel_id": json_values, "channel_variables": json_values, "correlation_id": json_values,
-    "digit": json_values,
-})
+TWILIO = event_objects(
+    ["connected", "start", "media", "dtmf", "mark", "stop"],
+    "event",
+    {
+        "streamSid": st.just("MZ1") | json_values,
+        "start": st.fixed_dictionaries(
+            {},
+            optional={
+                "streamSid": st.just("MZ1") | json_values,
+                "callSid": json_values,
+                "customParameters": st.dictionaries(st.text(max_size=5), json_values) | json_values,
+                "mediaFormat": st.just({"encoding": "audio/x-mulaw", "sampleRate": 8000})
+                | json_values,
+            },
+        )
+        | json_values,
+        "media": st.fixed_dictionaries(
+            {"payload": payloads}, optional={"track": st.just("inbound") | json_values}
+        )
+        | json_values,
+        "dtmf": st.fixed_dictionaries(
+            {"digit": st.sampled_from(list("0123456789*#")) | json_values}
+        )
+        | json_values,
+        "mark": st.fixed_dictionaries({"name": json_values}) | json_values,
+    },
+)
+TELNYX = event_objects(
+    ["connected", "start", "media", "dtmf", "mark", "stop", "error"],
+    "event",
+    {
+        "sequence_number": st.integers(-5, 10**18).map(str) | json_values,
+        "stream_id": st.just("s1") | json_values,
+        "start": st.fixed_dictionaries(
+            {},
+            optional={
+                "media_format": st.fixed_dictionaries(
+                    {},
+                    optional={
+                        "encoding": st.sampled_from(["PCMU", "PCMA", "L16", "OPUS"]) | json_values,
+                        "sample_rate": st.sampled_from([8000, 16000, "8000", "x"]) | json_values,
+                        "channels": json_values,
+                    },
+                )
+                | json_values,
+                "call_control_id": json_values,
+                "from": json_values,
+                "custom_parameters": json_values,
+            },
+        )
+        | json_values,
+        "media": st.fixed_dictionaries({"payload": payloads}, optional={"track": json_values})
+        | json_values,
+        "dtmf": json_values,
+        "mark": json_values,
+        "payload": json_values,
+    },
+)
+VONAGE = event_objects(
+    ["websocket:connected", "websocket:dtmf", "websocket:cleared", "x"],
+    "event",
+    {
+        "content-type": st.sampled_from(
+            ["audio/l16;rate=16000", "audio/l16;rate=8000", "audio/l16;rate=9"]
+        )
+        | json_values,
+        "digit": json_values,
+        "call_id": json_values,
+    },
+)
+RAW = event_objects(
+    ["start", "dtmf", "mark", "hangup", "other"],
+    "type",
+    {
+        "call_id": st.text(max_size=140) | json_values,
+        "digit": json_values,
+        "name": json_values,
+        "caller": json_values,
+    },
+)
+ASTERISK_JSON = event_objects(
+    [
+        "MEDIA_START",
+        "MEDIA_XOFF",
+        "MEDIA_XON",
+        "MEDIA_MARK_PROCESSED",
+        "DTMF_END",
+        "HANGUP",
+        "ERROR",
+        "STATUS",
+    ],
+    "event",
+    {
+        "format": st.sampled_from(["ulaw", "alaw", "slin", "slin16", "opus"]) | json_values,
+        "optimal_frame_size": st.integers(-10, 70000) | json_values,
+        "ptime": json_values,
+        "channel_id": json_values,
+        "channel_variables": json_values,
+        "correlation_id": json_values,
+        "digit": json_values,
+    },
+)
 ASTERISK_TEXT = st.builds(
     lambda name, fields: " ".join([name, *fields]),
-    st.sampled_from(["MEDIA_START", "MEDIA_XOFF", "MEDIA_MARK_PROCESSED", "DTMF_END", "HANGUP", "ERROR", "X"]),
-    st.lists(st.sampled_from(["format:ulaw", "format:slin16", "format:nope", "optimal_frame_size:160",
-                              "optimal_frame_size:x", "ptime:20", "ptime:0", "digit:5", "channel_id:1", "junk"]),
-             max_size=6))
+    st.sampled_from(
+        ["MEDIA_START", "MEDIA_XOFF", "MEDIA_MARK_PROCESSED", "DTMF_END", "HANGUP", "ERROR", "X"]
+    ),
+    st.lists(
+        st.sampled_from(
+            [
+                "format:ulaw",
+                "format:slin16",
+                "format:nope",
+                "optimal_frame_size:160",
+                "optimal_frame_size:x",
+                "ptime:20",
+                "ptime:0",
+                "digit:5",
+                "channel_id:1",
+                "junk",
+            ]
+        ),
+        max_size=6,
+    ),
+)
 
 
 # == one message at a time: only ProtocolError ==================================================
 @FUZZ
 @given(st.lists(messages_of(TWILIO, binary=False), max_size=8))
 def test_twilio_parser(messages):
-    run_stream(TwilioChannel(FakeWebSocket()).parse, [json.dumps({"event": "start", "start": {"streamSid": "MZ1"}}),
-                                                      *messages])
+    run_stream(
+        TwilioChannel(FakeWebSocket()).parse,
+        [json.dumps({"event": "start", "start": {"streamSid": "MZ1"}}), *messages],
+    )
     run_stream(TwilioChannel(FakeWebSocket()).parse, messages)
 
 
@@ -152,7 +254,10 @@ def test_vonage_parser(messages):
 @FUZZ
 @given(st.lists(messages_of(ASTERISK_JSON) | ASTERISK_TEXT, max_size=8))
 def test_chan_websocket_parser(messages):
-    run_stream(AsteriskWsChannel(FakeWebSocket()).parse, ["MEDIA_START channel_id:1 format:ulaw", *messages])
+    run_stream(
+        AsteriskWsChannel(FakeWebSocket()).parse,
+        ["MEDIA_START channel_id:1 format:ulaw", *messages],
+    )
     run_stream(AsteriskWsChannel(FakeWebSocket()).parse, messages)
 
 
@@ -172,16 +277,44 @@ def test_raw_parser(messages):
     run_stream(RawChannel(FakeWebSocket()).parse, messages)
 
 
-AUDIOHOOK = event_objects(["open", "ping", "close", "paused", "resumed", "discarded", "update", "error", "dtmf",
-                           "playback_started", "x"], "type", {
-    "version": st.just("2") | json_values, "seq": st.integers(-1, 4) | json_values,
-    "serverseq": st.integers(-1, 4) | json_values, "id": st.just("e160e428-53e2-487c-977d-96989bf5c99d") | json_values,
-    "position": st.sampled_from(["PT0.5S", "PT1S", "P1D"]) | json_values,
-    "parameters": st.fixed_dictionaries({}, optional={
-        "media": st.just([{"type": "audio", "format": "PCMU", "channels": ["external"], "rate": 8000}]) | json_values,
-        "conversationId": json_values, "participant": json_values, "inputVariables": json_values,
-        "organizationId": json_values, "digit": json_values}) | json_values,
-})
+AUDIOHOOK = event_objects(
+    [
+        "open",
+        "ping",
+        "close",
+        "paused",
+        "resumed",
+        "discarded",
+        "update",
+        "error",
+        "dtmf",
+        "playback_started",
+        "x",
+    ],
+    "type",
+    {
+        "version": st.just("2") | json_values,
+        "seq": st.integers(-1, 4) | json_values,
+        "serverseq": st.integers(-1, 4) | json_values,
+        "id": st.just("e160e428-53e2-487c-977d-96989bf5c99d") | json_values,
+        "position": st.sampled_from(["PT0.5S", "PT1S", "P1D"]) | json_values,
+        "parameters": st.fixed_dictionaries(
+            {},
+            optional={
+                "media": st.just(
+                    [{"type": "audio", "format": "PCMU", "channels": ["external"], "rate": 8000}]
+                )
+                | json_values,
+                "conversationId": json_values,
+                "participant": json_values,
+                "inputVariables": json_values,
+                "organizationId": json_values,
+                "digit": json_values,
+            },
+        )
+        | json_values,
+    },
+)
 
 
 @FUZZ
@@ -213,6 +346,7 @@ def test_audiosocket_parser(messages):
 def test_audiosocket_frame_reader(data, limit):
     """Any byte stream: whole messages, then None at the end (a cut-off one included); a
     length over the limit is refused before its payload is read."""
+
     async def read_all():
         reader = asyncio.StreamReader()
         reader.feed_data(data)
@@ -226,7 +360,10 @@ def test_audiosocket_frame_reader(data, limit):
         return out
 
     messages = asyncio.run(read_all())
-    assert b"".join(pack(m.kind, m.payload) for m in messages) == data[:sum(3 + len(m.payload) for m in messages)]
+    assert (
+        b"".join(pack(m.kind, m.payload) for m in messages)
+        == data[: sum(3 + len(m.payload) for m in messages)]
+    )
     assert all(len(m.payload) <= limit for m in messages)
 
 
@@ -253,9 +390,14 @@ def test_telnyx_reordering_stays_bounded(seqs, depth):
 @given(st.lists(st.sampled_from(["play", "play", "clear"]), min_size=150, max_size=300))
 def test_outbound_marks_stay_bounded_when_the_platform_never_echoes(ops):
     """A platform that never (or rarely) echoes marks cannot make a channel remember more."""
+
     async def scenario():
-        channels = [TwilioChannel(FakeWebSocket(end=False)), TelnyxChannel(FakeWebSocket(end=False)),
-                    RawChannel(FakeWebSocket(end=False)), AsteriskWsChannel(FakeWebSocket(end=False))]
+        channels = [
+            TwilioChannel(FakeWebSocket(end=False)),
+            TelnyxChannel(FakeWebSocket(end=False)),
+            RawChannel(FakeWebSocket(end=False)),
+            AsteriskWsChannel(FakeWebSocket(end=False)),
+        ]
         channels[0].parse(json.dumps({"event": "start", "start": {"streamSid": "MZ1"}}))
         channels[1].parse(json.dumps({"event": "start", "stream_id": "s1", "start": {}}))
         channels[2].parse(json.dumps({"call_id": "web-1"}))
@@ -282,8 +424,13 @@ def test_outbound_marks_stay_bounded_when_the_platform_never_echoes(ops):
 
 
 @LONG
-@given(st.lists(messages_of(RAW) | st.binary(min_size=1, max_size=320).map(lambda b: b + b),
-                min_size=60, max_size=150))
+@given(
+    st.lists(
+        messages_of(RAW) | st.binary(min_size=1, max_size=320).map(lambda b: b + b),
+        min_size=60,
+        max_size=150,
+    )
+)
 def test_a_long_random_raw_stream_keeps_the_inbox_bounded(messages):
     async def scenario():
         ch = RawChannel(FakeWebSocket(messages, end=True), Limits())
@@ -301,8 +448,11 @@ def test_a_long_random_raw_stream_keeps_the_inbox_bounded(messages):
 
 
 # == privacy ===================================================================================
-spoken_digits = st.lists(st.sampled_from(["nul", "en", "to", "tre", "fire", "fem", "seks", "syv", "otte", "ni"]),
-                         min_size=10, max_size=10).map(" ".join)
+spoken_digits = st.lists(
+    st.sampled_from(["nul", "en", "to", "tre", "fire", "fem", "seks", "syv", "otte", "ni"]),
+    min_size=10,
+    max_size=10,
+).map(" ".join)
 words = st.text(alphabet=string.ascii_letters + "æøåÆØÅ .,-+0123456789", max_size=80)
 
 
@@ -333,11 +483,20 @@ def test_mask_numbers_and_log_masking_accept_anything(text):
 
 
 @FUZZ
-@given(st.text(max_size=300) | st.lists(st.sampled_from(["%0a", "\n", "\r", "\x1b", "\x85", "\u2028", "%2B45",
-                                                         "12345678", "token=", " ", "x"]), max_size=30).map("".join))
+@given(
+    st.text(max_size=300)
+    | st.lists(
+        st.sampled_from(
+            ["%0a", "\n", "\r", "\x1b", "\x85", "\u2028", "%2B45", "12345678", "token=", " ", "x"]
+        ),
+        max_size=30,
+    ).map("".join)
+)
 def test_a_cleaned_log_line_is_one_line(text):
     cleaned = clean_log_text(text)
-    assert not any(ord(ch) < 32 or 0x7F <= ord(ch) <= 0x9F or ch in "\u2028\u2029" for ch in cleaned)
+    assert not any(
+        ord(ch) < 32 or 0x7F <= ord(ch) <= 0x9F or ch in "\u2028\u2029" for ch in cleaned
+    )
     assert clean_log_text(cleaned) == cleaned
 
 
@@ -348,13 +507,27 @@ DIGIT_FORMS = {
     3: ["3", "tre", "three"], 4: ["4", "fire", "four"], 5: ["5", "fem", "five"], 6: ["6", "seks", "six"],
     7: ["7", "syv", "seven"], 8: ["8", "otte", "eight"], 9: ["9", "ni", "nine"],
 }  # fmt: skip
-spoken_cpr = st.lists(st.integers(0, 9), min_size=10, max_size=10).flatmap(
-    lambda digits: st.tuples(*(st.sampled_from(DIGIT_FORMS[d]) for d in digits),
-                             st.lists(st.sampled_from([" ", ", ", "-", " - ", " bindestreg "]), min_size=9,
-                                      max_size=9))
-).map(lambda t: "".join(form + sep for form, sep in zip(t[:-1], [*t[-1], ""], strict=True)))
-CUES = ["cpr", "CPR-nummer", "mit personnummer er", "mit person nummer det er", "social security number",
-        "min fødselsdato og de sidste fire", "cpr nummeret er øh"]
+spoken_cpr = (
+    st.lists(st.integers(0, 9), min_size=10, max_size=10)
+    .flatmap(
+        lambda digits: st.tuples(
+            *(st.sampled_from(DIGIT_FORMS[d]) for d in digits),
+            st.lists(
+                st.sampled_from([" ", ", ", "-", " - ", " bindestreg "]), min_size=9, max_size=9
+            ),
+        )
+    )
+    .map(lambda t: "".join(form + sep for form, sep in zip(t[:-1], [*t[-1], ""], strict=True)))
+)
+CUES = [
+    "cpr",
+    "CPR-nummer",
+    "mit personnummer er",
+    "mit person nummer det er",
+    "social security number",
+    "min fødselsdato og de sidste fire",
+    "cpr nummeret er øh",
+]
 
 
 @FUZZ
@@ -366,8 +539,13 @@ def test_a_garbled_cpr_number_after_a_cue_is_masked(cue, cpr, before, after):
 
 
 @FUZZ
-@given(st.integers(0, 10**6 - 1), st.integers(0, 9999), st.sampled_from(["og så", "hvad", "øh", "øh og"]),
-       words, words)
+@given(
+    st.integers(0, 10**6 - 1),
+    st.integers(0, 9999),
+    st.sampled_from(["og så", "hvad", "øh", "øh og"]),
+    words,
+    words,
+)
 def test_a_cpr_number_said_as_six_and_four_digits_is_masked(six, four, filler, before, after):
     masked = mask_numbers(f"{before} hej {six:06d} {filler} {four:04d} hej {after}")
     assert f"{CPR_MASK} {filler} {CPR_MASK}" in masked
@@ -380,9 +558,38 @@ def _finishes_within(seconds: float, mask, text: str) -> bool:
     return done.wait(seconds)
 
 
-ADVERSARIAL_PARTS = ["1", "12", "-", " ", ", ", ".", ":", "/", "+", "x", "a", "_", "'", "nul", "nero", "og", "fem", "tyve",
-                     "cpr", "sidste", "fire", "token=", "bearer ", "basic ", "%0a", "\n", "%2B", "%20",
-                     "'password': '", "redis://:"]
+ADVERSARIAL_PARTS = [
+    "1",
+    "12",
+    "-",
+    " ",
+    ", ",
+    ".",
+    ":",
+    "/",
+    "+",
+    "x",
+    "a",
+    "_",
+    "'",
+    "nul",
+    "nero",
+    "og",
+    "fem",
+    "tyve",
+    "cpr",
+    "sidste",
+    "fire",
+    "token=",
+    "bearer ",
+    "basic ",
+    "%0a",
+    "\n",
+    "%2B",
+    "%20",
+    "'password': '",
+    "redis://:",
+]
 
 
 @LONG
@@ -400,11 +607,19 @@ def test_masking_stays_linear_on_60_kib_of_adversarial_input(unit):
 
 
 # == configuration and catalogue ================================================================
-CATALOGUE = yaml.safe_load((PROJECT_ROOT / "intents" / "catalogue.yaml").read_text(encoding="utf-8"))
+CATALOGUE = yaml.safe_load(
+    (PROJECT_ROOT / "intents" / "catalogue.yaml").read_text(encoding="utf-8")
+)
 yaml_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=False) | st.text(max_size=12)
-    | st.dates(), lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=3),
-    max_leaves=10)
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**6), 10**6)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=12)
+    | st.dates(),
+    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=3),
+    max_leaves=10,
+)
 
 
 def _write(text: str) -> Path:
@@ -427,9 +642,34 @@ def test_catalogue_loader_takes_any_yaml(text):
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.lists(st.tuples(st.lists(st.sampled_from(["intents", "forvaltninger", "prompts", "keypad", "0", "waste",
-                                                     "TMF", "action", "forvaltning", "answer", "schema"]),
-                                    min_size=1, max_size=3), yaml_values), min_size=1, max_size=4))
+@given(
+    st.lists(
+        st.tuples(
+            st.lists(
+                st.sampled_from(
+                    [
+                        "intents",
+                        "forvaltninger",
+                        "prompts",
+                        "keypad",
+                        "0",
+                        "waste",
+                        "TMF",
+                        "action",
+                        "forvaltning",
+                        "answer",
+                        "schema",
+                    ]
+                ),
+                min_size=1,
+                max_size=3,
+            ),
+            yaml_values,
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
 def test_catalogue_loader_takes_any_edit_of_the_real_catalogue(edits):
     """The shipped catalogue with some entries replaced by anything: a catalogue or CatalogueError."""
     doc = json.loads(json.dumps(CATALOGUE, default=str))
@@ -450,18 +690,53 @@ def test_catalogue_loader_takes_any_edit_of_the_real_catalogue(edits):
         file.unlink()
 
 
-SETTING_KEYS = ["host", "port", "max_calls", "retention_days", "queue_backend", "log_transcripts", "security",
-                "privacy", "telephony", "asr", "endpointing", "dialogue", "nonsense"]
-SECTION_KEYS = ["max_message_bytes", "send_timeout_s", "media_tokens", "audiosocket_sources", "record_audio",
-                "recording_purpose", "audiosocket_port", "workers", "silence_ms", "accept", "confirm", "bogus"]
+SETTING_KEYS = [
+    "host",
+    "port",
+    "max_calls",
+    "retention_days",
+    "queue_backend",
+    "log_transcripts",
+    "security",
+    "privacy",
+    "telephony",
+    "asr",
+    "endpointing",
+    "dialogue",
+    "nonsense",
+]
+SECTION_KEYS = [
+    "max_message_bytes",
+    "send_timeout_s",
+    "media_tokens",
+    "audiosocket_sources",
+    "record_audio",
+    "recording_purpose",
+    "audiosocket_port",
+    "workers",
+    "silence_ms",
+    "accept",
+    "confirm",
+    "bogus",
+]
 
 
 @FUZZ
-@given(st.dictionaries(st.sampled_from(SETTING_KEYS),
-                       yaml_values | st.dictionaries(st.sampled_from(SECTION_KEYS), yaml_values, max_size=3),
-                       max_size=4) | yaml_values | st.text(max_size=100).map(lambda t: {"__raw__": t}))
+@given(
+    st.dictionaries(
+        st.sampled_from(SETTING_KEYS),
+        yaml_values | st.dictionaries(st.sampled_from(SECTION_KEYS), yaml_values, max_size=3),
+        max_size=4,
+    )
+    | yaml_values
+    | st.text(max_size=100).map(lambda t: {"__raw__": t})
+)
 def test_config_loading_takes_any_yaml(values):
-    text = values["__raw__"] if isinstance(values, dict) and "__raw__" in values else yaml.safe_dump(values)
+    text = (
+        values["__raw__"]
+        if isinstance(values, dict) and "__raw__" in values
+        else yaml.safe_dump(values)
+    )
     path = _write(text)
     try:
         load_settings(path)
@@ -473,20 +748,37 @@ def test_config_loading_takes_any_yaml(values):
 
 # == authentication parsers ======================================================================
 @FUZZ
-@given(st.dictionaries(st.sampled_from(["signature", "signature-input", "x-api-key", "host",
-                                        "audiohook-session-id"]),
-                       st.text(max_size=200) | st.sampled_from([
-                           'sig1=("@request-target" "x-api-key");keyid="k";created=1', "sig1=:AAAA:",
-                           'sig1=("@authority");alg="hmac-sha256"', "sig1=()", 'a=(1 2);b', "sig1=:@@:"])),
-       st.text(max_size=40))
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            ["signature", "signature-input", "x-api-key", "host", "audiohook-session-id"]
+        ),
+        st.text(max_size=200)
+        | st.sampled_from(
+            [
+                'sig1=("@request-target" "x-api-key");keyid="k";created=1',
+                "sig1=:AAAA:",
+                'sig1=("@authority");alg="hmac-sha256"',
+                "sig1=()",
+                "a=(1 2);b",
+                "sig1=:@@:",
+            ]
+        ),
+    ),
+    st.text(max_size=40),
+)
 def test_audiohook_signature_parser_takes_any_headers(headers, target):
     with contextlib.suppress(auth.SignatureError):
-        auth.verify_audiohook_signature(headers, target, ["h"], "k" * 20, base64.b64encode(b"s" * 32).decode(),
-                                        now=1.0)
+        auth.verify_audiohook_signature(
+            headers, target, ["h"], "k" * 20, base64.b64encode(b"s" * 32).decode(), now=1.0
+        )
 
 
 @FUZZ
-@given(st.dictionaries(st.sampled_from(["authorization", "x"]), st.text(max_size=80)), st.text(max_size=80))
+@given(
+    st.dictionaries(st.sampled_from(["authorization", "x"]), st.text(max_size=80)),
+    st.text(max_size=80),
+)
 def test_token_parser_takes_anything(headers, query):
     token = auth.presented_token(headers, query)
     assert token is None or isinstance(token, str)

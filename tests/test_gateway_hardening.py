@@ -20,7 +20,9 @@ from voicebot.events import EventBus
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, catalogue, classifier):
-    with ServedApp(light_services(tmp_path_factory.mktemp("hardening"), catalogue, classifier)) as app:
+    with ServedApp(
+        light_services(tmp_path_factory.mktemp("hardening"), catalogue, classifier)
+    ) as app:
         yield app
 
 
@@ -62,9 +64,14 @@ def test_the_softphone_cannot_start_a_wildcard_call_nor_read_every_call(served):
 @pytest.mark.parametrize("call_id", ["a/b", "has space", "x" * 129, "%2A", "..", ""])
 def test_call_ids_outside_the_charset_are_refused(served, call_id):
     if call_id == "":  # an empty id means "make one": the bot names the call
-        assert asyncio.run(_raw_call(served, served.credentials.token("raw"), call_id))[0] == "greeted"
+        assert (
+            asyncio.run(_raw_call(served, served.credentials.token("raw"), call_id))[0] == "greeted"
+        )
     else:
-        assert asyncio.run(_raw_call(served, served.credentials.token("raw"), call_id)) == ("closed", 1008)
+        assert asyncio.run(_raw_call(served, served.credentials.token("raw"), call_id)) == (
+            "closed",
+            1008,
+        )
 
 
 def test_a_live_call_id_cannot_be_taken_by_a_second_call(served):
@@ -143,10 +150,17 @@ def test_no_call_id_aliases_the_all_calls_subscription():
 
 # == #15: refusals =============================================================================
 @pytest.mark.parametrize("protocol", ["twilio", "vonage", "raw"])
-def test_a_refused_upgrade_is_an_http_401_and_a_warning_naming_platform_and_cause(served, protocol, caplog):
+def test_a_refused_upgrade_is_an_http_401_and_a_warning_naming_platform_and_cause(
+    served, protocol, caplog
+):
     with caplog.at_level(logging.INFO):
-        assert asyncio.run(_upgrade_status(served.media_url(protocol) + "?token=wrong-token-wrong")) == 401
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and protocol in r.getMessage()]
+        assert (
+            asyncio.run(_upgrade_status(served.media_url(protocol) + "?token=wrong-token-wrong"))
+            == 401
+        )
+    warnings = [
+        r for r in caplog.records if r.levelno == logging.WARNING and protocol in r.getMessage()
+    ]
     assert warnings and ("missing or wrong" in warnings[0].getMessage())
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
@@ -155,7 +169,10 @@ def test_audiohook_refusals_are_counted_as_auth_failures(served):
     from prometheus_client import REGISTRY
 
     def failures() -> float:
-        return REGISTRY.get_sample_value("voicebot_auth_failures_total", {"endpoint": "audiohook"}) or 0.0
+        return (
+            REGISTRY.get_sample_value("voicebot_auth_failures_total", {"endpoint": "audiohook"})
+            or 0.0
+        )
 
     before = failures()
     call, result = keypad_call(served, "audiohook", "2", api_key="a-key-genesys-never-had")
@@ -167,8 +184,15 @@ def test_audiohook_refusals_are_counted_as_auth_failures(served):
 def test_the_master_secret_opens_every_calls_events_and_the_queue_api(served):
     import urllib.request
 
-    assert asyncio.run(_upgrade_status(f"ws://127.0.0.1:{served.port}/calls/*/events?token={served.secret}")) == 101
-    with urllib.request.urlopen(f"http://127.0.0.1:{served.port}/api/queues?token={served.secret}", timeout=5) as r:
+    assert (
+        asyncio.run(
+            _upgrade_status(f"ws://127.0.0.1:{served.port}/calls/*/events?token={served.secret}")
+        )
+        == 101
+    )
+    with urllib.request.urlopen(
+        f"http://127.0.0.1:{served.port}/api/queues?token={served.secret}", timeout=5
+    ) as r:
         assert r.status == 200
 
 
@@ -182,20 +206,31 @@ def _twilio_app(tmp_path, catalogue, classifier, public_url: str | None = None):
 
 
 def _post(client: TestClient, app, path: str, base: str, form: dict) -> str:
-    signature = auth.twilio_signature(app.state.credentials.twilio_auth_token, base + path, form.items())
+    signature = auth.twilio_signature(
+        app.state.credentials.twilio_auth_token, base + path, form.items()
+    )
     response = client.post(path, data=form, headers={"X-Twilio-Signature": signature})
     assert response.status_code == 200
     return response.text
 
 
-def test_twiml_offers_wss_to_a_public_host_even_without_public_url(tmp_path, catalogue, classifier, caplog):
+def test_twiml_offers_wss_to_a_public_host_even_without_public_url(
+    tmp_path, catalogue, classifier, caplog
+):
     services, app = _twilio_app(tmp_path, catalogue, classifier)
     form = {"CallSid": "CA77", "From": "+4512345678"}
-    with caplog.at_level(logging.WARNING), TestClient(app, base_url="http://bot.example.dk") as client:
+    with (
+        caplog.at_level(logging.WARNING),
+        TestClient(app, base_url="http://bot.example.dk") as client,
+    ):
         public = _post(client, app, "/twilio/voice", "http://bot.example.dk", form)
     assert 'url="wss://bot.example.dk/twilio"' in public and "ws://" not in public
-    assert any("public_url" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
-    with TestClient(app, base_url="http://127.0.0.1:8080") as client:  # a local trial may stay plain
+    assert any(
+        "public_url" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records
+    )
+    with TestClient(
+        app, base_url="http://127.0.0.1:8080"
+    ) as client:  # a local trial may stay plain
         local = _post(client, app, "/twilio/voice", "http://127.0.0.1:8080", form)
     assert 'url="ws://127.0.0.1:8080/twilio"' in local
 
@@ -205,8 +240,17 @@ def test_the_connect_action_enqueues_only_a_caller_still_waiting(tmp_path, catal
 
     services, app = _twilio_app(tmp_path, catalogue, classifier, "https://bot.example.dk")
     for call_id in ("CAwaiting", "CAgone"):
-        services.store.enqueue(RoutedCall(call_id=call_id, forvaltning="TMF", intent="waste", confidence=0.9,
-                                          transcript="", caller=None, platform="twilio"))
+        services.store.enqueue(
+            RoutedCall(
+                call_id=call_id,
+                forvaltning="TMF",
+                intent="waste",
+                confidence=0.9,
+                transcript="",
+                caller=None,
+                platform="twilio",
+            )
+        )
     assert services.store.abandon("CAgone")
     base = "https://bot.example.dk"
     with TestClient(app, base_url="http://10.0.0.5:8080") as client:

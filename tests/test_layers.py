@@ -13,7 +13,6 @@ PACKAGES = ("telephony", "voicebot", "models", "benchmarks")
 RANK = {"telephony": 0, "voicebot": 1, "models": 2, "benchmarks": 2}
 
 
-
 @dataclass(frozen=True)
 class Import:
     source: str  # importing module, dotted
@@ -28,7 +27,9 @@ def module_name(path: Path) -> str:
 
 
 def modules() -> dict[str, Path]:
-    return {module_name(p): p for package in PACKAGES for p in sorted((ROOT / package).rglob("*.py"))}
+    return {
+        module_name(p): p for package in PACKAGES for p in sorted((ROOT / package).rglob("*.py"))
+    }
 
 
 def resolve(name: str, known: dict[str, Path]) -> str | None:
@@ -115,7 +116,7 @@ def cycles(imports: list[Import]) -> list[list[Import]]:
             edge = next(e for e in graph[node] if e.target in group)
             path.append(edge)
             node = edge.target
-        out.append(path[seen.index(node):])
+        out.append(path[seen.index(node) :])
     return out
 
 
@@ -146,8 +147,14 @@ def test_the_checker_finds_an_upward_import_and_a_cycle(tmp_path):
     voicebot.mkdir()
     (voicebot / "__init__.py").write_text("")
     (voicebot / "app.py").write_text("")
-    known = {name: path for package in ("telephony", "voicebot") for path in sorted((tmp_path / package).rglob("*.py"))
-             for name in [".".join(path.relative_to(tmp_path).with_suffix("").parts).removesuffix(".__init__")]}
+    known = {
+        name: path
+        for package in ("telephony", "voicebot")
+        for path in sorted((tmp_path / package).rglob("*.py"))
+        for name in [
+            ".".join(path.relative_to(tmp_path).with_suffix("").parts).removesuffix(".__init__")
+        ]
+    }
     global ROOT
     saved, ROOT = ROOT, tmp_path
     try:

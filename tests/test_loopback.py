@@ -16,7 +16,9 @@ PROTOCOLS = sorted(PLATFORM_CLIENTS)
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, catalogue, classifier):
-    with ServedApp(light_services(tmp_path_factory.mktemp("loopback"), catalogue, classifier)) as app:
+    with ServedApp(
+        light_services(tmp_path_factory.mktemp("loopback"), catalogue, classifier)
+    ) as app:
         yield app
 
 
@@ -30,7 +32,9 @@ def test_keypad_call_is_routed_and_handed_off(served, protocol):
     (turn,) = result.turns
     assert (turn.action, turn.forvaltning) == ("route", "TMF")
     assert turn.latency_ms["speech_end_to_decision"] is not None
-    routed = served.services.store.get(call.call_id)  # the queue entry, under the platform's call id
+    routed = served.services.store.get(
+        call.call_id
+    )  # the queue entry, under the platform's call id
     assert routed is not None and routed.forvaltning == "TMF" and routed.platform == protocol
     assert len(result.reply_audio) > 0  # the greeting and the route prompt reached the caller
     kinds = [e["type"] for e in result.events]
@@ -46,13 +50,19 @@ def test_audiohook_hand_off_carries_output_variables(served):
 def test_listen_only_audiohook_listens_until_closed_and_assists(tmp_path, catalogue, classifier):
     """AudioHook Monitor (playback not configured): the bot never disconnects or routes on its
     own; what it understands reaches the agent as agent_assist, and Genesys's close ends it."""
-    services = light_services(tmp_path, catalogue, classifier, audiosocket_enabled=False, audiohook_playback=False)
+    services = light_services(
+        tmp_path, catalogue, classifier, audiosocket_enabled=False, audiohook_playback=False
+    )
     with ServedApp(services) as served:
         call, result = keypad_call(served, "audiohook", "2", audio_connector=False)
         assert result.turns == [] and not result.closed_by_bot  # no decision, no disconnect
         assert len(result.reply_audio) == 0  # AudioHook Monitor: the bot cannot be heard
         assists = [e for e in result.events if e["type"] == "agent_assist"]
-        assert assists and assists[0]["forvaltning"] == "TMF" and assists[0]["intent"] == "parking_permit"
+        assert (
+            assists
+            and assists[0]["forvaltning"] == "TMF"
+            and assists[0]["intent"] == "parking_permit"
+        )
         assert served.services.store.get(call.call_id) is None
 
 

@@ -16,10 +16,14 @@ from tests.telephony_fakes import ServedApp, keypad_call, light_services
 
 @pytest.fixture
 def fake_registered(monkeypatch):
-    monkeypatch.setitem(registry.PLATFORMS, fake_platform.PLATFORM, fake_platform.platform)  # the one line
+    monkeypatch.setitem(
+        registry.PLATFORMS, fake_platform.PLATFORM, fake_platform.platform
+    )  # the one line
 
 
-def test_a_fake_platform_registered_once_takes_a_call(fake_registered, tmp_path, catalogue, classifier):
+def test_a_fake_platform_registered_once_takes_a_call(
+    fake_registered, tmp_path, catalogue, classifier
+):
     services = light_services(tmp_path, catalogue, classifier, audiosocket_enabled=False)
     with ServedApp(services) as served:
         call, result = keypad_call(served, fake_platform.PLATFORM, "2")
@@ -39,12 +43,17 @@ def test_a_fake_platform_registered_once_takes_a_call(fake_registered, tmp_path,
                 return exc.response.status_code
 
         assert asyncio.run(status()) == 401
-    assert fake_platform.PLATFORM in registry.PLATFORM_CLIENTS and fake_platform.PLATFORM in registry.WEBSOCKET_CHANNELS
+    assert (
+        fake_platform.PLATFORM in registry.PLATFORM_CLIENTS
+        and fake_platform.PLATFORM in registry.WEBSOCKET_CHANNELS
+    )
 
 
 def test_the_registry_lists_each_platform_once_with_its_parts():
     for name, platform in registry.PLATFORMS.items():
         assert platform.name == name
         assert platform.client.protocol == name  # the caller side speaks as this platform
-        assert (platform.channel is None) == (platform.check is None)  # a served WebSocket is always checked
+        assert (platform.channel is None) == (
+            platform.check is None
+        )  # a served WebSocket is always checked
         assert platform.channel is not None or platform.serve is not None

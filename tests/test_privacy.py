@@ -142,7 +142,10 @@ def test_each_kind_of_secret_is_hidden_in_logs(line, secret):
 def test_log_masking_keeps_what_is_not_a_secret():
     line = "refused an event stream for call CA12 to 10.0.0.1:5000: token missing or wrong"
     assert mask_log_text(line) == line
-    assert mask_log_text("signature-input: sig1=(\"@authority\")") == "signature-input: sig1=(\"@authority\")"
+    assert (
+        mask_log_text('signature-input: sig1=("@authority")')
+        == 'signature-input: sig1=("@authority")'
+    )
 
 
 @pytest.mark.parametrize("path", [
@@ -154,9 +157,17 @@ def test_log_masking_keeps_what_is_not_a_secret():
 def test_a_url_encoded_caller_number_is_masked_in_the_access_log(path):
     install_log_masking()
     record = logging.getLogger("uvicorn.access").makeRecord(
-        "uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
-        ("127.0.0.1:50000", "GET", path, "1.1", 200), None)
-    line = AccessFormatter('%(client_addr)s - "%(request_line)s" %(status_code)s', use_colors=False).format(record)
+        "uvicorn.access",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:50000", "GET", path, "1.1", 200),
+        None,
+    )
+    line = AccessFormatter(
+        '%(client_addr)s - "%(request_line)s" %(status_code)s', use_colors=False
+    ).format(record)
     assert NUMBER_MASK in line
     assert "12345678" not in line and "45%2012" not in line and "+45+12" not in line
     assert line.startswith('127.0.0.1:50000 - "GET /') and line.endswith('HTTP/1.1" 200 OK')
@@ -179,15 +190,24 @@ def test_control_characters_cannot_forge_log_lines(forged, caplog):
     messages = [r.getMessage() for r in caplog.records]
     assert len(messages) == 3
     for message in messages:
-        assert "INFO" in message and not any(ord(ch) < 32 or 0x7F <= ord(ch) <= 0x9F or ch in "\u2028\u2029"
-                                             for ch in message)
+        assert "INFO" in message and not any(
+            ord(ch) < 32 or 0x7F <= ord(ch) <= 0x9F or ch in "\u2028\u2029" for ch in message
+        )
         assert "\\" in message  # written as an escape, not dropped
 
 
 def test_access_log_args_keep_their_shape_when_escaped():
     install_log_masking()
     record = logging.getLogger("uvicorn.access").makeRecord(
-        "uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
-        ("127.0.0.1:50000", "GET", "/a\x85b\x1bc", "1.1", 404), None)
-    line = AccessFormatter('%(client_addr)s - "%(request_line)s" %(status_code)s', use_colors=False).format(record)
+        "uvicorn.access",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:50000", "GET", "/a\x85b\x1bc", "1.1", 404),
+        None,
+    )
+    line = AccessFormatter(
+        '%(client_addr)s - "%(request_line)s" %(status_code)s', use_colors=False
+    ).format(record)
     assert line == '127.0.0.1:50000 - "GET /a\\x85b\\x1bc HTTP/1.1" 404 Not Found'

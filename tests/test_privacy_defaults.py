@@ -23,8 +23,15 @@ MARKER = "hemmeligt-ærinde-7f3a"  # a transcript text we can look for in files 
 
 
 def routed(call_id: str, created_at: float | None = None, transcript: str = MARKER) -> RoutedCall:
-    return RoutedCall(call_id=call_id, forvaltning="TMF", intent="waste", confidence=0.9, transcript=transcript,
-                      caller="+45 ••••••78", created_at=created_at or time.time())
+    return RoutedCall(
+        call_id=call_id,
+        forvaltning="TMF",
+        intent="waste",
+        confidence=0.9,
+        transcript=transcript,
+        caller="+45 ••••••78",
+        created_at=created_at or time.time(),
+    )
 
 
 # == recordings =================================================================================
@@ -34,14 +41,19 @@ def test_no_audio_is_kept_by_default_and_recording_needs_a_purpose(tmp_path):
     with pytest.raises(ConfigError, match="recording_purpose"):
         load_settings(None, data_dir=tmp_path, privacy={"record_audio": True})
     with pytest.raises(ConfigError, match="recording_purpose"):
-        load_settings(None, data_dir=tmp_path, privacy={"record_audio": True, "recording_purpose": "  "})
+        load_settings(
+            None, data_dir=tmp_path, privacy={"record_audio": True, "recording_purpose": "  "}
+        )
 
 
 def test_recording_with_a_purpose_is_refused_as_not_implemented(tmp_path):
     from voicebot.app import create_app
 
-    settings = load_settings(None, data_dir=tmp_path, privacy={"record_audio": True,
-                                                               "recording_purpose": "kvalitetssikring"})
+    settings = load_settings(
+        None,
+        data_dir=tmp_path,
+        privacy={"record_audio": True, "recording_purpose": "kvalitetssikring"},
+    )
     with pytest.raises(ConfigError, match="not implemented"):
         create_app(settings)
 
@@ -54,16 +66,25 @@ def test_every_log_record_is_masked(caplog):
         log.info("caller said %s", "mit cpr er 230590-1234")
         log.info("from +45 12 34 56 78 via %s", "ws://h/calls/x/events?token=abcdefghijk123")
         log.warning("header Authorization: Bearer %s", "s3cr3t-t0ken-value")
-        log.info("call CA%s and 7b0c4b5e-2f3a-4f8e-9d6a-1c2b3d4e5f60 on 127.0.0.1:54321", "1234567890abcdef")
+        log.info(
+            "call CA%s and 7b0c4b5e-2f3a-4f8e-9d6a-1c2b3d4e5f60 on 127.0.0.1:54321",
+            "1234567890abcdef",
+        )
     text = caplog.text
     assert "230590" not in text and "[CPR]" in text
     assert "12 34 56 78" not in text and "abcdefghijk123" not in text and "s3cr3t" not in text
-    assert "CA1234567890abcdef" in text and "7b0c4b5e-2f3a-4f8e-9d6a-1c2b3d4e5f60" in text and "127.0.0.1:54321" in text
+    assert (
+        "CA1234567890abcdef" in text
+        and "7b0c4b5e-2f3a-4f8e-9d6a-1c2b3d4e5f60" in text
+        and "127.0.0.1:54321" in text
+    )
 
 
 def test_log_masking_keeps_ids_and_addresses():
-    assert mask_log_text("ast-1761245643.1 v3:1234567890123 10.0.0.1:9092") == \
-        "ast-1761245643.1 v3:1234567890123 10.0.0.1:9092"
+    assert (
+        mask_log_text("ast-1761245643.1 v3:1234567890123 10.0.0.1:9092")
+        == "ast-1761245643.1 v3:1234567890123 10.0.0.1:9092"
+    )
     assert mask_log_text("ring 12345678") == "ring [NUMMER]"
 
 
@@ -78,15 +99,26 @@ def test_logs_hold_no_transcript_by_default(tmp_path, catalogue, classifier, spe
 
     text = "min skraldespand er ikke blevet tømt og mit nummer er 12 34 56 78"
     settings = load_settings(None, data_dir=tmp_path)
-    services = Services(settings=settings, catalogue=catalogue, vad=SileroVad(),
-                        asr=AsrPool(ScriptedAsr(text), AsrSettings(workers=1)), classifier=classifier,
-                        speaker=speaker, store=SqliteQueueStore(tmp_path / "q.db"), events=EventBus(),
-                        domain_prompt=None)
-    line = ScriptedLine([silence(0.5), speaker.speak("Min skraldespand er ikke blevet tømt."), silence(1.5)])
+    services = Services(
+        settings=settings,
+        catalogue=catalogue,
+        vad=SileroVad(),
+        asr=AsrPool(ScriptedAsr(text), AsrSettings(workers=1)),
+        classifier=classifier,
+        speaker=speaker,
+        store=SqliteQueueStore(tmp_path / "q.db"),
+        events=EventBus(),
+        domain_prompt=None,
+    )
+    line = ScriptedLine(
+        [silence(0.5), speaker.speak("Min skraldespand er ikke blevet tømt."), silence(1.5)]
+    )
     with caplog.at_level(logging.DEBUG):
         asyncio.run(asyncio.wait_for(CallSession(line, services).run(), 60))
     record = services.store.get("CA-test")
-    assert record is not None and "[NUMMER]" in record.transcript and "12 34" not in record.transcript
+    assert (
+        record is not None and "[NUMMER]" in record.transcript and "12 34" not in record.transcript
+    )
     assert "skraldespand" not in caplog.text and "12 34 56 78" not in caplog.text
     assert "CA-test" in caplog.text  # the call is logged, what was said is not
 
@@ -182,8 +214,15 @@ def test_database_files_and_the_secret_are_readable_by_their_owner_only(tmp_path
         agents.add("anna", "korrekt-hest-batteri", ["TMF"])
         load_or_create_secret(tmp_path)
         files = [p for p in tmp_path.iterdir() if p.is_file()]
-        assert {p.name for p in files} >= {"voicebot.db", "voicebot.db-wal", "voicebot.db-shm",
-                                            "agents.db", "agents.db-wal", "agents.db-shm", "secret"}
+        assert {p.name for p in files} >= {
+            "voicebot.db",
+            "voicebot.db-wal",
+            "voicebot.db-shm",
+            "agents.db",
+            "agents.db-wal",
+            "agents.db-shm",
+            "secret",
+        }
         modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in files}
         assert all(mode & 0o077 == 0 for mode in modes.values()), modes
         queue.close()
@@ -219,15 +258,24 @@ def test_forget_removes_a_call_from_redis_everywhere(redis_server, tmp_path, mon
     assert main(["forget", call_id]) == 0
     assert f"removed {call_id}" in capsys.readouterr().out
     assert not client.exists(f"{prefix}:call:{call_id}")
-    assert all(f["call_id"] != call_id for _, f in client.xrange(stream))  # the stream entry is gone
-    assert client.zscore(f"{prefix}:calls", call_id) is None and client.zscore(f"{prefix}:calls:TMF", call_id) is None
+    assert all(
+        f["call_id"] != call_id for _, f in client.xrange(stream)
+    )  # the stream entry is gone
+    assert (
+        client.zscore(f"{prefix}:calls", call_id) is None
+        and client.zscore(f"{prefix}:calls:TMF", call_id) is None
+    )
     pending = client.xpending_range(stream, "agents", "-", "+", 100)
-    assert [client.xrange(stream, p["message_id"], p["message_id"])[0][1]["call_id"] for p in pending] == [keep]
+    assert [
+        client.xrange(stream, p["message_id"], p["message_id"])[0][1]["call_id"] for p in pending
+    ] == [keep]
     assert store.get(keep) is not None and [c.call_id for c in store.waiting()] == [keep]
     deadline = time.monotonic() + 10  # the append-only file is rewritten without the record
     while time.monotonic() < deadline and _aof_holds(redis_server.directory, MARKER):
         time.sleep(0.1)
-    assert list(redis_server.directory.rglob("*.aof")) and not _aof_holds(redis_server.directory, MARKER)
+    assert list(redis_server.directory.rglob("*.aof")) and not _aof_holds(
+        redis_server.directory, MARKER
+    )
     store.forget(keep)
     store.close()
     client.close()

@@ -15,8 +15,15 @@ from .redis_server import RedisServer, free_port
 
 
 def call(call_id="CA1", forvaltning="TMF", **kw) -> RoutedCall:
-    return RoutedCall(call_id=call_id, forvaltning=forvaltning, intent="waste", confidence=0.9,
-                      transcript="min skraldespand", explanation=["skraldespand"], **kw)
+    return RoutedCall(
+        call_id=call_id,
+        forvaltning=forvaltning,
+        intent="waste",
+        confidence=0.9,
+        transcript="min skraldespand",
+        explanation=["skraldespand"],
+        **kw,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +39,9 @@ def store(request, tmp_path):
         s: QueueStore = SqliteQueueStore(tmp_path / "q.db")
     else:
         server = request.getfixturevalue("redis_server")
-        s = RedisQueueStore(server.url, prefix=f"test-{uuid.uuid4().hex[:8]}")  # one namespace per test
+        s = RedisQueueStore(
+            server.url, prefix=f"test-{uuid.uuid4().hex[:8]}"
+        )  # one namespace per test
     yield s
     s.close()
 
@@ -147,10 +156,12 @@ def test_old_sqlite_databases_are_migrated(tmp_path):
 
     db = tmp_path / "old.db"
     with sqlite3.connect(db) as old:
-        old.execute("CREATE TABLE routed_calls (call_id TEXT PRIMARY KEY, forvaltning TEXT NOT NULL, "
-                    "intent TEXT, confidence REAL NOT NULL, transcript TEXT NOT NULL, explanation TEXT NOT NULL, "
-                    "reason TEXT NOT NULL, caller TEXT, platform TEXT NOT NULL, created_at REAL NOT NULL, "
-                    "status TEXT NOT NULL, claimed_by TEXT, claimed_at REAL, finished_at REAL)")
+        old.execute(
+            "CREATE TABLE routed_calls (call_id TEXT PRIMARY KEY, forvaltning TEXT NOT NULL, "
+            "intent TEXT, confidence REAL NOT NULL, transcript TEXT NOT NULL, explanation TEXT NOT NULL, "
+            "reason TEXT NOT NULL, caller TEXT, platform TEXT NOT NULL, created_at REAL NOT NULL, "
+            "status TEXT NOT NULL, claimed_by TEXT, claimed_at REAL, finished_at REAL)"
+        )
     store = SqliteQueueStore(db)
     store.enqueue(call("CA1"))
     assert store.claim("CA1", "bo") and store.renew_claims("bo") == 1

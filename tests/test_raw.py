@@ -13,8 +13,14 @@ from tests.telephony_fakes import FakeWebSocket, drain
 
 def test_start_message_then_audio_dtmf_marks_and_hangup():
     pcm = np.full(320, 16384, "<i2").tobytes()
-    ws = FakeWebSocket([json.dumps({"call_id": "web-1", "caller": "+4512345678", "browser": "firefox"}), pcm,
-                        json.dumps({"type": "dtmf", "digit": "0"}), json.dumps({"type": "hangup"})])
+    ws = FakeWebSocket(
+        [
+            json.dumps({"call_id": "web-1", "caller": "+4512345678", "browser": "firefox"}),
+            pcm,
+            json.dumps({"type": "dtmf", "digit": "0"}),
+            json.dumps({"type": "hangup"}),
+        ]
+    )
     events = asyncio.run(drain(RawChannel(ws)))
     assert events[0] == CallStart("web-1", "raw", "+4512345678", {"browser": "firefox"})
     assert isinstance(events[1], Audio) and len(events[1].samples) == 320
@@ -25,7 +31,11 @@ def test_start_message_then_audio_dtmf_marks_and_hangup():
 def test_audio_without_a_start_message_starts_a_call():
     ch = RawChannel(FakeWebSocket())
     start, audio = ch.parse(b"\0" * 640)
-    assert isinstance(start, CallStart) and start.call_id.startswith("raw-") and isinstance(audio, Audio)
+    assert (
+        isinstance(start, CallStart)
+        and start.call_id.startswith("raw-")
+        and isinstance(audio, Audio)
+    )
 
 
 @pytest.mark.parametrize("message, error", [
@@ -55,8 +65,15 @@ def test_outbound_pcm_marks_clear_and_hand_off():
         return ch.ws, echoed, played
 
     ws, echoed, played = asyncio.run(scenario())
-    assert sum(len(b) for b in ws.binaries[:5]) == 32000 and all(len(b) % 640 == 0 for b in ws.binaries)
+    assert sum(len(b) for b in ws.binaries[:5]) == 32000 and all(
+        len(b) % 640 == 0 for b in ws.binaries
+    )
     assert ws.jsons[:2] == [{"type": "mark", "name": "greeting-1.0"}, {"type": "clear"}]
     assert echoed == [Played("greeting-1.0", interrupted=True)] and played == [Played("route-2.0")]
-    assert ws.jsons[-1] == {"type": "hangup", "reason": "handoff", "forvaltning": "TMF", "queue": "Teknik og Miljø"}
+    assert ws.jsons[-1] == {
+        "type": "hangup",
+        "reason": "handoff",
+        "forvaltning": "TMF",
+        "queue": "Teknik og Miljø",
+    }
     assert ws.closed == 1000

@@ -37,7 +37,9 @@ def served(tmp_path, catalogue, classifier, max_calls: int = 32, **security):
 
 def connect(port: int) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")  # no TIME_WAIT
+    sock.setsockopt(
+        socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+    )  # no TIME_WAIT
     return sock
 
 
@@ -68,8 +70,10 @@ def signed_twilio_voice(served_app: ServedApp) -> int:
     params = [("CallSid", "CAidle"), ("From", "+4512345678")]
     signature = auth.twilio_signature(served_app.credentials.twilio_auth_token, url, params)
     body = urlencode(params).encode()
-    head = (f"POST /twilio/voice HTTP/1.1\r\nHost: 127.0.0.1:{served_app.port}\r\nX-Twilio-Signature: {signature}\r\n"
-            f"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {len(body)}\r\n")
+    head = (
+        f"POST /twilio/voice HTTP/1.1\r\nHost: 127.0.0.1:{served_app.port}\r\nX-Twilio-Signature: {signature}\r\n"
+        f"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {len(body)}\r\n"
+    )
     return status(request(served_app.port, head, body))
 
 
@@ -85,27 +89,39 @@ def closed_by_server(sock: socket.socket, within_s: float) -> bool:
 
 def upgrade_head(path: str) -> bytes:
     key = base64.b64encode(os.urandom(16)).decode()
-    return (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n").encode()
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+    ).encode()
 
 
 # == idle and slow connections ================================================================
-def test_held_idle_connections_never_starve_health_checks_or_webhooks_and_are_closed(tmp_path, catalogue,
-                                                                                      classifier):
-    with served(tmp_path, catalogue, classifier, request_timeout_s=1.0, max_connections=100) as app, \
-            ExitStack() as stack:
+def test_held_idle_connections_never_starve_health_checks_or_webhooks_and_are_closed(
+    tmp_path, catalogue, classifier
+):
+    with (
+        served(tmp_path, catalogue, classifier, request_timeout_s=1.0, max_connections=100) as app,
+        ExitStack() as stack,
+    ):
         # More silent sockets than connections allowed (and than uvicorn's old limit of 192).
         idle = [stack.enter_context(connect(app.port)) for _ in range(250)]
         time.sleep(0.2)
         assert healthz(app.port) == 200
         assert signed_twilio_voice(app) == 200  # new calls still come in
-        assert request(app.port, "GET /console/login HTTP/1.1\r\nHost: 127.0.0.1\r\n").startswith(b"HTTP/1.1 200")
+        assert request(app.port, "GET /console/login HTTP/1.1\r\nHost: 127.0.0.1\r\n").startswith(
+            b"HTTP/1.1 200"
+        )
         # Every one of them is closed: made room for others, or after the request timeout.
         assert all(closed_by_server(sock, 5.0) for sock in idle)
 
 
-def test_a_slow_request_is_answered_408_and_closed_after_the_request_timeout(tmp_path, catalogue, classifier):
-    with served(tmp_path, catalogue, classifier, request_timeout_s=1.0) as app, connect(app.port) as sock:
+def test_a_slow_request_is_answered_408_and_closed_after_the_request_timeout(
+    tmp_path, catalogue, classifier
+):
+    with (
+        served(tmp_path, catalogue, classifier, request_timeout_s=1.0) as app,
+        connect(app.port) as sock,
+    ):
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         sock.settimeout(0.2)
         response, deadline = b"", time.monotonic() + 10
@@ -117,37 +133,59 @@ def test_a_slow_request_is_answered_408_and_closed_after_the_request_timeout(tmp
         assert closed_by_server(sock, 5.0)
 
 
-def test_an_idle_keep_alive_connection_is_closed_but_a_websocket_is_not_idle(tmp_path, catalogue, classifier):
+def test_an_idle_keep_alive_connection_is_closed_but_a_websocket_is_not_idle(
+    tmp_path, catalogue, classifier
+):
     from websockets.sync.client import connect as ws_connect
 
-    with served(tmp_path, catalogue, classifier, request_timeout_s=0.5, keepalive_timeout_s=0.5) as app, \
-            connect(app.port) as sock, ws_connect(app.events_url("CAlive")) as follower:
+    with (
+        served(
+            tmp_path, catalogue, classifier, request_timeout_s=0.5, keepalive_timeout_s=0.5
+        ) as app,
+        connect(app.port) as sock,
+        ws_connect(app.events_url("CAlive")) as follower,
+    ):
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         assert sock.recv(65536).startswith(b"HTTP/1.1 200")
         assert closed_by_server(sock, 5.0)
-        time.sleep(1.5)  # three request timeouts: a WebSocket is a call or a follower, not an idle socket
+        time.sleep(
+            1.5
+        )  # three request timeouts: a WebSocket is a call or a follower, not an idle socket
         follower.ping().wait(5)
 
 
-def test_a_request_in_progress_outlives_the_request_timeout_also_when_pipelined(tmp_path, catalogue, classifier):
+def test_a_request_in_progress_outlives_the_request_timeout_also_when_pipelined(
+    tmp_path, catalogue, classifier
+):
     import asyncio
 
-    with served(tmp_path, catalogue, classifier, request_timeout_s=0.5) as app, connect(app.port) as sock:
+    with (
+        served(tmp_path, catalogue, classifier, request_timeout_s=0.5) as app,
+        connect(app.port) as sock,
+    ):
+
         async def slow() -> dict:  # an app that takes its time: the request itself had arrived
             await asyncio.sleep(1.5)
             return {"slow": True}
 
         app.app.add_api_route("/_slow", slow)
-        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /_slow HTTP/1.1\r\nHost: x\r\n\r\n"
-                     b"GET /_slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        sock.sendall(
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /_slow HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"GET /_slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
         assert read_all(sock).count(b"HTTP/1.1 200 OK") == 3
 
 
 # == the connection limit (503) ===============================================================
-def test_a_request_is_answered_503_only_when_every_connection_is_busy(tmp_path, catalogue, classifier):
+def test_a_request_is_answered_503_only_when_every_connection_is_busy(
+    tmp_path, catalogue, classifier
+):
     from websockets.sync.client import connect as ws_connect
 
-    with served(tmp_path, catalogue, classifier, max_calls=2, max_connections=20) as app, ExitStack() as stack:
+    with (
+        served(tmp_path, catalogue, classifier, max_calls=2, max_connections=20) as app,
+        ExitStack() as stack,
+    ):
         followers = [stack.enter_context(ws_connect(app.events_url(f"CA{n}"))) for n in range(20)]
         assert healthz(app.port) == 503
         followers.pop().close()
@@ -156,7 +194,9 @@ def test_a_request_is_answered_503_only_when_every_connection_is_busy(tmp_path, 
 
 
 # == header sizes =============================================================================
-def test_an_oversized_cookie_is_refused_at_once_and_the_loop_goes_on(tmp_path, catalogue, classifier):
+def test_an_oversized_cookie_is_refused_at_once_and_the_loop_goes_on(
+    tmp_path, catalogue, classifier
+):
     with served(tmp_path, catalogue, classifier) as app:
         slowest, done = [0.0], threading.Event()
 
@@ -171,7 +211,9 @@ def test_an_oversized_cookie_is_refused_at_once_and_the_loop_goes_on(tmp_path, c
         checker.start()
         try:
             cookie = b'Cookie: a="' + b"\\" * (60 * 1024) + b'"\r\n'
-            response = request(app.port, "GET /console/login HTTP/1.1\r\nHost: 127.0.0.1\r\n", extra=cookie)
+            response = request(
+                app.port, "GET /console/login HTTP/1.1\r\nHost: 127.0.0.1\r\n", extra=cookie
+            )
             time.sleep(0.2)
         finally:
             done.set()
@@ -189,18 +231,25 @@ def test_escaped_cookies_are_dropped_before_starlette_parses_them():
     app = RequestLimits(Starlette(routes=[Route("/", cookies)]), SecuritySettings())
     client = TestClient(app)
     escaped = '"' + "\\" * 7000 + '"'
-    assert client.get("/", headers={"Cookie": f"session=abc; evil={escaped}; csrf=x"}).json() == \
-        {"session": "abc", "csrf": "x"}
+    assert client.get("/", headers={"Cookie": f"session=abc; evil={escaped}; csrf=x"}).json() == {
+        "session": "abc",
+        "csrf": "x",
+    }
     assert client.get("/", headers={"Cookie": "x" * 9000}).status_code == 431
     assert without_escaped_cookies(b'a=1; b="\\"') == b"a=1"
 
 
-@pytest.mark.parametrize("headers", [
-    [b"X-Big: " + b"a" * 9000],  # one field over 8 KiB
-    [b"X-Big%d: " % n + b"a" * 7000 for n in range(5)],  # 35 KB in fields under 8 KiB each
-    [b"X-Big: " + b"a" * 200_000],  # more than the server reads at once
-])
-def test_an_upgrade_with_oversized_headers_is_answered_431_and_closed(tmp_path, catalogue, classifier, headers):
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [b"X-Big: " + b"a" * 9000],  # one field over 8 KiB
+        [b"X-Big%d: " % n + b"a" * 7000 for n in range(5)],  # 35 KB in fields under 8 KiB each
+        [b"X-Big: " + b"a" * 200_000],  # more than the server reads at once
+    ],
+)
+def test_an_upgrade_with_oversized_headers_is_answered_431_and_closed(
+    tmp_path, catalogue, classifier, headers
+):
     with served(tmp_path, catalogue, classifier) as app, connect(app.port) as sock:
         sock.sendall(upgrade_head("/raw") + b"".join(h + b"\r\n" for h in headers) + b"\r\n")
         assert status(read_all(sock)) == 431
@@ -216,7 +265,9 @@ def test_a_request_line_and_headers_that_never_end_are_cut_off(tmp_path, catalog
 
 
 # == body sizes ===============================================================================
-def test_a_webhook_body_over_the_limit_is_refused_413_before_it_is_buffered(tmp_path, catalogue, classifier):
+def test_a_webhook_body_over_the_limit_is_refused_413_before_it_is_buffered(
+    tmp_path, catalogue, classifier
+):
     with served(tmp_path, catalogue, classifier, max_body_bytes=64 * 1024) as app:
         head = "POST /twilio/voice HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n"
         declared = request(app.port, head + f"Content-Length: {1 << 30}\r\n")  # and no body at all
@@ -236,8 +287,12 @@ def test_a_webhook_body_over_the_limit_is_refused_413_before_it_is_buffered(tmp_
 
 # == WebSocket keepalive ======================================================================
 def test_a_websocket_peer_that_never_answers_pings_is_disconnected(tmp_path, catalogue, classifier):
-    with served(tmp_path, catalogue, classifier, ws_ping_interval_s=0.3, ws_ping_timeout_s=0.3) as app, \
-            connect(app.port) as sock:
+    with (
+        served(
+            tmp_path, catalogue, classifier, ws_ping_interval_s=0.3, ws_ping_timeout_s=0.3
+        ) as app,
+        connect(app.port) as sock,
+    ):
         path = f"/calls/CAsilent/events?token={app.secret}"
         sock.sendall(upgrade_head(path) + b"\r\n")
         frames = read_all(sock)  # never reads a frame nor answers one

@@ -54,7 +54,7 @@ class ScriptedLine(MediaChannel):
                 for i in range(0, len(item), FRAME):
                     while not self._marks.empty():
                         yield self._marks.get_nowait()
-                    yield Audio(item[i:i + FRAME])
+                    yield Audio(item[i : i + FRAME])
                     await asyncio.sleep(0)
             else:
                 yield item
@@ -89,10 +89,17 @@ class ScriptedLine(MediaChannel):
 def services(tmp_path, catalogue, classifier, speaker):
     def make(text: str) -> Services:
         settings = load_settings(None, data_dir=tmp_path)
-        return Services(settings=settings, catalogue=catalogue, vad=SileroVad(),
-                        asr=AsrPool(ScriptedAsr(text), AsrSettings(workers=1)), classifier=classifier,
-                        speaker=speaker, store=SqliteQueueStore(tmp_path / "q.db"), events=EventBus(),
-                        domain_prompt=None)
+        return Services(
+            settings=settings,
+            catalogue=catalogue,
+            vad=SileroVad(),
+            asr=AsrPool(ScriptedAsr(text), AsrSettings(workers=1)),
+            classifier=classifier,
+            speaker=speaker,
+            store=SqliteQueueStore(tmp_path / "q.db"),
+            events=EventBus(),
+            domain_prompt=None,
+        )
 
     return make
 
@@ -150,7 +157,10 @@ def test_an_emergency_says_112_first(services, speaker):
     line = ScriptedLine([silence(0.3), speech, silence(1.5)])
     events = []
     original = svc.events.publish
-    svc.events.publish = lambda call_id, kind, **data: (events.append((kind, data)), original(call_id, kind, **data))
+    svc.events.publish = lambda call_id, kind, **data: (
+        events.append((kind, data)),
+        original(call_id, kind, **data),
+    )
     run(CallSession(line, svc))
     said = [d["text"] for k, d in events if k == "bot_said"]
     assert said[1].lower().startswith("ring et et to")  # the first thing after the greeting
@@ -163,10 +173,16 @@ def test_cpr_numbers_never_reach_the_queue_or_events(services, speaker):
     line = ScriptedLine([silence(0.3), speech, silence(1.5)])
     published = []
     original = svc.events.publish
-    svc.events.publish = lambda call_id, kind, **data: (published.append(repr(data)), original(call_id, kind, **data))
+    svc.events.publish = lambda call_id, kind, **data: (
+        published.append(repr(data)),
+        original(call_id, kind, **data),
+    )
     understood = []  # what the classifier reads: its explanation goes to the agent
     classify = svc.classifier.classify
-    svc.classifier.classify = lambda text, *a, **k: (understood.append(text), classify(text, *a, **k))[1]
+    svc.classifier.classify = lambda text, *a, **k: (
+        understood.append(text),
+        classify(text, *a, **k),
+    )[1]
     run(CallSession(line, svc))
     record = svc.store.get("CA-test")
     assert record is not None and "010203" not in record.transcript and "[CPR]" in record.transcript
@@ -188,7 +204,10 @@ def test_a_backchannel_does_not_take_the_turn_and_the_bot_resumes(services, spea
     line = ScriptedLine([silence(0.2), speech, silence(2.0), Hangup("done")], echo_marks=False)
     decisions = []
     original = svc.events.publish
-    svc.events.publish = lambda call_id, kind, **data: (decisions.append(kind), original(call_id, kind, **data))
+    svc.events.publish = lambda call_id, kind, **data: (
+        decisions.append(kind),
+        original(call_id, kind, **data),
+    )
     run(CallSession(line, svc))
     plays = [entry[1] for entry in line.log if entry[0] == "play"]
     assert ("clear",) in line.log
@@ -221,7 +240,9 @@ class ListenOnlyLine(ScriptedLine):
         return False
 
 
-def test_on_a_listen_only_line_the_bot_listens_until_the_platform_closes_and_assists(services, speaker):
+def test_on_a_listen_only_line_the_bot_listens_until_the_platform_closes_and_assists(
+    services, speaker
+):
     """AudioHook Monitor (issue 13 #11): no prompts, no no-input timer, no hand-off or
     disconnect of its own; what it understands goes to the agent as agent_assist."""
     svc = services("min skraldespand er ikke blevet tømt")
@@ -230,14 +251,20 @@ def test_on_a_listen_only_line_the_bot_listens_until_the_platform_closes_and_ass
     line = ListenOnlyLine([silence(0.5), speech, silence(1.5)])
     events = []
     original = svc.events.publish
-    svc.events.publish = lambda call_id, kind, **data: (events.append((kind, data)), original(call_id, kind, **data))
+    svc.events.publish = lambda call_id, kind, **data: (
+        events.append((kind, data)),
+        original(call_id, kind, **data),
+    )
     run(CallSession(line, svc))
     assert not [e for e in line.log if e[0] == "play"]
     assert line.log == [("hang_up",)]  # only the session's close after the platform's Hangup
     assert not [k for k, _ in events if k == "decision"]  # no no-input prompt, no routing
     assists = [d for k, d in events if k == "agent_assist"]
     assert assists and assists[0]["intent"] == "waste" and assists[0]["forvaltning"] == "TMF"
-    assert assists[0]["transcript"] == "min skraldespand er ikke blevet tømt" and 0 < assists[0]["confidence"] <= 1
+    assert (
+        assists[0]["transcript"] == "min skraldespand er ikke blevet tømt"
+        and 0 < assists[0]["confidence"] <= 1
+    )
     assert svc.store.get("CA-test") is None  # the platform routes a monitored call, not the bot
 
 
@@ -267,11 +294,16 @@ def test_a_failing_queue_write_still_hands_the_caller_on(services, speaker):
 def published_by(svc: Services) -> list[tuple[str, dict]]:
     events: list[tuple[str, dict]] = []
     original = svc.events.publish
-    svc.events.publish = lambda call_id, kind, **data: (events.append((kind, data)), original(call_id, kind, **data))
+    svc.events.publish = lambda call_id, kind, **data: (
+        events.append((kind, data)),
+        original(call_id, kind, **data),
+    )
     return events
 
 
-def test_a_failing_session_task_is_logged_and_the_caller_handed_to_a_person(services, speaker, caplog):
+def test_a_failing_session_task_is_logged_and_the_caller_handed_to_a_person(
+    services, speaker, caplog
+):
     """Issue 13 #9: a task that dies (here: a route prompt with a placeholder nobody fills)
     used to leave the caller in silence with nothing logged."""
     svc = services("min skraldespand er ikke blevet tømt")
@@ -285,7 +317,11 @@ def test_a_failing_session_task_is_logged_and_the_caller_handed_to_a_person(serv
     assert failures and failures[0].exc_info is not None  # logged with its traceback
     assert ("hand_off", "KONTAKTCENTER") in line.log
     record = svc.store.get("CA-test")
-    assert record is not None and record.forvaltning == "KONTAKTCENTER" and "internal error" in record.reason
+    assert (
+        record is not None
+        and record.forvaltning == "KONTAKTCENTER"
+        and "internal error" in record.reason
+    )
     assert any(e[0] == "play" and e[1].startswith("human") for e in line.log)  # told, not silence
 
 

@@ -41,17 +41,23 @@ SENTENCE = "Min skraldespand er ikke blevet tømt i denne uge."
 
 
 def soak_seconds(config) -> float:
-    minutes = config.getoption("--soak-minutes") or float(os.environ.get("VOICEBOT_SOAK_MINUTES", "0") or 0)
+    minutes = config.getoption("--soak-minutes") or float(
+        os.environ.get("VOICEBOT_SOAK_MINUTES", "0") or 0
+    )
     return minutes * 60 if minutes else SHORT_S
 
 
-async def line(server: LightServer, credentials, protocol: str, audio, until: float, results: list) -> None:
+async def line(
+    server: LightServer, credentials, protocol: str, audio, until: float, results: list
+) -> None:
     """One phone line: call, and call again, until `until`."""
     media = server.url(f"/{protocol}")
     if protocol == "audiosocket":
         media = f"tcp://127.0.0.1:{server.ports['audiosocket']}"
     while time.monotonic() < until:
-        call = SimulatedCall(media, None, protocol=protocol, speed=1.0, timeout_s=60, credentials=credentials)
+        call = SimulatedCall(
+            media, None, protocol=protocol, speed=1.0, timeout_s=60, credentials=credentials
+        )
         call.events_url = server.url(f"/calls/{call.call_id}/events?token={credentials.secret}")
         entry = {"call_id": call.call_id, "protocol": protocol, "error": None, "routed": False}
         try:
@@ -87,29 +93,50 @@ def test_thirty_simultaneous_calls(tmp_path: Path, request, speaker):
                 rss.append((time.monotonic() - start, process.memory_info().rss))
                 if len(rss) % 15 == 1:  # every 30 s: what lives in the server besides bytes
                     state = await asyncio.to_thread(server.state)
-                    curve.append({"t_s": round(rss[-1][0]), "rss_mb": round(rss[-1][1] / 2**20, 1),
-                                  "calls": len(results), **{k: state[k] for k in ("python_objects", "threads",
-                                                                                 "tasks", "active_calls")}})
+                    curve.append(
+                        {
+                            "t_s": round(rss[-1][0]),
+                            "rss_mb": round(rss[-1][1] / 2**20, 1),
+                            "calls": len(results),
+                            **{
+                                k: state[k]
+                                for k in ("python_objects", "threads", "tasks", "active_calls")
+                            },
+                        }
+                    )
                 await asyncio.sleep(2.0)
 
         async def soak() -> None:
             start = time.monotonic()
             until = start + duration_s
             sampler = asyncio.create_task(sample_rss(start, until))
-            lines = [line(server, credentials, PROTOCOLS[i % len(PROTOCOLS)], audio[PROTOCOLS[i % len(PROTOCOLS)]],
-                          until, results) for i in range(LINES)]
+            lines = [
+                line(
+                    server,
+                    credentials,
+                    PROTOCOLS[i % len(PROTOCOLS)],
+                    audio[PROTOCOLS[i % len(PROTOCOLS)]],
+                    until,
+                    results,
+                )
+                for i in range(LINES)
+            ]
             await asyncio.gather(*lines)
             await sampler
 
         asyncio.run(soak())
         deadline = time.monotonic() + 30  # hang-ups are processed; sessions wind down
         state = server.state()
-        while (state["active_calls"] or state["session_tasks"] or state["subscribers"]) and time.monotonic() < deadline:
+        while (
+            state["active_calls"] or state["session_tasks"] or state["subscribers"]
+        ) and time.monotonic() < deadline:
             time.sleep(0.2)
             state = server.state()
         final_rss = state["rss"]
         with sqlite3.connect(tmp_path / "voicebot.db") as db:
-            stored = dict(db.execute("SELECT call_id, COUNT(*) FROM routed_calls GROUP BY call_id").fetchall())
+            stored = dict(
+                db.execute("SELECT call_id, COUNT(*) FROM routed_calls GROUP BY call_id").fetchall()
+            )
     log = server.log_path.read_text(errors="replace")
 
     errors = [r for r in results if r["error"]]
@@ -117,9 +144,14 @@ def test_thirty_simultaneous_calls(tmp_path: Path, request, speaker):
     after_warmup = [v for t, v in rss if t >= warmup_s] or [rss[-1][1]]
     baseline = after_warmup[0]
     figures = {
-        "duration_s": duration_s, "lines": LINES, "calls": len(results), "routed": len(routed),
-        "errors": len(errors), "rss_start_mb": round(rss[0][1] / 2**20, 1),
-        "rss_after_warmup_mb": round(baseline / 2**20, 1), "rss_peak_mb": round(max(v for _, v in rss) / 2**20, 1),
+        "duration_s": duration_s,
+        "lines": LINES,
+        "calls": len(results),
+        "routed": len(routed),
+        "errors": len(errors),
+        "rss_start_mb": round(rss[0][1] / 2**20, 1),
+        "rss_after_warmup_mb": round(baseline / 2**20, 1),
+        "rss_peak_mb": round(max(v for _, v in rss) / 2**20, 1),
         "rss_end_mb": round(final_rss / 2**20, 1),
         "rss_growth_after_warmup_mb": round((max(final_rss, *after_warmup) - baseline) / 2**20, 1),
         "per_protocol": {p: sum(r["protocol"] == p for r in results) for p in PROTOCOLS},
@@ -160,8 +192,13 @@ def test_the_call_beyond_capacity_hears_so_and_reaches_a_person(tmp_path, catalo
             while services.active_calls < 32 and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
             assert services.active_calls == 32
-            call = SimulatedCall(served.media_url("twilio"), None, speed=4.0, timeout_s=20,
-                                 credentials=served.credentials)
+            call = SimulatedCall(
+                served.media_url("twilio"),
+                None,
+                speed=4.0,
+                timeout_s=20,
+                credentials=served.credentials,
+            )
             call.events_url = served.events_url(call.call_id)
             result = await asyncio.wait_for(call.run([]), 30)
             release.set()
@@ -172,7 +209,11 @@ def test_the_call_beyond_capacity_hears_so_and_reaches_a_person(tmp_path, catalo
         said = [e["text"] for e in result.events if e["type"] == "bot_said"]
         assert said == [overloaded] and len(result.reply_audio) > 0  # told, never silence
         record = services.store.get(call_id)
-        assert record.forvaltning == "KONTAKTCENTER" and "capacity" in record.reason and record.status == "waiting"
+        assert (
+            record.forvaltning == "KONTAKTCENTER"
+            and "capacity" in record.reason
+            and record.status == "waiting"
+        )
         deadline = time.monotonic() + 10
         while services.active_calls and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -20,7 +20,9 @@ def test_split_frames_pads_the_last_frame_with_silence():
 def test_playout_is_paced_in_real_time_and_reports_the_mark_after_the_audio():
     async def scenario():
         sent, played = [], []
-        playout = PacedPlayout(lambda f: _record(sent, f), played.append, frame_s=0.02, lead_frames=2)
+        playout = PacedPlayout(
+            lambda f: _record(sent, f), played.append, frame_s=0.02, lead_frames=2
+        )
         start = time.monotonic()
         playout.enqueue([b"x" * 4] * 10, "greeting-1.0")
         while not played:

@@ -15,16 +15,35 @@ from tests.telephony_fakes import FakeWebSocket, drain
 
 STREAM = "32DE0DEA-53CB-4B21-89A4-9E1819C043BC"
 CCID = "v2:T02llQxIyaRkhfRKxgAP8nY511EhFLizdvdUKJiSw8d6A9BborherQ"
-START = {"event": "start", "sequence_number": "1", "stream_id": STREAM,
-         "start": {"user_id": "3E6F995F-85F7-4705-9741-53B116D28237", "call_control_id": CCID,
-                   "client_state": "aGF2ZSBhIG5pY2UgZGF5ID1d", "from": "+4512345678", "to": "+4533663366",
-                   "media_format": {"encoding": "PCMU", "sample_rate": 8000, "channels": 1}}}
+START = {
+    "event": "start",
+    "sequence_number": "1",
+    "stream_id": STREAM,
+    "start": {
+        "user_id": "3E6F995F-85F7-4705-9741-53B116D28237",
+        "call_control_id": CCID,
+        "client_state": "aGF2ZSBhIG5pY2UgZGF5ID1d",
+        "from": "+4512345678",
+        "to": "+4533663366",
+        "media_format": {"encoding": "PCMU", "sample_rate": 8000, "channels": 1},
+    },
+}
 
 
 def media(seq: int, payload: bytes, track: str = "inbound") -> str:
-    return json.dumps({"event": "media", "sequence_number": str(seq), "stream_id": STREAM,
-                       "media": {"track": track, "chunk": str(seq - 1), "timestamp": str((seq - 1) * 20),
-                                 "payload": base64.b64encode(payload).decode()}})
+    return json.dumps(
+        {
+            "event": "media",
+            "sequence_number": str(seq),
+            "stream_id": STREAM,
+            "media": {
+                "track": track,
+                "chunk": str(seq - 1),
+                "timestamp": str((seq - 1) * 20),
+                "payload": base64.b64encode(payload).decode(),
+            },
+        }
+    )
 
 
 def started(encoding: str = "PCMU", rate: int = 8000, depth: int = 5) -> TelnyxChannel:
@@ -36,8 +55,18 @@ def started(encoding: str = "PCMU", rate: int = 8000, depth: int = 5) -> TelnyxC
 
 def test_start_gives_call_control_id_and_caller():
     event = TelnyxChannel(FakeWebSocket()).parse(json.dumps(START))
-    assert event == [CallStart(CCID, "telnyx", "+4512345678",
-                               {"from": "+4512345678", "to": "+4533663366", "client_state": "aGF2ZSBhIG5pY2UgZGF5ID1d"})]
+    assert event == [
+        CallStart(
+            CCID,
+            "telnyx",
+            "+4512345678",
+            {
+                "from": "+4512345678",
+                "to": "+4533663366",
+                "client_state": "aGF2ZSBhIG5pY2UgZGF5ID1d",
+            },
+        )
+    ]
 
 
 def test_out_of_order_media_is_put_back_in_sequence():
@@ -64,14 +93,45 @@ def test_dtmf_marks_error_and_stop_flushes_held_frames():
     ch.parse(media(2, b"\xff" * 160))
     held = ch.parse(media(4, b"\xff" * 160))  # 3 is missing: held back
     assert held == []
-    events = ch.parse(json.dumps({"event": "dtmf", "stream_id": STREAM, "occurred_at": "2026-01-01T10:00:00Z",
-                                  "sequence_number": "5", "dtmf": {"digit": "1"}}))
+    events = ch.parse(
+        json.dumps(
+            {
+                "event": "dtmf",
+                "stream_id": STREAM,
+                "occurred_at": "2026-01-01T10:00:00Z",
+                "sequence_number": "5",
+                "dtmf": {"digit": "1"},
+            }
+        )
+    )
     assert events == [Digit("1")]  # the dtmf's own number is skipped, not waited for
-    assert ch.parse(json.dumps({"event": "error", "stream_id": STREAM, "payload": {
-        "code": 100002, "title": "Unknown error", "detail": "An unknown error occurred"}})) == []
+    assert (
+        ch.parse(
+            json.dumps(
+                {
+                    "event": "error",
+                    "stream_id": STREAM,
+                    "payload": {
+                        "code": 100002,
+                        "title": "Unknown error",
+                        "detail": "An unknown error occurred",
+                    },
+                }
+            )
+        )
+        == []
+    )
     assert ch.errors[0]["code"] == 100002
-    stop = ch.parse(json.dumps({"event": "stop", "sequence_number": "6", "stream_id": STREAM,
-                                "stop": {"call_control_id": CCID}}))
+    stop = ch.parse(
+        json.dumps(
+            {
+                "event": "stop",
+                "sequence_number": "6",
+                "stream_id": STREAM,
+                "stop": {"call_control_id": CCID},
+            }
+        )
+    )
     assert [type(e) for e in stop] == [Audio, Hangup]  # the held frame, then the end
 
 
@@ -133,8 +193,16 @@ def test_outbound_media_then_mark_and_clear_interrupts_at_once():
         await ch.play(np.zeros(8000, np.float32), "answer-3.0")  # 0.5 s
         await ch.clear()
         played = await ch.inbox.get()
-        echo = ch.parse(json.dumps({"event": "mark", "sequence_number": "9", "stream_id": STREAM,
-                                    "mark": {"name": "answer-3.0"}}))
+        echo = ch.parse(
+            json.dumps(
+                {
+                    "event": "mark",
+                    "sequence_number": "9",
+                    "stream_id": STREAM,
+                    "mark": {"name": "answer-3.0"},
+                }
+            )
+        )
         return ch.ws.jsons, played, echo
 
     sent, played, echo = asyncio.run(scenario())
@@ -150,5 +218,6 @@ def test_outbound_media_then_mark_and_clear_interrupts_at_once():
 def test_mark_echo_after_playback_is_played():
     ch = started()
     asyncio.run(ch.play(np.zeros(1600, np.float32), "greeting-1.0"))
-    assert ch.parse(json.dumps({"event": "mark", "stream_id": STREAM, "mark": {"name": "greeting-1.0"}})) == \
-        [Played("greeting-1.0")]
+    assert ch.parse(
+        json.dumps({"event": "mark", "stream_id": STREAM, "mark": {"name": "greeting-1.0"}})
+    ) == [Played("greeting-1.0")]

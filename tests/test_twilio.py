@@ -21,9 +21,19 @@ START = {
 
 
 def media(payload: bytes, chunk: int = 1) -> str:
-    return json.dumps({"event": "media", "sequenceNumber": str(chunk + 1), "streamSid": SID,
-                       "media": {"track": "inbound", "chunk": str(chunk), "timestamp": str(chunk * 20),
-                                 "payload": base64.b64encode(payload).decode()}})
+    return json.dumps(
+        {
+            "event": "media",
+            "sequenceNumber": str(chunk + 1),
+            "streamSid": SID,
+            "media": {
+                "track": "inbound",
+                "chunk": str(chunk),
+                "timestamp": str(chunk * 20),
+                "payload": base64.b64encode(payload).decode(),
+            },
+        }
+    )
 
 
 class FakeSocket:
@@ -36,8 +46,11 @@ class FakeSocket:
         if not self.incoming:
             return {"type": "websocket.disconnect"}
         item = self.incoming.pop(0)
-        return {"type": "websocket.receive", "text": item} if isinstance(item, str) else \
-            {"type": "websocket.receive", "bytes": item}
+        return (
+            {"type": "websocket.receive", "text": item}
+            if isinstance(item, str)
+            else {"type": "websocket.receive", "bytes": item}
+        )
 
     async def send_text(self, text: str):
         self.sent.append(json.loads(text))
@@ -54,9 +67,13 @@ def started() -> TwilioChannel:
 
 def test_start_gives_call_id_caller_and_parameters():
     ch = TwilioChannel(FakeSocket())
-    assert ch.parse(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"})) is None
+    assert (
+        ch.parse(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"})) is None
+    )
     event = ch.parse(json.dumps(START))
-    assert event == CallStart("CA456", "twilio", "+4512345678", {"caller": "+4512345678", "lang": "da"})
+    assert event == CallStart(
+        "CA456", "twilio", "+4512345678", {"caller": "+4512345678", "lang": "da"}
+    )
 
 
 def test_media_becomes_16khz_audio():
@@ -70,12 +87,39 @@ def test_media_becomes_16khz_audio():
 
 def test_dtmf_mark_and_stop():
     ch = started()
-    assert ch.parse(json.dumps({"event": "dtmf", "streamSid": SID, "sequenceNumber": "5",
-                                "dtmf": {"track": "inbound_track", "digit": "0"}})) == Digit("0")
-    assert ch.parse(json.dumps({"event": "mark", "streamSid": SID, "sequenceNumber": "6",
-                                "mark": {"name": "greeting-1"}})) == Played("greeting-1", False)
-    assert isinstance(ch.parse(json.dumps({"event": "stop", "streamSid": SID, "sequenceNumber": "7",
-                                           "stop": {"accountSid": "AC123", "callSid": "CA456"}})), Hangup)
+    assert ch.parse(
+        json.dumps(
+            {
+                "event": "dtmf",
+                "streamSid": SID,
+                "sequenceNumber": "5",
+                "dtmf": {"track": "inbound_track", "digit": "0"},
+            }
+        )
+    ) == Digit("0")
+    assert ch.parse(
+        json.dumps(
+            {
+                "event": "mark",
+                "streamSid": SID,
+                "sequenceNumber": "6",
+                "mark": {"name": "greeting-1"},
+            }
+        )
+    ) == Played("greeting-1", False)
+    assert isinstance(
+        ch.parse(
+            json.dumps(
+                {
+                    "event": "stop",
+                    "streamSid": SID,
+                    "sequenceNumber": "7",
+                    "stop": {"accountSid": "AC123", "callSid": "CA456"},
+                }
+            )
+        ),
+        Hangup,
+    )
 
 
 @pytest.mark.parametrize("bad", [
@@ -127,7 +171,9 @@ def test_marks_returned_after_clear_are_marked_interrupted():
     asyncio.run(ch.play(np.zeros(1600, np.float32), "greeting-1"))
     asyncio.run(ch.clear())
     assert ch.ws.sent[-1] == {"event": "clear", "streamSid": SID}
-    echoed = ch.parse(json.dumps({"event": "mark", "streamSid": SID, "mark": {"name": "greeting-1"}}))
+    echoed = ch.parse(
+        json.dumps({"event": "mark", "streamSid": SID, "mark": {"name": "greeting-1"}})
+    )
     assert echoed == Played("greeting-1", interrupted=True)
     asyncio.run(ch.play(np.zeros(1600, np.float32), "answer-2"))
     echoed = ch.parse(json.dumps({"event": "mark", "streamSid": SID, "mark": {"name": "answer-2"}}))

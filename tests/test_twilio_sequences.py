@@ -15,21 +15,42 @@ from telephony.twilio import TwilioChannel
 from tests.telephony_fakes import FakeWebSocket
 
 SID = "MZ18ad3ab5a668481ce02b83e7395059f0"
-START = {"event": "start", "sequenceNumber": "1", "streamSid": SID,
-         "start": {"streamSid": SID, "accountSid": "AC123", "callSid": "CA456", "tracks": ["inbound"],
-                   "customParameters": {}, "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000,
-                                                           "channels": 1}}}
+START = {
+    "event": "start",
+    "sequenceNumber": "1",
+    "streamSid": SID,
+    "start": {
+        "streamSid": SID,
+        "accountSid": "AC123",
+        "callSid": "CA456",
+        "tracks": ["inbound"],
+        "customParameters": {},
+        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+    },
+}
 
 
 def mark(name: str, seq: int) -> str:
-    return json.dumps({"event": "mark", "sequenceNumber": str(seq), "streamSid": SID, "mark": {"name": name}})
+    return json.dumps(
+        {"event": "mark", "sequenceNumber": str(seq), "streamSid": SID, "mark": {"name": name}}
+    )
 
 
 def media(seq: int) -> str:
     payload = base64.b64encode(ulaw_encode(np.full(160, 3000, np.int16))).decode()
-    return json.dumps({"event": "media", "sequenceNumber": str(seq), "streamSid": SID,
-                       "media": {"track": "inbound", "chunk": str(seq - 1), "timestamp": str(seq * 20),
-                                 "payload": payload}})
+    return json.dumps(
+        {
+            "event": "media",
+            "sequenceNumber": str(seq),
+            "streamSid": SID,
+            "media": {
+                "track": "inbound",
+                "chunk": str(seq - 1),
+                "timestamp": str(seq * 20),
+                "payload": payload,
+            },
+        }
+    )
 
 
 def test_marks_returned_right_after_a_clear_were_discarded():
@@ -48,6 +69,9 @@ def test_marks_returned_right_after_a_clear_were_discarded():
 
     sent, echoes, later = asyncio.run(scenario())
     kinds = [m["event"] for m in sent]
-    assert kinds.count("mark") == 3 and kinds.index("clear") == kinds.index("mark", kinds.index("mark") + 1) + 1
+    assert (
+        kinds.count("mark") == 3
+        and kinds.index("clear") == kinds.index("mark", kinds.index("mark") + 1) + 1
+    )
     assert echoes == [Played("greeting-1.0", True), Played("greeting-1.1", True)]
     assert later == Played("answer-2.0", False)

@@ -22,8 +22,11 @@ def test_held_back_accuracy_floor(classifier):
 
 
 def test_emergency_words_override_the_model(classifier):
-    for text in ("min far er faldet og bløder fra hovedet", "det brænder i opgangen",
-                 "hun trækker ikke vejret"):
+    for text in (
+        "min far er faldet og bløder fra hovedet",
+        "det brænder i opgangen",
+        "hun trækker ikke vejret",
+    ):
         u = classifier.classify(text)
         assert u.intent == "emergency" and u.rule, text
 

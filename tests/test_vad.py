@@ -15,7 +15,7 @@ def vad():
 def run(vad, audio: np.ndarray, settings: EndpointingSettings, chunk: int = 320):
     stream, ep, events = vad.stream(), Endpointer(settings), []
     for i in range(0, len(audio), chunk):  # 20 ms frames, as from a phone platform
-        events += ep.update(stream.push(audio[i:i + chunk]))
+        events += ep.update(stream.push(audio[i : i + chunk]))
     return events
 
 
@@ -53,10 +53,12 @@ def test_a_pause_shorter_than_the_silence_setting_does_not_end_the_turn(vad, spe
 def test_per_call_state_is_independent(vad, speaker):
     speech = np.concatenate([speaker.speak("Hej med dig."), silence(1.0)])
     a, b = vad.stream(), vad.stream()
-    pa = np.concatenate([a.push(speech[i:i + 320]) for i in range(0, len(speech), 320)])
-    b.push(np.random.default_rng(1).normal(0, 0.2, 48000).astype(np.float32))  # another call's noise
+    pa = np.concatenate([a.push(speech[i : i + 320]) for i in range(0, len(speech), 320)])
+    b.push(
+        np.random.default_rng(1).normal(0, 0.2, 48000).astype(np.float32)
+    )  # another call's noise
     fresh = vad.stream()
-    pf = np.concatenate([fresh.push(speech[i:i + 320]) for i in range(0, len(speech), 320)])
+    pf = np.concatenate([fresh.push(speech[i : i + 320]) for i in range(0, len(speech), 320)])
     np.testing.assert_allclose(pa, pf, atol=1e-5)
 
 

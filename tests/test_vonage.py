@@ -11,8 +11,13 @@ from telephony.base import Audio, CallStart, Digit, Hangup, Played, ProtocolErro
 from telephony.vonage import VonageChannel, VonagePlatform
 from tests.telephony_fakes import FakeWebSocket, drain
 
-CONNECTED = {"event": "websocket:connected", "content-type": "audio/l16;rate=16000",
-             "call_id": "63f61863-4a51-4f6b-86e1-46edebcf9356", "caller": "+4512345678", "lang": "da"}
+CONNECTED = {
+    "event": "websocket:connected",
+    "content-type": "audio/l16;rate=16000",
+    "call_id": "63f61863-4a51-4f6b-86e1-46edebcf9356",
+    "caller": "+4512345678",
+    "lang": "da",
+}
 
 
 def frame(value: int = 1000, rate: int = 16000) -> bytes:
@@ -27,9 +32,12 @@ def connected(rate: int = 16000) -> VonageChannel:
 
 def test_connected_gives_call_id_caller_and_headers():
     event = VonageChannel(FakeWebSocket()).parse(json.dumps(CONNECTED))
-    assert event == CallStart("63f61863-4a51-4f6b-86e1-46edebcf9356", "vonage", "+4512345678",
-                              {"call_id": "63f61863-4a51-4f6b-86e1-46edebcf9356", "caller": "+4512345678",
-                               "lang": "da"})
+    assert event == CallStart(
+        "63f61863-4a51-4f6b-86e1-46edebcf9356",
+        "vonage",
+        "+4512345678",
+        {"call_id": "63f61863-4a51-4f6b-86e1-46edebcf9356", "caller": "+4512345678", "lang": "da"},
+    )
 
 
 def test_16k_frames_pass_through_and_8k_frames_are_upsampled():
@@ -44,7 +52,9 @@ def test_16k_frames_pass_through_and_8k_frames_are_upsampled():
 
 def test_dtmf_and_cleared_events():
     ch = connected()
-    assert ch.parse(json.dumps({"event": "websocket:dtmf", "digit": "5", "duration": 260})) == Digit("5")
+    assert ch.parse(
+        json.dumps({"event": "websocket:dtmf", "digit": "5", "duration": 260})
+    ) == Digit("5")
     assert ch.parse(json.dumps({"event": "websocket:cleared"})) is None
     assert ch.parse(json.dumps({"event": "websocket:something-new"})) is None
 
@@ -71,7 +81,9 @@ def test_odd_audio_and_second_connected_are_protocol_errors():
 
 
 def test_events_end_with_hangup_when_vonage_closes():
-    ws = FakeWebSocket([json.dumps(CONNECTED), frame(), json.dumps({"event": "websocket:dtmf", "digit": "0"})])
+    ws = FakeWebSocket(
+        [json.dumps(CONNECTED), frame(), json.dumps({"event": "websocket:dtmf", "digit": "0"})]
+    )
     events = asyncio.run(drain(VonageChannel(ws)))
     assert [type(e) for e in events] == [CallStart, Audio, Digit, Hangup]
 

@@ -132,15 +132,28 @@ class AgentStore:
     def add(self, name: str, password: str, forvaltninger: list[str], admin: bool = False) -> Agent:
         name = normalise_name(name)
         if not NAME_RE.match(name):
-            raise AgentError(f"'{name}' is not a valid agent name (2-40 of a-z, 0-9, æøå, '.', '_', '-')")
+            raise AgentError(
+                f"'{name}' is not a valid agent name (2-40 of a-z, 0-9, æøå, '.', '_', '-')"
+            )
         if not MIN_PASSWORD_LEN <= len(password) <= MAX_PASSWORD_LEN:
-            raise AgentError(f"the password must be {MIN_PASSWORD_LEN} to {MAX_PASSWORD_LEN} characters")
+            raise AgentError(
+                f"the password must be {MIN_PASSWORD_LEN} to {MAX_PASSWORD_LEN} characters"
+            )
         if not forvaltninger and not admin:
             raise AgentError("an agent needs at least one forvaltning (or --admin)")
-        row = (name, self._hasher.hash(password), json.dumps(sorted(set(forvaltninger))), int(admin), time.time())
+        row = (
+            name,
+            self._hasher.hash(password),
+            json.dumps(sorted(set(forvaltninger))),
+            int(admin),
+            time.time(),
+        )
         try:
-            self._write("INSERT INTO agents (name, password_hash, forvaltninger, admin, created_at) "
-                        "VALUES (?, ?, ?, ?, ?)", row)
+            self._write(
+                "INSERT INTO agents (name, password_hash, forvaltninger, admin, created_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                row,
+            )
         except sqlite3.IntegrityError:
             raise AgentError(f"agent '{name}' already exists") from None
         return Agent(name, tuple(sorted(set(forvaltninger))), admin)
@@ -149,11 +162,16 @@ class AgentStore:
         return self._write("DELETE FROM agents WHERE name = ?", (normalise_name(name),)) > 0
 
     def get(self, name: str) -> Agent | None:
-        rows = self._query("SELECT name, forvaltninger, admin FROM agents WHERE name = ?", (normalise_name(name),))
+        rows = self._query(
+            "SELECT name, forvaltninger, admin FROM agents WHERE name = ?", (normalise_name(name),)
+        )
         return self._agent(rows[0]) if rows else None
 
     def agents(self) -> list[Agent]:
-        return [self._agent(r) for r in self._query("SELECT name, forvaltninger, admin FROM agents ORDER BY name")]
+        return [
+            self._agent(r)
+            for r in self._query("SELECT name, forvaltninger, admin FROM agents ORDER BY name")
+        ]
 
     def verify(self, name: str, password: str) -> Agent | None:
         """The agent if the password is right. An unknown name costs the same hash as a known one."""
@@ -163,24 +181,34 @@ class AgentStore:
             self._dummy_hash = self._hasher.hash(secrets.token_hex(8))
         known = bool(rows) and len(password) <= MAX_PASSWORD_LEN
         try:
-            self._hasher.verify(rows[0][0] if known else self._dummy_hash, password[:MAX_PASSWORD_LEN])
+            self._hasher.verify(
+                rows[0][0] if known else self._dummy_hash, password[:MAX_PASSWORD_LEN]
+            )
         except (VerificationError, InvalidHashError):
             return None
         if not known:
             return None
         stored = rows[0][0]
         if self._hasher.check_needs_rehash(stored):  # parameters were raised since it was set
-            self._write("UPDATE agents SET password_hash = ? WHERE name = ?", (self._hasher.hash(password), name))
+            self._write(
+                "UPDATE agents SET password_hash = ? WHERE name = ?",
+                (self._hasher.hash(password), name),
+            )
         return self.get(name)
 
     # -- sessions ------------------------------------------------------------------------
     def create_session(self, agent: Agent) -> tuple[str, Session]:
         token, csrf, now = secrets.token_urlsafe(32), secrets.token_urlsafe(32), time.time()
         with self._lock:
-            self._db.execute("INSERT INTO sessions VALUES (?, ?, ?, ?, ?)", (_digest(token), agent.name, csrf, now, now))
+            self._db.execute(
+                "INSERT INTO sessions VALUES (?, ?, ?, ?, ?)",
+                (_digest(token), agent.name, csrf, now, now),
+            )
             self._db.execute(  # bounded: an agent's oldest sessions go first
                 "DELETE FROM sessions WHERE agent = ? AND token_hash NOT IN (SELECT token_hash FROM sessions "
-                "WHERE agent = ? ORDER BY created_at DESC LIMIT ?)", (agent.name, agent.name, MAX_SESSIONS_PER_AGENT))
+                "WHERE agent = ? ORDER BY created_at DESC LIMIT ?)",
+                (agent.name, agent.name, MAX_SESSIONS_PER_AGENT),
+            )
         self.purge_sessions()  # expired sessions of every agent go at each login: no timer needed
         return token, Session(agent, csrf, now, now)
 
@@ -190,7 +218,9 @@ class AgentStore:
             return None
         rows = self._query(
             "SELECT s.csrf, s.created_at, s.seen_at, a.name, a.forvaltninger, a.admin FROM sessions s "
-            "JOIN agents a ON a.name = s.agent WHERE s.token_hash = ?", (_digest(token),))
+            "JOIN agents a ON a.name = s.agent WHERE s.token_hash = ?",
+            (_digest(token),),
+        )
         if not rows:
             return None
         csrf, created_at, seen_at, *agent_row = rows[0]
@@ -200,7 +230,9 @@ class AgentStore:
             self.end_session(token)
             return None
         if touch and now - seen_at > SESSION_TOUCH_S:
-            self._write("UPDATE sessions SET seen_at = ? WHERE token_hash = ?", (now, _digest(token)))
+            self._write(
+                "UPDATE sessions SET seen_at = ? WHERE token_hash = ?", (now, _digest(token))
+            )
             session = Session(session.agent, csrf, created_at, now)
         return session
 
@@ -209,8 +241,10 @@ class AgentStore:
 
     def purge_sessions(self) -> int:
         now = time.time()
-        return self._write("DELETE FROM sessions WHERE seen_at < ? OR created_at < ?",
-                           (now - SESSION_IDLE_S, now - SESSION_MAX_S))
+        return self._write(
+            "DELETE FROM sessions WHERE seen_at < ? OR created_at < ?",
+            (now - SESSION_IDLE_S, now - SESSION_MAX_S),
+        )
 
     def close(self) -> None:
         with self._lock:
@@ -261,7 +295,9 @@ class LoginLimiter:
     anywhere (guessing spread over many addresses) only delay its logins a little."""
 
     per_address: SlidingWindow = field(default_factory=lambda: SlidingWindow(20, LOGIN_WINDOW_S))
-    per_address_account: SlidingWindow = field(default_factory=lambda: SlidingWindow(5, LOGIN_WINDOW_S))
+    per_address_account: SlidingWindow = field(
+        default_factory=lambda: SlidingWindow(5, LOGIN_WINDOW_S)
+    )
     per_account: SlidingWindow = field(default_factory=lambda: SlidingWindow(5, LOGIN_WINDOW_S))
     account_delay_s: float = 1.0  # for each login to an account with that many recent failures
 

@@ -26,7 +26,9 @@ def parse_forvaltninger(text: str, known: list[str]) -> list[str]:
     ids = [f.strip().upper() for f in text.split(",") if f.strip()]
     unknown = [f for f in ids if f not in known]
     if unknown:
-        raise AgentError(f"unknown forvaltning {', '.join(unknown)} (the catalogue has: {', '.join(known)})")
+        raise AgentError(
+            f"unknown forvaltning {', '.join(unknown)} (the catalogue has: {', '.join(known)})"
+        )
     return ids
 
 
@@ -44,7 +46,9 @@ def cmd_agents_add(args: argparse.Namespace) -> int:
 
     settings, store = _open(args)
     try:
-        forvaltninger = parse_forvaltninger(args.forvaltning or "", list(load_catalogue(settings.catalogue).forvaltninger))
+        forvaltninger = parse_forvaltninger(
+            args.forvaltning or "", list(load_catalogue(settings.catalogue).forvaltninger)
+        )
         if not forvaltninger and not args.admin:
             raise AgentError("give --forvaltning KFF[,TMF] (or --admin)")
         agent = store.add(args.name, _read_password(args.password_stdin), forvaltninger, args.admin)
@@ -53,7 +57,9 @@ def cmd_agents_add(args: argparse.Namespace) -> int:
         return 1
     finally:
         store.close()
-    print(f"added {agent.name}: {', '.join(agent.forvaltninger) or '-'}{' (admin)' if agent.admin else ''}")
+    print(
+        f"added {agent.name}: {', '.join(agent.forvaltninger) or '-'}{' (admin)' if agent.admin else ''}"
+    )
     return 0
 
 
@@ -62,8 +68,15 @@ def cmd_agents_list(args: argparse.Namespace) -> int:
     agents = store.agents()
     store.close()
     if args.json:
-        print(json.dumps([{"name": a.name, "forvaltninger": list(a.forvaltninger), "admin": a.admin}
-                          for a in agents], ensure_ascii=False))
+        print(
+            json.dumps(
+                [
+                    {"name": a.name, "forvaltninger": list(a.forvaltninger), "admin": a.admin}
+                    for a in agents
+                ],
+                ensure_ascii=False,
+            )
+        )
         return 0
     if not agents:
         print("no agents (add one with: voicebot agents add NAME --forvaltning KFF)")
@@ -76,7 +89,11 @@ def cmd_agents_remove(args: argparse.Namespace) -> int:
     _, store = _open(args)
     removed = store.remove(args.name)
     store.close()
-    print(f"removed {normalise_name(args.name)} and its sessions" if removed else f"no agent named {args.name}")
+    print(
+        f"removed {normalise_name(args.name)} and its sessions"
+        if removed
+        else f"no agent named {args.name}"
+    )
     return 0 if removed else 1
 
 
@@ -89,7 +106,9 @@ def add_agent_commands(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("name")
     s.add_argument("--forvaltning", help="the queues the agent takes, e.g. KFF or KFF,TMF")
     s.add_argument("--admin", action="store_true", help="sees and takes every queue")
-    s.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    s.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
     s.set_defaults(func=cmd_agents_add)
 
     s = sub.add_parser("list", help="list agents and their forvaltninger")

@@ -38,8 +38,10 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     if settings.privacy.record_audio:
         # The purpose check is in the settings; recording itself does not exist in this build,
         # and a setting that silently does nothing would mislead a DPIA.
-        raise ConfigError("privacy.record_audio: audio recording is not implemented in this build "
-                          f"(purpose given: {settings.privacy.recording_purpose!r}); nothing would be recorded")
+        raise ConfigError(
+            "privacy.record_audio: audio recording is not implemented in this build "
+            f"(purpose given: {settings.privacy.recording_purpose!r}); nothing would be recorded"
+        )
     install_log_masking()
 
     @asynccontextmanager
@@ -51,9 +53,11 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         app.state.nonces = auth.NonceCache()
         app.state.call_ids = CallIds(app.state.services.store.get)
         if not settings.public_url:
-            log.warning("public_url is not set: Twilio's media stream URL is taken from each webhook's "
-                        "Host and offered as wss:// (Twilio refuses ws://); set public_url to the https:// "
-                        "address Twilio reaches this gateway at")
+            log.warning(
+                "public_url is not set: Twilio's media stream URL is taken from each webhook's "
+                "Host and offered as wss:// (Twilio refuses ws://); set public_url to the https:// "
+                "address Twilio reaches this gateway at"
+            )
         log.info("voicebot %s ready on %s:%d", __version__, settings.host, settings.port)
         loaded = app.state.services
         upkeep = queue_maintenance.running(loaded.store, settings, loaded.catalogue.forvaltninger)
@@ -63,8 +67,14 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         app.state.services.close()
 
     # The API schema and its pages are not for callers or scanners: off (SECURITY.md).
-    app = FastAPI(title="voicebot", version=__version__, lifespan=lifespan,
-                  docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(
+        title="voicebot",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
     app.include_router(console.router)
     app.add_middleware(RequestLimits, security=settings.security)  # before anything parses headers
 
@@ -81,14 +91,23 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         try:
             if not admitted:
                 metrics.REFUSED_CALLS.labels(channel.platform).inc()
-                log.warning("%s call to a person: %d calls in progress", channel.platform, services.active_calls)
+                log.warning(
+                    "%s call to a person: %d calls in progress",
+                    channel.platform,
+                    services.active_calls,
+                )
                 await session.refuse()
             else:
                 await session.run()
         except ProtocolError as exc:
             metrics.PROTOCOL_ERRORS.labels(channel.platform).inc()
-            log.warning("%s call %s closed: protocol error (%d): %s", channel.platform,
-                        session.call_id or "(not started)", exc.close_code, exc)
+            log.warning(
+                "%s call %s closed: protocol error (%d): %s",
+                channel.platform,
+                session.call_id or "(not started)",
+                exc.close_code,
+                exc,
+            )
             channel.error = channel.error or exc
             await channel.hang_up()
         except WebSocketDisconnect:
@@ -111,7 +130,13 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
             return None
         return app.state.services.catalogue.queue_name(record.forvaltning)
 
-    gateway.mount(app, settings, run_channel, queue_for, lambda: app.state.services.catalogue.prompts["goodbye"])
+    gateway.mount(
+        app,
+        settings,
+        run_channel,
+        queue_for,
+        lambda: app.state.services.catalogue.prompts["goodbye"],
+    )
 
     # -- live call events ------------------------------------------------------------
     @app.websocket("/calls/{call_id}/events")
@@ -122,16 +147,22 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         ended: asyncio.Event | None = None
         if auth.equal(token, creds.secret):
             key = None if call_id == ALL_CALLS_PATH else call_id
-        elif auth.equal(token, creds.softphone_token) and call_id in ws.app.state.call_ids.softphone:
+        elif (
+            auth.equal(token, creds.softphone_token) and call_id in ws.app.state.call_ids.softphone
+        ):
             key, ended = call_id, ws.app.state.call_ids.softphone[call_id]
         else:
-            await refuse_upgrade(ws, "events", f"token missing or wrong for call {call_id[:64]!r}", 403)
+            await refuse_upgrade(
+                ws, "events", f"token missing or wrong for call {call_id[:64]!r}", 403
+            )
             return
         await ws.accept()
 
         async def forward() -> None:
             async for event in svc(ws).events.subscribe(key):
-                async with asyncio.timeout(settings.security.send_timeout_s):  # a follower that stopped reading
+                async with asyncio.timeout(
+                    settings.security.send_timeout_s
+                ):  # a follower that stopped reading
                     await ws.send_json(event)
                 if ended is not None and event["type"] == "call_ended":
                     return
@@ -139,7 +170,9 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         async def until_ended() -> None:  # the softphone's call has ended: its events end with it
             if ended is not None:
                 await ended.wait()
-                await asyncio.wait({sender}, timeout=settings.security.send_timeout_s)  # call_ended goes out
+                await asyncio.wait(
+                    {sender}, timeout=settings.security.send_timeout_s
+                )  # call_ended goes out
                 await ws.close()
 
         # Stop forwarding as soon as the subscriber goes away, not at the next event.
@@ -153,7 +186,9 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         finally:
             for task in (sender, closer):
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError, TimeoutError):
+                with contextlib.suppress(
+                    asyncio.CancelledError, WebSocketDisconnect, RuntimeError, TimeoutError
+                ):
                     await task
 
     # -- queues, health, metrics ------------------------------------------------------
@@ -162,12 +197,18 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         given = token or auth.presented_token(request.headers, "") or ""
         if not auth.equal(given, request.app.state.secret):
             metrics.AUTH_FAILURES.labels("api-queues").inc()
-            log.warning("refused /api/queues from %s: token missing or wrong", gateway.peer(request))
+            log.warning(
+                "refused /api/queues from %s: token missing or wrong", gateway.peer(request)
+            )
             raise HTTPException(401, "token required")
         store = svc(request).store
         waiting = await asyncio.to_thread(store.waiting)
-        return JSONResponse({"stats": await asyncio.to_thread(store.stats),
-                             "waiting": [c.as_dict() for c in waiting]})
+        return JSONResponse(
+            {
+                "stats": await asyncio.to_thread(store.stats),
+                "waiting": [c.as_dict() for c in waiting],
+            }
+        )
 
     @app.get("/healthz")
     async def healthz(request: Request) -> JSONResponse:

@@ -90,12 +90,19 @@ class WhisperAsr:
         self.model_dir = Path(model_dir)
         check_model_dir(self.model_dir)
         self.model = ctranslate2.models.Whisper(
-            str(self.model_dir), device="cpu", compute_type=self.settings.compute_type,
-            intra_threads=self.settings.threads, inter_threads=self.settings.workers,
+            str(self.model_dir),
+            device="cpu",
+            compute_type=self.settings.compute_type,
+            intra_threads=self.settings.threads,
+            inter_threads=self.settings.workers,
         )
         hf_tokenizer = tokenizers.Tokenizer.from_file(str(self.model_dir / "tokenizer.json"))
-        self.tokenizer = Tokenizer(hf_tokenizer, self.model.is_multilingual, task="transcribe",
-                                   language=self.settings.language)
+        self.tokenizer = Tokenizer(
+            hf_tokenizer,
+            self.model.is_multilingual,
+            task="transcribe",
+            language=self.settings.language,
+        )
         self.features = FeatureExtractor(feature_size=self.model.n_mels)
         self._suppress = list(self.tokenizer.non_speech_tokens)
 
@@ -111,29 +118,43 @@ class WhisperAsr:
     def prompt_tokens(self, previous_text: str | None, prefix: str | None) -> list[int]:
         tokens: list[int] = []
         if previous_text:
-            prev = self.tokenizer.encode(" " + previous_text.strip())[: 223]
+            prev = self.tokenizer.encode(" " + previous_text.strip())[:223]
             tokens = [self.tokenizer.sot_prev, *prev]
-        tokens += [self.tokenizer.sot, self.tokenizer.language, self.tokenizer.transcribe,
-                   self.tokenizer.no_timestamps]
+        tokens += [
+            self.tokenizer.sot,
+            self.tokenizer.language,
+            self.tokenizer.transcribe,
+            self.tokenizer.no_timestamps,
+        ]
         if prefix:
             tokens += self.tokenizer.encode(" " + prefix.strip())
         return tokens
 
     def _decode(self, features, prompt: list[int], max_new: int, **options):
         result = self.model.generate(
-            features, [prompt], beam_size=self.settings.beam_size,
-            max_length=min(448, len(prompt) + 2 * max_new), return_scores=True,
-            return_no_speech_prob=True, suppress_blank=True, suppress_tokens=self._suppress,
+            features,
+            [prompt],
+            beam_size=self.settings.beam_size,
+            max_length=min(448, len(prompt) + 2 * max_new),
+            return_scores=True,
+            return_no_speech_prob=True,
+            suppress_blank=True,
+            suppress_tokens=self._suppress,
             **options,
         )[0]
         tokens = [t for t in result.sequences_ids[0] if t < self.tokenizer.eot]
         # The result holds a forced prefix's tokens too, so the text is the whole turn.
         return result, self.tokenizer.decode(tokens).strip()
 
-    def transcribe_batch(self, audios: list[np.ndarray], previous_text: str | None = None) -> list[AsrResult]:
+    def transcribe_batch(
+        self, audios: list[np.ndarray], previous_text: str | None = None
+    ) -> list[AsrResult]:
         """Several calls' turns in one pass, padded to the longest window."""
         start = time.perf_counter()
-        audios = [np.asarray(a, dtype=np.float32)[: MAX_FRAMES * SAMPLE_RATE // FRAMES_PER_SECOND] for a in audios]
+        audios = [
+            np.asarray(a, dtype=np.float32)[: MAX_FRAMES * SAMPLE_RATE // FRAMES_PER_SECOND]
+            for a in audios
+        ]
         mels = [self.features(a, padding=160)[:, :-1] for a in audios]
         frames = max(self.window_frames(m.shape[1]) for m in mels)
         batch = np.zeros((len(mels), mels[0].shape[0], frames), dtype=np.float32)
@@ -143,9 +164,13 @@ class WhisperAsr:
         prompt = self.prompt_tokens(previous_text, None)
         max_new = int(MAX_TOKENS_PER_S * max(len(a) for a in audios) / SAMPLE_RATE) + 8
         results = self.model.generate(
-            ctranslate2.StorageView.from_array(batch), [prompt] * len(audios),
-            beam_size=self.settings.beam_size, max_length=min(448, len(prompt) + 2 * max_new),
-            return_scores=True, return_no_speech_prob=True, suppress_blank=True,
+            ctranslate2.StorageView.from_array(batch),
+            [prompt] * len(audios),
+            beam_size=self.settings.beam_size,
+            max_length=min(448, len(prompt) + 2 * max_new),
+            return_scores=True,
+            return_no_speech_prob=True,
+            suppress_blank=True,
             suppress_tokens=self._suppress,
         )
         elapsed_ms = (time.perf_counter() - start) * 1000
@@ -156,13 +181,25 @@ class WhisperAsr:
             if _looping(text):
                 out.append(self.transcribe(audio, previous_text))  # retried alone, without repeats
                 continue
-            out.append(AsrResult(text, float(result.scores[0]) if result.scores else 0.0,
-                                 float(result.no_speech_prob), len(audio) / SAMPLE_RATE,
-                                 frames / FRAMES_PER_SECOND, elapsed_ms))
+            out.append(
+                AsrResult(
+                    text,
+                    float(result.scores[0]) if result.scores else 0.0,
+                    float(result.no_speech_prob),
+                    len(audio) / SAMPLE_RATE,
+                    frames / FRAMES_PER_SECOND,
+                    elapsed_ms,
+                )
+            )
         return out
 
-    def transcribe(self, audio: np.ndarray, previous_text: str | None = None,
-                   prefix: str | None = None, trim: bool | None = None) -> AsrResult:
+    def transcribe(
+        self,
+        audio: np.ndarray,
+        previous_text: str | None = None,
+        prefix: str | None = None,
+        trim: bool | None = None,
+    ) -> AsrResult:
         """Transcribe up to 30 s of 16 kHz float32 audio in one window."""
         start = time.perf_counter()
         audio = np.asarray(audio, dtype=np.float32)[: MAX_FRAMES * SAMPLE_RATE // FRAMES_PER_SECOND]
@@ -178,8 +215,9 @@ class WhisperAsr:
         max_new = int(MAX_TOKENS_PER_S * len(audio) / SAMPLE_RATE) + 12
         result, text = self._decode(features, prompt, max_new)
         if _looping(text):  # Whisper's compression-ratio test: retry without repeats
-            result, text = self._decode(features, prompt, max_new, no_repeat_ngram_size=3,
-                                        repetition_penalty=1.2)
+            result, text = self._decode(
+                features, prompt, max_new, no_repeat_ngram_size=3, repetition_penalty=1.2
+            )
         no_speech = float(result.no_speech_prob)
         logprob = float(result.scores[0]) if result.scores else 0.0  # already length-normalised
         return AsrResult(
@@ -234,7 +272,9 @@ class AsrPool:
         finally:
             self._finals -= 1
 
-    async def speculative(self, audio: np.ndarray, previous_text: str | None = None) -> AsrResult | None:
+    async def speculative(
+        self, audio: np.ndarray, previous_text: str | None = None
+    ) -> AsrResult | None:
         """A final decode started before the turn has surely ended. It runs only when no
         final waits (a guess must not delay someone's real final); None when finals wait or
         asr.max_pending guesses already do. Cancel the awaiting task when the guess is
@@ -244,20 +284,26 @@ class AsrPool:
             return None
         return await self._enqueue(self._guesses, audio, previous_text)
 
-    async def _enqueue(self, queue: deque[_Request], audio: np.ndarray, previous_text: str | None) -> AsrResult:
+    async def _enqueue(
+        self, queue: deque[_Request], audio: np.ndarray, previous_text: str | None
+    ) -> AsrResult:
         future = asyncio.get_running_loop().create_future()
         queue.append(_Request(audio, previous_text, future))
         self._dispatch()
         return await future
 
-    async def partial(self, audio: np.ndarray, previous_text: str | None = None) -> AsrResult | None:
+    async def partial(
+        self, audio: np.ndarray, previous_text: str | None = None
+    ) -> AsrResult | None:
         """A partial hypothesis, or None when the pool is busy (finals and guesses come first)."""
         if self.busy or self._queue or self._guesses:
             return None
         self._running += 1
         try:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._executor, self.asr.transcribe, audio, previous_text)
+            return await loop.run_in_executor(
+                self._executor, self.asr.transcribe, audio, previous_text
+            )
         finally:
             self._running -= 1
             self._dispatch()
@@ -279,7 +325,11 @@ class AsrPool:
                 return
             first = queue.popleft()
             batch = [first]
-            while queue and len(batch) < self.settings.max_batch and queue[0].previous_text == first.previous_text:
+            while (
+                queue
+                and len(batch) < self.settings.max_batch
+                and queue[0].previous_text == first.previous_text
+            ):
                 batch.append(queue.popleft())
             self._running += 1
             task = asyncio.get_running_loop().create_task(self._decode(batch))
@@ -291,11 +341,15 @@ class AsrPool:
             loop = asyncio.get_running_loop()
             audios = [r.audio for r in batch]
             if len(batch) == 1:
-                results = [await loop.run_in_executor(self._executor, self.asr.transcribe, audios[0],
-                                                      batch[0].previous_text)]
+                results = [
+                    await loop.run_in_executor(
+                        self._executor, self.asr.transcribe, audios[0], batch[0].previous_text
+                    )
+                ]
             else:
-                results = await loop.run_in_executor(self._executor, self.asr.transcribe_batch, audios,
-                                                     batch[0].previous_text)
+                results = await loop.run_in_executor(
+                    self._executor, self.asr.transcribe_batch, audios, batch[0].previous_text
+                )
             for request, result in zip(batch, results, strict=True):
                 if not request.future.done():
                     request.future.set_result(result)
@@ -343,14 +397,15 @@ class LocalAgreement:
 
     @property
     def tentative(self) -> list[str]:
-        return self._previous[len(self.committed):]
+        return self._previous[len(self.committed) :]
 
     def reset(self) -> None:
         self.committed, self._previous = [], []
 
 
-def split_at_pauses(audio: np.ndarray, speech_probs: np.ndarray, window: int,
-                    max_s: float = 25.0) -> list[np.ndarray]:
+def split_at_pauses(
+    audio: np.ndarray, speech_probs: np.ndarray, window: int, max_s: float = 25.0
+) -> list[np.ndarray]:
     """Cut audio longer than Whisper's window at the quietest VAD window in each piece's
     last third, so no word is cut in half. `speech_probs` has one value per `window` samples."""
     limit = int(max_s * SAMPLE_RATE)

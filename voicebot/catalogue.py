@@ -48,8 +48,10 @@ def _check_placeholders(where: str, text: str, allowed: frozenset[str]) -> None:
     unknown = sorted(found - allowed)
     if unknown:
         known = ", ".join(f"{{{p}}}" for p in sorted(allowed)) or "none"
-        raise ValueError(f"{where}: unknown placeholder {', '.join(f'{{{u}}}' for u in unknown)} "
-                         f"(this text may use: {known})")
+        raise ValueError(
+            f"{where}: unknown placeholder {', '.join(f'{{{u}}}' for u in unknown)} "
+            f"(this text may use: {known})"
+        )
 
 
 class CatalogueError(Exception):
@@ -119,7 +121,9 @@ class Catalogue(BaseModel):
             raise ValueError(f"intents missing: {', '.join(missing)}")
         unknown = [i for i in self.intents if i not in INTENT_IDS]
         if unknown:
-            raise ValueError(f"unknown intent ids: {', '.join(unknown)} (allowed: {', '.join(INTENT_IDS)})")
+            raise ValueError(
+                f"unknown intent ids: {', '.join(unknown)} (allowed: {', '.join(INTENT_IDS)})"
+            )
         for intent_id, intent in self.intents.items():
             intent.id = intent_id
             if intent.forvaltning is not None and intent.forvaltning not in self.forvaltninger:
@@ -128,14 +132,18 @@ class Catalogue(BaseModel):
                     f"the forvaltninger ({', '.join(self.forvaltninger)})"
                 )
             if intent.action in (Action.ROUTE, Action.HUMAN) and intent.forvaltning is None:
-                raise ValueError(f"intents.{intent_id}: action '{intent.action}' needs a forvaltning")
+                raise ValueError(
+                    f"intents.{intent_id}: action '{intent.action}' needs a forvaltning"
+                )
         for digit, entry in self.keypad.items():
             if digit not in "0123456789" or len(digit) != 1:
                 raise ValueError(f"keypad.{digit}: keys are single digits")
             if entry.intent not in self.intents:
                 raise ValueError(f"keypad.{digit}.intent: unknown intent '{entry.intent}'")
             if entry.forvaltning not in self.forvaltninger:
-                raise ValueError(f"keypad.{digit}.forvaltning: unknown forvaltning '{entry.forvaltning}'")
+                raise ValueError(
+                    f"keypad.{digit}.forvaltning: unknown forvaltning '{entry.forvaltning}'"
+                )
         if "0" not in self.keypad or self.keypad["0"].intent != "human_agent":
             raise ValueError("keypad.0 must reach a person (intent human_agent)")
         absent = [p for p in REQUIRED_PROMPTS if p not in self.prompts]
@@ -176,8 +184,9 @@ def load_catalogue(path: str | Path) -> Catalogue:
     except OSError as exc:
         raise CatalogueError(f"{path}: cannot read the intent catalogue: {exc}") from exc
     except UnicodeDecodeError as exc:  # a binary or non-UTF-8 file
-        raise CatalogueError(f"{path}: the intent catalogue is not UTF-8 text ({exc.reason} at byte "
-                             f"{exc.start})") from exc
+        raise CatalogueError(
+            f"{path}: the intent catalogue is not UTF-8 text ({exc.reason} at byte {exc.start})"
+        ) from exc
     except yaml.YAMLError as exc:
         raise CatalogueError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):

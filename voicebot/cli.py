@@ -48,7 +48,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 # -- call ----------------------------------------------------------------------------
 def _events_url(media_url: str, call_id: str, token: str) -> str:
     parts = urlsplit(media_url)
-    return urlunsplit((parts.scheme, parts.netloc, f"/calls/{call_id}/events", f"token={token}", ""))
+    return urlunsplit(
+        (parts.scheme, parts.netloc, f"/calls/{call_id}/events", f"token={token}", "")
+    )
 
 
 def cmd_call(args: argparse.Namespace) -> int:
@@ -64,8 +66,16 @@ def cmd_call(args: argparse.Namespace) -> int:
     settings = _settings(args)
     url = args.url or f"ws://{settings.host}:{settings.port}/{args.protocol}"
     credentials = load_credentials(settings)  # as the gateway derives them: each platform's own
-    call = SimulatedCall(url, None, protocol=args.protocol, speed=args.speed, caller=args.caller,
-                         timeout_s=args.timeout, credentials=credentials, endpoints=endpoints(settings))
+    call = SimulatedCall(
+        url,
+        None,
+        protocol=args.protocol,
+        speed=args.speed,
+        caller=args.caller,
+        timeout_s=args.timeout,
+        credentials=credentials,
+        endpoints=endpoints(settings),
+    )
     call.events_url = _events_url(url, call.call_id, credentials.secret)
     rate = PLATFORMS[args.protocol].wire_rate
     turns = [load_audio(path, rate) for path in args.audio]
@@ -75,8 +85,10 @@ def cmd_call(args: argparse.Namespace) -> int:
             _print_json(turn.as_dict())
         else:
             where = f" → {turn.forvaltning}" if turn.forvaltning else ""
-            print(f"«{turn.transcript}» → {turn.intent} ({turn.confidence:.2f}) {turn.action}{where}; "
-                  f"decision after {turn.latency_ms['speech_end_to_decision']} ms")
+            print(
+                f"«{turn.transcript}» → {turn.intent} ({turn.confidence:.2f}) {turn.action}{where}; "
+                f"decision after {turn.latency_ms['speech_end_to_decision']} ms"
+            )
     if args.save_reply:
         sf.write(args.save_reply, result.reply_audio, result.wire_rate)
     if not result.turns:
@@ -96,16 +108,22 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     asr = WhisperAsr(provision_for(settings), settings.asr)
-    prompt = domain_prompt(load_catalogue(settings.catalogue)) if settings.asr.domain_prompt else None
+    prompt = (
+        domain_prompt(load_catalogue(settings.catalogue)) if settings.asr.domain_prompt else None
+    )
     for path in args.audio:
         audio = decode_audio(str(path), sampling_rate=16000)
         texts, total_ms = [], 0.0
         for start in range(0, len(audio), 28 * 16000):  # long files in 28 s pieces
-            result = asr.transcribe(audio[start:start + 28 * 16000], prompt)
+            result = asr.transcribe(audio[start : start + 28 * 16000], prompt)
             texts.append(result.text)
             total_ms += result.asr_ms
-        row = {"file": str(path), "text": " ".join(t for t in texts if t), "audio_s": round(len(audio) / 16000, 3),
-               "asr_ms": round(total_ms, 1)}
+        row = {
+            "file": str(path),
+            "text": " ".join(t for t in texts if t),
+            "audio_s": round(len(audio) / 16000, 3),
+            "asr_ms": round(total_ms, 1),
+        }
         _print_json(row) if args.json else print(f"{path}: {row['text']}")
     return 0
 
@@ -125,8 +143,14 @@ def cmd_classify(args: argparse.Namespace) -> int:
         text = mask_numbers(raw)  # as the bot does: CPR and phone numbers never shown
         u = classifier.classify(text)
         intent = catalogue.intent(u.intent)
-        row = {"text": text, "intent": u.intent, "confidence": round(u.confidence, 4),
-               "forvaltning": intent.forvaltning, "action": intent.action.value, "explanation": u.explanation}
+        row = {
+            "text": text,
+            "intent": u.intent,
+            "confidence": round(u.confidence, 4),
+            "forvaltning": intent.forvaltning,
+            "action": intent.action.value,
+            "explanation": u.explanation,
+        }
         if args.json:
             _print_json(row)
         else:
@@ -153,7 +177,9 @@ def cmd_queues(args: argparse.Namespace) -> int:
         print(f"{forvaltning}: {stat['waiting']} waiting, longest {stat['longest_wait_s']:.0f} s")
         for c in (c for c in waiting if c.forvaltning == forvaltning):
             age = time.time() - c.created_at
-            print(f"  {c.call_id}  {c.intent or '-':16s} {c.confidence:.2f}  {age:5.0f} s  «{c.transcript}»")
+            print(
+                f"  {c.call_id}  {c.intent or '-':16s} {c.confidence:.2f}  {age:5.0f} s  «{c.transcript}»"
+            )
     return 0
 
 
@@ -186,7 +212,9 @@ def cmd_provision(args: argparse.Namespace) -> int:
 
 # -- the parser ----------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="voicebot", description="Danish phone-triage speech bot (offline, CPU)")
+    p = argparse.ArgumentParser(
+        prog="voicebot", description="Danish phone-triage speech bot (offline, CPU)"
+    )
     p.add_argument("--config", help="YAML settings file (default: $VOICEBOT_CONFIG)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     sub = p.add_subparsers(dest="command", required=True)
@@ -197,15 +225,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--db", help="queue database file (SQLite)")
     s.set_defaults(func=cmd_serve)
 
-    s = sub.add_parser("call", help="call the bot as a phone platform would, with audio files as the caller")
+    s = sub.add_parser(
+        "call", help="call the bot as a phone platform would, with audio files as the caller"
+    )
     s.add_argument("audio", nargs="*", help="caller audio, one file per turn (wav/mp3/flac)")
-    s.add_argument("--url", help="media WebSocket URL (default: ws://HOST:PORT/PROTOCOL from settings)")
+    s.add_argument(
+        "--url", help="media WebSocket URL (default: ws://HOST:PORT/PROTOCOL from settings)"
+    )
     s.add_argument("--protocol", default="twilio", choices=sorted(PLATFORM_CLIENTS))
     s.add_argument("--speed", type=float, default=1.0, help="stream N times faster than real time")
     s.add_argument("--save-reply", metavar="OUT.wav", help="write the bot's audio to this file")
     s.add_argument("--json", action="store_true", help="one JSON object per bot turn")
     s.add_argument("--dtmf", help="keys to press after the audio turns, one turn each")
-    s.add_argument("--caller", default="+4512345678", help="the caller's number as the platform reports it")
+    s.add_argument(
+        "--caller", default="+4512345678", help="the caller's number as the platform reports it"
+    )
     s.add_argument("--timeout", type=float, default=120.0, help="give up after this many seconds")
     s.set_defaults(func=cmd_call)
 
@@ -255,7 +289,9 @@ def main(argv: list[str] | None = None) -> int:
     from voicebot.privacy import install_log_masking
 
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     install_log_masking()
     try:
         return args.func(args)

@@ -160,13 +160,19 @@ class SecuritySettings(Section):
         known = sorted(name for name, p in PLATFORMS.items() if p.check is not None)
         unknown = sorted(set(self.media_tokens) - set(known))
         if unknown:
-            raise ValueError(f"security.media_tokens: no platform named {', '.join(unknown)} "
-                             f"(known: {', '.join(known)})")
+            raise ValueError(
+                f"security.media_tokens: no platform named {', '.join(unknown)} "
+                f"(known: {', '.join(known)})"
+            )
         short = sorted(k for k, v in self.media_tokens.items() if len(v) < 16)
         if short or (self.twilio_auth_token is not None and len(self.twilio_auth_token) < 16):
-            raise ValueError("media tokens and the Twilio auth token must be at least 16 characters")
+            raise ValueError(
+                "media tokens and the Twilio auth token must be at least 16 characters"
+            )
         if self.max_header_bytes > self.max_header_total_bytes:
-            raise ValueError("security.max_header_bytes must not be above security.max_header_total_bytes")
+            raise ValueError(
+                "security.max_header_bytes must not be above security.max_header_total_bytes"
+            )
         for source in self.audiosocket_sources:
             try:
                 ipaddress.ip_network(source, strict=False)
@@ -185,7 +191,9 @@ class PrivacySettings(Section):
     @model_validator(mode="after")
     def _purpose(self) -> PrivacySettings:
         if self.record_audio and not (self.recording_purpose and self.recording_purpose.strip()):
-            raise ValueError("privacy.record_audio needs privacy.recording_purpose (why audio is kept)")
+            raise ValueError(
+                "privacy.record_audio needs privacy.recording_purpose (why audio is kept)"
+            )
         return self
 
 
@@ -245,9 +253,13 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _connections_for_calls(self) -> Settings:
-        if self.security.max_connections < 2 * self.max_calls + 16:  # a call's stream and its follower
-            raise ValueError(f"security.max_connections must be at least 2 * max_calls + 16 "
-                             f"({2 * self.max_calls + 16})")
+        if (
+            self.security.max_connections < 2 * self.max_calls + 16
+        ):  # a call's stream and its follower
+            raise ValueError(
+                f"security.max_connections must be at least 2 * max_calls + 16 "
+                f"({2 * self.max_calls + 16})"
+            )
         return self
 
     @property
@@ -280,8 +292,10 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
         except (OSError, yaml.YAMLError) as exc:
             raise ConfigError(f"cannot read configuration file {path}: {exc}") from exc
         except UnicodeDecodeError as exc:  # a binary or non-UTF-8 file
-            raise ConfigError(f"{path}: the configuration file is not UTF-8 text ({exc.reason} at "
-                              f"byte {exc.start})") from exc
+            raise ConfigError(
+                f"{path}: the configuration file is not UTF-8 text ({exc.reason} at "
+                f"byte {exc.start})"
+            ) from exc
         if not isinstance(file_values, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of settings")
         odd = [k for k in file_values if not isinstance(k, str)]

@@ -56,7 +56,9 @@ LOGIN_CSRF_COOKIE = "vb_login_csrf"
 CSRF_HEADER = "x-csrf-token"
 COOKIE_PATH = "/console"
 
-RENEW_INTERVAL_S = CLAIM_LEASE_S / 4  # how often a connected console renews its claims (and session)
+RENEW_INTERVAL_S = (
+    CLAIM_LEASE_S / 4
+)  # how often a connected console renews its claims (and session)
 LOGIN_FORM_S = 3600  # a login form (its CSRF cookie) is good this long
 STREAM_REFRESH_S = 5.0
 STREAM_PING_S = 20.0  # a comment line keeps idle proxies from closing the stream
@@ -64,8 +66,10 @@ MAX_CARDS = 200  # cards per list sent to a console
 MAX_LOGIN_WAITERS = 32  # logins queued for the password hasher before new ones are refused
 QUEUE_EVENTS = {"routed", "claimed", "completed", "released"}
 
-CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
-       "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
 PAGE_HEADERS = {
     "Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY",
     "Referrer-Policy": "same-origin", "Cache-Control": "no-store",
@@ -127,8 +131,15 @@ def snapshot(services: Services, agent: Agent) -> dict[str, Any]:
     queues = []
     for f in queue_ids(agent, catalogue, stats):
         known = catalogue.forvaltninger.get(f)
-        queues.append({"id": f, "name": known.name if known else f, "queue": known.queue if known else f,
-                       "waiting": int(stats.get(f, {}).get("waiting", 0)), "oldest_created_at": oldest.get(f)})
+        queues.append(
+            {
+                "id": f,
+                "name": known.name if known else f,
+                "queue": known.queue if known else f,
+                "waiting": int(stats.get(f, {}).get("waiting", 0)),
+                "oldest_created_at": oldest.get(f),
+            }
+        )
     return {
         "now": time.time(), "queues": queues, "waiting_total": len(waiting),
         "waiting": [call_card(c, catalogue) for c in waiting[:MAX_CARDS]],
@@ -138,9 +149,18 @@ def snapshot(services: Services, agent: Agent) -> dict[str, Any]:
 
 def agent_info(session: Session, catalogue: Catalogue) -> dict[str, Any]:
     agent = session.agent
-    names = {f: catalogue.forvaltninger[f].name for f in agent.forvaltninger if f in catalogue.forvaltninger}
-    return {"name": agent.name, "admin": agent.admin, "csrf": session.csrf, "expires_at": session.expires_at,
-            "forvaltninger": [{"id": f, "name": names.get(f, f)} for f in agent.forvaltninger]}
+    names = {
+        f: catalogue.forvaltninger[f].name
+        for f in agent.forvaltninger
+        if f in catalogue.forvaltninger
+    }
+    return {
+        "name": agent.name,
+        "admin": agent.admin,
+        "csrf": session.csrf,
+        "expires_at": session.expires_at,
+        "forvaltninger": [{"id": f, "name": names.get(f, f)} for f in agent.forvaltninger],
+    }
 
 
 # == request helpers =========================================================================
@@ -176,12 +196,21 @@ def _tokens_match(given: str | None, expected: str | None) -> bool:
 
 
 def _set_cookie(response: Response, request: Request, name: str, value: str, max_age: int) -> None:
-    response.set_cookie(name, value, max_age=max_age, path=COOKIE_PATH, httponly=True, samesite="strict",
-                        secure=_is_https(request))
+    response.set_cookie(
+        name,
+        value,
+        max_age=max_age,
+        path=COOKIE_PATH,
+        httponly=True,
+        samesite="strict",
+        secure=_is_https(request),
+    )
 
 
 async def _session_of(request: Request) -> Session | None:
-    return await asyncio.to_thread(_state(request).agents.session, request.cookies.get(SESSION_COOKIE))
+    return await asyncio.to_thread(
+        _state(request).agents.session, request.cookies.get(SESSION_COOKIE)
+    )
 
 
 async def current_session(request: Request) -> Session:
@@ -196,7 +225,9 @@ CurrentSession = Annotated[Session, Depends(current_session)]
 
 async def csrf_session(request: Request, session: CurrentSession) -> Session:
     """State-changing requests carry the session's CSRF token in a header a foreign site cannot set."""
-    if not _same_origin(request) or not _tokens_match(request.headers.get(CSRF_HEADER), session.csrf):
+    if not _same_origin(request) or not _tokens_match(
+        request.headers.get(CSRF_HEADER), session.csrf
+    ):
         raise HTTPException(403, "Anmodningen mangler et gyldigt sikkerhedstoken. Genindlæs siden.")
     return session
 
@@ -218,11 +249,21 @@ def _page(name: str) -> str:
     return (STATIC / name).read_text(encoding="utf-8")
 
 
-def _login_page(request: Request, message: str = "", name: str = "", status: int = 200,
-                headers: dict[str, str] | None = None) -> HTMLResponse:
+def _login_page(
+    request: Request,
+    message: str = "",
+    name: str = "",
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+) -> HTMLResponse:
     token = secrets.token_urlsafe(24)
-    html = (_page("console_login.html").replace("{{csrf}}", token).replace("{{name}}", escape(name))
-            .replace("{{message}}", escape(message)).replace("{{message_hidden}}", "" if message else "hidden"))
+    html = (
+        _page("console_login.html")
+        .replace("{{csrf}}", token)
+        .replace("{{name}}", escape(name))
+        .replace("{{message}}", escape(message))
+        .replace("{{message_hidden}}", "" if message else "hidden")
+    )
     response = HTMLResponse(html, status, headers={**PAGE_HEADERS, **(headers or {})})
     _set_cookie(response, request, LOGIN_CSRF_COOKIE, token, LOGIN_FORM_S)
     return response
@@ -246,11 +287,15 @@ async def login_page(request: Request, expired: bool = False) -> Response:
 async def asset(name: str) -> Response:
     if name not in ASSETS:
         raise HTTPException(404, "Ikke fundet")
-    return FileResponse(STATIC / name, media_type=ASSETS[name], headers={"Cache-Control": "no-cache"})
+    return FileResponse(
+        STATIC / name, media_type=ASSETS[name], headers={"Cache-Control": "no-cache"}
+    )
 
 
 @router.post("/login", include_in_schema=False)
-async def login(request: Request, name: str = Form(""), password: str = Form(""), csrf: str = Form("")) -> Response:
+async def login(
+    request: Request, name: str = Form(""), password: str = Form(""), csrf: str = Form("")
+) -> Response:
     state = _state(request)
     name = name.strip()[:64]
     if not _same_origin(request) or not _tokens_match(csrf, request.cookies.get(LOGIN_CSRF_COOKIE)):
@@ -258,7 +303,9 @@ async def login(request: Request, name: str = Form(""), password: str = Form("")
         return _login_page(request, "Formularen var udløbet. Prøv igen.", name, 403)
     if state.login_waiters >= MAX_LOGIN_WAITERS:
         metrics.LOGINS.labels("busy").inc()
-        return _login_page(request, "Der er travlt lige nu. Prøv igen om lidt.", name, 429, {"Retry-After": "5"})
+        return _login_page(
+            request, "Der er travlt lige nu. Prøv igen om lidt.", name, 429, {"Retry-After": "5"}
+        )
     state.login_waiters += 1
     try:
         # Guessing at this account from many addresses slows its logins a little, never locks it.
@@ -278,14 +325,21 @@ async def login(request: Request, name: str = Form(""), password: str = Form("")
     return response
 
 
-async def _check_login(request: Request, state: ConsoleState, name: str, password: str) -> Agent | Response:
+async def _check_login(
+    request: Request, state: ConsoleState, name: str, password: str
+) -> Agent | Response:
     address = _client_address(request)
     wait_s = state.limiter.retry_after(name, address)
     if wait_s > 0:
         metrics.LOGINS.labels("limited").inc()
         minutes = max(1, math.ceil(wait_s / 60))
-        return _login_page(request, f"For mange mislykkede forsøg. Prøv igen om {minutes} min.", name, 429,
-                           {"Retry-After": str(math.ceil(wait_s))})
+        return _login_page(
+            request,
+            f"For mange mislykkede forsøg. Prøv igen om {minutes} min.",
+            name,
+            429,
+            {"Retry-After": str(math.ceil(wait_s))},
+        )
     agent = await asyncio.to_thread(state.agents.verify, name, password)
     if agent is None:
         state.limiter.failed(name, address)
@@ -297,7 +351,9 @@ async def _check_login(request: Request, state: ConsoleState, name: str, passwor
 
 @router.post("/logout", include_in_schema=False)
 async def logout(request: Request, session: CsrfSession) -> Response:
-    await asyncio.to_thread(_state(request).agents.end_session, request.cookies.get(SESSION_COOKIE, ""))
+    await asyncio.to_thread(
+        _state(request).agents.end_session, request.cookies.get(SESSION_COOKIE, "")
+    )
     response = JSONResponse({"ok": True})
     response.delete_cookie(SESSION_COOKIE, path=COOKIE_PATH)
     return response
@@ -319,7 +375,12 @@ async def list_agents(request: Request, session: CurrentSession) -> dict[str, An
     if not session.agent.admin:
         raise HTTPException(403, "Kun for administratorer.")
     agents = await asyncio.to_thread(_state(request).agents.agents)
-    return {"agents": [{"name": a.name, "forvaltninger": list(a.forvaltninger), "admin": a.admin} for a in agents]}
+    return {
+        "agents": [
+            {"name": a.name, "forvaltninger": list(a.forvaltninger), "admin": a.admin}
+            for a in agents
+        ]
+    }
 
 
 async def _visible_call(request: Request, agent: Agent, call_id: str) -> RoutedCall:
@@ -381,8 +442,13 @@ async def _watch(events: EventBus, agent: Agent, changed: asyncio.Event) -> None
             changed.set()
 
 
-async def agent_stream(services: Services, agents: AgentStore, token: str, agent: Agent,
-                       refresh_s: float = STREAM_REFRESH_S) -> AsyncIterator[str]:
+async def agent_stream(
+    services: Services,
+    agents: AgentStore,
+    token: str,
+    agent: Agent,
+    refresh_s: float = STREAM_REFRESH_S,
+) -> AsyncIterator[str]:
     """Snapshots for one agent: at once, on each visible queue event, and every refresh_s."""
     changed = asyncio.Event()
     watcher = asyncio.create_task(_watch(services.events, agent, changed))
@@ -417,5 +483,8 @@ async def agent_stream(services: Services, agents: AgentStore, token: str, agent
 async def stream(request: Request, session: CurrentSession) -> StreamingResponse:
     services, token = _services(request), request.cookies.get(SESSION_COOKIE, "")
     body = agent_stream(services, _state(request).agents, token, session.agent)
-    return StreamingResponse(body, media_type="text/event-stream",
-                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        body,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )

@@ -49,7 +49,9 @@ class Decision:
 class DialoguePolicy:
     """One call's dialogue state."""
 
-    def __init__(self, catalogue: Catalogue, classifier: IntentClassifier, settings: DialogueSettings):
+    def __init__(
+        self, catalogue: Catalogue, classifier: IntentClassifier, settings: DialogueSettings
+    ):
         self.catalogue = catalogue
         self.classifier = classifier
         self.settings = settings
@@ -81,8 +83,12 @@ class DialoguePolicy:
                 return self.to_person(self.last_intent, "asked for a person after the answer")
             if reply == "no" or normalize(text) in ("tak", "mange tak", "tak for det"):
                 self.state = State.DONE
-                return Decision("goodbye", self.catalogue.prompts["goodbye"], hang_up=True,
-                                reason="caller was done after the answer")
+                return Decision(
+                    "goodbye",
+                    self.catalogue.prompts["goodbye"],
+                    hang_up=True,
+                    reason="caller was done after the answer",
+                )
         return self._decide(understanding)
 
     def on_digit(self, digit: str) -> Decision:
@@ -93,9 +99,16 @@ class DialoguePolicy:
             return self.to_person(None, "pressed 0", forvaltning=entry.forvaltning, confidence=1.0)
         self.state = State.DONE
         return Decision(
-            "route", self.catalogue.prompts["route"].format(queue=self.catalogue.queue_name(entry.forvaltning)),
-            intent=entry.intent, confidence=1.0, forvaltning=entry.forvaltning, hand_off=True,
-            explanation=[f"tast {digit}: {entry.label}"], reason=f"keypad {digit}",
+            "route",
+            self.catalogue.prompts["route"].format(
+                queue=self.catalogue.queue_name(entry.forvaltning)
+            ),
+            intent=entry.intent,
+            confidence=1.0,
+            forvaltning=entry.forvaltning,
+            hand_off=True,
+            explanation=[f"tast {digit}: {entry.label}"],
+            reason=f"keypad {digit}",
         )
 
     def on_no_input(self) -> Decision:
@@ -112,8 +125,14 @@ class DialoguePolicy:
             self.state = State.CONFIRMING
             self.pending = u
             question = self.catalogue.intent(u.intent).confirm
-            return Decision("confirm", question, intent=u.intent, confidence=u.confidence,
-                            explanation=u.explanation, reason="unsure, asking once")
+            return Decision(
+                "confirm",
+                question,
+                intent=u.intent,
+                confidence=u.confidence,
+                explanation=u.explanation,
+                reason="unsure, asking once",
+            )
         return self._act(u)
 
     def _on_confirm_reply(self, text: str, u: Understanding) -> Decision:
@@ -121,18 +140,32 @@ class DialoguePolicy:
         self.state = State.LISTENING
         reply = self._yes_no(text)
         if reply == "yes" and pending is not None and self._agrees(text, pending):
-            return self._act(Understanding(pending.intent, pending.confidence, [], pending.explanation,
-                                           rule="confirmed by the caller"))
+            return self._act(
+                Understanding(
+                    pending.intent,
+                    pending.confidence,
+                    [],
+                    pending.explanation,
+                    rule="confirmed by the caller",
+                )
+            )
         if reply == "no":
             rest = self._no.sub(" ", normalize(text), count=1).strip()
             if rest:  # "nej, det er parkering"
                 retry = self.classifier.classify(rest)
                 if retry.intent != "out_of_scope" and retry.confidence >= self.settings.confirm:
-                    return self._act(retry) if retry.intent != pending.intent else self._failure("denied", retry)
+                    return (
+                        self._act(retry)
+                        if retry.intent != pending.intent
+                        else self._failure("denied", retry)
+                    )
             return self._failure("caller said no to the confirm question", u)
         # Neither yes nor no: the reply is a new description of the errand. Unsure again
         # counts as a failure, so confirm questions cannot follow each other for ever.
-        if u.intent != "out_of_scope" and self.settings.confirm <= u.confidence < self.settings.accept:
+        if (
+            u.intent != "out_of_scope"
+            and self.settings.confirm <= u.confidence < self.settings.accept
+        ):
             return self._failure("still unsure after the confirm question", u)
         return self._decide(u)
 
@@ -148,21 +181,38 @@ class DialoguePolicy:
     def _act(self, u: Understanding) -> Decision:
         intent = self.catalogue.intent(u.intent)
         self.last_intent = u.intent
-        common = dict(intent=u.intent, confidence=u.confidence, explanation=u.explanation,
-                      reason=u.rule or "model")
+        common = dict(
+            intent=u.intent,
+            confidence=u.confidence,
+            explanation=u.explanation,
+            reason=u.rule or "model",
+        )
         match intent.action:
             case Action.EMERGENCY:
                 # "Ring 112" first; a caller who stays on the line reaches a person.
                 self.state = State.DONE
-                return Decision("emergency", intent.answer or "", forvaltning=intent.forvaltning,
-                                hand_off=True, **common)
+                return Decision(
+                    "emergency",
+                    intent.answer or "",
+                    forvaltning=intent.forvaltning,
+                    hand_off=True,
+                    **common,
+                )
             case Action.HUMAN:
-                return self.to_person(u.intent, "caller asked for a person", forvaltning=intent.forvaltning,
-                                       understanding=u)
+                return self.to_person(
+                    u.intent,
+                    "caller asked for a person",
+                    forvaltning=intent.forvaltning,
+                    understanding=u,
+                )
             case Action.ROUTE:
                 self.state = State.DONE
-                say = self.catalogue.prompts["route"].format(queue=self.catalogue.queue_name(intent.forvaltning))
-                return Decision("route", say, forvaltning=intent.forvaltning, hand_off=True, **common)
+                say = self.catalogue.prompts["route"].format(
+                    queue=self.catalogue.queue_name(intent.forvaltning)
+                )
+                return Decision(
+                    "route", say, forvaltning=intent.forvaltning, hand_off=True, **common
+                )
             case Action.ANSWER | Action.NATIONAL_BODY:
                 self.state = State.AFTER_ANSWER
                 say = intent.answer or ""
@@ -175,30 +225,50 @@ class DialoguePolicy:
     def _failure(self, reason: str, u: Understanding | None = None) -> Decision:
         self.failures += 1
         self.state = State.LISTENING
-        extra = dict(intent=u.intent if u else None, confidence=u.confidence if u else 0.0,
-                     explanation=u.explanation if u else [])
+        extra = dict(
+            intent=u.intent if u else None,
+            confidence=u.confidence if u else 0.0,
+            explanation=u.explanation if u else [],
+        )
         if self.failures > self.settings.max_retries:
-            return self.to_person(u.intent if u else None, f"{reason}; tried {self.failures - 1} times",
-                                  understanding=u)
+            return self.to_person(
+                u.intent if u else None,
+                f"{reason}; tried {self.failures - 1} times",
+                understanding=u,
+            )
         if self.failures == 1:
             return Decision("rephrase", self.catalogue.prompts["rephrase"], reason=reason, **extra)
         return Decision("keypad_menu", self.catalogue.keypad_menu_text(), reason=reason, **extra)
 
-    def to_person(self, intent_id: str | None, reason: str, forvaltning: str | None = None,
-                   understanding: Understanding | None = None, confidence: float = 0.0) -> Decision:
+    def to_person(
+        self,
+        intent_id: str | None,
+        reason: str,
+        forvaltning: str | None = None,
+        understanding: Understanding | None = None,
+        confidence: float = 0.0,
+    ) -> Decision:
         """Hand the call to a person: the matter's own forvaltning when known, else the contact centre.
         The decision's confidence is the classifier's, as it decided (0 when nothing was
         understood): the queue record must not claim a certainty the bot did not have."""
         self.state = State.DONE
         if forvaltning is None and intent_id is not None:
             intent = self.catalogue.intent(intent_id)
-            forvaltning = intent.forvaltning if intent.action in (Action.ROUTE, Action.ANSWER) else None
+            forvaltning = (
+                intent.forvaltning if intent.action in (Action.ROUTE, Action.ANSWER) else None
+            )
         forvaltning = forvaltning or "KONTAKTCENTER"
         say = self.catalogue.prompts["human"]
-        return Decision("human", say, intent=intent_id or "human_agent",
-                        confidence=understanding.confidence if understanding else confidence,
-                        forvaltning=forvaltning, hand_off=True,
-                        explanation=understanding.explanation if understanding else [], reason=reason)
+        return Decision(
+            "human",
+            say,
+            intent=intent_id or "human_agent",
+            confidence=understanding.confidence if understanding else confidence,
+            forvaltning=forvaltning,
+            hand_off=True,
+            explanation=understanding.explanation if understanding else [],
+            reason=reason,
+        )
 
     def _yes_no(self, text: str) -> str | None:
         norm = _FILLERS.sub("", normalize(text))
@@ -212,14 +282,39 @@ class DialoguePolicy:
 
 SHORT_ANSWER_WORDS = 3  # words after "ja" that still make a plain yes: "ja, det er rigtigt"
 
-_GREETING_WORDS = {"hej", "hejsa", "goddag", "dav", "davs", "hallo", "halløj", "godmorgen",
-                   "godaften", "øh", "øhm", "ja", "jo", "altså", "med", "dig", "jer", "nå"}
+_GREETING_WORDS = {
+    "hej",
+    "hejsa",
+    "goddag",
+    "dav",
+    "davs",
+    "hallo",
+    "halløj",
+    "godmorgen",
+    "godaften",
+    "øh",
+    "øhm",
+    "ja",
+    "jo",
+    "altså",
+    "med",
+    "dig",
+    "jer",
+    "nå",
+}
 
 
 def _only_greeting(text: str) -> bool:
     words = normalize(text).split()
-    return 0 < len(words) <= 4 and all(w in _GREETING_WORDS for w in words) and \
-        any(w in ("hej", "hejsa", "goddag", "dav", "davs", "hallo", "halløj", "godmorgen", "godaften") for w in words)
+    return (
+        0 < len(words) <= 4
+        and all(w in _GREETING_WORDS for w in words)
+        and any(
+            w
+            in ("hej", "hejsa", "goddag", "dav", "davs", "hallo", "halløj", "godmorgen", "godaften")
+            for w in words
+        )
+    )
 
 
 _FILLERS = re.compile(r"^(?:(?:øh+m?|øhm|hm+|mm+|altså|okay|ok|nå)\s+)+")

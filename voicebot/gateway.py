@@ -66,9 +66,14 @@ def platform_options(settings: Settings, platform: Platform) -> object:
     values = {}
     for f in dataclasses.fields(platform.options):
         key = f"{platform.name}_{f.name}"
-        section = next((s for s in (settings.telephony, settings.security) if key in type(s).model_fields), None)
+        section = next(
+            (s for s in (settings.telephony, settings.security) if key in type(s).model_fields),
+            None,
+        )
         if section is None:
-            raise ConfigError(f"telephony.{key}: no setting for option {f.name!r} of platform {platform.name}")
+            raise ConfigError(
+                f"telephony.{key}: no setting for option {f.name!r} of platform {platform.name}"
+            )
         values[f.name] = getattr(section, key)
     return platform.options(**values)
 
@@ -106,18 +111,28 @@ def upgrade_of(ws: WebSocket, public_url: str | None) -> Upgrade:
     hosts = [ws.headers.get("host", "")]
     if public_url:
         hosts.append(urlsplit(public_url).netloc)
-    return Upgrade(headers=ws.headers, query=ws.scope.get("query_string", b"").decode("latin-1"),
-                   signed_urls=request_urls(ws, public_url), authorities=hosts, target=request_target(str(ws.url)))
+    return Upgrade(
+        headers=ws.headers,
+        query=ws.scope.get("query_string", b"").decode("latin-1"),
+        signed_urls=request_urls(ws, public_url),
+        authorities=hosts,
+        target=request_target(str(ws.url)),
+    )
 
 
 def is_local_request(request: Request) -> bool:
     """A browser on this machine talking to us directly: loopback peer, a loopback Host (not a
     DNS-rebound name) and no proxy in between."""
-    if any(h in request.headers for h in ("forwarded", "x-forwarded-for", "x-forwarded-host", "x-real-ip", "via")):
+    if any(
+        h in request.headers
+        for h in ("forwarded", "x-forwarded-for", "x-forwarded-host", "x-real-ip", "via")
+    ):
         return False
     host = urlsplit("//" + request.headers.get("host", "")).hostname or ""
     try:
-        peer_ok = request.client is not None and ipaddress.ip_address(request.client.host).is_loopback
+        peer_ok = (
+            request.client is not None and ipaddress.ip_address(request.client.host).is_loopback
+        )
     except ValueError:
         peer_ok = False
     if host == "localhost":
@@ -146,7 +161,9 @@ class CallIds:
     def __init__(self, lookup: Callable[[str], object | None]) -> None:
         self._lookup = lookup  # call id → its queue record, if it has one (a blocking call)
         self.live: set[str] = set()
-        self.softphone: dict[str, asyncio.Event] = {}  # call id → set when the call ends; insertion-ordered
+        self.softphone: dict[
+            str, asyncio.Event
+        ] = {}  # call id → set when the call ends; insertion-ordered
 
     async def admit(self, start: CallStart, softphone: bool) -> None:
         """Raises ProtocolError (the platform's own close) for an id that may not start a call."""
@@ -235,8 +252,13 @@ class AdmittedChannel(MediaChannel):
 
 
 # == serving ====================================================================================
-def mount(app: FastAPI, settings: Settings, run_channel: RunChannel,
-          queue_for: Callable[[str], Awaitable[str | None]], goodbye: Callable[[], str]) -> None:
+def mount(
+    app: FastAPI,
+    settings: Settings,
+    run_channel: RunChannel,
+    queue_for: Callable[[str], Awaitable[str | None]],
+    goodbye: Callable[[], str],
+) -> None:
     """Every registered platform's WebSocket route and webhooks, and the softphone page. The
     platforms' own servers start with `servers()` in the app's lifespan."""
     limits = limits_of(settings)
@@ -247,13 +269,22 @@ def mount(app: FastAPI, settings: Settings, run_channel: RunChannel,
 
         async def endpoint(ws: WebSocket) -> None:
             creds: Credentials = ws.app.state.credentials
-            admission = platform.check(upgrade_of(ws, settings.public_url), creds, ws.app.state.nonces)
+            admission = platform.check(
+                upgrade_of(ws, settings.public_url), creds, ws.app.state.nonces
+            )
             if admission.refused is not None:
                 await refuse_upgrade(ws, platform.name, admission.refused)
                 return
-            if admission.deferred is not None:  # refused in the platform's own protocol, after the accept
+            if (
+                admission.deferred is not None
+            ):  # refused in the platform's own protocol, after the accept
                 metrics.AUTH_FAILURES.labels(platform.name).inc()
-                log.warning("refusing a %s connection from %s: %s", platform.name, peer(ws), admission.deferred)
+                log.warning(
+                    "refusing a %s connection from %s: %s",
+                    platform.name,
+                    peer(ws),
+                    admission.deferred,
+                )
             await ws.accept()
             inner = platform.channel(ws, Connection(limits, creds, options, admission))
             await run_channel(AdmittedChannel(inner, ws.app.state.call_ids, admission.softphone))
@@ -274,17 +305,23 @@ def mount(app: FastAPI, settings: Settings, run_channel: RunChannel,
     )
     for platform in PLATFORMS.values():
         if platform.channel is not None:
-            app.add_api_websocket_route(f"/{platform.name}", websocket_endpoint(platform),
-                                        name=f"media-{platform.name}")
+            app.add_api_websocket_route(
+                f"/{platform.name}", websocket_endpoint(platform), name=f"media-{platform.name}"
+            )
         if platform.webhooks is not None:
             app.include_router(platform.webhooks(side))
 
     @app.get("/softphone", include_in_schema=False)
     async def softphone(request: Request) -> HTMLResponse:
-        embed = (settings.security.softphone_embed_token and not settings.public_url
-                 and is_local_request(request))
+        embed = (
+            settings.security.softphone_embed_token
+            and not settings.public_url
+            and is_local_request(request)
+        )
         token = request.app.state.credentials.softphone_token if embed else ""
-        page = (STATIC_DIR / "softphone.html").read_text(encoding="utf-8").replace("{{token}}", token)
+        page = (
+            (STATIC_DIR / "softphone.html").read_text(encoding="utf-8").replace("{{token}}", token)
+        )
         return HTMLResponse(page, headers=SOFTPHONE_HEADERS)
 
 

@@ -23,7 +23,9 @@ from voicebot.config import SecuritySettings
 log = logging.getLogger("voicebot.app")
 
 
-def oversized(headers: list[tuple[bytes, bytes]], max_header_bytes: int, max_total_bytes: int) -> str | None:
+def oversized(
+    headers: list[tuple[bytes, bytes]], max_header_bytes: int, max_total_bytes: int
+) -> str | None:
     """Why these headers are too large, or None."""
     total = 0
     for name, value in headers:
@@ -70,8 +72,13 @@ class RequestLimits:
             await self.refuse(scope, send)
             return
         if any(name == b"cookie" and b"\\" in value for name, value in headers):
-            scope = {**scope, "headers": [(name, without_escaped_cookies(value)) if name == b"cookie" else
-                                          (name, value) for name, value in headers]}
+            scope = {
+                **scope,
+                "headers": [
+                    (name, without_escaped_cookies(value)) if name == b"cookie" else (name, value)
+                    for name, value in headers
+                ],
+            }
         if scope["type"] == "http":
             if (declared_length(headers) or 0) > self.max_body_bytes:
                 await self.too_large(send)
@@ -95,14 +102,29 @@ class RequestLimits:
         return receive_bounded
 
     async def too_large(self, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 413, "headers": [
-            (b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close")]})
-        await send({"type": "http.response.body", "body": f"request body over {self.max_body_bytes} bytes\n".encode()})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"text/plain; charset=utf-8"),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send(
+            {
+                "type": "http.response.body",
+                "body": f"request body over {self.max_body_bytes} bytes\n".encode(),
+            }
+        )
 
     @staticmethod
     async def refuse(scope: Scope, send: Send) -> None:
-        start: dict[str, Any] = {"status": 431, "headers": [(b"content-type", b"text/plain; charset=utf-8"),
-                                                             (b"connection", b"close")]}
+        start: dict[str, Any] = {
+            "status": 431,
+            "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close")],
+        }
         body = b"Request Header Fields Too Large\n"
         if scope["type"] == "http":
             await send({"type": "http.response.start", **start})

@@ -107,7 +107,9 @@ def finished_result(task: asyncio.Task[T] | None) -> T | None:
 class Listener:
     """One call's listening: VAD, endpointing, partials, speculation, barge-in."""
 
-    def __init__(self, services: Services, echo_cancelled: bool, publish: Publish, spawn: Spawn) -> None:
+    def __init__(
+        self, services: Services, echo_cancelled: bool, publish: Publish, spawn: Spawn
+    ) -> None:
         self.services = services
         self.settings = services.settings
         self.publish = publish
@@ -117,7 +119,9 @@ class Listener:
         self.barge_in_ms = BARGE_IN_MS if echo_cancelled else BARGE_IN_MS_ECHO
         self.turns = 0
         # Audio of the call so far, bounded to what one turn may need.
-        self._max_samples = int((self.settings.endpointing.max_turn_s + PRE_ROLL_S + 1) * SAMPLE_RATE)
+        self._max_samples = int(
+            (self.settings.endpointing.max_turn_s + PRE_ROLL_S + 1) * SAMPLE_RATE
+        )
         self._audio = np.zeros(0, dtype=np.float32)
         self._audio_offset = 0  # stream position of self._audio[0]
         self._turn: _OpenTurn | None = None
@@ -165,13 +169,18 @@ class Listener:
         if speech_ms >= ep.max_turn_s * 1000 or finished_result(turn.emergency):
             return True
         guess = finished_result(turn.speculation)
-        return (guess is not None and guess.understanding is not None
-                and turn.speculation_end == self.endpointer.last_speech
-                and self.endpointer.silence_ms >= ep.early_silence_ms
-                and self._confident(guess.understanding))
+        return (
+            guess is not None
+            and guess.understanding is not None
+            and turn.speculation_end == self.endpointer.last_speech
+            and self.endpointer.silence_ms >= ep.early_silence_ms
+            and self._confident(guess.understanding)
+        )
 
     def _confident(self, u: Understanding) -> bool:
-        return u.intent != "out_of_scope" and (u.rule is not None or u.confidence >= self.settings.dialogue.accept)
+        return u.intent != "out_of_scope" and (
+            u.rule is not None or u.confidence >= self.settings.dialogue.accept
+        )
 
     def _end_turn(self, end_sample: int) -> SpokenTurn:
         turn, self._turn = self._turn, None
@@ -180,7 +189,10 @@ class Listener:
         if guess is not None and turn.speculation_end != end_sample:
             guess.cancel()  # it decoded a pause the caller spoke through
             guess = None
-        audio = self._slice(turn.start_sample - int(PRE_ROLL_S * SAMPLE_RATE), end_sample + int(TAIL_S * SAMPLE_RATE))
+        audio = self._slice(
+            turn.start_sample - int(PRE_ROLL_S * SAMPLE_RATE),
+            end_sample + int(TAIL_S * SAMPLE_RATE),
+        )
         self.publish("speech_end", turn=turn.index, stream_ms=end_sample * 1000 // SAMPLE_RATE)
         return SpokenTurn(turn.index, audio, turn.barged_in, guess)
 
@@ -203,10 +215,12 @@ class Listener:
     # == partial transcripts =================================================================
     def _maybe_partial(self, turn: _OpenTurn) -> None:
         interval = self.settings.asr.partial_interval_ms * SAMPLE_RATE // 1000
-        if (not self.settings.asr.partials
-                or self.services.active_calls > self.settings.asr.partials_max_calls
-                or (self._partial is not None and not self._partial.done())
-                or self.stream_samples - max(turn.partial_samples, turn.start_sample) < interval):
+        if (
+            not self.settings.asr.partials
+            or self.services.active_calls > self.settings.asr.partials_max_calls
+            or (self._partial is not None and not self._partial.done())
+            or self.stream_samples - max(turn.partial_samples, turn.start_sample) < interval
+        ):
             return
         turn.partial_samples = self.stream_samples
         audio = self._slice(turn.start_sample - int(PRE_ROLL_S * SAMPLE_RATE), self.stream_samples)
@@ -220,7 +234,9 @@ class Listener:
         metrics.ASR_SECONDS.labels("partial").observe(result.asr_ms / 1000)
         turn.agreement.update(result.words)
         masked = mask_numbers(result.text)
-        self.publish("partial", text=masked, committed=mask_numbers(" ".join(turn.agreement.committed)))
+        self.publish(
+            "partial", text=masked, committed=mask_numbers(" ".join(turn.agreement.committed))
+        )
         understanding = self.services.classifier.classify(masked, explain=False)
         return understanding.intent == "emergency" and understanding.rule is not None
 
@@ -231,16 +247,23 @@ class Listener:
     # endpointing.early_silence_ms. If the caller speaks again, the result is dropped.
     def _maybe_speculate(self, turn: _OpenTurn) -> None:
         pause_end = self.endpointer.last_speech
-        if (not self.settings.asr.speculative or self.endpointer.silence_ms < SPECULATE_AFTER_MS
-                or turn.speculation_end == pause_end):
+        if (
+            not self.settings.asr.speculative
+            or self.endpointer.silence_ms < SPECULATE_AFTER_MS
+            or turn.speculation_end == pause_end
+        ):
             return
         if turn.speculation is not None:
             turn.speculation.cancel()  # a guess for an earlier pause: the caller spoke on
         turn.speculation_end = pause_end
-        audio = self._slice(turn.start_sample - int(PRE_ROLL_S * SAMPLE_RATE), pause_end + int(TAIL_S * SAMPLE_RATE))
+        audio = self._slice(
+            turn.start_sample - int(PRE_ROLL_S * SAMPLE_RATE), pause_end + int(TAIL_S * SAMPLE_RATE)
+        )
         turn.speculation = self.spawn(self._speculate(turn, pause_end, audio), "speculation")
 
-    async def _speculate(self, turn: _OpenTurn, pause_end: int, audio: np.ndarray) -> Transcript | None:
+    async def _speculate(
+        self, turn: _OpenTurn, pause_end: int, audio: np.ndarray
+    ) -> Transcript | None:
         result = await self.services.asr.speculative(audio, self.services.domain_prompt)
         if result is None or (turn is self._turn and self.endpointer.last_speech != pause_end):
             return None  # no decoder free, or the caller spoke on

@@ -14,23 +14,44 @@ REFUSED_CALLS = Counter("voicebot_calls_refused_total", "Calls refused at capaci
 ACTIONS = Counter("voicebot_actions_total", "Dialogue decisions", ["action"])
 ROUTED = Counter("voicebot_routed_total", "Calls put in a forvaltning's queue", ["forvaltning"])
 QUEUE_WAITING = Gauge("voicebot_queue_waiting", "Calls waiting per queue", ["forvaltning"])
-QUEUE_LONGEST_WAIT = Gauge("voicebot_queue_longest_wait_seconds", "Wait of the oldest waiting call",
-                           ["forvaltning"])
-QUEUE_WAIT = Histogram("voicebot_queue_wait_seconds", "Wait from enqueue to claim", ["forvaltning"],
-                       buckets=(5, 15, 30, 60, 120, 300, 600, 1200, 3600))
+QUEUE_LONGEST_WAIT = Gauge(
+    "voicebot_queue_longest_wait_seconds", "Wait of the oldest waiting call", ["forvaltning"]
+)
+QUEUE_WAIT = Histogram(
+    "voicebot_queue_wait_seconds",
+    "Wait from enqueue to claim",
+    ["forvaltning"],
+    buckets=(5, 15, 30, 60, 120, 300, 600, 1200, 3600),
+)
 CLAIMS = Counter("voicebot_queue_claims_total", "Calls claimed by an agent", ["forvaltning"])
-COMPLETIONS = Counter("voicebot_queue_completions_total", "Calls completed by an agent", ["forvaltning"])
-STALE_CLAIMS = Counter("voicebot_queue_stale_claims_total", "Claims returned to the queue when their lease ran out")
+COMPLETIONS = Counter(
+    "voicebot_queue_completions_total", "Calls completed by an agent", ["forvaltning"]
+)
+STALE_CLAIMS = Counter(
+    "voicebot_queue_stale_claims_total", "Claims returned to the queue when their lease ran out"
+)
 PURGED = Counter("voicebot_queue_purged_total", "Call records deleted by the retention purge")
 LOGINS = Counter("voicebot_console_logins_total", "Agent console login attempts", ["result"])
-ASR_SECONDS = Histogram("voicebot_asr_seconds", "ASR decode time", ["kind"], buckets=LATENCY_BUCKETS)
-DECISION_LATENCY = Histogram("voicebot_speech_end_to_decision_seconds",
-                             "From the end of the caller's speech to the decision", buckets=LATENCY_BUCKETS)
+ASR_SECONDS = Histogram(
+    "voicebot_asr_seconds", "ASR decode time", ["kind"], buckets=LATENCY_BUCKETS
+)
+DECISION_LATENCY = Histogram(
+    "voicebot_speech_end_to_decision_seconds",
+    "From the end of the caller's speech to the decision",
+    buckets=LATENCY_BUCKETS,
+)
 ASR_OVERLOADED = Counter("voicebot_asr_overloaded_total", "Final decodes refused at saturation")
-PROTOCOL_ERRORS = Counter("voicebot_protocol_errors_total", "Calls closed for protocol errors", ["platform"])
-AUTH_FAILURES = Counter("voicebot_auth_failures_total", "Connections and webhooks refused: not authenticated",
-                        ["endpoint"])
-CALL_ERRORS = Counter("voicebot_call_errors_total", "Calls ended by an unexpected error of ours", ["platform"])
+PROTOCOL_ERRORS = Counter(
+    "voicebot_protocol_errors_total", "Calls closed for protocol errors", ["platform"]
+)
+AUTH_FAILURES = Counter(
+    "voicebot_auth_failures_total",
+    "Connections and webhooks refused: not authenticated",
+    ["endpoint"],
+)
+CALL_ERRORS = Counter(
+    "voicebot_call_errors_total", "Calls ended by an unexpected error of ours", ["platform"]
+)
 BARGE_INS = Counter("voicebot_barge_ins_total", "Bot playback stopped by caller speech")
 
 

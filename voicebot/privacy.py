@@ -45,7 +45,14 @@ _TOKEN = re.compile(r"\+?\d+|[a-zæøåé]+|[-–+]", re.IGNORECASE)
 
 # Words that announce a CPR number, one token (prefixes: "cpr-nummeret" is "cpr", "-", …) or
 # a phrase of tokens. "fire" in "de sidste fire" is part of the cue, not a digit.
-_CUE_PREFIXES = ("cpr", "personnummer", "personnr", "fødselsdato", "sygesikringsnummer", "kontrolcif")
+_CUE_PREFIXES = (
+    "cpr",
+    "personnummer",
+    "personnr",
+    "fødselsdato",
+    "sygesikringsnummer",
+    "kontrolcif",
+)
 _CUE_WORDS = {"ssn"}
 _CUE_PHRASES = (
     ("person", "nummer"), ("person", "nummeret"), ("person", "nr"), ("fødsels", "dato"),
@@ -92,7 +99,7 @@ def _cue_length(words: list[str], i: int) -> int:
     if words[i].startswith(_CUE_PREFIXES) or words[i] in _CUE_WORDS:
         return 1
     for phrase in _CUE_PHRASES:
-        if tuple(words[i:i + len(phrase)]) == phrase:
+        if tuple(words[i : i + len(phrase)]) == phrase:
             return len(phrase)
     return 0
 
@@ -127,7 +134,7 @@ def _number_runs(words: list[str], digits: list[str | None], grouped: list[bool]
                 j += 1
             else:
                 break
-        runs.append(_Run(i, last, count, any(grouped[i + 1:last + 1])))
+        runs.append(_Run(i, last, count, any(grouped[i + 1 : last + 1])))
         i = last + 1
     return runs
 
@@ -187,8 +194,13 @@ def mask_numbers(text: str) -> str:
     in_cue = {i for first, last in cues for i in range(first, last + 1)}
     digits = [None if i in in_cue else _digits_of(w) for i, w in enumerate(words)]
     # "30.000": three digits after a dot are a thousands group
-    grouped = [i > 0 and len(w) == 3 and w.isdigit() and text[tokens[i - 1].end():tokens[i].start()] == "."
-               for i, w in enumerate(words)]
+    grouped = [
+        i > 0
+        and len(w) == 3
+        and w.isdigit()
+        and text[tokens[i - 1].end() : tokens[i].start()] == "."
+        for i, w in enumerate(words)
+    ]
     runs = _number_runs(words, digits, grouped)
     cpr = _split_cpr(runs) | _near_cues(runs, cues)
     out, pos = [], 0
@@ -290,7 +302,9 @@ def install_log_masking() -> None:
         if isinstance(record.args, tuple):
             record.args = tuple(clean_log_text(a) if isinstance(a, str) else a for a in record.args)
         elif isinstance(record.args, dict):
-            record.args = {k: clean_log_text(v) if isinstance(v, str) else v for k, v in record.args.items()}
+            record.args = {
+                k: clean_log_text(v) if isinstance(v, str) else v for k, v in record.args.items()
+            }
         message = record.getMessage()
         if clean_log_text(message) != message:  # split across parts, or in a non-text argument
             record.msg, record.args = clean_log_text(message), ()

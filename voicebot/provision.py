@@ -49,8 +49,10 @@ def sha256_of(path: Path) -> str:
 def verify(model_bin: Path) -> None:
     size = model_bin.stat().st_size
     if size != MODEL_BIN_SIZE:
-        raise ProvisionError(f"{model_bin}: {size:,} bytes, expected {MODEL_BIN_SIZE:,}; "
-                             "the weights are incomplete or not the pinned release")
+        raise ProvisionError(
+            f"{model_bin}: {size:,} bytes, expected {MODEL_BIN_SIZE:,}; "
+            "the weights are incomplete or not the pinned release"
+        )
     digest = sha256_of(model_bin)
     if digest != MODEL_BIN_SHA256:
         raise ProvisionError(f"{model_bin}: sha256 {digest}, expected {MODEL_BIN_SHA256}")

@@ -24,7 +24,9 @@ def load_or_create_secret(data_dir: Path) -> str:
         token = path.read_text(encoding="utf-8").strip()
         if len(token) >= 16:
             return token
-        raise OSError(f"{path} holds no usable secret (fewer than 16 characters): delete it to make a new one")
+        raise OSError(
+            f"{path} holds no usable secret (fewer than 16 characters): delete it to make a new one"
+        )
     data_dir.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(32)
     # Written whole under a private name, then linked into place: a process starting at the
@@ -47,9 +49,14 @@ def load_credentials(settings: Settings, secret: str | None = None) -> Credentia
     security.twilio_auth_token, telephony.audiohook_api_key), the others derived from the
     master secret."""
     sec = settings.security
-    configured = {**sec.media_tokens, "twilio": sec.twilio_auth_token or sec.media_tokens.get("twilio"),
-                  "audiohook": settings.telephony.audiohook_api_key or sec.media_tokens.get("audiohook")}
+    configured = {
+        **sec.media_tokens,
+        "twilio": sec.twilio_auth_token or sec.media_tokens.get("twilio"),
+        "audiohook": settings.telephony.audiohook_api_key or sec.media_tokens.get("audiohook"),
+    }
     client_secrets = {"audiohook": sec.audiohook_client_secret}
-    return Credentials(secret or load_or_create_secret(settings.data_dir),
-                       configured={k: v for k, v in configured.items() if v},
-                       client_secrets={k: v for k, v in client_secrets.items() if v})
+    return Credentials(
+        secret or load_or_create_secret(settings.data_dir),
+        configured={k: v for k, v in configured.items() if v},
+        client_secrets={k: v for k, v in client_secrets.items() if v},
+    )

@@ -31,8 +31,12 @@ from voicebot.config import Settings
 from voicebot.wsprotocol import bounded_ws_protocol
 
 log = logging.getLogger("voicebot.server")
-REASONS = {408: b"Request Timeout", 414: b"URI Too Long", 431: b"Request Header Fields Too Large",
-           503: b"Service Unavailable"}
+REASONS = {
+    408: b"Request Timeout",
+    414: b"URI Too Long",
+    431: b"Request Header Fields Too Large",
+    503: b"Service Unavailable",
+}
 LINGER_S = 2.0  # how long a refused connection's input is read and discarded before the close
 
 
@@ -46,7 +50,9 @@ class ConnectionLimits:
     @classmethod
     def from_settings(cls, settings: Settings) -> ConnectionLimits:
         s = settings.security
-        return cls(s.request_timeout_s, s.max_header_bytes, s.max_header_total_bytes, s.max_connections)
+        return cls(
+            s.request_timeout_s, s.max_header_bytes, s.max_header_total_bytes, s.max_connections
+        )
 
 
 class Refused(Exception):
@@ -170,7 +176,11 @@ def bounded_http_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
             if self.reading_headers:  # it started one: say why it ends
                 self.refuse(408, f"no complete request within {limits.request_timeout_s:g} s")
             else:  # nothing at all, or a body that stopped: the app sees a disconnect
-                log.debug("%s: no complete request within %g s, closing", self.peer, limits.request_timeout_s)
+                log.debug(
+                    "%s: no complete request within %g s, closing",
+                    self.peer,
+                    limits.request_timeout_s,
+                )
                 self.stop_waiting()
                 self.transport.close()
 
@@ -188,9 +198,11 @@ def bounded_http_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
             if self.transport.is_closing():
                 return
             body = REASONS[status] + b"\n"
-            self.transport.write(b"HTTP/1.1 %d %s\r\ncontent-type: text/plain; charset=utf-8\r\n"
-                                 b"content-length: %d\r\nconnection: close\r\n\r\n%s"
-                                 % (status, REASONS[status], len(body), body))
+            self.transport.write(
+                b"HTTP/1.1 %d %s\r\ncontent-type: text/plain; charset=utf-8\r\n"
+                b"content-length: %d\r\nconnection: close\r\n\r\n%s"
+                % (status, REASONS[status], len(body), body)
+            )
             if not self.transport.can_write_eof():
                 self.transport.close()
                 return
@@ -209,7 +221,9 @@ def bounded_http_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
         for protocol in idle:
             if protocol is not newcomer:
                 idle.pop(protocol)
-                log.debug("%d connections open: closing the one idle longest", limits.max_connections)
+                log.debug(
+                    "%d connections open: closing the one idle longest", limits.max_connections
+                )
                 protocol.cancel_deadline()
                 protocol.transport.close()
                 return
@@ -225,8 +239,11 @@ def build_config(app: Any, settings: Settings, **options: Any) -> uvicorn.Config
     limits = ConnectionLimits.from_settings(settings)
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < security.max_connections + 64:
-        log.warning("security.max_connections is %d but this process may open only %d files",
-                    security.max_connections, soft)
+        log.warning(
+            "security.max_connections is %d but this process may open only %d files",
+            security.max_connections,
+            soft,
+        )
     config: dict[str, Any] = {
         "host": settings.host, "port": settings.port, "timeout_graceful_shutdown": 5,
         "http": bounded_http_protocol(limits),

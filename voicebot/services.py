@@ -49,7 +49,9 @@ class Services:
 
 def domain_prompt(catalogue: Catalogue) -> str:
     """A previous-text prompt that makes Whisper expect the catalogue's words."""
-    return f"{catalogue.municipality}, telefonopkald om " + ", ".join(catalogue.domain_terms()) + "."
+    return (
+        f"{catalogue.municipality}, telefonopkald om " + ", ".join(catalogue.domain_terms()) + "."
+    )
 
 
 def load_classifier(settings: Settings, catalogue: Catalogue) -> IntentClassifier:
@@ -60,8 +62,11 @@ def load_services(settings: Settings) -> Services:
     catalogue = load_catalogue(settings.catalogue)
     stale = catalogue.stale_answers()
     if stale:
-        log.warning("catalogue answers due for review (checked over %d days ago): %s",
-                    catalogue.review_after_days, ", ".join(stale))
+        log.warning(
+            "catalogue answers due for review (checked over %d days ago): %s",
+            catalogue.review_after_days,
+            ", ".join(stale),
+        )
     asr = WhisperAsr(settings.whisper_dir, settings.asr)
     speaker = Speaker(Voice(settings.tts.voice, settings.tts.rate_wpm, settings.tts.pitch))
     services = Services(
@@ -76,6 +81,10 @@ def load_services(settings: Settings) -> Services:
         domain_prompt=domain_prompt(catalogue) if settings.asr.domain_prompt else None,
     )
     # Render the fixed prompts once now, so the first caller does not wait for them.
-    for text in (catalogue.prompts["greeting"], catalogue.prompts["rephrase"], catalogue.prompts["human"]):
+    for text in (
+        catalogue.prompts["greeting"],
+        catalogue.prompts["rephrase"],
+        catalogue.prompts["human"],
+    ):
         speaker.speak(text)
     return services

@@ -65,7 +65,9 @@ class CallSession:
         self.services = services
         self.settings = services.settings
         self.catalogue = services.catalogue
-        self.policy = DialoguePolicy(services.catalogue, services.classifier, services.settings.dialogue)
+        self.policy = DialoguePolicy(
+            services.catalogue, services.classifier, services.settings.dialogue
+        )
         self.voice = PromptPlayer(channel, services.speaker, self._publish)
         self.listener = Listener(services, channel.echo_cancelled, self._publish, self._spawn)
         self.call_id = ""
@@ -116,7 +118,10 @@ class CallSession:
                         match event:
                             case Audio(samples=samples):
                                 # Pushed on when half spent: not one timer handle per frame.
-                                if media_timeout is not None and (no_media.when() or 0) - loop.time() < media_timeout / 2:
+                                if (
+                                    media_timeout is not None
+                                    and (no_media.when() or 0) - loop.time() < media_timeout / 2
+                                ):
                                     no_media.reschedule(loop.time() + media_timeout)
                                 await self.hear(samples)
                             case Digit(digit=digit):
@@ -133,7 +138,9 @@ class CallSession:
             except TimeoutError:
                 if not no_media.expired():
                     raise
-                log.warning("call %s: no audio for %.0f s, ending the call", self.call_id, media_timeout)
+                log.warning(
+                    "call %s: no audio for %.0f s, ending the call", self.call_id, media_timeout
+                )
                 self._publish("media_timeout", seconds=media_timeout)
         except (TimeoutError, StopAsyncIteration):
             log.info("call ended before it started")
@@ -158,7 +165,9 @@ class CallSession:
 
     async def _refuse(self) -> None:
         if not self.listen_only:  # a listen-only line is the platform's to route
-            self._spawn(self.act(self._overloaded("the bot was at capacity"), transcript=""), "refusal")
+            self._spawn(
+                self.act(self._overloaded("the bot was at capacity"), transcript=""), "refusal"
+            )
 
     async def _end(self) -> None:
         self._ending = True
@@ -210,14 +219,23 @@ class CallSession:
         wall, sample = self._quiet_since
         # Whichever clock says more: audio received proves time passed on the caller's
         # side (also when it arrives in bursts), the wall clock when no audio arrives.
-        silent_s = max(time.monotonic() - wall, (self.listener.stream_samples - sample) / SAMPLE_RATE)
+        silent_s = max(
+            time.monotonic() - wall, (self.listener.stream_samples - sample) / SAMPLE_RATE
+        )
         if silent_s >= self.settings.endpointing.no_input_s:
             self._mark_quiet()
             self._submit(Silence())
 
     def _awaiting_caller(self) -> bool:
-        return not (self.listen_only or not self.listening or self.voice.speaking or self._busy
-                    or self.policy.state is State.DONE or self._rescued or self.listener.in_turn)
+        return not (
+            self.listen_only
+            or not self.listening
+            or self.voice.speaking
+            or self._busy
+            or self.policy.state is State.DONE
+            or self._rescued
+            or self.listener.in_turn
+        )
 
     def _mark_quiet(self) -> None:
         self._quiet_since = (time.monotonic(), self.listener.stream_samples)
@@ -226,7 +244,11 @@ class CallSession:
         try:
             self._inputs.put_nowait(item)
         except asyncio.QueueFull:
-            log.warning("call %s: dropping an input, %d are already waiting", self.call_id, self._inputs.qsize())
+            log.warning(
+                "call %s: dropping an input, %d are already waiting",
+                self.call_id,
+                self._inputs.qsize(),
+            )
 
     @property
     def _busy(self) -> bool:
@@ -272,15 +294,22 @@ class CallSession:
             await self.voice.resume()
             return
         self.transcripts.append(heard.text)
-        self._publish("transcript", turn=turn.index, text=heard.text, asr_ms=round(result.asr_ms, 1),
-                      window_s=result.window_s)
+        self._publish(
+            "transcript",
+            turn=turn.index,
+            text=heard.text,
+            asr_ms=round(result.asr_ms, 1),
+            window_s=result.window_s,
+        )
         if self.settings.log_transcripts:
             log.info("call %s turn %d: %s", self.call_id, turn.index, heard.text)
         if not result.text or (result.likely_noise and result.audio_s < SHORT_SOUND_S):
             self._publish("ignored", turn=turn.index, reason="noise")
             return  # a cough or a click, not a turn
         # Understanding reads the masked text too, so no number can reach the explanation.
-        understanding = heard.understanding or await asyncio.to_thread(self.services.classifier.classify, heard.text)
+        understanding = heard.understanding or await asyncio.to_thread(
+            self.services.classifier.classify, heard.text
+        )
         if self.listen_only:
             self._assist(heard.text, understanding)
             return
@@ -307,12 +336,24 @@ class CallSession:
     def _assist_key(self, digit: str) -> None:
         entry = self.catalogue.keypad.get(digit)
         if entry is not None:
-            self._assist(f"[tast {digit}]", Understanding(entry.intent, 1.0, [], [entry.label], rule=f"keypad {digit}"))
+            self._assist(
+                f"[tast {digit}]",
+                Understanding(entry.intent, 1.0, [], [entry.label], rule=f"keypad {digit}"),
+            )
 
     def _routing(self, u: Understanding) -> dict[str, Any]:
-        forvaltning = self.catalogue.intent(u.intent).forvaltning if u.intent in self.catalogue.intents else None
-        return {"intent": u.intent, "confidence": round(u.confidence, 4), "explanation": u.explanation,
-                "forvaltning": forvaltning, "queue": self.catalogue.queue_name(forvaltning) if forvaltning else None}
+        forvaltning = (
+            self.catalogue.intent(u.intent).forvaltning
+            if u.intent in self.catalogue.intents
+            else None
+        )
+        return {
+            "intent": u.intent,
+            "confidence": round(u.confidence, 4),
+            "explanation": u.explanation,
+            "forvaltning": forvaltning,
+            "queue": self.catalogue.queue_name(forvaltning) if forvaltning else None,
+        }
 
     # == 4. acting ==========================================================================
     async def act(self, decision: Decision, transcript: str) -> None:
@@ -329,9 +370,15 @@ class CallSession:
         if decision.hand_off or decision.hang_up:
             await self.voice.wait_until_heard(HEARD_TIMEOUT_S)
             if decision.hand_off and decision.forvaltning:
-                await self.channel.hand_off(HandOff(self.call_id, decision.forvaltning,
-                                                    self.catalogue.queue_name(decision.forvaltning),
-                                                    decision.intent, decision.reason))
+                await self.channel.hand_off(
+                    HandOff(
+                        self.call_id,
+                        decision.forvaltning,
+                        self.catalogue.queue_name(decision.forvaltning),
+                        decision.intent,
+                        decision.reason,
+                    )
+                )
                 self._handed_off = True
             else:
                 await self.channel.hang_up()
@@ -356,7 +403,11 @@ class CallSession:
             return
         self._enqueued = True
         metrics.ROUTED.labels(decision.forvaltning).inc()
-        self._publish("routed", forvaltning=decision.forvaltning, queue=self.catalogue.queue_name(decision.forvaltning))
+        self._publish(
+            "routed",
+            forvaltning=decision.forvaltning,
+            queue=self.catalogue.queue_name(decision.forvaltning),
+        )
 
     async def _abandon(self) -> None:
         """The caller left before the hand-off completed: no agent should wait for them."""
@@ -379,19 +430,27 @@ class CallSession:
         self._tasks.discard(task)
         if task.cancelled() or task.exception() is None:
             return
-        log.error("call %s: task %s failed", self.call_id, task.get_name(), exc_info=task.exception())
+        log.error(
+            "call %s: task %s failed", self.call_id, task.get_name(), exc_info=task.exception()
+        )
         self._publish("task_failed", task=task.get_name())
         if self.listen_only or self.finished or self._ending:
             return  # nothing to hand on: the platform owns a listen-only call
         if self._rescued:  # the hand-off to a person failed too: end the call
             self.finished = True
-            self._tasks.add(asyncio.create_task(self.channel.hang_up(), name=f"give-up-{self.call_id}"))
+            self._tasks.add(
+                asyncio.create_task(self.channel.hang_up(), name=f"give-up-{self.call_id}")
+            )
             return
         self._rescued = True
         for other in list(self._tasks):
             other.cancel()
-        self._spawn(self.act(self.policy.to_person(None, f"internal error ({task.get_name()})"), transcript=""),
-                    "rescue")
+        self._spawn(
+            self.act(
+                self.policy.to_person(None, f"internal error ({task.get_name()})"), transcript=""
+            ),
+            "rescue",
+        )
 
     def _publish(self, kind: str, **data: Any) -> None:
         self.services.events.publish(self.call_id, kind, **data)

@@ -20,7 +20,21 @@ from voicebot.understanding import normalize
 
 Publish = Callable[..., None]  # events.publish bound to the call: publish(kind, **data)
 
-BACKCHANNELS = {"mhm", "mm", "hm", "ja", "jo", "jah", "okay", "ok", "nå", "aha", "javel", "præcis", "nemlig"}
+BACKCHANNELS = {
+    "mhm",
+    "mm",
+    "hm",
+    "ja",
+    "jo",
+    "jah",
+    "okay",
+    "ok",
+    "nå",
+    "aha",
+    "javel",
+    "præcis",
+    "nemlig",
+}
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
@@ -61,7 +75,9 @@ class PromptPlayer:
         goes out as soon as it is rendered, and the marks tell which sentences the caller
         heard before a barge-in."""
         self._prompts += 1
-        self.publish("bot_said", text=text, mark=f"{purpose}-{self._prompts}", heard=self.channel.can_play)
+        self.publish(
+            "bot_said", text=text, mark=f"{purpose}-{self._prompts}", heard=self.channel.can_play
+        )
         if not self.channel.can_play:
             return  # a listen-only connection: the platform's own flow does the talking
         self._done.clear()

@@ -33,7 +33,9 @@ def connect(path: Path, what: str, create: bool = True) -> sqlite3.Connection:
     target = path.resolve().as_uri() + ("" if create else "?mode=rw")
     db = sqlite3.connect(target, uri=True, check_same_thread=False, isolation_level=None)
     try:
-        db.execute("PRAGMA journal_mode=WAL")  # the first read of the file: a garbage file fails here
+        db.execute(
+            "PRAGMA journal_mode=WAL"
+        )  # the first read of the file: a garbage file fails here
         db.execute("PRAGMA busy_timeout=5000")
     except sqlite3.DatabaseError as exc:
         db.close()

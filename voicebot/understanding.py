@@ -42,7 +42,7 @@ def text_features(text: str) -> list[str]:
     for w in words:
         padded = f" {w} "
         for n in (3, 4, 5):
-            feats += [f"c:{padded[i:i + n]}" for i in range(max(1, len(padded) - n + 1))]
+            feats += [f"c:{padded[i : i + n]}" for i in range(max(1, len(padded) - n + 1))]
     return feats
 
 
@@ -83,7 +83,9 @@ class IntentModel:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = 1
         opts.inter_op_num_threads = 1
-        self._session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+        self._session = ort.InferenceSession(
+            str(onnx_path), opts, providers=["CPUExecutionProvider"]
+        )
         self._input = self._session.get_inputs()[0].name
 
     def counts(self, texts: list[str]) -> np.ndarray:
@@ -128,7 +130,9 @@ class IntentClassifier:
         norm = normalize(text)
         for intent_id, phrase, pattern in self._rules:
             if pattern.search(norm):
-                return Understanding(intent_id, 1.0, [], [phrase], rule=f"trigger phrase '{phrase}'")
+                return Understanding(
+                    intent_id, 1.0, [], [phrase], rule=f"trigger phrase '{phrase}'"
+                )
         if not norm:
             return Understanding("out_of_scope", 0.0, [], [])
         probs = self.model.probabilities([norm])[0]
@@ -136,14 +140,16 @@ class IntentClassifier:
         best = int(order[0])
         alternatives = [(self.model.classes[int(i)], float(probs[i])) for i in order[1:3]]
         explanation = self._explain(norm, best) if explain else []
-        return Understanding(self.model.classes[best], float(probs[best]), alternatives, explanation)
+        return Understanding(
+            self.model.classes[best], float(probs[best]), alternatives, explanation
+        )
 
     def _explain(self, norm: str, cls: int, top: int = 3) -> list[str]:
         """The words whose removal lowers the chosen intent's probability most (occlusion)."""
         words = norm.split()
         if len(words) <= 1:
             return words
-        variants = [norm] + [" ".join(words[:i] + words[i + 1:]) for i in range(len(words))]
+        variants = [norm] + [" ".join(words[:i] + words[i + 1 :]) for i in range(len(words))]
         probs = self.model.probabilities(variants)[:, cls]
         drops = probs[0] - probs[1:]
         ranked = sorted(range(len(words)), key=lambda i: -drops[i])

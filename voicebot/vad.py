@@ -40,7 +40,9 @@ class SileroVad:
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
         self.path = Path(path) if path else silero_path()
-        self._session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
+        self._session = ort.InferenceSession(
+            str(self.path), opts, providers=["CPUExecutionProvider"]
+        )
 
     def stream(self) -> VadStream:
         return VadStream(self)
@@ -65,7 +67,7 @@ class VadStream:
         n = len(self._pending) // WINDOW
         if n == 0:
             return np.zeros(0, dtype=np.float32)
-        chunk, self._pending = self._pending[: n * WINDOW], self._pending[n * WINDOW:]
+        chunk, self._pending = self._pending[: n * WINDOW], self._pending[n * WINDOW :]
         frames = chunk.reshape(n, WINDOW)
         contexts = np.vstack([self._context[None, :], frames[:-1, -CONTEXT:]])
         self._context = frames[-1, -CONTEXT:].copy()

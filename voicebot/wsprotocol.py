@@ -22,8 +22,10 @@ def bounded_ws_protocol(send_timeout_s: float):
     try:
         from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
     except ImportError:  # an older uvicorn: the adapters' own send timeouts still apply
-        log.warning("uvicorn without websockets_sansio_impl: a stalled peer's socket is freed only "
-                    "by the keepalive ping timeout")
+        log.warning(
+            "uvicorn without websockets_sansio_impl: a stalled peer's socket is freed only "
+            "by the keepalive ping timeout"
+        )
         return "auto"
 
     class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
@@ -34,7 +36,11 @@ def bounded_ws_protocol(send_timeout_s: float):
                         await self.writable.wait()
                 except TimeoutError:
                     client = f"{self.client[0]}:{self.client[1]}" if self.client else "a peer"
-                    log.warning("%s has not read for %.1f s: dropping the connection", client, send_timeout_s)
+                    log.warning(
+                        "%s has not read for %.1f s: dropping the connection",
+                        client,
+                        send_timeout_s,
+                    )
                     self.transport.abort()  # connection_lost() follows: writable set, disconnected
                     await asyncio.sleep(0)
                 except asyncio.CancelledError:

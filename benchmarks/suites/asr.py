@@ -62,10 +62,24 @@ def plan_for(quick: bool) -> dict[str, Any]:
     stay bounded even on a busy machine); each engine gets an equal share of what the engines
     before it left, and an engine past its share stops and is marked truncated."""
     if quick:
-        return {"lengths": (2, 8), "cuts": 1, "reps": 1, "eval_limit": 2, "budget_s": 75.0, "load_allowance_s": 60.0,
-                "engines": [e for e in ENGINES if e != "project-int8-30s"]}
-    return {"lengths": LENGTHS_S, "cuts": 3, "reps": 2, "eval_limit": None, "budget_s": 720.0, "load_allowance_s": 120.0,
-            "engines": list(ENGINES)}
+        return {
+            "lengths": (2, 8),
+            "cuts": 1,
+            "reps": 1,
+            "eval_limit": 2,
+            "budget_s": 75.0,
+            "load_allowance_s": 60.0,
+            "engines": [e for e in ENGINES if e != "project-int8-30s"],
+        }
+    return {
+        "lengths": LENGTHS_S,
+        "cuts": 3,
+        "reps": 2,
+        "eval_limit": None,
+        "budget_s": 720.0,
+        "load_allowance_s": 120.0,
+        "engines": list(ENGINES),
+    }
 
 
 def interleave(a: list[Any], b: list[Any]) -> list[Any]:
@@ -130,8 +144,14 @@ def length_clips(lengths: tuple[int, ...], cuts: int) -> list[dict[str, Any]]:
         for k in range(cuts):
             start = onsets[(li * 5 + k * 4) % len(onsets)]  # spread over speakers and recordings
             end = min(len(stream), cut_at_pause(probs, WINDOW, start, length))
-            clips.append({"key": f"len{length}_{k}", "kind": "length", "nominal_s": length,
-                          "audio": stream[start:end]})
+            clips.append(
+                {
+                    "key": f"len{length}_{k}",
+                    "kind": "length",
+                    "nominal_s": length,
+                    "audio": stream[start:end],
+                }
+            )
     return clips
 
 
@@ -151,10 +171,23 @@ def eval_items(limit: int | None) -> list[dict[str, Any]]:
     out = []
     for r, item in enumerate(items):
         audio = decode_audio(str(item.audio), sampling_rate=SR)
-        pieces = [audio] if len(audio) <= 25 * SR else split_at_pauses(audio, SileroVad().stream().push(audio), WINDOW)
+        pieces = (
+            [audio]
+            if len(audio) <= 25 * SR
+            else split_at_pauses(audio, SileroVad().stream().push(audio), WINDOW)
+        )
         for p, piece in enumerate(pieces):
-            out.append({"key": f"eval{r:03d}_{p}", "kind": "eval", "recording": r, "piece": p,
-                        "reference": item.reference, "file": item.audio.name, "audio": piece})
+            out.append(
+                {
+                    "key": f"eval{r:03d}_{p}",
+                    "kind": "eval",
+                    "recording": r,
+                    "piece": p,
+                    "reference": item.reference,
+                    "file": item.audio.name,
+                    "audio": piece,
+                }
+            )
     return out
 
 
@@ -165,7 +198,9 @@ def available_engines(wanted: list[str]) -> tuple[list[str], list[str]]:
     missing = [m for m in ("torch", "transformers") if importlib.util.find_spec(m) is None]
     if missing and "hf-float32" in engines:
         engines.remove("hf-float32")
-        notes.append(f"hf-float32 skipped: {', '.join(missing)} not installed (pip install -e '.[bench]')")
+        notes.append(
+            f"hf-float32 skipped: {', '.join(missing)} not installed (pip install -e '.[bench]')"
+        )
     return engines, notes
 
 
@@ -178,7 +213,9 @@ def run(ctx: Context) -> dict[str, Any]:
     lengths = [i for i in items if i["kind"] == "length"]
     # The first repetition of the lengths spread through the evaluation set, then the other
     # repetitions: what a budget cuts off is spread over both.
-    steps = interleave([{"key": i["key"], "rep": 0} for i in evals], [{"key": i["key"], "rep": 0} for i in lengths])
+    steps = interleave(
+        [{"key": i["key"], "rep": 0} for i in evals], [{"key": i["key"], "rep": 0} for i in lengths]
+    )
     steps += [{"key": i["key"], "rep": r} for r in range(1, plan["reps"]) for i in lengths]
     engines, notes = available_engines(plan["engines"])
     raw: dict[str, Any] = {}
@@ -186,12 +223,30 @@ def run(ctx: Context) -> dict[str, Any]:
     for k, engine in enumerate(engines):
         share = max(20.0, left_s / (len(engines) - k))
         plan_path = ctx.work_dir / f"asr_plan_{engine}.json"
-        plan_path.write_text(json.dumps({"model_dir": str(ctx.model_dir), "threads": ctx.threads, "budget_s": share,
-                                         "warmup": lengths[0]["key"], "steps": steps}), encoding="utf-8")
+        plan_path.write_text(
+            json.dumps(
+                {
+                    "model_dir": str(ctx.model_dir),
+                    "threads": ctx.threads,
+                    "budget_s": share,
+                    "warmup": lengths[0]["key"],
+                    "steps": steps,
+                }
+            ),
+            encoding="utf-8",
+        )
         out_path = ctx.work_dir / f"asr_{engine}.json"
         with tqdm(total=len(steps), desc=f"asr {engine}", unit="decode", leave=False) as bar:
             code = run_worker(
-                [ctx.python, "-m", "benchmarks.suites.asr_worker", engine, str(inputs), str(plan_path), str(out_path)],
+                [
+                    ctx.python,
+                    "-m",
+                    "benchmarks.suites.asr_worker",
+                    engine,
+                    str(inputs),
+                    str(plan_path),
+                    str(out_path),
+                ],
                 ctx.out_dir / "logs" / f"asr-{engine}.log",
                 # The share, loading, and some of the decode in flight; then the worker is killed
                 # and what it wrote after each decode is kept.
@@ -201,30 +256,47 @@ def run(ctx: Context) -> dict[str, Any]:
         if out_path.exists():
             raw[engine] = json.loads(out_path.read_text(encoding="utf-8"))
         else:
-            raw[engine] = {"engine": engine, "decodes": [], "error": f"worker exited with {code} and wrote nothing"}
+            raw[engine] = {
+                "engine": engine,
+                "decodes": [],
+                "error": f"worker exited with {code} and wrote nothing",
+            }
         done = len(raw[engine]["decodes"])
         if code < 0:
             raw[engine]["truncated"] = True
-            notes.append(f"{engine}: killed at its time limit ({share + plan['load_allowance_s']:.0f} s: share + "
-                         f"loading allowance) after {done} of {len(steps)} decodes")
+            notes.append(
+                f"{engine}: killed at its time limit ({share + plan['load_allowance_s']:.0f} s: share + "
+                f"loading allowance) after {done} of {len(steps)} decodes"
+            )
         elif raw[engine].get("truncated"):
-            notes.append(f"{engine}: stopped after {done} of {len(steps)} decodes (its decode budget of "
-                         f"{share:.0f} s was spent)")
+            notes.append(
+                f"{engine}: stopped after {done} of {len(steps)} decodes (its decode budget of "
+                f"{share:.0f} s was spent)"
+            )
         if raw[engine].get("error"):
             notes.append(f"{engine}: {raw[engine]['error']} (log: logs/asr-{engine}.log)")
         raw[engine]["budget_s"] = round(share, 1)
         left_s -= sum(d["ms"] for d in raw[engine].get("decodes", [])) / 1000
 
-    meta = {i["key"]: {k: v for k, v in i.items() if k != "audio"} | {"audio_s": len(i["audio"]) / SR}
-            for i in items}
+    meta = {
+        i["key"]: {k: v for k, v in i.items() if k != "audio"} | {"audio_s": len(i["audio"]) / SR}
+        for i in items
+    }
     engines_out = {e: aggregate(r, meta, plan) for e, r in raw.items()}
     add_ratios(engines_out)
     return {
         "plan": {k: list(v) if isinstance(v, tuple) else v for k, v in plan.items()},
         "inputs": {
-            "length_clips": [{"key": i["key"], "nominal_s": i["nominal_s"], "audio_s": round(len(i["audio"]) / SR, 2)}
-                             for i in lengths],
-            "eval_recordings": len({i["recording"] for i in evals}), "eval_pieces": len(evals),
+            "length_clips": [
+                {
+                    "key": i["key"],
+                    "nominal_s": i["nominal_s"],
+                    "audio_s": round(len(i["audio"]) / SR, 2),
+                }
+                for i in lengths
+            ],
+            "eval_recordings": len({i["recording"] for i in evals}),
+            "eval_pieces": len(evals),
         },
         "engines": engines_out,
         "descriptions": {e: ENGINES[e] for e in engines},
@@ -237,8 +309,10 @@ def aggregate(raw: dict[str, Any], meta: dict[str, dict], plan: dict[str, Any]) 
     from models.evaluation import error_rates
 
     decodes = raw.get("decodes", [])
-    out: dict[str, Any] = {k: raw.get(k) for k in ("load_s", "rss_after_load_mb", "peak_rss_mb", "truncated", "error",
-                                                   "budget_s")}
+    out: dict[str, Any] = {
+        k: raw.get(k)
+        for k in ("load_s", "rss_after_load_mb", "peak_rss_mb", "truncated", "error", "budget_s")
+    }
     out["decodes"] = len(decodes)
     evals = [d for d in decodes if meta[d["key"]]["kind"] == "eval"]
     if evals:
@@ -253,22 +327,40 @@ def aggregate(raw: dict[str, Any], meta: dict[str, dict], plan: dict[str, Any]) 
             if m["kind"] == "eval":
                 expected[m["recording"]] = expected.get(m["recording"], 0) + 1
         complete = [r for r, p in pieces.items() if len(p) == expected[r]]
-        refs = [next(m["reference"] for m in meta.values() if m.get("recording") == r) for r in complete]
+        refs = [
+            next(m["reference"] for m in meta.values() if m.get("recording") == r) for r in complete
+        ]
         hyps = [" ".join(pieces[r][p] for p in sorted(pieces[r])) for r in complete]
         rates = error_rates(refs, hyps) if complete else {"wer": None, "cer": None}
-        out["eval"] = {"latency_ms": summarize(ms), "rtf": sum(ms) / 1000 / audio_s, "audio_s": round(audio_s, 1),
-                       "wer": rates["wer"], "cer": rates["cer"], "recordings": len(complete),
-                       "transcripts": [{"file": next(m["file"] for m in meta.values() if m.get("recording") == r),
-                                        "reference": ref, "text": hyp}
-                                       for r, ref, hyp in zip(complete, refs, hyps, strict=True)]}
+        out["eval"] = {
+            "latency_ms": summarize(ms),
+            "rtf": sum(ms) / 1000 / audio_s,
+            "audio_s": round(audio_s, 1),
+            "wer": rates["wer"],
+            "cer": rates["cer"],
+            "recordings": len(complete),
+            "transcripts": [
+                {
+                    "file": next(m["file"] for m in meta.values() if m.get("recording") == r),
+                    "reference": ref,
+                    "text": hyp,
+                }
+                for r, ref, hyp in zip(complete, refs, hyps, strict=True)
+            ],
+        }
     by_length: dict[str, Any] = {}
     for length in plan["lengths"]:
-        ds = [d for d in decodes if meta[d["key"]]["kind"] == "length" and meta[d["key"]]["nominal_s"] == length]
+        ds = [
+            d
+            for d in decodes
+            if meta[d["key"]]["kind"] == "length" and meta[d["key"]]["nominal_s"] == length
+        ]
         if not ds:
             continue
         audio_s = sum(meta[d["key"]]["audio_s"] for d in ds)
         by_length[str(length)] = {
-            "latency_ms": summarize([d["ms"] for d in ds]), "rtf": sum(d["ms"] for d in ds) / 1000 / audio_s,
+            "latency_ms": summarize([d["ms"] for d in ds]),
+            "rtf": sum(d["ms"] for d in ds) / 1000 / audio_s,
             "audio_s_mean": audio_s / len(ds),
             # Words returned per clip: a decode that stops early shows here (no reference exists).
             "words_mean": float(np.mean([len(d["text"].split()) for d in ds])),
@@ -284,12 +376,15 @@ def add_ratios(engines: dict[str, Any]) -> None:
     for data in engines.values():
         r: dict[str, Any] = {}
         if "eval" in data and "eval" in base:
-            r["eval_p50"] = ratio(data["eval"]["latency_ms"]["p50"], base["eval"]["latency_ms"]["p50"])
+            r["eval_p50"] = ratio(
+                data["eval"]["latency_ms"]["p50"], base["eval"]["latency_ms"]["p50"]
+            )
             r["eval_rtf"] = ratio(data["eval"]["rtf"], base["eval"]["rtf"])
         r["peak_rss"] = ratio(data.get("peak_rss_mb"), base.get("peak_rss_mb"))
         r["by_length_p50"] = {
             k: ratio(v["latency_ms"]["p50"], base["by_length"][k]["latency_ms"]["p50"])
-            for k, v in data.get("by_length", {}).items() if k in base.get("by_length", {})
+            for k, v in data.get("by_length", {}).items()
+            if k in base.get("by_length", {})
         }
         data["ratio_to_baseline"] = r
 
@@ -298,24 +393,58 @@ def add_ratios(engines: dict[str, Any]) -> None:
 def markdown(result: dict[str, Any]) -> str:
     engines = result["engines"]
     base = result["baseline"]
-    lines = ["## ASR engines", "",
-             f"Latency = end of audio → final text (one call with the whole audio). Ratios are to "
-             f"`{base}` (faster-whisper's defaults). RSS is each engine's own process. "
-             f"WER/CER on {result['inputs']['eval_recordings']} recordings of the Danish evaluation set.", ""]
+    lines = [
+        "## ASR engines",
+        "",
+        f"Latency = end of audio → final text (one call with the whole audio). Ratios are to "
+        f"`{base}` (faster-whisper's defaults). RSS is each engine's own process. "
+        f"WER/CER on {result['inputs']['eval_recordings']} recordings of the Danish evaluation set.",
+        "",
+    ]
     total = result["inputs"]["eval_recordings"]
     rows = []
     for name, e in engines.items():
         ev = e.get("eval") or {}
         lat = ev.get("latency_ms") or {}
         r = e.get("ratio_to_baseline") or {}
-        rows.append([f"`{name}`", result["descriptions"].get(name, ""), fmt(lat.get("p50")), fmt(lat.get("p95")),
-                     fmt_ratio(r.get("eval_p50")), fmt(ev.get("rtf"), 3), fmt_ratio(r.get("eval_rtf")),
-                     fmt(e.get("peak_rss_mb")), fmt(e.get("rss_after_load_mb")), fmt_ratio(r.get("peak_rss")),
-                     wer_cell(ev.get("wer"), ev.get("recordings"), total), fmt(ev.get("cer"), 3),
-                     fmt(e.get("decodes"))])
-    lines.append(markdown_table(
-        ["engine", "what", "p50 ms", "p95 ms", "p50 ×fw", "RTF", "RTF ×fw", "peak RSS MB", "RSS loaded MB",
-         "RSS ×fw", "WER", "CER", "decodes"], rows, "ll" + "r" * 11))
+        rows.append(
+            [
+                f"`{name}`",
+                result["descriptions"].get(name, ""),
+                fmt(lat.get("p50")),
+                fmt(lat.get("p95")),
+                fmt_ratio(r.get("eval_p50")),
+                fmt(ev.get("rtf"), 3),
+                fmt_ratio(r.get("eval_rtf")),
+                fmt(e.get("peak_rss_mb")),
+                fmt(e.get("rss_after_load_mb")),
+                fmt_ratio(r.get("peak_rss")),
+                wer_cell(ev.get("wer"), ev.get("recordings"), total),
+                fmt(ev.get("cer"), 3),
+                fmt(e.get("decodes")),
+            ]
+        )
+    lines.append(
+        markdown_table(
+            [
+                "engine",
+                "what",
+                "p50 ms",
+                "p95 ms",
+                "p50 ×fw",
+                "RTF",
+                "RTF ×fw",
+                "peak RSS MB",
+                "RSS loaded MB",
+                "RSS ×fw",
+                "WER",
+                "CER",
+                "decodes",
+            ],
+            rows,
+            "ll" + "r" * 11,
+        )
+    )
     lengths = result["plan"]["lengths"]
     lines += ["", "### Latency by utterance length (real speech): p50 / p95 ms (p50 ×fw)", ""]
     rows = []
@@ -324,15 +453,30 @@ def markdown(result: dict[str, Any]) -> str:
         for length in lengths:
             b = e.get("by_length", {}).get(str(length))
             r = (e.get("ratio_to_baseline") or {}).get("by_length_p50", {}).get(str(length))
-            row.append("–" if not b else f"{fmt(b['latency_ms']['p50'])} / {fmt(b['latency_ms']['p95'])} ({fmt_ratio(r)})")
+            row.append(
+                "–"
+                if not b
+                else f"{fmt(b['latency_ms']['p50'])} / {fmt(b['latency_ms']['p95'])} ({fmt_ratio(r)})"
+            )
         rows.append(row)
     lines.append(markdown_table(["engine", *[f"{s} s" for s in lengths]], rows))
     lines += ["", "### Words returned per clip (mean) — an engine that stops early shows here", ""]
-    rows = [[f"`{n}`", *[fmt((e.get("by_length", {}).get(str(s)) or {}).get("words_mean"), 1) for s in lengths]]
-            for n, e in engines.items()]
+    rows = [
+        [
+            f"`{n}`",
+            *[
+                fmt((e.get("by_length", {}).get(str(s)) or {}).get("words_mean"), 1)
+                for s in lengths
+            ],
+        ]
+        for n, e in engines.items()
+    ]
     lines.append(markdown_table(["engine", *[f"{s} s" for s in lengths]], rows))
     clips = result["inputs"]["length_clips"]
-    lines += ["", "Clip lengths used (s): " + ", ".join(f"{c['nominal_s']}→{c['audio_s']}" for c in clips)]
+    lines += [
+        "",
+        "Clip lengths used (s): " + ", ".join(f"{c['nominal_s']}→{c['audio_s']}" for c in clips),
+    ]
     return "\n".join(lines)
 
 
@@ -396,7 +540,9 @@ def plot(result: dict[str, Any], out_dir: Path) -> list[str]:
         ax2.set_title(f"WER, {result['inputs']['eval_recordings']} recordings")
         total = result["inputs"]["eval_recordings"]
         for i, (w, (_, e)) in enumerate(zip(wer, named, strict=True)):
-            ax2.text(w, i, " " + wer_cell(w, e["eval"]["recordings"], total), va="center", fontsize=8)
+            ax2.text(
+                w, i, " " + wer_cell(w, e["eval"]["recordings"], total), va="center", fontsize=8
+            )
         ax2.set_xlim(0, max(wer + [0.1]) * 1.3)
         fig.tight_layout()
         fig.savefig(out_dir / "asr_eval.png", dpi=110)

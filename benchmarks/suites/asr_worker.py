@@ -103,8 +103,11 @@ def main(argv: list[str]) -> int:
         start = time.perf_counter()
         transcribe = load_engine(engine, plan["model_dir"], plan["threads"])
         transcribe(audio[plan["warmup"]])  # first-call allocations are not a decode's cost
-        out.update(load_s=round(time.perf_counter() - start, 2), rss_before_load_mb=round(rss_before, 1),
-                   rss_after_load_mb=round(_rss_mb(), 1))
+        out.update(
+            load_s=round(time.perf_counter() - start, 2),
+            rss_before_load_mb=round(rss_before, 1),
+            rss_after_load_mb=round(_rss_mb(), 1),
+        )
         spent = 0.0
         for step in plan["steps"]:
             if spent > plan["budget_s"]:
@@ -114,7 +117,9 @@ def main(argv: list[str]) -> int:
             text = transcribe(audio[step["key"]])
             ms = (time.perf_counter() - t0) * 1000
             spent += ms / 1000
-            out["decodes"].append({"key": step["key"], "rep": step["rep"], "ms": round(ms, 2), "text": text})
+            out["decodes"].append(
+                {"key": step["key"], "rep": step["rep"], "ms": round(ms, 2), "text": text}
+            )
             _write(out, out_path)
             print("decoded", flush=True)
     except Exception as exc:  # reported in the results instead of losing the other engines

@@ -111,8 +111,9 @@ class _FrameTimer:
 class BenchCall(SimulatedCall):
     """SimulatedCall plus frame-timing counters, greeting fast-forward and early hang-up."""
 
-    def __init__(self, media_url: str, events_url: str | None, *, fast_forward: float = 1.0,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, media_url: str, events_url: str | None, *, fast_forward: float = 1.0, **kwargs: Any
+    ) -> None:
         self.fast_forward = max(1.0, fast_forward)
         self._greeting = self.fast_forward > 1.0
         self._n_turns = 0
@@ -129,7 +130,9 @@ class BenchCall(SimulatedCall):
     @property
     def speed(self) -> float:
         if self._greeting and self._pending_marks and self._bot_quiet():
-            self._greeting = False  # the greeting's marks are all acknowledged: real time from here on
+            self._greeting = (
+                False  # the greeting's marks are all acknowledged: real time from here on
+            )
         # Real time until the greeting's audio arrives, so the simulator's 30 s wait for it
         # keeps its real length.
         return self.fast_forward if self._greeting and self._reply else 1.0
@@ -138,8 +141,9 @@ class BenchCall(SimulatedCall):
     def speed(self, value: float) -> None:
         pass  # the speed is decided by the phase above
 
-    async def run(self, turns: list[np.ndarray], params: dict[str, str] | None = None,
-                  digits: str = ""):
+    async def run(
+        self, turns: list[np.ndarray], params: dict[str, str] | None = None, digits: str = ""
+    ):
         self._n_turns = len(turns)
         return await super().run(turns, params, digits)
 
@@ -178,8 +182,14 @@ class BenchCall(SimulatedCall):
         return super()._answered(speech_end)
 
 
-async def place_call(media_url: str, events_url_for, turns: list[np.ndarray], *, fast_forward: float = 1.0,
-                     timeout_s: float = 120.0) -> dict[str, Any]:
+async def place_call(
+    media_url: str,
+    events_url_for,
+    turns: list[np.ndarray],
+    *,
+    fast_forward: float = 1.0,
+    timeout_s: float = 120.0,
+) -> dict[str, Any]:
     """One call; never raises. `events_url_for(call_id)` gives the event-stream URL."""
     call = BenchCall(media_url, None, fast_forward=fast_forward, timeout_s=timeout_s)
     call.events_url = events_url_for(call.call_id)
@@ -195,10 +205,14 @@ async def place_call(media_url: str, events_url_for, turns: list[np.ndarray], *,
     said = [str(e.get("mark", "")) for e in out["events"] if e.get("type") == "bot_said"]
     out.update(
         greeted=any(m.startswith("greeting") for m in said),
-        turns_sent=call._speech_sends, cut_off_turns=call.cut_off_turns,
+        turns_sent=call._speech_sends,
+        cut_off_turns=call.cut_off_turns,
         overloaded=sum("overloaded" in str(e.get("reason", "")) for e in decisions),
-        frames_sent=call.frames_sent, late_frames=call.late_frames, max_late_ms=round(call.max_late_ms, 1),
-        drift_ms=round(call.drift_ms, 1), unsent_frames=call.unsent_frames,
+        frames_sent=call.frames_sent,
+        late_frames=call.late_frames,
+        max_late_ms=round(call.max_late_ms, 1),
+        drift_ms=round(call.drift_ms, 1),
+        unsent_frames=call.unsent_frames,
     )
     # A refused call (max_calls reached): no greeting — the gateway either closed the line or
     # told the caller it is busy and handed the call to a person (the "overloaded" prompt).

@@ -44,9 +44,14 @@ def _training_set(meta: dict[str, Any]) -> tuple[list[Any], str]:
     written + ASR transcripts); the current full set when neither matches (reported)."""
     from models.train_intents import training_examples
 
-    candidates = {"written": training_examples(use_asr=False), "written+asr": training_examples(use_asr=True)}
+    candidates = {
+        "written": training_examples(use_asr=False),
+        "written+asr": training_examples(use_asr=True),
+    }
     for name, examples in candidates.items():
-        digest = hashlib.sha256("\n".join(f"{e.intent}\t{e.text}" for e in examples).encode()).hexdigest()
+        digest = hashlib.sha256(
+            "\n".join(f"{e.intent}\t{e.text}" for e in examples).encode()
+        ).hexdigest()
         if digest == meta.get("training_sha256"):
             return examples, name
     return candidates["written+asr"], "written+asr (digest differs from the shipped model's)"
@@ -72,8 +77,12 @@ def run(ctx: Context) -> dict[str, Any]:
     classes = sorted({e.intent for e in examples})
     y = np.array([classes.index(e.intent) for e in examples])
     start = time.perf_counter()
-    sk = LogReg.fit([e.text for e in examples], y, sample_weights(examples, meta.get("asr_weight", 1.0)),
-                    meta.get("C", 8.0))
+    sk = LogReg.fit(
+        [e.text for e in examples],
+        y,
+        sample_weights(examples, meta.get("asr_weight", 1.0)),
+        meta.get("C", 8.0),
+    )
     fit_s = time.perf_counter() - start
 
     def sk_proba(text: str) -> np.ndarray:
@@ -86,31 +95,51 @@ def run(ctx: Context) -> dict[str, Any]:
 
     per_text = {
         "onnx-model": _time_each(texts, lambda t: model.probabilities([t]), reps, "onnx"),
-        "classify": _time_each(texts, lambda t: classifier.classify(t, explain=False), reps, "classify"),
-        "classify+explain": _time_each(texts, lambda t: classifier.classify(t, explain=True), reps, "explain"),
+        "classify": _time_each(
+            texts, lambda t: classifier.classify(t, explain=False), reps, "classify"
+        ),
+        "classify+explain": _time_each(
+            texts, lambda t: classifier.classify(t, explain=True), reps, "explain"
+        ),
         "sklearn": _time_each(texts, sk_proba, reps, "sklearn"),
     }
     counts = model.counts(texts)
     sparse_counts = count_matrix(texts, sk.vocabulary)
     model_only = {
-        "onnx-model": _time_each(list(range(len(texts))), lambda i: model.scores(counts[i:i + 1]), reps, "onnx scores"),
-        "sklearn": _time_each(list(range(len(texts))), lambda i: sk.pipeline.predict_proba(sparse_counts[i:i + 1]),
-                              reps, "sklearn proba"),
+        "onnx-model": _time_each(
+            list(range(len(texts))), lambda i: model.scores(counts[i : i + 1]), reps, "onnx scores"
+        ),
+        "sklearn": _time_each(
+            list(range(len(texts))),
+            lambda i: sk.pipeline.predict_proba(sparse_counts[i : i + 1]),
+            reps,
+            "sklearn proba",
+        ),
     }
     batch = {}
-    for name, fn in (("onnx-model", lambda: model.probabilities(texts)),
-                     ("sklearn", lambda: sk.pipeline.predict_proba(count_matrix(texts, sk.vocabulary)))):
+    for name, fn in (
+        ("onnx-model", lambda: model.probabilities(texts)),
+        ("sklearn", lambda: sk.pipeline.predict_proba(count_matrix(texts, sk.vocabulary))),
+    ):
         start = time.perf_counter()
         fn()
         batch[name] = len(texts) / (time.perf_counter() - start)
 
     onnx_top = model.probabilities(texts).argmax(1)
     sk_top = sk.pipeline.predict_proba(count_matrix(texts, sk.vocabulary)).argmax(1)
-    agree = float(np.mean([model.classes[a] == classes[b] for a, b in zip(onnx_top, sk_top, strict=True)]))
+    agree = float(
+        np.mean([model.classes[a] == classes[b] for a, b in zip(onnx_top, sk_top, strict=True)])
+    )
     return {
-        "texts": len(texts), "reps": reps, "training_set": training_set, "training_examples": len(examples),
-        "refit_s": fit_s, "vocabulary": len(sk.vocabulary),
-        "per_text_ms": {k: summarize(v) | {"per_s": 1000 * len(v) / sum(v)} for k, v in per_text.items()},
+        "texts": len(texts),
+        "reps": reps,
+        "training_set": training_set,
+        "training_examples": len(examples),
+        "refit_s": fit_s,
+        "vocabulary": len(sk.vocabulary),
+        "per_text_ms": {
+            k: summarize(v) | {"per_s": 1000 * len(v) / sum(v)} for k, v in per_text.items()
+        },
         "model_only_ms": {k: summarize(v) for k, v in model_only.items()},
         "batch_per_s": batch,
         "top_intent_agreement": agree,  # ONNX export vs the refit sklearn pipeline
@@ -118,18 +147,41 @@ def run(ctx: Context) -> dict[str, Any]:
 
 
 def markdown(result: dict[str, Any]) -> str:
-    lines = ["## Intent classifier", "",
-             f"{result['texts']} held-back texts × {result['reps']}, one text per call. sklearn: the pipeline of "
-             f"models/train_intents.py refit on the shipped model's training data ({result['training_set']}, "
-             f"{result['training_examples']} examples, {result['refit_s']:.1f} s to fit); top intent agrees with "
-             f"the ONNX model on {100 * result['top_intent_agreement']:.1f} % of texts.", ""]
+    lines = [
+        "## Intent classifier",
+        "",
+        f"{result['texts']} held-back texts × {result['reps']}, one text per call. sklearn: the pipeline of "
+        f"models/train_intents.py refit on the shipped model's training data ({result['training_set']}, "
+        f"{result['training_examples']} examples, {result['refit_s']:.1f} s to fit); top intent agrees with "
+        f"the ONNX model on {100 * result['top_intent_agreement']:.1f} % of texts.",
+        "",
+    ]
     rows = []
     for name, s in result["per_text_ms"].items():
         mo = result["model_only_ms"].get(name)
-        rows.append([f"`{name}`", fmt(s["p50"], 3), fmt(s["p95"], 3), fmt(s["per_s"]),
-                     fmt(mo["p50"], 3) if mo else "–", fmt(result["batch_per_s"].get(name))])
-    lines.append(markdown_table(["path", "p50 ms", "p95 ms", "texts/s (one by one)", "model only p50 ms",
-                                 "texts/s (one batch)"], rows))
+        rows.append(
+            [
+                f"`{name}`",
+                fmt(s["p50"], 3),
+                fmt(s["p95"], 3),
+                fmt(s["per_s"]),
+                fmt(mo["p50"], 3) if mo else "–",
+                fmt(result["batch_per_s"].get(name)),
+            ]
+        )
+    lines.append(
+        markdown_table(
+            [
+                "path",
+                "p50 ms",
+                "p95 ms",
+                "texts/s (one by one)",
+                "model only p50 ms",
+                "texts/s (one batch)",
+            ],
+            rows,
+        )
+    )
     return "\n".join(lines)
 
 

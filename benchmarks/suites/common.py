@@ -54,8 +54,9 @@ def fmt_ratio(value: float | None) -> str:
     return "–" if value is None else f"{value:.2f}×"
 
 
-def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[object]],
-                   align: str | None = None) -> str:
+def markdown_table(
+    headers: Sequence[str], rows: Iterable[Sequence[object]], align: str | None = None
+) -> str:
     """A GitHub markdown table. `align` has one letter per column: l, r or c (default:
     first column left, the rest right). Pipes inside cells are escaped."""
     headers = [str(h) for h in headers]
@@ -67,8 +68,10 @@ def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[object]],
     def cell(value: object) -> str:
         return str(value).replace("|", "\\|").replace("\n", " ")
 
-    lines = ["| " + " | ".join(cell(h) for h in headers) + " |",
-             "|" + "|".join(marks[a] for a in align) + "|"]
+    lines = [
+        "| " + " | ".join(cell(h) for h in headers) + " |",
+        "|" + "|".join(marks[a] for a in align) + "|",
+    ]
     for row in rows:
         row = list(row)
         if len(row) != len(headers):
@@ -79,8 +82,10 @@ def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[object]],
 
 def log_summary(name: str, scan: dict[str, Any], top: int = 3) -> str:
     """One line about a server log scan (procs.scan_log): counts and the commonest messages."""
-    text = (f"{name} server log: {scan.get('warnings', 0)} warnings, {scan.get('errors', 0)} errors, "
-            f"{scan.get('tracebacks', 0)} tracebacks")
+    text = (
+        f"{name} server log: {scan.get('warnings', 0)} warnings, {scan.get('errors', 0)} errors, "
+        f"{scan.get('tracebacks', 0)} tracebacks"
+    )
     messages = scan.get("messages", [])[:top]
     if messages:
         text += "; most frequent: " + "; ".join(f"`{m['message']}` ×{m['count']}" for m in messages)

@@ -81,7 +81,9 @@ class Sampler:
         self.server = psutil.Process(pid)
         self.me = psutil.Process()
         self.interval_s = interval_s
-        self.samples: list[tuple[float, float, float]] = []  # server cpu %, server rss MB, own cpu %
+        self.samples: list[
+            tuple[float, float, float]
+        ] = []  # server cpu %, server rss MB, own cpu %
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -90,8 +92,13 @@ class Sampler:
         self.me.cpu_percent(None)
         while not self._stop.wait(self.interval_s):
             with contextlib.suppress(psutil.Error):
-                self.samples.append((self.server.cpu_percent(None), self.server.memory_info().rss / 2**20,
-                                     self.me.cpu_percent(None)))
+                self.samples.append(
+                    (
+                        self.server.cpu_percent(None),
+                        self.server.memory_info().rss / 2**20,
+                        self.me.cpu_percent(None),
+                    )
+                )
 
     def __enter__(self) -> Sampler:
         self._thread.start()
@@ -105,8 +112,13 @@ class Sampler:
         if not self.samples:
             return {}
         cpu, rss, own = zip(*self.samples, strict=True)
-        return {"server_cpu_pct_mean": sum(cpu) / len(cpu), "server_cpu_pct_max": max(cpu),
-                "server_rss_mb_max": max(rss), "bench_cpu_pct_mean": sum(own) / len(own), "samples": len(cpu)}
+        return {
+            "server_cpu_pct_mean": sum(cpu) / len(cpu),
+            "server_cpu_pct_max": max(cpu),
+            "server_rss_mb_max": max(rss),
+            "bench_cpu_pct_mean": sum(own) / len(own),
+            "samples": len(cpu),
+        }
 
 
 def _active_calls(server: ServerProcess) -> int:
@@ -126,15 +138,28 @@ def _settle(server: ServerProcess, timeout_s: float = 30.0) -> None:
         time.sleep(0.5)
 
 
-async def _level(server: ServerProcess, n: int, corpus: list[Utterance], paused: dict[int, Utterance],
-                 fast_forward: float, pattern: str) -> list[dict[str, Any]]:
+async def _level(
+    server: ServerProcess,
+    n: int,
+    corpus: list[Utterance],
+    paused: dict[int, Utterance],
+    fast_forward: float,
+    pattern: str,
+) -> list[dict[str, Any]]:
     async def one(i: int) -> dict[str, Any]:
         await asyncio.sleep(i * START_SPREAD_S / n)
         turns = caller_turns(i, corpus, paused)
-        audio = [with_think(u.audio, t) if t else u.audio
-                 for u, t in zip(turns, think_times(i, len(turns), pattern), strict=True)]
-        out = await place_call(f"{server.url()}/twilio", server.events_url, [to_wire(a) for a in audio],
-                               fast_forward=fast_forward, timeout_s=CALL_TIMEOUT_S)
+        audio = [
+            with_think(u.audio, t) if t else u.audio
+            for u, t in zip(turns, think_times(i, len(turns), pattern), strict=True)
+        ]
+        out = await place_call(
+            f"{server.url()}/twilio",
+            server.events_url,
+            [to_wire(a) for a in audio],
+            fast_forward=fast_forward,
+            timeout_s=CALL_TIMEOUT_S,
+        )
         out["planned_turns"] = len(turns)
         return out
 
@@ -149,13 +174,19 @@ def run(ctx: Context) -> dict[str, Any]:
     corpus = call_corpus(12)
     paused = {k: with_pause(u, PAUSE_S) for k, u in enumerate(corpus)}
     result: dict[str, Any] = {
-        "patterns": {p: {"levels": {}} for p in PATTERNS}, "fast_forward_greeting": fast_forward,
-        "start_spread_s": START_SPREAD_S, "think_first_s": THINK_FIRST_S, "think_next_s": THINK_NEXT_S,
+        "patterns": {p: {"levels": {}} for p in PATTERNS},
+        "fast_forward_greeting": fast_forward,
+        "start_spread_s": START_SPREAD_S,
+        "think_first_s": THINK_FIRST_S,
+        "think_next_s": THINK_NEXT_S,
         "target_p95_ms": TARGET_P95_MS,
         # The server runs with the defaults (procs.ServerProcess drops inherited VOICEBOT_*).
-        "server_limits": {"max_calls": Settings.model_fields["max_calls"].default,
-                          "asr.max_pending": AsrSettings.model_fields["max_pending"].default,
-                          "asr.workers": AsrSettings.model_fields["workers"].default, "asr.threads": ctx.threads},
+        "server_limits": {
+            "max_calls": Settings.model_fields["max_calls"].default,
+            "asr.max_pending": AsrSettings.model_fields["max_pending"].default,
+            "asr.workers": AsrSettings.model_fields["workers"].default,
+            "asr.threads": ctx.threads,
+        },
     }
     server = ServerProcess("concurrency", ctx.model_dir, ctx.out_dir / "logs")
     try:
@@ -163,8 +194,15 @@ def run(ctx: Context) -> dict[str, Any]:
         result["ready_s"] = round(server.wait_ready(), 1)
         assert server.proc is not None
         result["server_rss_mb_idle"] = psutil.Process(server.proc.pid).memory_info().rss / 2**20
-        asyncio.run(place_call(f"{server.url()}/twilio", server.events_url, [to_wire(corpus[0].audio)],
-                               fast_forward=8.0, timeout_s=CALL_TIMEOUT_S))  # warm-up, not counted
+        asyncio.run(
+            place_call(
+                f"{server.url()}/twilio",
+                server.events_url,
+                [to_wire(corpus[0].audio)],
+                fast_forward=8.0,
+                timeout_s=CALL_TIMEOUT_S,
+            )
+        )  # warm-up, not counted
         _settle(server)
         steps = [(p, n) for p in PATTERNS for n in levels]
         for pattern, n in tqdm(steps, desc="concurrency levels", unit="level", leave=False):
@@ -175,7 +213,11 @@ def run(ctx: Context) -> dict[str, Any]:
                 wall_s = time.monotonic() - started
             after = server.metrics()
             result["patterns"][pattern]["levels"][str(n)] = summarize_level(
-                calls, wall_s, sampler.summary(), {c: after.get(c, 0) - before.get(c, 0) for c in COUNTERS})
+                calls,
+                wall_s,
+                sampler.summary(),
+                {c: after.get(c, 0) - before.get(c, 0) for c in COUNTERS},
+            )
             _settle(server)
     finally:
         server.stop()
@@ -185,27 +227,36 @@ def run(ctx: Context) -> dict[str, Any]:
     return result
 
 
-def summarize_level(calls: list[dict[str, Any]], wall_s: float, sampled: dict[str, Any],
-                    counters: dict[str, float]) -> dict[str, Any]:
+def summarize_level(
+    calls: list[dict[str, Any]], wall_s: float, sampled: dict[str, Any], counters: dict[str, float]
+) -> dict[str, Any]:
     turns = [t for c in calls for t in c["turns"]]
     # An utterance the bot interrupted by ending the call (a hand-off) is not a turn it left
     # unanswered; it is counted apart.
     unanswered = sum(max(0, c["turns_sent"] - c["cut_off_turns"] - len(c["turns"])) for c in calls)
     decision = [t["latency_ms"].get("speech_end_to_decision") for t in turns]
     return {
-        "calls": len(calls), "wall_s": round(wall_s, 1),
-        "turns_sent": sum(c["turns_sent"] for c in calls), "turns_planned": sum(c["planned_turns"] for c in calls),
-        "decided": len(turns), "unanswered_turns": unanswered,
+        "calls": len(calls),
+        "wall_s": round(wall_s, 1),
+        "turns_sent": sum(c["turns_sent"] for c in calls),
+        "turns_planned": sum(c["planned_turns"] for c in calls),
+        "decided": len(turns),
+        "unanswered_turns": unanswered,
         "cut_off_turns": sum(c["cut_off_turns"] for c in calls),
         "decision_ms": summarize(decision + [None] * unanswered),
-        "transcript_ms": summarize([t["latency_ms"].get("speech_end_to_transcript") for t in turns]),
-        "refused_calls": sum(c["refused"] for c in calls), "overloaded_decisions": sum(c["overloaded"] for c in calls),
+        "transcript_ms": summarize(
+            [t["latency_ms"].get("speech_end_to_transcript") for t in turns]
+        ),
+        "refused_calls": sum(c["refused"] for c in calls),
+        "overloaded_decisions": sum(c["overloaded"] for c in calls),
         "errors": [c["error"] for c in calls if c["error"]],
-        "frames_sent": sum(c["frames_sent"] for c in calls), "late_frames": sum(c["late_frames"] for c in calls),
+        "frames_sent": sum(c["frames_sent"] for c in calls),
+        "late_frames": sum(c["late_frames"] for c in calls),
         "max_late_ms": max((c["max_late_ms"] for c in calls), default=0.0),
         "drift_ms_max": max((c["drift_ms"] for c in calls), default=0.0),
         "unsent_speech_frames": sum(c["unsent_frames"] for c in calls),
-        "server_counters": counters, **sampled,
+        "server_counters": counters,
+        **sampled,
     }
 
 
@@ -216,37 +267,58 @@ def max_within_target(levels: dict[str, dict[str, Any]], target_ms: float) -> in
     for key in sorted(levels, key=int):
         lv = levels[key]
         p95 = lv["decision_ms"]["p95"]
-        ok = (p95 is not None and p95 < target_ms and lv["unanswered_turns"] == 0
-              and lv["refused_calls"] == 0 and lv["overloaded_decisions"] == 0 and not lv["errors"])
+        ok = (
+            p95 is not None
+            and p95 < target_ms
+            and lv["unanswered_turns"] == 0
+            and lv["refused_calls"] == 0
+            and lv["overloaded_decisions"] == 0
+            and not lv["errors"]
+        )
         if not ok:
             break
         best = int(key)
     return best
 
 
-PATTERN_TITLES = {"burst": "burst — every caller speaks as soon as the bot is quiet (lock-step worst case)",
-                  "callers": "callers — each caller thinks first (0–8 s before the first turn, 0.5–3 s before "
-                             "a later one), as people do"}
+PATTERN_TITLES = {
+    "burst": "burst — every caller speaks as soon as the bot is quiet (lock-step worst case)",
+    "callers": "callers — each caller thinks first (0–8 s before the first turn, 0.5–3 s before "
+    "a later one), as people do",
+}
 
 
 def markdown(result: dict[str, Any]) -> str:
     limits = result["server_limits"]
-    lines = ["## Concurrency", "",
-             f"Simultaneous calls on loopback, starts spread over {result['start_spread_s']:.0f} s; "
-             f"server limits: max_calls={limits['max_calls']}, asr.max_pending={limits['asr.max_pending']}, "
-             f"asr.workers={limits['asr.workers']}, asr.threads={limits['asr.threads']}. "
-             + ("Greeting fast-forwarded ×{:.0f} (quick mode). ".format(result["fast_forward_greeting"])
-                if result["fast_forward_greeting"] > 1 else "All audio in real time. ")
-             + "CPU is % of one core.", ""]
+    lines = [
+        "## Concurrency",
+        "",
+        f"Simultaneous calls on loopback, starts spread over {result['start_spread_s']:.0f} s; "
+        f"server limits: max_calls={limits['max_calls']}, asr.max_pending={limits['asr.max_pending']}, "
+        f"asr.workers={limits['asr.workers']}, asr.threads={limits['asr.threads']}. "
+        + (
+            "Greeting fast-forwarded ×{:.0f} (quick mode). ".format(result["fast_forward_greeting"])
+            if result["fast_forward_greeting"] > 1
+            else "All audio in real time. "
+        )
+        + "CPU is % of one core.",
+        "",
+    ]
     for name, pattern in result["patterns"].items():
         lines += [f"### {PATTERN_TITLES.get(name, name)}", "", _level_table(pattern["levels"]), ""]
         best = pattern["max_calls_within_target"]
-        lines += [f"Largest measured level with p95 speech end → decision under {result['target_p95_ms']:.0f} ms "
-                  f"and every turn decided ({name}): **{best if best is not None else 'none'}**.", ""]
-    lines += [f"Idle server RSS {fmt(result.get('server_rss_mb_idle'))} MB. Late frames: the callers' own 20 ms "
-              "frames that left more than 20 ms after they were due (the callers run in the benchmark process, "
-              "on the same cores); the server does not report late or dropped frames, so none are claimed for it.",
-              "", log_summary("The", result.get("log", {}))]
+        lines += [
+            f"Largest measured level with p95 speech end → decision under {result['target_p95_ms']:.0f} ms "
+            f"and every turn decided ({name}): **{best if best is not None else 'none'}**.",
+            "",
+        ]
+    lines += [
+        f"Idle server RSS {fmt(result.get('server_rss_mb_idle'))} MB. Late frames: the callers' own 20 ms "
+        "frames that left more than 20 ms after they were due (the callers run in the benchmark process, "
+        "on the same cores); the server does not report late or dropped frames, so none are claimed for it.",
+        "",
+        log_summary("The", result.get("log", {})),
+    ]
     return "\n".join(lines)
 
 
@@ -254,19 +326,45 @@ def _level_table(levels: dict[str, Any]) -> str:
     rows = []
     for n, lv in levels.items():
         d = lv["decision_ms"]
-        rows.append([n, f"{lv['decided']}/{lv['turns_sent']} ({lv.get('cut_off_turns', 0)})", fmt(d["p50"]), fmt(d["p95"]),
-                     fmt(lv["transcript_ms"]["p95"]), fmt(lv.get("server_cpu_pct_mean")),
-                     fmt(lv.get("server_cpu_pct_max")), fmt(lv.get("server_rss_mb_max")),
-                     fmt(lv.get("bench_cpu_pct_mean")),
-                     f"{lv['late_frames']}/{lv['frames_sent']}", fmt(lv["max_late_ms"]),
-                     lv["unsent_speech_frames"],
-                     f"{lv['refused_calls']} ({lv['server_counters'].get('voicebot_calls_refused_total', 0):.0f})",
-                     f"{lv['overloaded_decisions']} ({lv['server_counters'].get('voicebot_asr_overloaded_total', 0):.0f})",
-                     len(lv["errors"])])
+        rows.append(
+            [
+                n,
+                f"{lv['decided']}/{lv['turns_sent']} ({lv.get('cut_off_turns', 0)})",
+                fmt(d["p50"]),
+                fmt(d["p95"]),
+                fmt(lv["transcript_ms"]["p95"]),
+                fmt(lv.get("server_cpu_pct_mean")),
+                fmt(lv.get("server_cpu_pct_max")),
+                fmt(lv.get("server_rss_mb_max")),
+                fmt(lv.get("bench_cpu_pct_mean")),
+                f"{lv['late_frames']}/{lv['frames_sent']}",
+                fmt(lv["max_late_ms"]),
+                lv["unsent_speech_frames"],
+                f"{lv['refused_calls']} ({lv['server_counters'].get('voicebot_calls_refused_total', 0):.0f})",
+                f"{lv['overloaded_decisions']} ({lv['server_counters'].get('voicebot_asr_overloaded_total', 0):.0f})",
+                len(lv["errors"]),
+            ]
+        )
     return markdown_table(
-        ["calls", "decided/turns (cut off)", "decision p50 ms", "decision p95 ms", "transcript p95 ms", "server CPU % mean",
-         "CPU % max", "server RSS MB", "bench CPU %", "late frames", "max late ms", "unsent frames",
-         "refused (server)", "overload (server)", "errors"], rows)
+        [
+            "calls",
+            "decided/turns (cut off)",
+            "decision p50 ms",
+            "decision p95 ms",
+            "transcript p95 ms",
+            "server CPU % mean",
+            "CPU % max",
+            "server RSS MB",
+            "bench CPU %",
+            "late frames",
+            "max late ms",
+            "unsent frames",
+            "refused (server)",
+            "overload (server)",
+            "errors",
+        ],
+        rows,
+    )
 
 
 def plot(result: dict[str, Any], out_dir: Path) -> list[str]:
@@ -282,18 +380,42 @@ def plot(result: dict[str, Any], out_dir: Path) -> list[str]:
         ns = [int(n) for n in levels]
         for key, style in (("p50", "o:"), ("p95", "s-")):
             ys = [levels[str(n)]["decision_ms"][key] for n in ns]
-            ax.plot(ns, [y if y is not None else float("nan") for y in ys], style,
-                    color=colours.get(name), label=f"{name}: decision {key}")
+            ax.plot(
+                ns,
+                [y if y is not None else float("nan") for y in ys],
+                style,
+                color=colours.get(name),
+                label=f"{name}: decision {key}",
+            )
         for n in ns:  # what the latency hides: callers routed away instead of answered
             lv = levels[str(n)]
-            flags = [f"{lv[k]} {label}" for k, label in (("overloaded_decisions", "overload"),
-                                                           ("refused_calls", "refused"),
-                                                           ("unanswered_turns", "unanswered")) if lv.get(k)]
+            flags = [
+                f"{lv[k]} {label}"
+                for k, label in (
+                    ("overloaded_decisions", "overload"),
+                    ("refused_calls", "refused"),
+                    ("unanswered_turns", "unanswered"),
+                )
+                if lv.get(k)
+            ]
             p95 = lv["decision_ms"]["p95"]
             if flags and p95 is not None:
-                ax.annotate(", ".join(flags), (n, p95), textcoords="offset points", xytext=(-8, -4),
-                            ha="right", va="top", fontsize=8, color=colours.get(name))
-    ax.axhline(result["target_p95_ms"], color="#555555", linestyle="--", label=f"{result['target_p95_ms']:.0f} ms target")
+                ax.annotate(
+                    ", ".join(flags),
+                    (n, p95),
+                    textcoords="offset points",
+                    xytext=(-8, -4),
+                    ha="right",
+                    va="top",
+                    fontsize=8,
+                    color=colours.get(name),
+                )
+    ax.axhline(
+        result["target_p95_ms"],
+        color="#555555",
+        linestyle="--",
+        label=f"{result['target_p95_ms']:.0f} ms target",
+    )
     ax.set_xscale("log", base=2)
     ax.set_xticks(ns, [str(n) for n in ns])
     ax.set_xlabel("simultaneous calls")
@@ -303,7 +425,9 @@ def plot(result: dict[str, Any], out_dir: Path) -> list[str]:
     ax.legend(fontsize=8)
     ax.set_yscale("log")
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
-    ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if str(v)[0] in "25" else ""))
+    ax.yaxis.set_minor_formatter(
+        FuncFormatter(lambda v, _: f"{v:,.0f}" if str(v)[0] in "25" else "")
+    )
     name, levels = next(reversed(patterns.items()))  # server load of the realistic pattern
     ns = [int(n) for n in levels]
     cpu = [levels[str(n)].get("server_cpu_pct_mean", float("nan")) for n in ns]

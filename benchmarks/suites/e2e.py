@@ -49,8 +49,10 @@ def run(ctx: Context) -> dict[str, Any]:
     n_calls = 4 if ctx.quick else 20
     corpus = call_corpus(n_calls)
     logs = ctx.out_dir / "logs"
-    servers = {"project": ServerProcess("e2e-project", ctx.model_dir, logs),
-               "naive": ServerProcess("e2e-naive", ctx.model_dir, logs, NAIVE)}
+    servers = {
+        "project": ServerProcess("e2e-project", ctx.model_dir, logs),
+        "naive": ServerProcess("e2e-naive", ctx.model_dir, logs, NAIVE),
+    }
     calls: dict[str, list[dict[str, Any]]] = {name: [] for name in servers}
     try:
         for server in servers.values():  # load both models at once, then wait for both
@@ -61,25 +63,45 @@ def run(ctx: Context) -> dict[str, Any]:
         for server in servers.values():
             server.stop()
     result: dict[str, Any] = {
-        "corpus": [{"text": u.text, "intent": u.intent, "voice": u.voice, "seconds": round(u.seconds, 2)}
-                   for u in corpus],
-        "servers": {name: {"overrides": s.env, "ready_s": ready_s[name], "log": scan_log(s.log_path)}
-                    for name, s in servers.items()},
+        "corpus": [
+            {"text": u.text, "intent": u.intent, "voice": u.voice, "seconds": round(u.seconds, 2)}
+            for u in corpus
+        ],
+        "servers": {
+            name: {"overrides": s.env, "ready_s": ready_s[name], "log": scan_log(s.log_path)}
+            for name, s in servers.items()
+        },
         "fast_forward_greeting": FAST_FORWARD,
         "calls": calls,
-        "latency_ms": {name: {m: summarize([t["latency_ms"].get(m) for c in cs for t in c["turns"]]
-                                           + [None] * sum(max(0, c["turns_sent"] - c["cut_off_turns"] - len(c["turns"]))
-                                                          for c in cs))
-                              for m in METRICS}
-                       for name, cs in calls.items()},
+        "latency_ms": {
+            name: {
+                m: summarize(
+                    [t["latency_ms"].get(m) for c in cs for t in c["turns"]]
+                    + [None]
+                    * sum(
+                        max(0, c["turns_sent"] - c["cut_off_turns"] - len(c["turns"])) for c in cs
+                    )
+                )
+                for m in METRICS
+            }
+            for name, cs in calls.items()
+        },
     }
     result["ratio_naive_to_project"] = {
-        m: {f"p{q}": ratio(result["latency_ms"]["naive"][m][f"p{q}"], result["latency_ms"]["project"][m][f"p{q}"])
-            for q in PERCENTILES}
+        m: {
+            f"p{q}": ratio(
+                result["latency_ms"]["naive"][m][f"p{q}"],
+                result["latency_ms"]["project"][m][f"p{q}"],
+            )
+            for q in PERCENTILES
+        }
         for m in METRICS
     }
     result["intent_correct"] = {
-        name: sum(bool(c["turns"]) and c["turns"][0]["intent"] == u.intent for c, u in zip(cs, corpus, strict=True))
+        name: sum(
+            bool(c["turns"]) and c["turns"][0]["intent"] == u.intent
+            for c, u in zip(cs, corpus, strict=True)
+        )
         for name, cs in calls.items()
     }
     result["errors"] = {name: [c["error"] for c in cs if c["error"]] for name, cs in calls.items()}
@@ -88,8 +110,13 @@ def run(ctx: Context) -> dict[str, Any]:
 
 async def _calls(servers: dict[str, ServerProcess], corpus, calls: dict[str, list]) -> None:
     def place(server: ServerProcess, audio):
-        return place_call(f"{server.url()}/twilio", server.events_url, [to_wire(audio)],
-                          fast_forward=FAST_FORWARD, timeout_s=CALL_TIMEOUT_S)
+        return place_call(
+            f"{server.url()}/twilio",
+            server.events_url,
+            [to_wire(audio)],
+            fast_forward=FAST_FORWARD,
+            timeout_s=CALL_TIMEOUT_S,
+        )
 
     # Warm-up (not counted): first-call costs such as rendering the reply prompts.
     await asyncio.gather(*(place(s, corpus[0].audio) for s in servers.values()))
@@ -103,22 +130,41 @@ async def _calls(servers: dict[str, ServerProcess], corpus, calls: dict[str, lis
 def markdown(result: dict[str, Any]) -> str:
     lat = result["latency_ms"]
     n = len(result["corpus"])
-    lines = ["## End to end through the gateway (caller's side)", "",
-             f"{n} calls of one Danish utterance each (3–6 s, held-back sentences, espeak-ng, 8 kHz μ-law), "
-             "one at a time, to the project's settings and to the naive pipeline; milliseconds from the end "
-             "of the caller's speech.", ""]
+    lines = [
+        "## End to end through the gateway (caller's side)",
+        "",
+        f"{n} calls of one Danish utterance each (3–6 s, held-back sentences, espeak-ng, 8 kHz μ-law), "
+        "one at a time, to the project's settings and to the naive pipeline; milliseconds from the end "
+        "of the caller's speech.",
+        "",
+    ]
     rows = []
     for m in METRICS:
         for q in PERCENTILES:
             p, nv = lat["project"][m][f"p{q}"], lat["naive"][m][f"p{q}"]
-            rows.append([m.removeprefix("speech_end_to_"), f"p{q}", fmt(p), fmt(nv),
-                         fmt_ratio(result["ratio_naive_to_project"][m][f"p{q}"])])
-    lines.append(markdown_table(["speech end →", "percentile", "project ms", "naive ms", "naive / project"],
-                                rows, "llrrr"))
+            rows.append(
+                [
+                    m.removeprefix("speech_end_to_"),
+                    f"p{q}",
+                    fmt(p),
+                    fmt(nv),
+                    fmt_ratio(result["ratio_naive_to_project"][m][f"p{q}"]),
+                ]
+            )
+    lines.append(
+        markdown_table(
+            ["speech end →", "percentile", "project ms", "naive ms", "naive / project"],
+            rows,
+            "llrrr",
+        )
+    )
     missing = {k: lat[k]["speech_end_to_decision"]["missing"] for k in lat}
-    lines += ["", f"Turns without a decision: project {missing['project']}, naive {missing['naive']}. "
-              f"First intent as labelled: project {result['intent_correct']['project']}/{n}, "
-              f"naive {result['intent_correct']['naive']}/{n}."]
+    lines += [
+        "",
+        f"Turns without a decision: project {missing['project']}, naive {missing['naive']}. "
+        f"First intent as labelled: project {result['intent_correct']['project']}/{n}, "
+        f"naive {result['intent_correct']['naive']}/{n}.",
+    ]
     lines += ["", *(f"- {log_summary(k, v['log'])}" for k, v in result["servers"].items())]
     return "\n".join(lines)
 

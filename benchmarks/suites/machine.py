@@ -14,8 +14,20 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-LIBRARIES = ("ctranslate2", "faster-whisper", "onnxruntime", "numpy", "torch", "transformers",
-             "scikit-learn", "tokenizers", "soxr", "uvicorn", "websockets", "psutil")
+LIBRARIES = (
+    "ctranslate2",
+    "faster-whisper",
+    "onnxruntime",
+    "numpy",
+    "torch",
+    "transformers",
+    "scikit-learn",
+    "tokenizers",
+    "soxr",
+    "uvicorn",
+    "websockets",
+    "psutil",
+)
 _SECRET_KEYS = re.compile(r"key|secret|password|token", re.IGNORECASE)
 
 
@@ -35,7 +47,7 @@ def parse_cpuinfo(text: str) -> dict[str, Any]:
 def parse_meminfo(text: str) -> float | None:
     """Total RAM in GiB from /proc/meminfo text."""
     match = re.search(r"^MemTotal:\s*(\d+)\s*kB", text, re.MULTILINE)
-    return round(int(match.group(1)) / 1024 ** 2, 2) if match else None
+    return round(int(match.group(1)) / 1024**2, 2) if match else None
 
 
 def library_versions(names: tuple[str, ...] = LIBRARIES) -> dict[str, str | None]:
@@ -72,8 +84,11 @@ def model_facts(model_dir: Path, compute_type: str) -> dict[str, Any]:
     facts: dict[str, Any] = {"dir": str(model_dir), "compute_type": compute_type}
     if model_bin.exists():
         digest = sha256_file(model_bin)
-        facts.update(model_bin_bytes=model_bin.stat().st_size, model_bin_sha256=digest,
-                     pinned_release=digest == MODEL_BIN_SHA256)
+        facts.update(
+            model_bin_bytes=model_bin.stat().st_size,
+            model_bin_sha256=digest,
+            pinned_release=digest == MODEL_BIN_SHA256,
+        )
     else:
         facts["model_bin_sha256"] = None
     return facts
@@ -81,18 +96,26 @@ def model_facts(model_dir: Path, compute_type: str) -> dict[str, Any]:
 
 def git_info(root: Path) -> dict[str, Any]:
     """HEAD commit and whether the work tree differs from it (read-only git commands)."""
+
     def git(*args: str) -> str | None:
         try:
-            done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
-                                  timeout=20, check=False)
+            done = subprocess.run(
+                ["git", "-C", str(root), *args],
+                capture_output=True,
+                text=True,
+                timeout=20,
+                check=False,
+            )
         except (OSError, subprocess.TimeoutExpired):
             return None
         return done.stdout if done.returncode == 0 else None
 
     commit = git("rev-parse", "HEAD")
     status = git("status", "--porcelain", "--untracked-files=no")
-    return {"commit": commit.strip() if commit else None,
-            "dirty": None if status is None else bool(status.strip())}
+    return {
+        "commit": commit.strip() if commit else None,
+        "dirty": None if status is None else bool(status.strip()),
+    }
 
 
 def redact(settings: dict[str, Any]) -> dict[str, Any]:
@@ -120,7 +143,9 @@ def machine_facts() -> dict[str, Any]:
         "cpu_model": cpu["model"] or platform.processor() or None,
         "cpu_simd": cpu["simd"],
         "cores_logical": os.cpu_count(),
-        "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cores_usable": len(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else os.cpu_count(),
         "ram_gib": parse_meminfo(_read("/proc/meminfo")),
         # Other jobs on the machine distort every timing: the load at the start says so.
         "load_average_1_5_15": load,

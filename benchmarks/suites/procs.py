@@ -36,13 +36,20 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait(10)
 
 
-def run_worker(cmd: list[str], log_path: Path, timeout_s: float,
-               on_line: Callable[[str], None] | None = None) -> int:
+def run_worker(
+    cmd: list[str], log_path: Path, timeout_s: float, on_line: Callable[[str], None] | None = None
+) -> int:
     """Run a worker to completion (or kill it at `timeout_s`); stdout lines go to
     `on_line` (progress), stderr to `log_path`. Returns the exit code (-9 when killed)."""
     with log_path.open("w", encoding="utf-8") as log:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True, cwd=PROJECT_ROOT,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            cwd=PROJECT_ROOT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
         timer = threading.Timer(timeout_s, proc.kill)  # bounded even if the worker hangs silently
         timer.start()
         try:
@@ -73,8 +80,14 @@ class ServerProcess:
     Inherited VOICEBOT_* variables are dropped so a run measures the defaults plus the
     given overrides (recorded in the results), not whatever the shell had set."""
 
-    def __init__(self, name: str, model_dir: Path, log_dir: Path, overrides: dict[str, str] | None = None,
-                 ready_timeout_s: float = 180.0) -> None:
+    def __init__(
+        self,
+        name: str,
+        model_dir: Path,
+        log_dir: Path,
+        overrides: dict[str, str] | None = None,
+        ready_timeout_s: float = 180.0,
+    ) -> None:
         self.name = name
         self.model_dir = model_dir
         self.overrides = dict(overrides or {})
@@ -99,12 +112,21 @@ class ServerProcess:
         self.data_dir = Path(tempfile.mkdtemp(prefix=f"voicebot-bench-{self.name}-"))
         self.port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("VOICEBOT_")}
-        env.update(self.env, VOICEBOT_DATA_DIR=str(self.data_dir), VOICEBOT_PORT=str(self.port),
-                   PYTHONUNBUFFERED="1")
+        env.update(
+            self.env,
+            VOICEBOT_DATA_DIR=str(self.data_dir),
+            VOICEBOT_PORT=str(self.port),
+            PYTHONUNBUFFERED="1",
+        )
         self._log = self.log_path.open("w", encoding="utf-8")
         self._started = time.monotonic()
-        self.proc = subprocess.Popen([*_voicebot_command(), "serve", "--port", str(self.port)],
-                                     stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=PROJECT_ROOT)
+        self.proc = subprocess.Popen(
+            [*_voicebot_command(), "serve", "--port", str(self.port)],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=PROJECT_ROOT,
+        )
 
     def wait_ready(self) -> float:
         """Seconds from start() until /healthz answered; raises with the log's tail if the
@@ -113,12 +135,19 @@ class ServerProcess:
         start = self._started
         while time.monotonic() - start < self.ready_timeout_s:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server {self.name} exited ({self.proc.returncode}):\n{self.log_tail()}")
-            with contextlib.suppress(OSError), urllib.request.urlopen(f"{self.url('http')}/healthz", timeout=2) as r:
+                raise RuntimeError(
+                    f"server {self.name} exited ({self.proc.returncode}):\n{self.log_tail()}"
+                )
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(f"{self.url('http')}/healthz", timeout=2) as r,
+            ):
                 if r.status == 200:
                     return time.monotonic() - start
             time.sleep(0.3)
-        raise TimeoutError(f"server {self.name} not ready after {self.ready_timeout_s:.0f} s:\n{self.log_tail()}")
+        raise TimeoutError(
+            f"server {self.name} not ready after {self.ready_timeout_s:.0f} s:\n{self.log_tail()}"
+        )
 
     def url(self, scheme: str = "ws") -> str:
         return f"{scheme}://127.0.0.1:{self.port}"
@@ -138,7 +167,9 @@ class ServerProcess:
 
     def log_tail(self, lines: int = 30) -> str:
         try:
-            return "\n".join(self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+            return "\n".join(
+                self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
+            )
         except OSError:
             return ""
 
@@ -210,7 +241,9 @@ def scan_log(path: Path, examples: int = 8) -> dict[str, Any]:
     for n, line in enumerate(lines):
         if line.startswith("Traceback"):
             counts["tracebacks"] += 1
-            exc = next((x for x in lines[n + 1:n + 80] if _EXCEPTION.match(x)), "(no exception line)")
+            exc = next(
+                (x for x in lines[n + 1 : n + 80] if _EXCEPTION.match(x)), "(no exception line)"
+            )
             shapes[f"Traceback: {_IDS.sub('#', exc)[:160]}"] += 1
             continue
         match = _LOG_LEVEL.search(line)
@@ -219,4 +252,7 @@ def scan_log(path: Path, examples: int = 8) -> dict[str, Any]:
         level, logger, message = match.group(1), match.group(3) or "uvicorn", match.group(4)
         counts["warnings" if level == "WARNING" else "errors"] += 1
         shapes[f"{level} {logger}: {_IDS.sub('#', message)[:160]}"] += 1
-    return {**counts, "messages": [{"message": m, "count": c} for m, c in shapes.most_common(examples)]}
+    return {
+        **counts,
+        "messages": [{"message": m, "count": c} for m, c in shapes.most_common(examples)],
+    }

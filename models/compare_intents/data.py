@@ -101,8 +101,14 @@ def real_clip_transcripts(refresh: bool = False) -> list[dict[str, str]]:
         row["text"] = " ".join(row["text"].replace("\t", " ").split())
     REAL_CLIPS.parent.mkdir(parents=True, exist_ok=True)
     with REAL_CLIPS.open("w", encoding="utf-8", newline="") as f:
-        writer = csv.DictWriter(f, ("text", "source_file"), delimiter="\t", quoting=csv.QUOTE_NONE,
-                                escapechar="\\", lineterminator="\n")
+        writer = csv.DictWriter(
+            f,
+            ("text", "source_file"),
+            delimiter="\t",
+            quoting=csv.QUOTE_NONE,
+            escapechar="\\",
+            lineterminator="\n",
+        )
         writer.writeheader()
         writer.writerows(rows)
     return rows
@@ -118,12 +124,16 @@ def _transcribe_real_clips() -> list[dict[str, str]]:
     rows = []
     for wav in sorted((SPEECH_DIR / "nst-danspeech").glob("*.wav")):
         audio = decode_audio(str(wav), sampling_rate=SAMPLE_RATE)
-        rows.append({"text": asr.transcribe(audio).text, "source_file": f"nst-danspeech/{wav.name}"})
+        rows.append(
+            {"text": asr.transcribe(audio).text, "source_file": f"nst-danspeech/{wav.name}"}
+        )
     wav = SPEECH_DIR / "readalongs-dan" / "dan_ap_dan.wav"
     audio = decode_audio(str(wav), sampling_rate=SAMPLE_RATE)
     start = 0
     for piece in split_at_pauses(audio, SileroVad().stream().push(audio), WINDOW):
         span = f"{start / SAMPLE_RATE:.1f}-{(start + len(piece)) / SAMPLE_RATE:.1f}s"
-        rows.append({"text": asr.transcribe(piece).text, "source_file": f"readalongs-dan/{wav.name}@{span}"})
+        rows.append(
+            {"text": asr.transcribe(piece).text, "source_file": f"readalongs-dan/{wav.name}@{span}"}
+        )
         start += len(piece)
     return rows

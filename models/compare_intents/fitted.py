@@ -17,6 +17,7 @@ class Fitted(Protocol):
 
 class Served(Protocol):
     classes: list[str]
+
     def probabilities(self, texts: list[str]) -> np.ndarray: ...
 
 

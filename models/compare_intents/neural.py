@@ -27,24 +27,33 @@ CNN_BATCH = 32
 MLP_BATCH = 128
 
 
-def batch_order(n: int, batch: int, rng: np.random.Generator,
-                lengths: np.ndarray | None = None) -> list[np.ndarray]:
+def batch_order(
+    n: int, batch: int, rng: np.random.Generator, lengths: np.ndarray | None = None
+) -> list[np.ndarray]:
     """Shuffled mini-batches; with `lengths`, rows of similar length share a batch (within
     windows of 20 batches) so that little time goes on padding."""
     order = rng.permutation(n)
     if lengths is None:
-        return [order[i:i + batch] for i in range(0, n, batch)]
+        return [order[i : i + batch] for i in range(0, n, batch)]
     batches = []
     for w in range(0, n, batch * 20):
-        window = order[w:w + batch * 20]
+        window = order[w : w + batch * 20]
         window = window[np.argsort(lengths[window], kind="stable")]
-        batches += [window[i:i + batch] for i in range(0, len(window), batch)]
+        batches += [window[i : i + batch] for i in range(0, len(window), batch)]
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def _torch_train(net: Any, batches: Callable[[np.ndarray], tuple], y: np.ndarray,
-                 weights: np.ndarray, n_classes: int, epochs: int, lr: float, batch: int,
-                 lengths: np.ndarray | None = None) -> None:
+def _torch_train(
+    net: Any,
+    batches: Callable[[np.ndarray], tuple],
+    y: np.ndarray,
+    weights: np.ndarray,
+    n_classes: int,
+    epochs: int,
+    lr: float,
+    batch: int,
+    lengths: np.ndarray | None = None,
+) -> None:
     """AdamW on cross-entropy weighted by class balance (as the logreg's class_weight) and by
     the rows' own weights."""
     import torch
@@ -76,8 +85,16 @@ def _torch_export(net: Any, example: Any, input_name: str, path: Path) -> None:
         dynamic[input_name][1] = "length"
     with warnings.catch_warnings():  # the TorchScript exporter is deprecated, not broken
         warnings.simplefilter("ignore")
-        torch.onnx.export(net, (example,), str(path), dynamo=False, input_names=[input_name],
-                          output_names=["scores"], dynamic_axes=dynamic, opset_version=17)
+        torch.onnx.export(
+            net,
+            (example,),
+            str(path),
+            dynamo=False,
+            input_names=[input_name],
+            output_names=["scores"],
+            dynamic_axes=dynamic,
+            opset_version=17,
+        )
 
 
 def char_vocabulary(texts: list[str]) -> dict[str, int]:
@@ -86,12 +103,14 @@ def char_vocabulary(texts: list[str]) -> dict[str, int]:
     return {ch: i + 2 for i, ch in enumerate(chars)}
 
 
-def encode_chars(texts: list[str], vocabulary: dict[str, int], max_chars: int = MAX_CHARS) -> np.ndarray:
+def encode_chars(
+    texts: list[str], vocabulary: dict[str, int], max_chars: int = MAX_CHARS
+) -> np.ndarray:
     """Normalised text padded with a space each side, as ids, right-padded with 0."""
     seqs = [[vocabulary.get(ch, 1) for ch in f" {normalize(t)} "[:max_chars]] for t in texts]
     out = np.zeros((len(seqs), max(len(s) for s in seqs)), dtype=np.int64)
     for i, s in enumerate(seqs):
-        out[i, :len(s)] = s
+        out[i, : len(s)] = s
     return out
 
 
@@ -130,13 +149,21 @@ class FittedCharCnn:
         import torch
 
         with torch.no_grad():
-            return self.net(torch.from_numpy(encode_chars(texts, self.vocabulary))).numpy().astype(np.float64)
+            return (
+                self.net(torch.from_numpy(encode_chars(texts, self.vocabulary)))
+                .numpy()
+                .astype(np.float64)
+            )
 
     def export(self, path: Path, meta: dict[str, Any]) -> None:
         import torch
 
-        _torch_export(self.net, torch.from_numpy(encode_chars(["et pas"], self.vocabulary)), "chars", path)
-        write_sidecar(path, {**meta, "input": "chars", "max_chars": MAX_CHARS, "chars": self.vocabulary})
+        _torch_export(
+            self.net, torch.from_numpy(encode_chars(["et pas"], self.vocabulary)), "chars", path
+        )
+        write_sidecar(
+            path, {**meta, "input": "chars", "max_chars": MAX_CHARS, "chars": self.vocabulary}
+        )
 
 
 def fit_charcnn(texts: list[str], y: np.ndarray, weights: np.ndarray, n_classes: int) -> Fitted:
@@ -166,11 +193,15 @@ class CharIntentModel:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = 1
         opts.inter_op_num_threads = 1
-        self._session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+        self._session = ort.InferenceSession(
+            str(onnx_path), opts, providers=["CPUExecutionProvider"]
+        )
 
     def probabilities(self, texts: list[str]) -> np.ndarray:
         ids = encode_chars(texts, self.vocabulary, self.max_chars)
-        return softmax(np.asarray(self._session.run(None, {"chars": ids})[-1], np.float64) / self.temperature)
+        return softmax(
+            np.asarray(self._session.run(None, {"chars": ids})[-1], np.float64) / self.temperature
+        )
 
 
 def _tfidf_mlp(idf: np.ndarray, n_classes: int) -> Any:
@@ -188,7 +219,9 @@ def _tfidf_mlp(idf: np.ndarray, n_classes: int) -> Any:
             self.out = nn.Linear(256, n_classes)
 
         def forward(self, counts: torch.Tensor) -> torch.Tensor:
-            tf = torch.where(counts > 0, torch.log(counts.clamp(min=1.0)) + 1.0, torch.zeros_like(counts))
+            tf = torch.where(
+                counts > 0, torch.log(counts.clamp(min=1.0)) + 1.0, torch.zeros_like(counts)
+            )
             x = tf * self.idf
             x = x / x.norm(dim=1, keepdim=True).clamp(min=1e-12)
             return self.out(self.drop(torch.relu(self.hidden(x))))

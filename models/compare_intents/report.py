@@ -15,9 +15,19 @@ def _f(value: float | None, digits: int = 3) -> str:
 
 
 def markdown(result: dict) -> str:
-    sections = (_intro, _cv_selection, _heldout_clean, _heldout_asr, _first_turns, _latency,
-                _real_speech, _verdict)
-    return "\n".join([BEGIN, *(line for section in sections for line in section(result)), END]) + "\n"
+    sections = (
+        _intro,
+        _cv_selection,
+        _heldout_clean,
+        _heldout_asr,
+        _first_turns,
+        _latency,
+        _real_speech,
+        _verdict,
+    )
+    return (
+        "\n".join([BEGIN, *(line for section in sections for line in section(result)), END]) + "\n"
+    )
 
 
 def _intro(result: dict) -> list[str]:
@@ -87,7 +97,8 @@ def _heldout(result: dict, split: str, title: str) -> list[str]:
             f"{_f(s['accuracy'])} | {_f(s['macro_f1'])} [{lo:.3f}, {hi:.3f}] | "
             f"{_delta(s.get('delta_f1_vs_logreg_written'))} | "
             f"{_f(s['oos_precision'])} | {_f(s['oos_recall'])} | {_f(s['oos_false_accept_rate'])} | "
-            f"{_f(s['ece'])} |")
+            f"{_f(s['ece'])} |"
+        )
     return [*out, ""]
 
 
@@ -106,7 +117,7 @@ def _first_turns(result: dict) -> list[str]:
         "",
         f"Acting at once: confidence ≥ accept {result['accept_threshold']}, or ≥ confirm "
         f"{result['confirm_threshold']} for emergency and human_agent, or a trigger rule. "
-        "\"Ring 112\" = a non-emergency caller told to call 112. Shares of all rows.",
+        '"Ring 112" = a non-emergency caller told to call 112. Shares of all rows.',
         "",
         "| model | data | clean: acts, right | acts, wrong | ring 112 | confirms | rephrase "
         "| ASR: acts, right | acts, wrong | ring 112 | confirms | rephrase |",
@@ -145,16 +156,25 @@ def _real_speech(result: dict) -> list[str]:
         "|---|---|---:|---:|---|",
     ]
     for c in result["candidates"]:
-        missed = ", ".join(f"{Path(r['source_file']).name} → {r['intent']} {r['confidence']:.2f}"
-                           for r in c["real_clips"] if not r["flagged"])
+        missed = ", ".join(
+            f"{Path(r['source_file']).name} → {r['intent']} {r['confidence']:.2f}"
+            for r in c["real_clips"]
+            if not r["flagged"]
+        )
         n = len(c["real_clips"])
-        out.append(f"| {c['family']} | {c['data']} | {c['real_flagged']}/{n} | {c['real_acted']}/{n} | {missed or '–'} |")
+        out.append(
+            f"| {c['family']} | {c['data']} | {c['real_flagged']}/{n} | {c['real_acted']}/{n} | {missed or '–'} |"
+        )
     return out
 
 
 def _verdict(result: dict) -> list[str]:
-    return ["", f"First rule's pick: `{result['first_rule_winner']}`. "
-            f"**Winner by the rule in force (shipped): `{result['winner']}`.**", ""]
+    return [
+        "",
+        f"First rule's pick: `{result['first_rule_winner']}`. "
+        f"**Winner by the rule in force (shipped): `{result['winner']}`.**",
+        "",
+    ]
 
 
 def write_section(path: Path, section: str) -> None:

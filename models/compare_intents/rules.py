@@ -49,15 +49,26 @@ def select_first_rule(rows: list[dict[str, Any]]) -> str:
     eligible = [r for r in eligible if r["clean_f1"] >= best_clean - CLEAN_SLACK]
     best_asr = max(r["asr_f1"] for r in eligible)
     tied = [r for r in eligible if r["asr_f1"] >= best_asr - TIE_BAND]
-    return min(tied, key=lambda r: (r["asr_far"] if r["asr_far"] is not None else 1.0,
-                                    r["family"] != "logreg", -r["asr_f1"]))["name"]
+    return min(
+        tied,
+        key=lambda r: (
+            r["asr_far"] if r["asr_far"] is not None else 1.0,
+            r["family"] != "logreg",
+            -r["asr_f1"],
+        ),
+    )["name"]
 
 
 def select_winner(rows: list[dict[str, Any]]) -> str:
     """Apply WINNER_RULE to rows that also carry asr_wrong (share of ASR transcripts acted
     on with a wrong intent) and real_unflagged (real non-request clips not flagged)."""
-    safe = [r for r in rows if r["p95_ms"] <= LATENCY_BUDGET_MS
-            and r["asr_wrong"] <= MAX_ASR_WRONG_ACTS and r["real_unflagged"] <= MAX_REAL_UNFLAGGED]
+    safe = [
+        r
+        for r in rows
+        if r["p95_ms"] <= LATENCY_BUDGET_MS
+        and r["asr_wrong"] <= MAX_ASR_WRONG_ACTS
+        and r["real_unflagged"] <= MAX_REAL_UNFLAGGED
+    ]
     if not safe:
         return select_first_rule(rows)
     best_clean = max(r["clean_f1"] for r in safe)
@@ -70,17 +81,26 @@ def select_winner(rows: list[dict[str, Any]]) -> str:
 def winner_rows(candidates: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """What the rules read from each candidate of a run."""
     return [
-        {"name": c["name"], "family": c["family"], "clean_f1": c["clean"]["macro_f1"],
-         "asr_f1": c["asr"]["macro_f1"], "asr_far": c["asr"]["oos_false_accept_rate"],
-         "asr_wrong": c["asr"]["first_turn"]["acts_wrong"] / max(c["asr"]["first_turn"]["n"], 1),
-         "real_unflagged": len(c["real_clips"]) - c["real_flagged"],
-         "p95_ms": c["served_ms"]["p95"]}
+        {
+            "name": c["name"],
+            "family": c["family"],
+            "clean_f1": c["clean"]["macro_f1"],
+            "asr_f1": c["asr"]["macro_f1"],
+            "asr_far": c["asr"]["oos_false_accept_rate"],
+            "asr_wrong": c["asr"]["first_turn"]["acts_wrong"] / max(c["asr"]["first_turn"]["n"], 1),
+            "real_unflagged": len(c["real_clips"]) - c["real_flagged"],
+            "p95_ms": c["served_ms"]["p95"],
+        }
         for c in candidates
     ]
 
 
 def apply_rules(result: dict[str, Any]) -> dict[str, Any]:
     rows = winner_rows(result["candidates"])
-    result.update(first_rule=FIRST_RULE, first_rule_winner=select_first_rule(rows),
-                  winner_rule=WINNER_RULE, winner=select_winner(rows))
+    result.update(
+        first_rule=FIRST_RULE,
+        first_rule_winner=select_first_rule(rows),
+        winner_rule=WINNER_RULE,
+        winner=select_winner(rows),
+    )
     return result

@@ -71,18 +71,27 @@ class Bench:
         return lambda: DialoguePolicy(self.catalogue, classifier, self.dialogue)
 
 
-def run(family_names: Sequence[str], variant_names: Sequence[str], refresh_clips: bool = False,
-        command: str = "python -m models.compare_intents") -> dict:
+def run(
+    family_names: Sequence[str],
+    variant_names: Sequence[str],
+    refresh_clips: bool = False,
+    command: str = "python -m models.compare_intents",
+) -> dict:
     data = load_data()
     if not data.heldout_asr:
-        raise SystemExit("intents/asr/heldout_asr.tsv is missing: run `voicebot make-training-data`")
+        raise SystemExit(
+            "intents/asr/heldout_asr.tsv is missing: run `voicebot make-training-data`"
+        )
     fams = families()
     if not torch_available():
         print("torch is not installed: comparing the logreg family only", file=sys.stderr)
         family_names = [f for f in family_names if not fams[f].needs_torch]
     grid = cv_grid()
-    bar = tqdm(total=_steps(len(grid), family_names, variant_names, data.n_folds),
-               desc="compare-intents", unit="step")
+    bar = tqdm(
+        total=_steps(len(grid), family_names, variant_names, data.n_folds),
+        desc="compare-intents",
+        unit="step",
+    )
     bench = _bench(data, refresh_clips, bar.update)
 
     # 1. Data-variant selection: the shipped family, grouped CV on training data only.
@@ -102,28 +111,35 @@ def run(family_names: Sequence[str], variant_names: Sequence[str], refresh_clips
                 bar.set_postfix_str(f"{fname}/{vname}")
                 oof = oof_cache.get((fname, *chosen[vname].key))
                 candidate, scored[f"{fname}/{vname}"] = evaluate(
-                    fams[fname], vname, chosen[vname], oof, bench, Path(workdir))
+                    fams[fname], vname, chosen[vname], oof, bench, Path(workdir)
+                )
                 candidates.append(candidate)
     bar.close()
 
     # 3. Paired differences against the written-only shipped model, and the winner.
     if BASELINE in scored:
         _add_deltas(candidates, scored, bench)
-    return apply_rules({
-        "command": command,
-        "date": time.strftime("%Y-%m-%d %H:%M"),
-        "data": _data_summary(data, len(bench.clips)),
-        "families": {f: fams[f].description for f in family_names},
-        "confirm_threshold": bench.dialogue.confirm,
-        "accept_threshold": bench.dialogue.accept,
-        "cv_selection": cv_rows,
-        "chosen": {k: {"max_cer": v.max_cer, "asr_weight": v.asr_weight} for k, v in chosen.items()},
-        "candidates": candidates,
-        "real_clip_transcripts": bench.clips,
-    })
+    return apply_rules(
+        {
+            "command": command,
+            "date": time.strftime("%Y-%m-%d %H:%M"),
+            "data": _data_summary(data, len(bench.clips)),
+            "families": {f: fams[f].description for f in family_names},
+            "confirm_threshold": bench.dialogue.confirm,
+            "accept_threshold": bench.dialogue.accept,
+            "cv_selection": cv_rows,
+            "chosen": {
+                k: {"max_cer": v.max_cer, "asr_weight": v.asr_weight} for k, v in chosen.items()
+            },
+            "candidates": candidates,
+            "real_clip_transcripts": bench.clips,
+        }
+    )
 
 
-def _steps(grid: int, family_names: Sequence[str], variant_names: Sequence[str], n_folds: int) -> int:
+def _steps(
+    grid: int, family_names: Sequence[str], variant_names: Sequence[str], n_folds: int
+) -> int:
     """Progress steps: CV folds of the grid, then per candidate its folds, final fit and scoring
     (the logreg candidates reuse the grid's folds)."""
     total = grid * n_folds + len(family_names) * len(variant_names) * (n_folds + 2)
@@ -153,8 +169,11 @@ def _cv_row(data: Data, v: Variant, oof: np.ndarray) -> dict[str, Any]:
 def chosen_variants(cv_rows: list[dict[str, Any]]) -> dict[str, Variant]:
     """The four compared variants, the CER threshold and ASR weight picked by CV."""
     by_cer = {r["max_cer"]: r["cv_f1_asr"] for r in cv_rows if r["max_cer"] is not None}
-    by_weight = {r["asr_weight"]: r["cv_f1_asr"] for r in cv_rows
-                 if r["use_asr"] and r["max_cer"] is None and r["asr_weight"] != 1.0}
+    by_weight = {
+        r["asr_weight"]: r["cv_f1_asr"]
+        for r in cv_rows
+        if r["use_asr"] and r["max_cer"] is None and r["asr_weight"] != 1.0
+    }
     return {
         "written": Variant("written"),
         "asr-all": Variant("asr-all", use_asr=True),
@@ -163,8 +182,9 @@ def chosen_variants(cv_rows: list[dict[str, Any]]) -> dict[str, Variant]:
     }
 
 
-def evaluate(family: Family, vname: str, v: Variant, oof: np.ndarray | None, bench: Bench,
-             workdir: Path) -> tuple[dict[str, Any], dict[str, Scored]]:
+def evaluate(
+    family: Family, vname: str, v: Variant, oof: np.ndarray | None, bench: Bench, workdir: Path
+) -> tuple[dict[str, Any], dict[str, Scored]]:
     """One candidate: fitted, exported, served, and scored as the bot would use it."""
     data = bench.data
     if oof is None:
@@ -173,21 +193,33 @@ def evaluate(family: Family, vname: str, v: Variant, oof: np.ndarray | None, ben
     temperature = fit_temperature(oof[mask], data.y[mask])
     texts = [e.text for e, m in zip(data.pool, mask, strict=True) if m]
     start = time.perf_counter()
-    fitted = family.fit(texts, data.y[mask], sample_weights(data.pool, v.asr_weight)[mask],
-                        len(data.classes))
+    fitted = family.fit(
+        texts, data.y[mask], sample_weights(data.pool, v.asr_weight)[mask], len(data.classes)
+    )
     fit_s = time.perf_counter() - start
     bench.step()
     path = workdir / family.name / vname / "intent.onnx"
     path.parent.mkdir(parents=True, exist_ok=True)
-    fitted.export(path, {"classes": data.classes, "temperature": temperature, "family": family.name,
-                         "variant": v.describe()})
+    fitted.export(
+        path,
+        {
+            "classes": data.classes,
+            "temperature": temperature,
+            "family": family.name,
+            "variant": v.describe(),
+        },
+    )
     served = family.serve(path)
     classifier = IntentClassifier(served, bench.catalogue)  # type: ignore[arg-type]
-    scored = {split: score(classifier, examples, bench.labels, bench.policy(classifier))
-              for split, examples in (("clean", data.heldout), ("asr", data.heldout_asr))}
+    scored = {
+        split: score(classifier, examples, bench.labels, bench.policy(classifier))
+        for split, examples in (("clean", data.heldout), ("asr", data.heldout_asr))
+    }
     # The exported graph must score as the framework does (batched, padded).
     probe = bench.latency_texts[:50]
-    parity = float(np.abs(served.probabilities(probe) - softmax(fitted.scores(probe) / temperature)).max())
+    parity = float(
+        np.abs(served.probabilities(probe) - softmax(fitted.scores(probe) / temperature)).max()
+    )
     flagged = _real_clips(classifier, bench)
     is_asr = data.is_asr
     candidate = {
@@ -210,19 +242,26 @@ def _real_clips(classifier: IntentClassifier, bench: Bench) -> list[dict[str, An
     rows = []
     for clip in bench.clips:
         u = classifier.classify(clip["text"], explain=False)
-        rows.append({"source_file": clip["source_file"], "intent": u.intent,
-                     "confidence": round(u.confidence, 3),
-                     "flagged": u.intent == "out_of_scope" or u.confidence < bench.dialogue.confirm,
-                     "action": bench.policy(classifier)().on_utterance(clip["text"], u).action})
+        rows.append(
+            {
+                "source_file": clip["source_file"],
+                "intent": u.intent,
+                "confidence": round(u.confidence, 3),
+                "flagged": u.intent == "out_of_scope" or u.confidence < bench.dialogue.confirm,
+                "action": bench.policy(classifier)().on_utterance(clip["text"], u).action,
+            }
+        )
     return rows
 
 
-def _add_deltas(candidates: list[dict[str, Any]], scored: dict[str, dict[str, Scored]],
-                bench: Bench) -> None:
+def _add_deltas(
+    candidates: list[dict[str, Any]], scored: dict[str, dict[str, Scored]], bench: Bench
+) -> None:
     for c in candidates:
         for split, boot in (("clean", bench.clean_boot), ("asr", bench.asr_boot)):
             c[split]["delta_f1_vs_logreg_written"] = paired_delta(
-                scored[c["name"]][split], scored[BASELINE][split], bench.labels, boot)
+                scored[c["name"]][split], scored[BASELINE][split], bench.labels, boot
+            )
 
 
 def _data_summary(data: Data, real_clips: int) -> dict[str, Any]:
@@ -240,22 +279,32 @@ def _data_summary(data: Data, real_clips: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m models.compare_intents",
-                                description="Which intent model, trained on which data?")
+    p = argparse.ArgumentParser(
+        prog="python -m models.compare_intents",
+        description="Which intent model, trained on which data?",
+    )
     p.add_argument("--json", action="store_true", help="print every figure as JSON")
     p.add_argument("--out", type=Path, help="write the markdown section into this file")
     p.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES))
     p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     p.add_argument("--refresh-clips", action="store_true", help="transcribe the real clips again")
-    p.add_argument("--from-json", type=Path, metavar="FILE",
-                   help="re-render a saved --json run (rules applied again) instead of training")
+    p.add_argument(
+        "--from-json",
+        type=Path,
+        metavar="FILE",
+        help="re-render a saved --json run (rules applied again) instead of training",
+    )
     args = p.parse_args(argv)
     argv = sys.argv[1:] if argv is None else argv
     if args.from_json:
         result = apply_rules(json.loads(args.from_json.read_text(encoding="utf-8")))
     else:
-        result = run(args.families, args.variants, args.refresh_clips,
-                     " ".join(["python -m models.compare_intents", *argv]))
+        result = run(
+            args.families,
+            args.variants,
+            args.refresh_clips,
+            " ".join(["python -m models.compare_intents", *argv]),
+        )
     section = markdown(result)
     if args.out:
         write_section(args.out, section)

@@ -24,7 +24,9 @@ LATENCY_N = 200  # held-back sentences timed per candidate
 
 
 # -- cross-validation (training data only) ---------------------------------------------------
-def oof_scores(family: Family, data: Data, variant: Variant, step: Callable[[], object]) -> np.ndarray:
+def oof_scores(
+    family: Family, data: Data, variant: Variant, step: Callable[[], object]
+) -> np.ndarray:
     """Out-of-fold scores for every pool row; each fold trains on the variant's rows only."""
     mask = variant.rows(data.pool)
     weights = sample_weights(data.pool, variant.asr_weight)
@@ -32,8 +34,9 @@ def oof_scores(family: Family, data: Data, variant: Variant, step: Callable[[], 
     out = np.zeros((len(texts), len(data.classes)))
     for k in np.unique(data.folds):
         fit_rows = np.flatnonzero((data.folds != k) & mask)
-        model = family.fit([texts[i] for i in fit_rows], data.y[fit_rows], weights[fit_rows],
-                           len(data.classes))
+        model = family.fit(
+            [texts[i] for i in fit_rows], data.y[fit_rows], weights[fit_rows], len(data.classes)
+        )
         val = np.flatnonzero(data.folds == k)
         out[val] = model.scores([texts[i] for i in val])
         step()
@@ -55,12 +58,17 @@ def best_by_cv(cv: dict[float, float]) -> float:
 
 
 # -- held-back scoring --------------------------------------------------------------------------
-def cluster_bootstrap(clusters: Sequence[str], n: int = BOOTSTRAP, seed: int = SEED) -> list[np.ndarray]:
+def cluster_bootstrap(
+    clusters: Sequence[str], n: int = BOOTSTRAP, seed: int = SEED
+) -> list[np.ndarray]:
     """Row-index resamples that draw whole clusters (a sentence and its transcripts)."""
     names, inverse = np.unique(np.asarray(clusters), return_inverse=True)
     members = [np.flatnonzero(inverse == c) for c in range(len(names))]
     rng = np.random.default_rng(seed)
-    return [np.concatenate([members[c] for c in rng.integers(0, len(names), len(names))]) for _ in range(n)]
+    return [
+        np.concatenate([members[c] for c in rng.integers(0, len(names), len(names))])
+        for _ in range(n)
+    ]
 
 
 def interval(values: Sequence[float]) -> tuple[float, float]:
@@ -81,8 +89,12 @@ class Scored:
         return np.array([index[g] for g in self.gold]), np.array([index[p] for p in self.predicted])
 
 
-def score(classifier: IntentClassifier, examples: Sequence[Example], labels: list[str],
-          policy: Callable[[], DialoguePolicy]) -> Scored:
+def score(
+    classifier: IntentClassifier,
+    examples: Sequence[Example],
+    labels: list[str],
+    policy: Callable[[], DialoguePolicy],
+) -> Scored:
     results = [classifier.classify(e.text, explain=False) for e in examples]
     gold = [e.intent for e in examples]
     predicted = [r.intent for r in results]
@@ -92,8 +104,16 @@ def score(classifier: IntentClassifier, examples: Sequence[Example], labels: lis
     return Scored(gold, predicted, confidence, metrics)
 
 
-SUMMARY_KEYS = ("n", "accuracy", "macro_f1", "oos_precision", "oos_recall", "oos_false_accept_rate",
-                "ece", "first_turn")
+SUMMARY_KEYS = (
+    "n",
+    "accuracy",
+    "macro_f1",
+    "oos_precision",
+    "oos_recall",
+    "oos_false_accept_rate",
+    "ece",
+    "first_turn",
+)
 
 
 def summary(s: Scored, boot: list[np.ndarray]) -> dict[str, Any]:
@@ -101,8 +121,11 @@ def summary(s: Scored, boot: list[np.ndarray]) -> dict[str, Any]:
     gold, pred = s.as_indices(s.metrics["labels"])
     n = len(s.metrics["labels"])
     f1s = [macro_f1(gold[b], pred[b], n) for b in boot]
-    return {**{k: s.metrics.get(k) for k in SUMMARY_KEYS}, "macro_f1_ci95": interval(f1s),
-            "per_intent_recall": s.metrics["per_intent_recall"]}
+    return {
+        **{k: s.metrics.get(k) for k in SUMMARY_KEYS},
+        "macro_f1_ci95": interval(f1s),
+        "per_intent_recall": s.metrics["per_intent_recall"],
+    }
 
 
 def paired_delta(a: Scored, b: Scored, labels: list[str], boot: list[np.ndarray]) -> dict[str, Any]:

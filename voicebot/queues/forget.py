@@ -38,7 +38,9 @@ def _configured_store(settings: Settings) -> QueueStore:
             "the gateway was started with"
         )
     try:
-        return open_store(settings.queue_backend, settings.db_path, settings.redis_url, create=False)
+        return open_store(
+            settings.queue_backend, settings.db_path, settings.redis_url, create=False
+        )
     except StoreError:
         raise
     except Exception as exc:  # Redis unreachable: nothing can be said about what it holds

@@ -105,9 +105,14 @@ class RedisQueueStore:
         # A Redis restart (a few hundred ms with AOF) must not fail the call being routed: retry
         # for a few seconds. Every script is safe to retry (enqueue checks that the call is new).
         self._redis = redis.Redis.from_url(
-            url, decode_responses=True, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30,
+            url,
+            decode_responses=True,
+            socket_timeout=5,
+            socket_connect_timeout=5,
+            health_check_interval=30,
             retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), RETRIES),
-            retry_on_error=[redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError])
+            retry_on_error=[redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError],
+        )
         self._redis.ping()  # fail at start, not at the first routed call
         self._warn_if_not_durable()
         self.prefix = prefix
@@ -125,9 +130,12 @@ class RedisQueueStore:
         except redis.ResponseError:  # CONFIG is often disabled on managed Redis
             return
         if config.get("appendonly") != "yes" or config.get("appendfsync") != "always":
-            log.warning("Redis runs with appendonly=%s appendfsync=%s: a crash may lose queued calls "
-                        "(use appendonly yes, appendfsync always)", config.get("appendonly"),
-                        config.get("appendfsync"))
+            log.warning(
+                "Redis runs with appendonly=%s appendfsync=%s: a crash may lose queued calls "
+                "(use appendonly yes, appendfsync always)",
+                config.get("appendonly"),
+                config.get("appendfsync"),
+            )
 
     # -- keys ----------------------------------------------------------------------------
     def _call_key(self, call_id: str) -> str:
@@ -147,9 +155,14 @@ class RedisQueueStore:
     @staticmethod
     def _from_hash(h: dict[str, str]) -> RoutedCall:
         return RoutedCall(
-            call_id=h["call_id"], forvaltning=h["forvaltning"], **json.loads(h["record"]),
-            created_at=float(h["created_at"]), status=h["status"], claimed_by=h["claimed_by"] or None,
-            claimed_at=_num(h["claimed_at"]), finished_at=_num(h["finished_at"]),
+            call_id=h["call_id"],
+            forvaltning=h["forvaltning"],
+            **json.loads(h["record"]),
+            created_at=float(h["created_at"]),
+            status=h["status"],
+            claimed_by=h["claimed_by"] or None,
+            claimed_at=_num(h["claimed_at"]),
+            finished_at=_num(h["finished_at"]),
         )
 
     def _records(self, call_ids: list[str]) -> list[RoutedCall]:
@@ -161,7 +174,9 @@ class RedisQueueStore:
     def _pending_calls(self, forvaltning: str, consumer: str) -> list[RoutedCall]:
         """The calls whose entries are pending on one consumer, oldest entry first."""
         stream = self._stream(forvaltning)
-        pending = self._redis.xpending_range(stream, GROUP, "-", "+", MAX_LISTED, consumername=consumer)
+        pending = self._redis.xpending_range(
+            stream, GROUP, "-", "+", MAX_LISTED, consumername=consumer
+        )
         if not pending:
             return []
         pipe = self._redis.pipeline(transaction=False)
@@ -176,14 +191,37 @@ class RedisQueueStore:
 
     # -- the interface -------------------------------------------------------------------
     def enqueue(self, call: RoutedCall) -> None:
-        record = {k: v for k, v in asdict(call).items()
-                  if k not in ("call_id", "forvaltning", "created_at", "status", "claimed_by",
-                               "claimed_at", "finished_at")}
+        record = {
+            k: v
+            for k, v in asdict(call).items()
+            if k
+            not in (
+                "call_id",
+                "forvaltning",
+                "created_at",
+                "status",
+                "claimed_by",
+                "claimed_at",
+                "finished_at",
+            )
+        }
         f = call.forvaltning
         self._enqueue(
-            keys=[self._call_key(call.call_id), self._stream(f), self._index(), self._index(f),
-                  f"{self.prefix}:forvaltninger"],
-            args=[call.call_id, f, repr(call.created_at), json.dumps(record, ensure_ascii=False), GROUP, WAITING],
+            keys=[
+                self._call_key(call.call_id),
+                self._stream(f),
+                self._index(),
+                self._index(f),
+                f"{self.prefix}:forvaltninger",
+            ],
+            args=[
+                call.call_id,
+                f,
+                repr(call.created_at),
+                json.dumps(record, ensure_ascii=False),
+                GROUP,
+                WAITING,
+            ],
         )
 
     def get(self, call_id: str) -> RoutedCall | None:
@@ -191,43 +229,71 @@ class RedisQueueStore:
         return self._from_hash(h) if h else None
 
     def waiting(self, forvaltninger: list[str] | None = None) -> list[RoutedCall]:
-        found = [c for f in self._forvaltninger(forvaltninger) for c in self._pending_calls(f, WAITING)]
-        return sorted((c for c in found if c.status == "waiting"), key=lambda c: c.created_at)[:MAX_LISTED]
+        found = [
+            c for f in self._forvaltninger(forvaltninger) for c in self._pending_calls(f, WAITING)
+        ]
+        return sorted((c for c in found if c.status == "waiting"), key=lambda c: c.created_at)[
+            :MAX_LISTED
+        ]
 
     def claimed(self, forvaltninger: list[str] | None = None) -> list[RoutedCall]:
-        found = [c for f in self._forvaltninger(forvaltninger) for consumer in self._consumers(f)
-                 if consumer != WAITING for c in self._pending_calls(f, consumer)]
-        return sorted((c for c in found if c.status == "claimed"), key=lambda c: c.claimed_at or 0)[:MAX_LISTED]
+        found = [
+            c
+            for f in self._forvaltninger(forvaltninger)
+            for consumer in self._consumers(f)
+            if consumer != WAITING
+            for c in self._pending_calls(f, consumer)
+        ]
+        return sorted((c for c in found if c.status == "claimed"), key=lambda c: c.claimed_at or 0)[
+            :MAX_LISTED
+        ]
 
     def calls(self, forvaltninger: list[str] | None = None, limit: int = 200) -> list[RoutedCall]:
         limit = min(limit, MAX_LISTED)
         if forvaltninger is None:
             ids = self._redis.zrevrange(self._index(), 0, limit - 1)
         else:
-            scored = [item for f in forvaltninger
-                      for item in self._redis.zrevrange(self._index(f), 0, limit - 1, withscores=True)]
+            scored = [
+                item
+                for f in forvaltninger
+                for item in self._redis.zrevrange(self._index(f), 0, limit - 1, withscores=True)
+            ]
             ids = [call_id for call_id, _ in sorted(scored, key=lambda s: -s[1])[:limit]]
         return self._records(ids)
 
     def _forvaltning_of(self, call_id: str) -> str | None:
         return self._redis.hget(self._call_key(call_id), "forvaltning")
 
-    def _run_move(self, call_id: str, to: str, min_idle_ms: int, status: str, owner: str,
-                  fields: dict[str, Any]) -> bool:
+    def _run_move(
+        self,
+        call_id: str,
+        to: str,
+        min_idle_ms: int,
+        status: str,
+        owner: str,
+        fields: dict[str, Any],
+    ) -> bool:
         f = self._forvaltning_of(call_id)
         if f is None:
             return False
         pairs = [str(x) for kv in fields.items() for x in kv]
-        return bool(self._move(keys=[self._call_key(call_id), self._stream(f)],
-                               args=[GROUP, to, min_idle_ms, status, owner, *pairs]))
+        return bool(
+            self._move(
+                keys=[self._call_key(call_id), self._stream(f)],
+                args=[GROUP, to, min_idle_ms, status, owner, *pairs],
+            )
+        )
 
     def _run_finish(self, call_id: str, status: str, owner: str, fields: dict[str, Any]) -> bool:
         f = self._forvaltning_of(call_id)
         if f is None:
             return False
         pairs = [str(x) for kv in fields.items() for x in kv]
-        return bool(self._finish(keys=[self._call_key(call_id), self._stream(f)],
-                                 args=[GROUP, status, owner, *pairs]))
+        return bool(
+            self._finish(
+                keys=[self._call_key(call_id), self._stream(f)], args=[GROUP, status, owner, *pairs]
+            )
+        )
 
     def claim(self, call_id: str, agent: str, forvaltninger: list[str] | None = None) -> bool:
         f = self._forvaltning_of(call_id)
@@ -237,17 +303,23 @@ class RedisQueueStore:
         return self._run_move(call_id, f"agent:{agent}", 0, "waiting", "", fields)
 
     def complete(self, call_id: str, agent: str) -> bool:
-        return self._run_finish(call_id, "claimed", agent, {"status": "done", "finished_at": repr(time.time())})
+        return self._run_finish(
+            call_id, "claimed", agent, {"status": "done", "finished_at": repr(time.time())}
+        )
 
     def release(self, call_id: str, agent: str) -> bool:
         return self._run_move(call_id, WAITING, 0, "claimed", agent, _BACK_TO_WAITING)
 
     def abandon(self, call_id: str) -> bool:
-        return self._run_finish(call_id, "waiting", "", {"status": "abandoned", "finished_at": repr(time.time())})
+        return self._run_finish(
+            call_id, "waiting", "", {"status": "abandoned", "finished_at": repr(time.time())}
+        )
 
     def renew_claims(self, agent: str) -> int:
-        return sum(self._renew(keys=[self._stream(f)], args=[GROUP, f"agent:{agent}"])
-                   for f in self._forvaltninger())
+        return sum(
+            self._renew(keys=[self._stream(f)], args=[GROUP, f"agent:{agent}"])
+            for f in self._forvaltninger()
+        )
 
     def release_stale_claims(self, older_than_s: float) -> int:
         """Claims idle past their lease (XPENDING IDLE) go back to "_waiting" (XCLAIM with
@@ -259,14 +331,16 @@ class RedisQueueStore:
             for consumer in self._consumers(f):
                 if consumer == WAITING:
                     continue
-                stale = self._redis.xpending_range(stream, GROUP, "-", "+", MAX_LISTED,
-                                                   consumername=consumer, idle=min_idle_ms)
+                stale = self._redis.xpending_range(
+                    stream, GROUP, "-", "+", MAX_LISTED, consumername=consumer, idle=min_idle_ms
+                )
                 for p in stale:
                     entries = self._redis.xrange(stream, p["message_id"], p["message_id"], count=1)
                     if entries:
                         call_id = entries[0][1]["call_id"]
-                        released += self._run_move(call_id, WAITING, min_idle_ms, "claimed", "",
-                                                   _BACK_TO_WAITING)
+                        released += self._run_move(
+                            call_id, WAITING, min_idle_ms, "claimed", "", _BACK_TO_WAITING
+                        )
         return released
 
     def stats(self) -> dict[str, dict[str, float]]:
@@ -274,8 +348,13 @@ class RedisQueueStore:
         now, out = time.time(), {}
         for f in self._forvaltninger():
             summary = self._redis.xpending(self._stream(f), GROUP)
-            n = next((int(c["pending"]) for c in summary.get("consumers") or [] if c["name"] == WAITING), 0)
-            waiting = [c for c in self._pending_calls(f, WAITING) if c.status == "waiting"] if n else []
+            n = next(
+                (int(c["pending"]) for c in summary.get("consumers") or [] if c["name"] == WAITING),
+                0,
+            )
+            waiting = (
+                [c for c in self._pending_calls(f, WAITING) if c.status == "waiting"] if n else []
+            )
             if waiting:
                 oldest = min(c.created_at for c in waiting)
                 out[f] = {"waiting": n, "longest_wait_s": round(now - oldest, 1)}
@@ -301,8 +380,12 @@ class RedisQueueStore:
 
     def _forget_one(self, call_id: str) -> bool:
         f = self._forvaltning_of(call_id) or ""
-        return bool(self._forget(keys=[self._call_key(call_id), self._stream(f), self._index(), self._index(f)],
-                                 args=[GROUP, call_id]))
+        return bool(
+            self._forget(
+                keys=[self._call_key(call_id), self._stream(f), self._index(), self._index(f)],
+                args=[GROUP, call_id],
+            )
+        )
 
     def _rewrite_aof(self) -> None:
         """The append-only file keeps every write, deleted records included, until Redis
@@ -312,8 +395,11 @@ class RedisQueueStore:
         try:
             self._redis.bgrewriteaof()
         except redis.ResponseError as exc:
-            log.info("Redis did not rewrite its append-only file now (%s): deleted records stay in it "
-                     "until its next rewrite", exc)
+            log.info(
+                "Redis did not rewrite its append-only file now (%s): deleted records stay in it "
+                "until its next rewrite",
+                exc,
+            )
 
     def close(self) -> None:
         self._redis.close()

@@ -50,7 +50,9 @@ class SqliteQueueStore:
         self._lock = threading.Lock()
         self._db = sqlitedb.connect(self.path, "queue database", create=create)
         self._db.execute("PRAGMA synchronous=FULL")  # an enqueued call survives power loss
-        self._db.execute("PRAGMA secure_delete=ON")  # a forgotten call's bytes are overwritten, not left free
+        self._db.execute(
+            "PRAGMA secure_delete=ON"
+        )  # a forgotten call's bytes are overwritten, not left free
         self._migrate()
         self._db.executescript(_SCHEMA)
 
@@ -65,8 +67,12 @@ class SqliteQueueStore:
         d["explanation"] = json.loads(d["explanation"])
         return RoutedCall(**d)
 
-    def _select(self, where: str, params: tuple, order: str = "created_at", limit: int = MAX_LISTED) -> list[RoutedCall]:
-        sql = f"SELECT {', '.join(_COLUMNS)} FROM routed_calls WHERE {where} ORDER BY {order} LIMIT ?"
+    def _select(
+        self, where: str, params: tuple, order: str = "created_at", limit: int = MAX_LISTED
+    ) -> list[RoutedCall]:
+        sql = (
+            f"SELECT {', '.join(_COLUMNS)} FROM routed_calls WHERE {where} ORDER BY {order} LIMIT ?"
+        )
         with self._lock:
             rows = self._db.execute(sql, (*params, min(limit, MAX_LISTED))).fetchall()
         return [self._row(r) for r in rows]
@@ -112,34 +118,47 @@ class SqliteQueueStore:
     def claim(self, call_id: str, agent: str, forvaltninger: list[str] | None = None) -> bool:
         where, params = self._in(forvaltninger)
         now = time.time()
-        return self._update(
-            f"UPDATE routed_calls SET status='claimed', claimed_by=?, claimed_at=?, lease_at=? "
-            f"WHERE call_id=? AND status='waiting' AND {where}",
-            (agent, now, now, call_id, *params),
-        ) > 0
+        return (
+            self._update(
+                f"UPDATE routed_calls SET status='claimed', claimed_by=?, claimed_at=?, lease_at=? "
+                f"WHERE call_id=? AND status='waiting' AND {where}",
+                (agent, now, now, call_id, *params),
+            )
+            > 0
+        )
 
     def complete(self, call_id: str, agent: str) -> bool:
-        return self._update(
-            "UPDATE routed_calls SET status='done', finished_at=? WHERE call_id=? AND status='claimed' AND claimed_by=?",
-            (time.time(), call_id, agent),
-        ) > 0
+        return (
+            self._update(
+                "UPDATE routed_calls SET status='done', finished_at=? WHERE call_id=? AND status='claimed' AND claimed_by=?",
+                (time.time(), call_id, agent),
+            )
+            > 0
+        )
 
     def release(self, call_id: str, agent: str) -> bool:
-        return self._update(
-            "UPDATE routed_calls SET status='waiting', claimed_by=NULL, claimed_at=NULL, lease_at=NULL "
-            "WHERE call_id=? AND status='claimed' AND claimed_by=?",
-            (call_id, agent),
-        ) > 0
+        return (
+            self._update(
+                "UPDATE routed_calls SET status='waiting', claimed_by=NULL, claimed_at=NULL, lease_at=NULL "
+                "WHERE call_id=? AND status='claimed' AND claimed_by=?",
+                (call_id, agent),
+            )
+            > 0
+        )
 
     def abandon(self, call_id: str) -> bool:
-        return self._update(
-            "UPDATE routed_calls SET status='abandoned', finished_at=? WHERE call_id=? AND status='waiting'",
-            (time.time(), call_id),
-        ) > 0
+        return (
+            self._update(
+                "UPDATE routed_calls SET status='abandoned', finished_at=? WHERE call_id=? AND status='waiting'",
+                (time.time(), call_id),
+            )
+            > 0
+        )
 
     def renew_claims(self, agent: str) -> int:
         return self._update(
-            "UPDATE routed_calls SET lease_at=? WHERE status='claimed' AND claimed_by=?", (time.time(), agent)
+            "UPDATE routed_calls SET lease_at=? WHERE status='claimed' AND claimed_by=?",
+            (time.time(), agent),
         )
 
     def release_stale_claims(self, older_than_s: float) -> int:
@@ -156,10 +175,14 @@ class SqliteQueueStore:
                 "SELECT forvaltning, COUNT(*), MIN(created_at) FROM routed_calls "
                 "WHERE status='waiting' GROUP BY forvaltning"
             ).fetchall()
-        return {f: {"waiting": n, "longest_wait_s": round(now - oldest, 1)} for f, n, oldest in rows}
+        return {
+            f: {"waiting": n, "longest_wait_s": round(now - oldest, 1)} for f, n, oldest in rows
+        }
 
     def purge_older_than(self, days: int) -> int:
-        purged = self._update("DELETE FROM routed_calls WHERE created_at < ?", (retention_cutoff(days),))
+        purged = self._update(
+            "DELETE FROM routed_calls WHERE created_at < ?", (retention_cutoff(days),)
+        )
         if purged:
             self._checkpoint()
         return purged
