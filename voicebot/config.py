@@ -197,6 +197,30 @@ class PrivacySettings(Section):
         return self
 
 
+class WaitingSettings(Section):
+    """Opening hours, the expected wait and callbacks (README: "Waiting: opening hours, wait,
+    callback"). The hours themselves are in the file named by the top-level `hours` setting."""
+
+    # Say the expected wait before routing, and offer a callback, when it is above this.
+    announce_wait_above_min: float = Field(5.0, ge=0.0, le=240.0)
+    # Offer a callback (closed queue, long wait); off: only say when it opens / the wait.
+    offer_callback: bool = True
+    # The estimate's memory: claims are weighted by exp(-age / tau); none in 3 tau: "unknown".
+    claim_rate_tau_min: float = Field(10.0, ge=1.0, le=240.0)
+    # Fewer recent claims than this: the wait is unknown (not said).
+    min_recent_claims: int = Field(3, ge=1, le=100)
+    # A keyed-in callback number must have this many digits (Danish numbers have 8).
+    min_number_digits: int = Field(8, ge=3, le=15)
+    max_number_digits: int = Field(15, ge=3, le=15)
+    prompts: Path = PROJECT_ROOT / "intents" / "waiting_prompts.yaml"
+
+    @model_validator(mode="after")
+    def _digits(self) -> WaitingSettings:
+        if self.min_number_digits > self.max_number_digits:
+            raise ValueError("waiting.min_number_digits must not be above max_number_digits")
+        return self
+
+
 # The YAML file's values while load_settings builds Settings (a settings source has no other
 # way in: pydantic-settings constructs the sources itself).
 _file_values: ContextVar[dict[str, Any] | None] = ContextVar("voicebot_file_values", default=None)
@@ -239,6 +263,7 @@ class Settings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     catalogue: Path = PROJECT_ROOT / "intents" / "catalogue.yaml"
     intent_model: Path = PROJECT_ROOT / "intents" / "model" / "intent.onnx"
+    hours: Path = PROJECT_ROOT / "intents" / "hours.yaml"  # opening hours (voicebot/hours.py)
     public_url: str | None = None  # e.g. https://bot.example.dk, for TwiML actions
     log_transcripts: bool = False  # privacy: logs hold no transcript text by default
     retention_days: int = Field(30, ge=1, le=3650)
@@ -250,6 +275,7 @@ class Settings(BaseSettings):
     telephony: TelephonySettings = TelephonySettings()
     security: SecuritySettings = SecuritySettings()
     privacy: PrivacySettings = PrivacySettings()
+    waiting: WaitingSettings = WaitingSettings()
 
     @model_validator(mode="after")
     def _connections_for_calls(self) -> Settings:

@@ -52,6 +52,31 @@ AUTH_FAILURES = Counter(
 CALL_ERRORS = Counter(
     "voicebot_call_errors_total", "Calls ended by an unexpected error of ours", ["platform"]
 )
+# -- waiting (issue 18): per queue. "Answered" is voicebot_queue_claims_total and the wait-time
+# histogram voicebot_queue_wait_seconds (above), both per forvaltning.
+QUEUE_OFFERED = Counter(
+    "voicebot_queue_offered_total",
+    "Calls whose routing targeted the queue (open or closed, waited or called back)",
+    ["forvaltning"],
+)
+QUEUE_ABANDONED = Counter(
+    "voicebot_queue_abandoned_total",
+    "Callers gone while waiting to be handed on to the queue",
+    ["forvaltning"],
+)
+OUT_OF_HOURS = Counter(
+    "voicebot_queue_out_of_hours_total",
+    "Calls routed to a queue while it was closed",
+    ["forvaltning"],
+)
+CALLBACKS_REQUESTED = Counter(
+    "voicebot_callbacks_requested_total", "Callbacks asked for instead of waiting", ["forvaltning"]
+)
+CALLBACKS_COMPLETED = Counter(
+    "voicebot_callbacks_completed_total",
+    "Callbacks an agent finished, by outcome (done or failed)",
+    ["forvaltning", "outcome"],
+)
 BARGE_INS = Counter("voicebot_barge_ins_total", "Bot playback stopped by caller speech")
 
 

@@ -9,7 +9,14 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from voicebot.queues.records import MAX_LISTED, RoutedCall, retention_cutoff
+from voicebot.queues.records import (
+    MAX_CLAIM_TIMES,
+    MAX_FIGURES,
+    MAX_LISTED,
+    RoutedCall,
+    callback_record,
+    retention_cutoff,
+)
 
 log = logging.getLogger("voicebot.queues")
 
@@ -18,6 +25,9 @@ log = logging.getLogger("voicebot.queues")
 #   {p}:queue:{F}          stream per forvaltning; one entry per routed call, consumer group `agents`
 #   {p}:calls, {p}:calls:{F}   sorted sets of call ids by creation time (listing, retention)
 #   {p}:forvaltninger      set of forvaltninger that have a stream
+#   {p}:claims:{F}         sorted set: live calls claimed, by claim time (the wait estimate)
+# A callback request's hash also holds `kind` and `callback_number` as plain fields, so the
+# number can be erased when the callback is done or failed.
 # Every entry is delivered at once to the group's consumer "_waiting", so a waiting call is
 # an entry pending on "_waiting". Agents pick a call by id, so a claim is an XCLAIM of that
 # entry to the agent's consumer; a stale claim (idle past its lease) is XCLAIMed back to
@@ -39,6 +49,7 @@ redis.call('HSET', KEYS[1], 'call_id', ARGV[1], 'forvaltning', ARGV[2], 'status'
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
 redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
 redis.call('SADD', KEYS[5], ARGV[2])
+if #ARGV > 6 then redis.call('HSET', KEYS[1], unpack(ARGV, 7)) end
 return 1
 """
 # KEYS: call, stream. ARGV: group, to consumer, min idle ms, required status, required
@@ -144,6 +155,9 @@ class RedisQueueStore:
     def _stream(self, forvaltning: str) -> str:
         return f"{self.prefix}:queue:{forvaltning}"
 
+    def _claims(self, forvaltning: str) -> str:
+        return f"{self.prefix}:claims:{forvaltning}"
+
     def _index(self, forvaltning: str | None = None) -> str:
         return f"{self.prefix}:calls" + (f":{forvaltning}" if forvaltning else "")
 
@@ -163,6 +177,7 @@ class RedisQueueStore:
             claimed_by=h["claimed_by"] or None,
             claimed_at=_num(h["claimed_at"]),
             finished_at=_num(h["finished_at"]),
+            callback_number=h.get("callback_number") or None,
         )
 
     def _records(self, call_ids: list[str]) -> list[RoutedCall]:
@@ -191,6 +206,11 @@ class RedisQueueStore:
 
     # -- the interface -------------------------------------------------------------------
     def enqueue(self, call: RoutedCall) -> None:
+        extra = (
+            ["kind", call.kind, "callback_number", call.callback_number or ""]
+            if call.kind != "call"
+            else []
+        )
         record = {
             k: v
             for k, v in asdict(call).items()
@@ -203,6 +223,7 @@ class RedisQueueStore:
                 "claimed_by",
                 "claimed_at",
                 "finished_at",
+                "callback_number",
             )
         }
         f = call.forvaltning
@@ -221,6 +242,7 @@ class RedisQueueStore:
                 json.dumps(record, ensure_ascii=False),
                 GROUP,
                 WAITING,
+                *extra,
             ],
         )
 
@@ -299,18 +321,38 @@ class RedisQueueStore:
         f = self._forvaltning_of(call_id)
         if f is None or (forvaltninger is not None and f not in forvaltninger):
             return False
-        fields = {"status": "claimed", "claimed_by": agent, "claimed_at": repr(time.time())}
-        return self._run_move(call_id, f"agent:{agent}", 0, "waiting", "", fields)
+        now = time.time()
+        fields = {"status": "claimed", "claimed_by": agent, "claimed_at": repr(now)}
+        claimed = self._run_move(call_id, f"agent:{agent}", 0, "waiting", "", fields)
+        if claimed and self._kind_of(call_id) == "call":
+            self._note_claim(f, call_id, now)
+        return claimed
+
+    def _kind_of(self, call_id: str) -> str:
+        return self._redis.hget(self._call_key(call_id), "kind") or "call"
+
+    def _note_claim(self, forvaltning: str, call_id: str, at: float) -> None:
+        """Keep the claim time for the wait estimate (the latest MAX_CLAIM_TIMES per queue)."""
+        key = self._claims(forvaltning)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.zadd(key, {call_id: at})
+        pipe.zremrangebyrank(key, 0, -MAX_CLAIM_TIMES - 1)
+        pipe.execute()
 
     def complete(self, call_id: str, agent: str) -> bool:
         return self._run_finish(
-            call_id, "claimed", agent, {"status": "done", "finished_at": repr(time.time())}
+            call_id,
+            "claimed",
+            agent,
+            {"status": "done", "finished_at": repr(time.time()), "callback_number": ""},
         )
 
     def release(self, call_id: str, agent: str) -> bool:
         return self._run_move(call_id, WAITING, 0, "claimed", agent, _BACK_TO_WAITING)
 
     def abandon(self, call_id: str) -> bool:
+        if self._kind_of(call_id) != "call":  # a callback request has no caller on the line
+            return False
         return self._run_finish(
             call_id, "waiting", "", {"status": "abandoned", "finished_at": repr(time.time())}
         )
@@ -368,6 +410,8 @@ class RedisQueueStore:
             if not old:
                 break
             purged += sum(self._forget_one(call_id) for call_id in old)
+        for f in self._forvaltninger():  # claim times of calls forgotten outside this purge
+            self._redis.zremrangebyscore(self._claims(f), "-inf", f"({cutoff}")
         if purged:
             self._rewrite_aof()
         return purged
@@ -380,12 +424,53 @@ class RedisQueueStore:
 
     def _forget_one(self, call_id: str) -> bool:
         f = self._forvaltning_of(call_id) or ""
+        if f:
+            self._redis.zrem(self._claims(f), call_id)
         return bool(
             self._forget(
                 keys=[self._call_key(call_id), self._stream(f), self._index(), self._index(f)],
                 args=[GROUP, call_id],
             )
         )
+
+    # -- waiting: the wait estimate, callbacks, a day's figures ----------------------------
+    def claim_times(
+        self, forvaltning: str, since: float, limit: int = MAX_CLAIM_TIMES
+    ) -> list[float]:
+        """When live calls of a queue were claimed since `since`, oldest first (the latest
+        `limit`)."""
+        got = self._redis.zrevrangebyscore(
+            self._claims(forvaltning),
+            "+inf",
+            repr(since),
+            start=0,
+            num=min(limit, MAX_CLAIM_TIMES),
+            withscores=True,
+        )
+        return sorted(score for _, score in got)
+
+    def request_callback(self, call: RoutedCall, number: str) -> None:
+        self.enqueue(callback_record(call, number))
+
+    def _finish_callback(self, call_id: str, agent: str, status: str) -> bool:
+        if self._kind_of(call_id) != "callback":
+            return False
+        fields = {"status": status, "finished_at": repr(time.time()), "callback_number": ""}
+        return self._run_finish(call_id, "claimed", agent, fields)
+
+    def complete_callback(self, call_id: str, agent: str) -> bool:
+        return self._finish_callback(call_id, agent, "done")
+
+    def fail_callback(self, call_id: str, agent: str) -> bool:
+        return self._finish_callback(call_id, agent, "failed")
+
+    def calls_since(self, since: float, limit: int = MAX_FIGURES) -> list[RoutedCall]:
+        """Records created since `since`, oldest first (at most `limit`; MAX_FIGURES), read
+        in pipelined batches."""
+        ids = self._redis.zrangebyscore(
+            self._index(), repr(since), "+inf", start=0, num=min(limit, MAX_FIGURES)
+        )
+        return [c for i in range(0, len(ids), 500) for c in self._records(ids[i : i + 500])]
 
     def _rewrite_aof(self) -> None:
         """The append-only file keeps every write, deleted records included, until Redis

@@ -10,7 +10,14 @@ from dataclasses import asdict
 from pathlib import Path
 
 from voicebot import sqlitedb
-from voicebot.queues.records import MAX_LISTED, RoutedCall, retention_cutoff
+from voicebot.queues.records import (
+    MAX_CLAIM_TIMES,
+    MAX_FIGURES,
+    MAX_LISTED,
+    RoutedCall,
+    callback_record,
+    retention_cutoff,
+)
 
 log = logging.getLogger("voicebot.queues")
 
@@ -30,15 +37,25 @@ CREATE TABLE IF NOT EXISTS routed_calls (
     claimed_by TEXT,
     claimed_at REAL,
     finished_at REAL,
-    lease_at REAL
+    lease_at REAL,
+    kind TEXT NOT NULL DEFAULT 'call',
+    callback_number TEXT
 );
 CREATE INDEX IF NOT EXISTS routed_calls_queue ON routed_calls (forvaltning, status, created_at);
 CREATE INDEX IF NOT EXISTS routed_calls_created ON routed_calls (created_at);
+CREATE INDEX IF NOT EXISTS routed_calls_claims ON routed_calls (forvaltning, claimed_at);
 """
 _COLUMNS = (
     "call_id", "forvaltning", "intent", "confidence", "transcript", "explanation", "reason",
     "caller", "platform", "created_at", "status", "claimed_by", "claimed_at", "finished_at",
+    "kind", "callback_number",
 )  # fmt: skip
+# Columns added after the first release, with their definitions (added in place to old files).
+_ADDED_COLUMNS = {
+    "lease_at": "REAL",
+    "kind": "TEXT NOT NULL DEFAULT 'call'",
+    "callback_number": "TEXT",
+}
 
 
 class SqliteQueueStore:
@@ -57,10 +74,12 @@ class SqliteQueueStore:
         self._db.executescript(_SCHEMA)
 
     def _migrate(self) -> None:
-        """Databases made before claim leases lack `lease_at`; add it in place."""
+        """Databases made before claim leases lack `lease_at`, before callbacks `kind` and
+        `callback_number`; add them in place (existing rows are live calls)."""
         cols = {r[1] for r in self._db.execute("PRAGMA table_info(routed_calls)").fetchall()}
-        if cols and "lease_at" not in cols:
-            self._db.execute("ALTER TABLE routed_calls ADD COLUMN lease_at REAL")
+        for name, definition in _ADDED_COLUMNS.items():
+            if cols and name not in cols:
+                self._db.execute(f"ALTER TABLE routed_calls ADD COLUMN {name} {definition}")
 
     def _row(self, row: tuple) -> RoutedCall:
         d = dict(zip(_COLUMNS, row, strict=True))
@@ -130,7 +149,8 @@ class SqliteQueueStore:
     def complete(self, call_id: str, agent: str) -> bool:
         return (
             self._update(
-                "UPDATE routed_calls SET status='done', finished_at=? WHERE call_id=? AND status='claimed' AND claimed_by=?",
+                "UPDATE routed_calls SET status='done', finished_at=?, callback_number=NULL "
+                "WHERE call_id=? AND status='claimed' AND claimed_by=?",
                 (time.time(), call_id, agent),
             )
             > 0
@@ -149,7 +169,8 @@ class SqliteQueueStore:
     def abandon(self, call_id: str) -> bool:
         return (
             self._update(
-                "UPDATE routed_calls SET status='abandoned', finished_at=? WHERE call_id=? AND status='waiting'",
+                "UPDATE routed_calls SET status='abandoned', finished_at=? "
+                "WHERE call_id=? AND status='waiting' AND kind='call'",
                 (time.time(), call_id),
             )
             > 0
@@ -192,6 +213,49 @@ class SqliteQueueStore:
         if found:
             self._checkpoint()
         return found
+
+    # -- waiting: the wait estimate, callbacks, a day's figures ----------------------------
+    def claim_times(
+        self, forvaltning: str, since: float, limit: int = MAX_CLAIM_TIMES
+    ) -> list[float]:
+        """When live calls of a queue were claimed since `since`, oldest first (the latest
+        `limit`). Calls put back in the queue lost their claim time: they were not served."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT claimed_at FROM routed_calls WHERE forvaltning=? AND kind='call' "
+                "AND claimed_at >= ? ORDER BY claimed_at DESC LIMIT ?",
+                (forvaltning, since, min(limit, MAX_CLAIM_TIMES)),
+            ).fetchall()
+        return sorted(r[0] for r in rows)
+
+    def request_callback(self, call: RoutedCall, number: str) -> None:
+        self.enqueue(callback_record(call, number))
+
+    def _finish_callback(self, call_id: str, agent: str, status: str) -> bool:
+        return (
+            self._update(
+                "UPDATE routed_calls SET status=?, finished_at=?, callback_number=NULL "
+                "WHERE call_id=? AND kind='callback' AND status='claimed' AND claimed_by=?",
+                (status, time.time(), call_id, agent),
+            )
+            > 0
+        )
+
+    def complete_callback(self, call_id: str, agent: str) -> bool:
+        return self._finish_callback(call_id, agent, "done")
+
+    def fail_callback(self, call_id: str, agent: str) -> bool:
+        return self._finish_callback(call_id, agent, "failed")
+
+    def calls_since(self, since: float, limit: int = MAX_FIGURES) -> list[RoutedCall]:
+        """Records created since `since`, oldest first (at most `limit`; MAX_FIGURES)."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {', '.join(_COLUMNS)} FROM routed_calls WHERE created_at >= ? "
+                "ORDER BY created_at LIMIT ?",
+                (since, min(limit, MAX_FIGURES)),
+            ).fetchall()
+        return [self._row(r) for r in rows]
 
     def _checkpoint(self) -> None:
         """Copy the WAL into the database and empty it: until then the WAL still holds the
