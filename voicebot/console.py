@@ -43,7 +43,7 @@ from voicebot import metrics
 from voicebot.accounts import SESSION_MAX_S, Agent, AgentStore, LoginLimiter, Session, agents_path
 from voicebot.catalogue import Catalogue
 from voicebot.events import ALL_CALLS, EventBus
-from voicebot.queues import RoutedCall
+from voicebot.queues import RoutedCall, figures
 from voicebot.queues.maintenance import CLAIM_LEASE_S
 from voicebot.services import Services
 
@@ -64,7 +64,10 @@ STREAM_REFRESH_S = 5.0
 STREAM_PING_S = 20.0  # a comment line keeps idle proxies from closing the stream
 MAX_CARDS = 200  # cards per list sent to a console
 MAX_LOGIN_WAITERS = 32  # logins queued for the password hasher before new ones are refused
-QUEUE_EVENTS = {"routed", "claimed", "completed", "released"}
+QUEUE_EVENTS = {
+    "routed", "claimed", "completed", "released", "callback_requested", "callback_done",
+    "callback_failed",
+}  # fmt: skip
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
@@ -99,7 +102,10 @@ async def running(app: FastAPI) -> AsyncIterator[None]:
 
 
 # == what an agent sees ======================================================================
-def call_card(call: RoutedCall, catalogue: Catalogue) -> dict[str, Any]:
+def call_card(call: RoutedCall, catalogue: Catalogue, viewer: str | None = None) -> dict[str, Any]:
+    """What a console shows of a queue record. A callback's number is on the card only for
+    the agent who claimed it (`viewer`), while it is theirs to call; everyone else sees the
+    masked caller."""
     forvaltning = catalogue.forvaltninger.get(call.forvaltning)
     intent = catalogue.intent(call.intent) if call.intent in catalogue.intents else None
     return {
@@ -110,7 +116,13 @@ def call_card(call: RoutedCall, catalogue: Catalogue) -> dict[str, Any]:
         "confidence": round(call.confidence, 3), "explanation": call.explanation[:20],
         "transcript": call.transcript[:4000], "caller": call.caller, "status": call.status,
         "created_at": call.created_at, "claimed_by": call.claimed_by, "claimed_at": call.claimed_at,
+        "kind": call.kind, "callback_number": callback_number_for(call, viewer),
     }  # fmt: skip
+
+
+def callback_number_for(call: RoutedCall, viewer: str | None) -> str | None:
+    mine = viewer is not None and call.status == "claimed" and call.claimed_by == viewer
+    return call.callback_number if call.kind == "callback" and mine else None
 
 
 def queue_ids(agent: Agent, catalogue: Catalogue, stats: dict[str, Any]) -> list[str]:
@@ -123,8 +135,18 @@ def snapshot(services: Services, agent: Agent) -> dict[str, Any]:
     """The agent's queues and calls; nothing of a forvaltning the agent does not belong to."""
     store, catalogue, visible = services.store, services.catalogue, agent.visible
     stats = store.stats()
-    waiting = store.waiting(visible)
-    claimed = [c for c in store.claimed(visible) if agent.admin or c.claimed_by == agent.name]
+    queued = store.waiting(visible)
+    taken = [c for c in store.claimed(visible) if agent.admin or c.claimed_by == agent.name]
+    # Callback requests are shown apart from live calls: nobody is holding the line.
+    waiting = [c for c in queued if c.kind == "call"]
+    claimed = [c for c in taken if c.kind == "call"]
+    callbacks = [c for c in taken if c.kind == "callback"] + [
+        c for c in queued if c.kind == "callback"
+    ]
+    callbacks_waiting: dict[str, int] = {}
+    for c in queued:
+        if c.kind == "callback":
+            callbacks_waiting[c.forvaltning] = callbacks_waiting.get(c.forvaltning, 0) + 1
     oldest: dict[str, float] = {}
     for c in waiting:
         oldest[c.forvaltning] = min(oldest.get(c.forvaltning, c.created_at), c.created_at)
@@ -136,7 +158,8 @@ def snapshot(services: Services, agent: Agent) -> dict[str, Any]:
                 "id": f,
                 "name": known.name if known else f,
                 "queue": known.queue if known else f,
-                "waiting": int(stats.get(f, {}).get("waiting", 0)),
+                "waiting": int(stats.get(f, {}).get("waiting", 0)) - callbacks_waiting.get(f, 0),
+                "callbacks": callbacks_waiting.get(f, 0),
                 "oldest_created_at": oldest.get(f),
             }
         )
@@ -144,6 +167,8 @@ def snapshot(services: Services, agent: Agent) -> dict[str, Any]:
         "now": time.time(), "queues": queues, "waiting_total": len(waiting),
         "waiting": [call_card(c, catalogue) for c in waiting[:MAX_CARDS]],
         "claimed": [call_card(c, catalogue) for c in claimed[:MAX_CARDS]],
+        "callbacks": [call_card(c, catalogue, agent.name) for c in callbacks[:MAX_CARDS]],
+        "callbacks_total": len(callbacks),
     }  # fmt: skip
 
 
@@ -397,7 +422,7 @@ async def _changed(request: Request, call: RoutedCall, kind: str, agent: Agent) 
     services = _services(request)
     services.events.publish(call.call_id, kind, forvaltning=call.forvaltning, agent=agent.name)
     fresh = await asyncio.to_thread(services.store.get, call.call_id)
-    return call_card(fresh or call, services.catalogue)
+    return call_card(fresh or call, services.catalogue, agent.name)
 
 
 @router.post("/api/calls/{call_id:path}/claim")  # ids may hold "/"
@@ -407,8 +432,9 @@ async def claim(request: Request, call_id: str, session: CsrfSession) -> dict[st
     store = _services(request).store
     if not await asyncio.to_thread(store.claim, call_id, agent.name, agent.visible):
         raise HTTPException(409, "Opkaldet er allerede taget af en anden.")
-    metrics.CLAIMS.labels(call.forvaltning).inc()
-    metrics.QUEUE_WAIT.labels(call.forvaltning).observe(max(0.0, time.time() - call.created_at))
+    if call.kind == "call":  # answered; a callback's wait is not a caller's on the line
+        metrics.CLAIMS.labels(call.forvaltning).inc()
+        metrics.QUEUE_WAIT.labels(call.forvaltning).observe(max(0.0, time.time() - call.created_at))
     return await _changed(request, call, "claimed", agent)
 
 
@@ -429,6 +455,39 @@ async def release(request: Request, call_id: str, session: CsrfSession) -> dict[
     if not await asyncio.to_thread(_services(request).store.release, call_id, agent.name):
         raise HTTPException(409, "Du har ikke taget dette opkald.")
     return await _changed(request, call, "released", agent)
+
+
+async def _finish_callback(
+    request: Request, call_id: str, session: Session, outcome: str
+) -> dict[str, Any]:
+    agent = session.agent
+    call = await _visible_call(request, agent, call_id)
+    store = _services(request).store
+    finish = store.complete_callback if outcome == "done" else store.fail_callback
+    if not await asyncio.to_thread(finish, call_id, agent.name):
+        raise HTTPException(409, "Du har ikke taget dette tilbagekald.")
+    metrics.CALLBACKS_COMPLETED.labels(call.forvaltning, outcome).inc()
+    return await _changed(request, call, f"callback_{outcome}", agent)
+
+
+@router.post("/api/callbacks/{call_id:path}/done")  # ids may hold "/"
+async def callback_done(request: Request, call_id: str, session: CsrfSession) -> dict[str, Any]:
+    """The agent called the caller back: the number is erased, the record kept (masked)."""
+    return await _finish_callback(request, call_id, session, "done")
+
+
+@router.post("/api/callbacks/{call_id:path}/failed")  # ids may hold "/"
+async def callback_failed(request: Request, call_id: str, session: CsrfSession) -> dict[str, Any]:
+    """The callback could not be made (no answer, wrong number): the number is erased too."""
+    return await _finish_callback(request, call_id, session, "failed")
+
+
+@router.get("/api/figures")
+async def today_figures(request: Request, session: CurrentSession) -> dict[str, Any]:
+    """Today's figures per queue (Copenhagen day), for the admin view."""
+    if not session.agent.admin:
+        raise HTTPException(403, "Kun for administratorer.")
+    return await asyncio.to_thread(figures.today, _services(request).store)
 
 
 # == the live stream =========================================================================

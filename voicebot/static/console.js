@@ -120,6 +120,7 @@ function renderQueues(queues) {
     longest.appendChild(el("strong", "queue-longest-time", "–"));
     figures.append(waiting, longest);
     tile.appendChild(figures);
+    if (q.callbacks > 0) tile.appendChild(el("div", "queue-callbacks", `${q.callbacks} tilbagekald venter`));
     list.appendChild(tile);
   }
 }
@@ -150,6 +151,14 @@ function renderCard(call, mine) {
   fill.style.width = `${percent}%`;
   if (percent < 60) fill.classList.add("low");
   card.querySelector(".caller").textContent = call.caller || "skjult nummer";
+  if (call.kind === "callback") {
+    card.classList.add("card-callback");
+    card.querySelector(".wait-label").textContent = "Bestilt for";
+    if (call.callback_number) {  // only on the claiming agent's own card
+      card.querySelector(".number-row").hidden = false;
+      card.querySelector(".callback-number").textContent = call.callback_number;
+    }
+  }
   card.querySelector(".received").textContent = "kl. " + formatClock(call.created_at);
   if (call.status === "claimed") {
     card.querySelector(".claimed-row").hidden = false;
@@ -168,7 +177,20 @@ function renderCard(call, mine) {
 
   const actions = card.querySelector(".actions");
   const path = `${API}/calls/${encodeURIComponent(call.call_id)}`;
-  if (call.status === "waiting") {
+  if (call.kind === "callback") {
+    const callback = `${API}/callbacks/${encodeURIComponent(call.call_id)}`;
+    if (call.status === "waiting") {
+      actions.appendChild(actionButton("Tag tilbagekald", "btn-primary claim",
+        (b) => act(b, path + "/claim", "Tilbagekaldet er dit. Nummeret står på kortet.")));
+    } else if (call.claimed_by === state.me.name) {
+      actions.appendChild(actionButton("Læg tilbage", "btn-secondary release",
+        (b) => act(b, path + "/release", "Tilbagekaldet er lagt tilbage.")));
+      actions.appendChild(actionButton("Mislykkedes", "btn-danger callback-failed",
+        (b) => act(b, callback + "/failed", "Tilbagekaldet er markeret som mislykket.")));
+      actions.appendChild(actionButton("Udført", "btn-success callback-done",
+        (b) => act(b, callback + "/done", "Tilbagekaldet er udført.")));
+    }
+  } else if (call.status === "waiting") {
     actions.appendChild(actionButton("Tag opkald", "btn-primary claim",
       (b) => act(b, path + "/claim", "Opkaldet er dit. Det ligger nu under Mine opkald.")));
   } else if (call.claimed_by === state.me.name) {
@@ -214,7 +236,14 @@ function render(snapshot) {
   $("waiting-more").hidden = more <= 0;
   $("waiting-more").textContent = more > 0 ? `… og ${more} opkald mere` : "";
   renderList("claimed-list", "claimed-empty", "claimed-count", snapshot.claimed, true);
-  for (const call of [...snapshot.waiting, ...snapshot.claimed]) state.seen.add(call.call_id);
+  const callbacks = snapshot.callbacks || [];
+  renderList("callbacks-list", "callbacks-empty", "callbacks-count", callbacks, false);
+  for (const card of $("callbacks-list").children) {
+    const call = callbacks.find((c) => c.call_id === card.dataset.callId);
+    card.classList.toggle("card-mine", Boolean(call && call.claimed_by === state.me.name));
+  }
+  for (const call of [...snapshot.waiting, ...snapshot.claimed, ...callbacks]) state.seen.add(call.call_id);
+  if (state.me.admin) loadFigures();
   state.first = false;
   document.title = (snapshot.waiting_total > 0 ? `(${snapshot.waiting_total}) ` : "") + "Agentkonsol · Københavns Kommune";
   tick();
@@ -274,6 +303,29 @@ async function loadAgents() {
   });
   $("agents-body").replaceChildren(...rows);
   $("admin").hidden = false;
+}
+
+// Today's figures per queue (admin): at most every 15 s, whatever the snapshot rate.
+let figuresLoadedAt = 0;
+async function loadFigures() {
+  if (Date.now() - figuresLoadedAt < 15000) return;
+  figuresLoadedAt = Date.now();
+  const response = await fetch(API + "/figures", { credentials: "same-origin" });
+  if (!response.ok) return;
+  const body = await response.json();
+  const names = new Map((state.snapshot ? state.snapshot.queues : []).map((q) => [q.id, q.queue]));
+  const rows = Object.entries(body.queues).sort().map(([id, f]) => {
+    const row = el("tr");
+    row.dataset.queue = id;
+    const wait = f.median_wait_s === null ? "–" : formatDuration(f.median_wait_s);
+    row.append(el("td", null, `${names.get(id) || id} (${id})`), el("td", null, f.offered),
+      el("td", null, f.answered), el("td", null, f.abandoned), el("td", null, f.waiting),
+      el("td", null, wait), el("td", null, f.callbacks_requested),
+      el("td", null, f.callbacks_done), el("td", null, f.callbacks_failed));
+    return row;
+  });
+  $("figures-body").replaceChildren(...rows);
+  $("figures").hidden = false;
 }
 
 async function start() {
