@@ -30,6 +30,8 @@ from zoneinfo import ZoneInfo
 import holidays
 import yaml
 
+from voicebot.config import ConfigError
+
 TIMEZONE = ZoneInfo("Europe/Copenhagen")
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 # Danish day names are accepted too: an operator in Copenhagen may well write them.
@@ -39,7 +41,7 @@ _RANGE = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
 MIDNIGHT_END = dt.time(23, 59, 59, 999999)  # "24:00" as an end
 
 
-class HoursError(Exception):
+class HoursError(ConfigError):
     """The opening hours cannot be used; the message names the file and the entry."""
 
 

@@ -13,6 +13,7 @@ from voicebot.queues import QueueStore, open_store
 from voicebot.tts import Speaker, Voice
 from voicebot.understanding import IntentClassifier, IntentModel
 from voicebot.vad import SileroVad
+from voicebot.waiting_prompts import load_waiting
 
 log = logging.getLogger("voicebot")
 
@@ -60,6 +61,7 @@ def load_classifier(settings: Settings, catalogue: Catalogue) -> IntentClassifie
 
 def load_services(settings: Settings) -> Services:
     catalogue = load_catalogue(settings.catalogue)
+    load_waiting(settings, catalogue)  # opening hours and waiting prompts: fail at start
     stale = catalogue.stale_answers()
     if stale:
         log.warning(

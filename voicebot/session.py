@@ -49,6 +49,7 @@ from voicebot.queues import RoutedCall, mask_caller
 from voicebot.services import Services
 from voicebot.speaking import PromptPlayer, is_backchannel
 from voicebot.understanding import Understanding
+from voicebot.waiting import CallWaiting, Step
 
 log = logging.getLogger("voicebot.session")
 
@@ -70,6 +71,7 @@ class CallSession:
         )
         self.voice = PromptPlayer(channel, services.speaker, self._publish)
         self.listener = Listener(services, channel.echo_cancelled, self._publish, self._spawn)
+        self.waiting = CallWaiting(services)  # closed queue, long wait: a callback instead
         self.call_id = ""
         self.caller: str | None = None
         self.transcripts: list[str] = []  # masked, one per caller turn
@@ -201,7 +203,8 @@ class CallSession:
         self._check_no_input()
 
     async def on_digit(self, digit: str) -> None:
-        self._publish("dtmf", digit=digit)
+        entering = self.waiting.step is Step.ENTERING  # a callback number's keys stay private
+        self._publish("dtmf", digit="•" if entering and digit.isdigit() else digit)
         await self.voice.stop()
         self._submit(KeyPress(digit))
 
@@ -232,7 +235,7 @@ class CallSession:
             or not self.listening
             or self.voice.speaking
             or self._busy
-            or self.policy.state is State.DONE
+            or (self.policy.state is State.DONE and not self.waiting.active)
             or self._rescued
             or self.listener.in_turn
         )
@@ -264,6 +267,10 @@ class CallSession:
                         await self.understand(item)
                     case KeyPress(digit=digit) if self.listen_only:
                         self._assist_key(digit)
+                    case KeyPress(digit=digit) if self.waiting.active:
+                        await self.act(await self.waiting.on_digit(digit), transcript="[tast]")
+                    case Silence() if self.waiting.active:
+                        await self.act(self.waiting.on_no_input(), transcript="")
                     case KeyPress(digit=digit):
                         await self.act(self.policy.on_digit(digit), transcript=f"[tast {digit}]")
                     case Silence():
@@ -306,6 +313,9 @@ class CallSession:
         if not result.text or (result.likely_noise and result.audio_s < SHORT_SOUND_S):
             self._publish("ignored", turn=turn.index, reason="noise")
             return  # a cough or a click, not a turn
+        if self.waiting.active and not self.listen_only:  # a callback offer's answer
+            await self.act(await self.waiting.on_utterance(heard.text), transcript=heard.text)
+            return
         # Understanding reads the masked text too, so no number can reach the explanation.
         understanding = heard.understanding or await asyncio.to_thread(
             self.services.classifier.classify, heard.text
@@ -360,6 +370,10 @@ class CallSession:
         if decision.action == "listen":  # nothing to say yet: the caller is not done
             self._publish("listening", transcript=transcript, reason=decision.reason)
             return
+        if decision.hand_off and decision.forvaltning and not self._rescued:
+            record = self._record(decision)
+            diverted = await self.waiting.at_routing(decision, record, self.caller)
+            decision = diverted or decision
         metrics.ACTIONS.labels(decision.action).inc()
         self._publish("decision", transcript=transcript, **decision.as_dict())
         if decision.forvaltning and decision.hand_off:
@@ -386,13 +400,7 @@ class CallSession:
 
     async def enqueue(self, decision: Decision) -> None:
         """Write the routed call to its forvaltning's queue (before the caller leaves the bot)."""
-        assert decision.forvaltning is not None
-        record = RoutedCall(
-            call_id=self.call_id, forvaltning=decision.forvaltning, intent=decision.intent,
-            confidence=decision.confidence, transcript=" / ".join(t for t in self.transcripts if t),
-            explanation=decision.explanation, reason=decision.reason, caller=mask_caller(self.caller),
-            platform=self.channel.platform,
-        )  # fmt: skip
+        record = self._record(decision)
         try:
             await asyncio.to_thread(self.services.store.enqueue, record)
         except Exception:
@@ -409,6 +417,15 @@ class CallSession:
             queue=self.catalogue.queue_name(decision.forvaltning),
         )
 
+    def _record(self, decision: Decision) -> RoutedCall:
+        assert decision.forvaltning is not None
+        return RoutedCall(
+            call_id=self.call_id, forvaltning=decision.forvaltning, intent=decision.intent,
+            confidence=decision.confidence, transcript=" / ".join(t for t in self.transcripts if t),
+            explanation=decision.explanation, reason=decision.reason, caller=mask_caller(self.caller),
+            platform=self.channel.platform,
+        )  # fmt: skip
+
     async def _abandon(self) -> None:
         """The caller left before the hand-off completed: no agent should wait for them."""
         try:
@@ -417,6 +434,7 @@ class CallSession:
             log.exception("call %s: could not mark the queue record abandoned", self.call_id)
             return
         log.info("call %s: caller gone before the hand-off; queue record abandoned", self.call_id)
+        self.waiting.abandoned()
         self._publish("abandoned")
 
     # == never silence: supervised tasks ====================================================
@@ -453,4 +471,6 @@ class CallSession:
         )
 
     def _publish(self, kind: str, **data: Any) -> None:
+        if kind == "bot_said" and self.waiting.step is Step.READ_BACK:
+            data["text"] = "[nummeret til tilbagekald læses op]"  # the number stays off events
         self.services.events.publish(self.call_id, kind, **data)

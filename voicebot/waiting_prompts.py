@@ -5,12 +5,18 @@ a number is read back (digits in groups)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from voicebot.catalogue import _check_placeholders
+from voicebot.config import ConfigError, Settings
+from voicebot.hours import OpeningHours, load_hours
+
+if TYPE_CHECKING:
+    from voicebot.catalogue import Catalogue
 
 PROMPT_PLACEHOLDERS: dict[str, frozenset[str]] = {
     "closed": frozenset({"queue_name", "when"}),
@@ -29,7 +35,7 @@ WORD_LISTS = ("yes_words", "no_words")
 LANGUAGES = ("da", "en")
 
 
-class WaitingPromptsError(Exception):
+class WaitingPromptsError(ConfigError):
     """The waiting prompts cannot be used; the message names the file and the entry."""
 
 
@@ -113,3 +119,19 @@ def spoken_digits(number: str, language: str = "da") -> str:
         groups = [" ".join(g) for g in groups]
     lead = (["plus " + (country if language == "da" else " ".join(country))]) if plus else []
     return ", ".join(lead + groups)
+
+
+@dataclass(frozen=True)
+class WaitingData:
+    hours: OpeningHours
+    prompts: dict[str, WaitingPrompts]
+
+
+@cache
+def _load(hours: Path, prompts: Path, queues: frozenset[str]) -> WaitingData:
+    return WaitingData(load_hours(hours, set(queues)), load_waiting_prompts(prompts))
+
+
+def load_waiting(settings: Settings, catalogue: Catalogue) -> WaitingData:
+    """The opening hours and waiting prompts, read and validated once (at start)."""
+    return _load(settings.hours, settings.waiting.prompts, frozenset(catalogue.forvaltninger))
