@@ -11,6 +11,7 @@ import ctypes
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Protocol
 
 import espeakng_loader
 import numpy as np
@@ -96,6 +97,12 @@ class EspeakEngine:
             self._lib.espeak_Synchronize()
             chunks, self._chunks = self._chunks, []
         return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
+
+
+class TextToSpeech(Protocol):
+    """What the prompt player needs of a speaker (Speaker; the tests' ToneSpeaker)."""
+
+    def speak(self, text: str, voice: Voice | None = None) -> np.ndarray: ...
 
 
 class Speaker:
