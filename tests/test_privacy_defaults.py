@@ -89,7 +89,7 @@ def test_log_masking_keeps_ids_and_addresses():
 
 
 def test_logs_hold_no_transcript_by_default(tmp_path, catalogue, classifier, speaker, caplog):
-    from tests.test_session import ScriptedAsr, ScriptedLine, silence
+    from tests.fakes import ScriptedAsr, ScriptedLine, silence
     from voicebot.asr import AsrPool
     from voicebot.config import AsrSettings
     from voicebot.events import EventBus
@@ -125,7 +125,7 @@ def test_logs_hold_no_transcript_by_default(tmp_path, catalogue, classifier, spe
 
 # == retention ==================================================================================
 def test_the_running_app_applies_retention_at_start(tmp_path, catalogue, classifier):
-    from tests.telephony_fakes import light_services
+    from tests.fakes import light_services
     from voicebot.app import create_app
 
     services = light_services(tmp_path, catalogue, classifier, audiosocket_enabled=False)

@@ -5,84 +5,17 @@ from __future__ import annotations
 
 import asyncio
 
-import numpy as np
 import pytest
 
-from telephony.base import Audio, CallStart, Digit, Hangup, MediaChannel, Played
-from voicebot.asr import AsrPool, AsrResult
+from telephony.base import CallStart, Digit, Hangup
+from tests.fakes import ScriptedAsr, ScriptedLine, silence
+from voicebot.asr import AsrPool
 from voicebot.config import AsrSettings, load_settings
 from voicebot.events import EventBus
 from voicebot.queues import SqliteQueueStore
 from voicebot.services import Services
 from voicebot.session import CallSession
 from voicebot.vad import SileroVad
-
-FRAME = 320  # 20 ms at 16 kHz
-
-
-class ScriptedAsr:
-    """Returns `text` for any audio longer than half a second."""
-
-    def __init__(self, text: str):
-        self.text = text
-        self.calls = 0
-
-    def transcribe(self, audio, previous_text=None, prefix=None):
-        self.calls += 1
-        text = self.text if len(audio) > 8000 else ""
-        return AsrResult(text, -0.2, 0.01, len(audio) / 16000, 6.0, 5.0)
-
-
-class ScriptedLine(MediaChannel):
-    """A phone platform that plays audio instantly and returns marks after `play_s`."""
-
-    platform = "test"
-
-    def __init__(self, script: list, echo_marks: bool = True):
-        self.script = script
-        self.log: list[tuple] = []
-        self.echo_marks = echo_marks
-        self._marks: asyncio.Queue = asyncio.Queue()
-        self.ended = asyncio.Event()
-
-    async def events(self):
-        yield CallStart("CA-test", "test", "+4511223344")
-        for item in self.script:
-            if self.ended.is_set():
-                break
-            if isinstance(item, np.ndarray):
-                for i in range(0, len(item), FRAME):
-                    while not self._marks.empty():
-                        yield self._marks.get_nowait()
-                    yield Audio(item[i : i + FRAME])
-                    await asyncio.sleep(0)
-            else:
-                yield item
-        # keep the line open with silence until the bot ends the call
-        for _ in range(1500):
-            if self.ended.is_set():
-                break
-            while not self._marks.empty():
-                yield self._marks.get_nowait()
-            yield Audio(np.zeros(FRAME, np.float32))
-            await asyncio.sleep(0.002)
-        yield Hangup("test over")
-
-    async def play(self, audio, mark):
-        self.log.append(("play", mark, len(audio)))
-        if self.echo_marks:
-            self._marks.put_nowait(Played(mark))
-
-    async def clear(self):
-        self.log.append(("clear",))
-
-    async def hang_up(self):
-        self.log.append(("hang_up",))
-        self.ended.set()
-
-    async def hand_off(self, target):
-        self.log.append(("hand_off", target.forvaltning))
-        self.ended.set()
 
 
 @pytest.fixture
@@ -102,10 +35,6 @@ def services(tmp_path, catalogue, classifier, speaker):
         )
 
     return make
-
-
-def silence(s: float) -> np.ndarray:
-    return np.zeros(int(s * 16000), np.float32)
 
 
 def run(session: CallSession) -> None:
