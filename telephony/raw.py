@@ -37,6 +37,8 @@ import numpy as np
 from telephony.auth import Credentials, NonceCache, equal, presented_token
 from telephony.base import (
     CLOSE_INVALID,
+    DIGITS,
+    MAX_MARKS,
     SAMPLE_RATE,
     Audio,
     CallEvent,
@@ -65,8 +67,6 @@ WIRE_RATE = SAMPLE_RATE
 FRAME_BYTES = 640  # 20 ms
 CHUNK_FRAMES = 10  # outbound message: 200 ms
 MAX_PARAMS = 32  # extra fields of the start message kept as call parameters
-MAX_MARKS = 64
-DIGITS = "0123456789*#"
 
 
 class RawChannel(ReaderChannel):

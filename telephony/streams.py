@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 
 from telephony.base import (
     CLOSE_INVALID,
-    Audio,
     CallEvent,
     Hangup,
     Limits,
@@ -50,7 +49,6 @@ class Inbox:
         self._room = asyncio.Event()
         self._room.set()
         self.closed = False
-        self.dropped = 0
 
     def __len__(self) -> int:
         return len(self._items)
@@ -65,7 +63,6 @@ class Inbox:
         # Bounded by the callers (one Played per mark, marks bounded by the playout queue),
         # with a hard stop twice the capacity in case of a bug.
         if len(self._items) >= 2 * self._capacity:
-            self.dropped += 1
             log.warning("inbox full: dropping %s", type(event).__name__)
             return
         self._append(event)
@@ -75,7 +72,6 @@ class Inbox:
 
     def _append(self, item: CallEvent | ProtocolError) -> None:
         if self.closed:
-            self.dropped += isinstance(item, Audio)
             return
         self._items.append(item)
         self._ready.set()
@@ -282,10 +278,6 @@ class PacedPlayout:
     @property
     def queued_s(self) -> float:
         return self._queued_frames * self._frame_s
-
-    @property
-    def idle(self) -> bool:
-        return not self._queue and not self._timers
 
     def enqueue(self, frames: list[bytes], mark: str) -> None:
         if self.closed:

@@ -36,6 +36,8 @@ import numpy as np
 from telephony.base import (
     CLOSE_INVALID,
     CLOSE_UNSUPPORTED,
+    DIGITS,
+    MAX_MARKS,
     SAMPLE_RATE,
     Audio,
     CallEvent,
@@ -72,8 +74,6 @@ from telephony.streams import (
 PLATFORM = "telnyx"
 ENCODINGS = {"PCMU": (8000,), "PCMA": (8000,), "L16": (8000, 16000)}
 CHUNK_MS = 200
-MAX_MARKS = 64  # marks remembered while Telnyx has not echoed them
-DIGITS = "0123456789*#"
 
 
 def decode_payload(payload: bytes, encoding: str) -> np.ndarray:

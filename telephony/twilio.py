@@ -25,6 +25,8 @@ from telephony.auth import Credentials, NonceCache, twilio_signature, verify_twi
 from telephony.base import (
     CLOSE_INVALID,
     CLOSE_UNSUPPORTED,
+    DIGITS,
+    MAX_MARKS,
     SAMPLE_RATE,
     Audio,
     CallEvent,
@@ -53,7 +55,6 @@ from telephony.streams import close_ws, parse_json_object, send_ws
 PLATFORM = "twilio"
 WIRE_RATE = 8000
 FRAME_BYTES = 160  # 20 ms of μ-law at 8 kHz
-MAX_MARKS = 64  # marks remembered while Twilio has not echoed them (the bot sends one per sentence)
 UNEXPECTED = (ValueError, TypeError, KeyError, AttributeError, IndexError, RecursionError)
 
 
@@ -131,7 +132,7 @@ class TwilioChannel(MediaChannel):
                 return self._on_media(msg)
             case "dtmf":
                 digit = str(_obj(msg, "dtmf").get("digit", ""))
-                return Digit(digit) if len(digit) == 1 and digit in "0123456789*#" else None
+                return Digit(digit) if len(digit) == 1 and digit in DIGITS else None
             case "mark":
                 name = str(_obj(msg, "mark").get("name", ""))
                 if name in self._pending_marks:

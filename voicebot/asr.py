@@ -27,9 +27,9 @@ import tokenizers
 from faster_whisper.feature_extractor import FeatureExtractor
 from faster_whisper.tokenizer import Tokenizer
 
+from telephony.base import SAMPLE_RATE
 from voicebot.config import AsrSettings
 
-SAMPLE_RATE = 16000
 FRAMES_PER_SECOND = 100  # mel frames
 MAX_FRAMES = 3000  # Whisper's 30 s window
 MAX_TOKENS_PER_S = 12
@@ -409,9 +409,6 @@ class LocalAgreement:
     @property
     def tentative(self) -> list[str]:
         return self._previous[len(self.committed) :]
-
-    def reset(self) -> None:
-        self.committed, self._previous = [], []
 
 
 def split_at_pauses(

@@ -16,9 +16,9 @@ import faster_whisper
 import numpy as np
 import onnxruntime as ort
 
+from telephony.base import SAMPLE_RATE
 from voicebot.config import EndpointingSettings
 
-SAMPLE_RATE = 16000
 WINDOW = 512  # samples per Silero window at 16 kHz (32 ms)
 CONTEXT = 64  # samples of the previous window Silero v5+ expects in front of each window
 WINDOW_MS = WINDOW * 1000 // SAMPLE_RATE
