@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from telephony.base import (
     CLOSE_INVALID,
+    MAX_MARKS,
     CallEvent,
     Hangup,
     Limits,
@@ -360,6 +361,46 @@ class PacedPlayout:
                 return
             self.frames_sent += 1
             due += self._frame_s
+
+
+class MarkLedger:
+    """The marks a channel sent and the platform has not echoed yet, and those a clear cut
+    off (their echoes mean "discarded"). Both are bounded by MAX_MARKS, so a platform that
+    never echoes cannot make a channel remember more."""
+
+    def __init__(self) -> None:
+        self.pending: list[str] = []
+        self.cleared: dict[str, None] = {}  # insertion-ordered, so the oldest can go
+
+    def sent(self, mark: str) -> None:
+        self.pending = [*self.pending[-(MAX_MARKS - 1) :], mark]
+
+    def clear(self) -> list[str]:
+        """Cut off every pending mark; returns them."""
+        cut, self.pending = self.pending, []
+        self.cleared.update(dict.fromkeys(cut))
+        if len(self.cleared) > MAX_MARKS:  # echoes that never came: forget the oldest
+            self.cleared = dict.fromkeys(list(self.cleared)[-MAX_MARKS:])
+        return cut
+
+    def take_cleared(self, mark: str) -> bool:
+        """Whether `mark` was cut off by a clear (then it is forgotten)."""
+        if mark in self.cleared:
+            del self.cleared[mark]
+            return True
+        return False
+
+    def take_pending(self, mark: str) -> bool:
+        """Whether `mark` was sent and not yet echoed (then it is forgotten)."""
+        if mark in self.pending:
+            self.pending.remove(mark)
+            return True
+        return False
+
+    def echoed(self, mark: str) -> Played:
+        """The platform echoed `mark`: played in full, or discarded by a clear."""
+        self.take_pending(mark)
+        return Played(mark, interrupted=self.take_cleared(mark))
 
 
 @dataclass

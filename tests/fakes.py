@@ -30,9 +30,9 @@ from voicebot.config import AsrSettings, load_settings
 from voicebot.events import EventBus
 from voicebot.queues import SqliteQueueStore
 from voicebot.services import Services
-from voicebot.tts import Voice
+from voicebot.tts import TextToSpeech, Voice
 from voicebot.understanding import IntentClassifier
-from voicebot.vad import WINDOW
+from voicebot.vad import WINDOW, SileroVad
 
 FRAME = 320  # 20 ms at 16 kHz
 PROMPT_S = 0.1  # every prompt of the light services: a tone this long
@@ -149,6 +149,41 @@ def light_services(
         events=EventBus(),
         domain_prompt=None,
     )
+
+
+def heard_services(
+    tmp_path: Path,
+    catalogue: Catalogue,
+    classifier: IntentClassifier,
+    speaker: TextToSpeech,
+    text: str,
+) -> Services:
+    """Services for a call that speaks: the real Silero VAD finds the caller's turns, a
+    ScriptedAsr hears `text` in each, `speaker` (usually the real one) says the prompts."""
+    return Services(
+        settings=load_settings(None, data_dir=tmp_path),
+        catalogue=catalogue,
+        vad=SileroVad(),
+        asr=AsrPool(ScriptedAsr(text), AsrSettings(workers=1)),
+        classifier=classifier,
+        speaker=speaker,
+        store=SqliteQueueStore(tmp_path / "q.db"),
+        events=EventBus(),
+        domain_prompt=None,
+    )
+
+
+def published_by(services: Services) -> list[tuple[str, dict]]:
+    """Every event published from now on, as (kind, data), still delivered as before."""
+    events: list[tuple[str, dict]] = []
+    original = services.events.publish
+
+    def publish(call_id: str, kind: str, **data: Any) -> None:
+        events.append((kind, data))
+        original(call_id, kind, **data)
+
+    services.events.publish = publish  # type: ignore[method-assign]
+    return events
 
 
 # == the platform's side =======================================================================
