@@ -37,6 +37,7 @@ from voicebot.vad import WINDOW, SileroVad
 FRAME = 320  # 20 ms at 16 kHz
 PROMPT_S = 0.1  # every prompt of the light services: a tone this long
 SENTENCE = "min skraldespand er ikke blevet tømt"  # waste → TMF
+RECORDED = 1000  # decodes a ScriptedAsr remembers (the soak runs it for hours)
 
 
 def tone(seconds: float, rate: int = SAMPLE_RATE, freq: float = 440.0, level: float = 0.3):
@@ -54,7 +55,8 @@ class ScriptedAsr:
     text of `script` (one string: always that text; a list: one each, in decoding order, the
     last repeated), shorter ones get "". Decoding takes `delay_s` (seconds, or a range drawn
     from at random). Records how many audios it decoded (`calls`), the size of every decode
-    (`batches`: 1 for a single one) and the first sample of every audio (`decoded`)."""
+    (`batches`: 1 for a single one) and the first sample of every audio (`decoded`), the
+    last RECORDED of each."""
 
     def __init__(
         self,
@@ -79,6 +81,7 @@ class ScriptedAsr:
         text = self.script[min(self.calls, len(self.script) - 1)]
         self.calls += 1
         self.decoded.append(float(audio[0]) if len(audio) else 0.0)
+        del self.decoded[:-RECORDED]
         text = text if len(audio) > self.min_samples else ""
         return AsrResult(text, -0.2, 0.01, len(audio) / SAMPLE_RATE, 6.0, 5.0)
 
@@ -87,6 +90,7 @@ class ScriptedAsr:
     ) -> AsrResult:
         self._wait()
         self.batches.append(1)
+        del self.batches[:-RECORDED]
         return self._result(audio)
 
     def transcribe_batch(
@@ -94,6 +98,7 @@ class ScriptedAsr:
     ) -> list[AsrResult]:
         self._wait()
         self.batches.append(len(audios))
+        del self.batches[:-RECORDED]
         return [self._result(a) for a in audios]
 
 
@@ -128,7 +133,7 @@ class ToneSpeaker:
 
 
 def light_services(
-    tmp_path: Path, catalogue: Catalogue, classifier: IntentClassifier | None, **telephony: Any
+    tmp_path: Path, catalogue: Catalogue, classifier: IntentClassifier, **telephony: Any
 ) -> Services:
     """The real settings, catalogue, classifier, queue store and EventBus; a DeafVad, a
     ScriptedAsr that hears nothing and a ToneSpeaker of PROMPT_S."""
