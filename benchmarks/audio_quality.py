@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from telephony import audiohook, audiosocket, chan_websocket, raw, telnyx, twilio, vonage
-from telephony.base import Audio
+from telephony.base import FRAME_MS, SAMPLE_RATE, Audio
 from telephony.codecs import float_to_pcm16, resample
 from voicebot.config import PROJECT_ROOT
 
@@ -44,8 +44,6 @@ SENTENCES = [
 REAL_CLIP = (
     PROJECT_ROOT.parent / "shared" / "data" / "danish-speech" / "readalongs-dan" / "dan_ap_dan.wav"
 )
-RATE = 16000
-FRAME_MS = 20
 MAX_CHUNK_S = 25.0  # Whisper's window is 30 s: longer recordings are cut at pauses
 TAIL_S = 0.1  # silence after the speech, so the resamplers' delay is flushed into the output
 
@@ -133,7 +131,9 @@ async def _through(protocol: str, attrs: dict, audio: np.ndarray) -> np.ndarray:
         platform.opened.set()  # no bot here to answer `open`
     await platform.start({})
     rate = platform.wire_rate
-    wire = np.concatenate([resample(audio, RATE, rate), np.zeros(int(TAIL_S * rate), np.float32)])
+    wire = np.concatenate(
+        [resample(audio, SAMPLE_RATE, rate), np.zeros(int(TAIL_S * rate), np.float32)]
+    )
     pcm = float_to_pcm16(wire)
     frame = rate * FRAME_MS // 1000
     pcm = np.concatenate([pcm, np.zeros((-len(pcm)) % frame, np.int16)])
@@ -180,7 +180,7 @@ def aligned_snr_db(
 
 
 def split_at_pauses(
-    audio: np.ndarray, max_s: float = MAX_CHUNK_S, rate: int = RATE
+    audio: np.ndarray, max_s: float = MAX_CHUNK_S, rate: int = SAMPLE_RATE
 ) -> list[np.ndarray]:
     """Cut a long recording into pieces of at most `max_s`, each at the quietest 200 ms in
     the second half of the allowed span (a pause between sentences, not a word)."""
@@ -233,11 +233,13 @@ def real_clips(path: Path = REAL_CLIP) -> list[Clip]:
     from faster_whisper.audio import decode_audio
 
     text = " ".join(path.with_suffix(".txt").read_text(encoding="utf-8").split())
-    return [Clip(text, split_at_pauses(decode_audio(str(path), sampling_rate=RATE)))]
+    return [Clip(text, split_at_pauses(decode_audio(str(path), sampling_rate=SAMPLE_RATE)))]
 
 
 def _padded(chunk: np.ndarray) -> np.ndarray:
-    return np.concatenate([chunk, np.zeros(int(TAIL_S * RATE), np.float32)]).astype(np.float32)
+    return np.concatenate([chunk, np.zeros(int(TAIL_S * SAMPLE_RATE), np.float32)]).astype(
+        np.float32
+    )
 
 
 def evaluate(clips: list[Clip], transcribe) -> list[PathResult]:
@@ -315,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     sets = {f"{len(SENTENCES)} Danish sentences, espeak-ng": espeak_clips()}
     if not args.no_real and (real := real_clips()):
         sets[
-            f"real Danish speech, {REAL_CLIP.name} ({sum(len(c) for c in real[0].chunks) / RATE:.0f} s)"
+            f"real Danish speech, {REAL_CLIP.name} ({sum(len(c) for c in real[0].chunks) / SAMPLE_RATE:.0f} s)"
         ] = real
     results = {title: evaluate(clips, transcribe) for title, clips in sets.items()}
     if args.json:

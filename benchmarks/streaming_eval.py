@@ -21,14 +21,15 @@ import numpy as np
 from faster_whisper.audio import decode_audio
 from tqdm import tqdm
 
+from benchmarks.suites.asr import MANIFEST
 from models.evaluation import error_rates, load_manifest
+from telephony.base import SAMPLE_RATE
 from voicebot.asr import LocalAgreement, WhisperAsr, split_at_pauses
 from voicebot.catalogue import load_catalogue
-from voicebot.config import PROJECT_ROOT, Settings
+from voicebot.config import Settings
 from voicebot.services import domain_prompt
 from voicebot.vad import WINDOW, SileroVad
 
-MANIFEST = PROJECT_ROOT / "benchmarks" / "data" / "asr_eval" / "manifest.tsv"
 PIECE_S = 12.0  # longer recordings (the real clip) are cut at pauses into turn-sized pieces
 
 
@@ -36,7 +37,7 @@ def streaming(asr: WhisperAsr, audio: np.ndarray, interval_s: float) -> tuple[st
     """Partials on the growing audio, then the final with the committed prefix.
     Returns (text, final-pass ms, partial decodes)."""
     agreement = LocalAgreement()
-    step = int(interval_s * 16000)
+    step = int(interval_s * SAMPLE_RATE)
     partials = 0
     for end in range(step, len(audio), step):
         agreement.update(asr.transcribe(audio[:end]).words)
@@ -54,10 +55,10 @@ def evaluate(limit: int | None = None) -> dict:
     vad = SileroVad()
     refs, recordings, real = [], [], []  # each recording: a list of turn-sized pieces
     for item in load_manifest(MANIFEST)[:limit]:
-        audio = decode_audio(str(item.audio), sampling_rate=16000)
+        audio = decode_audio(str(item.audio), sampling_rate=SAMPLE_RATE)
         pieces = (
             [audio]
-            if len(audio) <= PIECE_S * 16000
+            if len(audio) <= PIECE_S * SAMPLE_RATE
             else split_at_pauses(audio, vad.stream().push(audio), WINDOW, max_s=PIECE_S)
         )
         refs.append(item.reference)

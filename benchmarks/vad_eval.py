@@ -24,12 +24,12 @@ from pyannote.core import Annotation, Segment
 from pyannote.metrics.detection import DetectionErrorRate
 
 from models.intent_data import load_heldout
+from telephony.base import SAMPLE_RATE
 from telephony.codecs import phone_line, resample
 from voicebot.config import PROJECT_ROOT
 from voicebot.tts import Speaker, Voice
 from voicebot.vad import WINDOW, SileroVad
 
-RATE = 16000
 NST = PROJECT_ROOT.parent / "shared" / "data" / "danish-speech" / "nst-danspeech"
 
 
@@ -48,7 +48,7 @@ def regions(active: np.ndarray, hop_s: float, min_gap_s: float = 0.0) -> list[tu
 def energy_reference(
     audio: np.ndarray, below_peak_db: float = 35.0, hop_s: float = 0.01
 ) -> np.ndarray:
-    hop = int(hop_s * RATE)
+    hop = int(hop_s * SAMPLE_RATE)
     n = len(audio) // hop
     rms = np.sqrt(np.mean(audio[: n * hop].reshape(n, hop) ** 2, axis=1) + 1e-12)
     db = 20 * np.log10(rms)
@@ -79,8 +79,8 @@ def synthetic_set(n: int = 12) -> list[tuple[str, np.ndarray, list[tuple[float, 
     sentences = [e.text for e in load_heldout() if e.intent != "out_of_scope"]
     items = []
     for k in range(n):
-        parts, ref, t = [np.zeros(int(rng.uniform(0.3, 1.0) * RATE), np.float32)], [], 0.0
-        t = len(parts[0]) / RATE
+        parts, ref, t = [np.zeros(int(rng.uniform(0.3, 1.0) * SAMPLE_RATE), np.float32)], [], 0.0
+        t = len(parts[0]) / SAMPLE_RATE
         for text in rng.choice(sentences, size=3, replace=False):
             speech = speaker.speak(str(text), voices[k % len(voices)])
             for a, b in regions(
@@ -89,9 +89,9 @@ def synthetic_set(n: int = 12) -> list[tuple[str, np.ndarray, list[tuple[float, 
                 min_gap_s=0.05,
             ):
                 ref.append((t + a, t + b))
-            pause = np.zeros(int(rng.uniform(0.2, 1.5) * RATE), np.float32)
+            pause = np.zeros(int(rng.uniform(0.2, 1.5) * SAMPLE_RATE), np.float32)
             parts += [speech, pause]
-            t += (len(speech) + len(pause)) / RATE
+            t += (len(speech) + len(pause)) / SAMPLE_RATE
         clean = np.concatenate(parts)
         line = phone_line(clean, snr_db=float(rng.uniform(15, 30)), rng=rng)
         items.append((f"synthetic-{k}", line, ref))
@@ -102,7 +102,7 @@ def real_set() -> list[tuple[str, np.ndarray, list[tuple[float, float]]]]:
     items = []
     for path in sorted(NST.glob("*.wav")):
         audio, rate = sf.read(path, dtype="float32")
-        mono = resample(audio.mean(axis=1) if audio.ndim == 2 else audio, rate, RATE)
+        mono = resample(audio.mean(axis=1) if audio.ndim == 2 else audio, rate, SAMPLE_RATE)
         ref = regions(energy_reference(mono), 0.01, min_gap_s=0.05)
         line = phone_line(mono, snr_db=25.0, rng=np.random.default_rng(len(items)))
         items.append((path.name, line, ref))
@@ -116,7 +116,7 @@ def internal_pauses(ref: list[tuple[float, float]], min_pause_s: float = 0.05) -
 
 def evaluate(threshold: float = 0.5) -> dict:
     vad = SileroVad()
-    hop_s = WINDOW / RATE
+    hop_s = WINDOW / SAMPLE_RATE
     report = {}
     for name, items in (("synthetic", synthetic_set()), ("real", real_set())):
         metric = DetectionErrorRate(collar=0.0)
@@ -124,7 +124,7 @@ def evaluate(threshold: float = 0.5) -> dict:
         for _, audio, ref in items:
             hyp = regions(vad_speech(vad, audio, threshold), hop_s)
             hyps.append(hyp)
-            metric(annotation(ref), annotation(hyp), uem=Segment(0, len(audio) / RATE))
+            metric(annotation(ref), annotation(hyp), uem=Segment(0, len(audio) / SAMPLE_RATE))
         detail = abs(metric)
         components = metric[:]
         report[name] = {

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from telephony.base import SAMPLE_RATE
 from voicebot.config import Settings, load_settings
 from voicebot.provision import provision_for
 
@@ -82,7 +83,7 @@ def _long_transcriber(asr: Any, previous_text: str | None) -> Callable[[np.ndarr
     vad = SileroVad()
 
     def transcribe(audio: np.ndarray) -> str:
-        probs = vad.stream().push(audio) if len(audio) > 28 * 16000 else None
+        probs = vad.stream().push(audio) if len(audio) > 28 * SAMPLE_RATE else None
         pieces = [audio] if probs is None else split_at_pauses(audio, probs, WINDOW)
         return " ".join(t for t in (asr.transcribe(p, previous_text).text for p in pieces) if t)
 
@@ -125,7 +126,7 @@ def cmd_eval_asr(args: argparse.Namespace) -> int:
     result = evaluate_asr(
         load_manifest(args.manifest),
         _long_transcriber(asr, prompt),
-        lambda p: decode_audio(str(p), sampling_rate=16000),
+        lambda p: decode_audio(str(p), sampling_rate=SAMPLE_RATE),
         progress=not args.json,
     )
     if args.json:
@@ -171,7 +172,7 @@ def _labelled_rows(args: argparse.Namespace, settings: Settings) -> list[tuple[s
     provision_for(settings)
     transcribe = _long_transcriber(WhisperAsr(settings.whisper_dir, settings.asr), None)
     return [
-        (transcribe(decode_audio(str(i.audio), sampling_rate=16000)), i.reference)
+        (transcribe(decode_audio(str(i.audio), sampling_rate=SAMPLE_RATE)), i.reference)
         for i in load_manifest(args.file)
     ]
 

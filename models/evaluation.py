@@ -16,6 +16,11 @@ import jiwer
 import numpy as np
 from num2words import num2words
 
+from telephony.base import SAMPLE_RATE
+from voicebot.config import PROJECT_ROOT
+
+SPEECH_DIR = PROJECT_ROOT.parent / "shared" / "data" / "danish-speech"  # the real Danish recordings
+
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
 _PUNCT = re.compile(r"[^\w\s]|_")
 
@@ -109,7 +114,7 @@ def evaluate_asr(
         start = time.perf_counter()
         text = transcribe(audio)
         ms = (time.perf_counter() - start) * 1000
-        audio_s += len(audio) / 16000
+        audio_s += len(audio) / SAMPLE_RATE
         latencies.append(ms)
         refs.append(item.reference)
         hyps.append(text)

@@ -61,6 +61,7 @@ from telephony.auth import (
 )
 from telephony.base import (
     CLOSE_INVALID,
+    DIGITS,
     SAMPLE_RATE,
     Audio,
     CallEvent,
@@ -101,21 +102,7 @@ NIL_UUID = "00000000-0000-0000-0000-000000000000"
 OUT_FRAME_S = 0.2  # 200 ms per outbound binary message (1600 bytes of PCMU)
 MAX_TEXT_BYTES = 65535  # the reference server's limit
 CLOSE_WAIT_S = 3.0  # after our disconnect, how long Genesys gets to send close
-DIGITS = "0123456789*#"
 _POSITION = re.compile(r"^PT(\d+(\.\d+)?)S$")
-CLIENT_TYPES = {
-    "open",
-    "ping",
-    "close",
-    "paused",
-    "resumed",
-    "discarded",
-    "update",
-    "error",
-    "dtmf",
-    "playback_started",
-    "playback_completed",
-}
 
 
 def parse_position(value: str) -> float:
@@ -178,7 +165,6 @@ class AudioHookChannel(ReaderChannel):
         self.probe = False
         self.position_samples = 0
         self.client_position_s = 0.0
-        self.paused_frames = 0
         self.disconnect_sent: dict | None = None
         self.error_info: str | None = None
         self.closed = asyncio.Event()  # closed sent, or the socket is gone
@@ -399,7 +385,6 @@ class AudioHookChannel(ReaderChannel):
         samples = len(data) // self.channels
         self.position_samples += samples
         if self.state != "active" or self.probe or self.call_id is None:
-            self.paused_frames += self.state == "paused"
             return []  # paused, disconnecting or a probe: not for the session
         if self.channels > 1:
             data = data[self.channel_index :: self.channels]
@@ -535,7 +520,6 @@ class AudioHookPlatform:
         self.opened = asyncio.Event()
         self.disconnect: dict | None = None
         self.closed = False
-        self.pongs = 0
 
     @staticmethod
     def new_call_id() -> str:
@@ -635,7 +619,6 @@ class AudioHookPlatform:
             self.opened.set()
             return "control", kind
         if kind in ("pong", "closed"):
-            self.pongs += kind == "pong"
             return "control", kind
         if kind == "event":
             if any(e.get("type") == "barge_in" for e in params.get("entities", [])):

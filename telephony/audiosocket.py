@@ -35,6 +35,7 @@ import numpy as np
 from telephony.base import (
     CLOSE_INVALID,
     CLOSE_UNSUPPORTED,
+    DIGITS,
     SAMPLE_RATE,
     Audio,
     CallEvent,
@@ -62,7 +63,6 @@ KIND_HANGUP, KIND_UUID, KIND_DTMF, KIND_AUDIO, KIND_ERROR = 0x00, 0x01, 0x03, 0x
 HIGHER_RATE_KINDS = range(0x11, 0x19)
 WIRE_RATE = 8000
 FRAME_BYTES = 320  # 20 ms
-DIGITS = "0123456789*#"
 ERROR_CODES = {
     0x00: "none",
     0x01: "caller hung up",

@@ -19,6 +19,10 @@ import numpy as np
 log = logging.getLogger("voicebot.telephony")
 
 SAMPLE_RATE = 16000  # what the session hears and speaks
+FRAME_MS = 20  # one media frame, as the platforms send it and the simulator paces it
+DIGITS = "0123456789*#"  # the DTMF keys a platform may report
+# Marks remembered while the platform has not echoed them (the bot sends one per sentence).
+MAX_MARKS = 64
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,8 @@ import numpy as np
 from telephony.base import (
     CLOSE_INVALID,
     CLOSE_UNSUPPORTED,
+    DIGITS,
+    MAX_MARKS,
     SAMPLE_RATE,
     Audio,
     CallEvent,
@@ -91,10 +93,8 @@ FRAMES_PER_MESSAGE = 10  # 200 ms per binary message
 HIGH_WATER_FRAMES = 500  # our estimate of Asterisk's queue (1000 max, XOFF at 900) stays below this
 MAX_TEXT_BYTES = 16 * 1024  # control messages are small, whatever security.max_message_bytes says
 MAX_BINARY_BYTES = 64 * 1024
-DIGITS = "0123456789*#"
 MAX_MARK_CHARS = 100  # Asterisk reads at most 128 bytes per text command
 MAX_FIELDS = 64  # fields in one control message
-MAX_MARKS = 64  # MARK_MEDIA sent and not yet processed
 
 
 def decode_audio(data: bytes, fmt: str) -> np.ndarray:

@@ -37,6 +37,7 @@ import numpy as np
 from telephony.auth import Credentials, NonceCache, equal, presented_token
 from telephony.base import (
     CLOSE_INVALID,
+    DIGITS,
     SAMPLE_RATE,
     Audio,
     CallEvent,
@@ -45,7 +46,6 @@ from telephony.base import (
     HandOff,
     Hangup,
     Limits,
-    Played,
     ProtocolError,
     log,
     too_big,
@@ -53,6 +53,7 @@ from telephony.base import (
 from telephony.codecs import float_to_pcm16, pcm16_from_bytes, pcm16_to_float
 from telephony.platform import Admission, Platform, Upgrade, bearer_check, bearer_sign
 from telephony.streams import (
+    MarkLedger,
     ReaderChannel,
     close_ws,
     parse_json_object,
@@ -65,8 +66,6 @@ WIRE_RATE = SAMPLE_RATE
 FRAME_BYTES = 640  # 20 ms
 CHUNK_FRAMES = 10  # outbound message: 200 ms
 MAX_PARAMS = 32  # extra fields of the start message kept as call parameters
-MAX_MARKS = 64
-DIGITS = "0123456789*#"
 
 
 class RawChannel(ReaderChannel):
@@ -76,8 +75,7 @@ class RawChannel(ReaderChannel):
         super().__init__(limits)
         self.ws = websocket  # starlette WebSocket, already accepted
         self.call_id: str | None = None
-        self._pending_marks: list[str] = []
-        self._cleared_marks: dict[str, None] = {}  # insertion-ordered, so the oldest can go
+        self.marks = MarkLedger()
         self._closed = False
 
     # -- inbound ---------------------------------------------------------------------
@@ -118,12 +116,7 @@ class RawChannel(ReaderChannel):
                     )
                 return [Digit(digit)]
             case "mark":
-                name = str(msg.get("name", ""))
-                if name in self._pending_marks:
-                    self._pending_marks.remove(name)
-                interrupted = name in self._cleared_marks
-                self._cleared_marks.pop(name, None)
-                return [Played(name, interrupted)]
+                return [self.marks.echoed(str(msg.get("name", "")))]
             case "hangup":
                 return [Hangup("hangup")]
             case _:
@@ -161,14 +154,11 @@ class RawChannel(ReaderChannel):
             if self._closed:
                 return
             await self._send(payload[i : i + chunk])
-        self._pending_marks = [*self._pending_marks[-(MAX_MARKS - 1) :], mark]
+        self.marks.sent(mark)
         await self._send_text({"type": "mark", "name": mark})
 
     async def clear(self) -> None:
-        self._cleared_marks.update(dict.fromkeys(self._pending_marks))
-        self._pending_marks.clear()
-        if len(self._cleared_marks) > MAX_MARKS:  # a client that never echoes: forget the oldest
-            self._cleared_marks = dict.fromkeys(list(self._cleared_marks)[-MAX_MARKS:])
+        self.marks.clear()
         await self._send_text({"type": "clear"})
 
     async def _close(self, message: dict) -> None:

@@ -41,12 +41,11 @@ import numpy as np
 import websockets
 
 from telephony.auth import Credentials
-from telephony.base import ProtocolError
+from telephony.base import FRAME_MS, SAMPLE_RATE, ProtocolError
 from telephony.codecs import float_to_pcm16, resample
 from telephony.registry import PLATFORM_CLIENTS as PLATFORMS
 from telephony.registry import client_headers
 
-FRAME_MS = 20
 LEAD_SILENCE_S = 0.3  # caller silence after the greeting before speaking
 PACED_QUIET_S = 0.3  # paced platforms: no bot audio for this long = the prompt has ended
 TURN_TIMEOUT_S = 30.0  # stream time to wait for the bot's reply to one turn
@@ -65,7 +64,7 @@ def load_audio(path: str | Path, rate: int) -> np.ndarray:
     """Any audio file (wav/mp3/flac/…) → mono float32 at `rate`."""
     from faster_whisper.audio import decode_audio
 
-    return resample(decode_audio(str(path), sampling_rate=16000), 16000, rate)
+    return resample(decode_audio(str(path), sampling_rate=SAMPLE_RATE), SAMPLE_RATE, rate)
 
 
 def speech_end_offset_s(audio: np.ndarray, rate: int, below_peak_db: float = 35.0) -> float:

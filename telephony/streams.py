@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from telephony.base import (
     CLOSE_INVALID,
-    Audio,
+    MAX_MARKS,
     CallEvent,
     Hangup,
     Limits,
@@ -50,7 +50,6 @@ class Inbox:
         self._room = asyncio.Event()
         self._room.set()
         self.closed = False
-        self.dropped = 0
 
     def __len__(self) -> int:
         return len(self._items)
@@ -65,7 +64,6 @@ class Inbox:
         # Bounded by the callers (one Played per mark, marks bounded by the playout queue),
         # with a hard stop twice the capacity in case of a bug.
         if len(self._items) >= 2 * self._capacity:
-            self.dropped += 1
             log.warning("inbox full: dropping %s", type(event).__name__)
             return
         self._append(event)
@@ -75,7 +73,6 @@ class Inbox:
 
     def _append(self, item: CallEvent | ProtocolError) -> None:
         if self.closed:
-            self.dropped += isinstance(item, Audio)
             return
         self._items.append(item)
         self._ready.set()
@@ -283,10 +280,6 @@ class PacedPlayout:
     def queued_s(self) -> float:
         return self._queued_frames * self._frame_s
 
-    @property
-    def idle(self) -> bool:
-        return not self._queue and not self._timers
-
     def enqueue(self, frames: list[bytes], mark: str) -> None:
         if self.closed:
             self._on_played(Played(mark, interrupted=True))
@@ -368,6 +361,46 @@ class PacedPlayout:
                 return
             self.frames_sent += 1
             due += self._frame_s
+
+
+class MarkLedger:
+    """The marks a channel sent and the platform has not echoed yet, and those a clear cut
+    off (their echoes mean "discarded"). Both are bounded by MAX_MARKS, so a platform that
+    never echoes cannot make a channel remember more."""
+
+    def __init__(self) -> None:
+        self.pending: list[str] = []
+        self.cleared: dict[str, None] = {}  # insertion-ordered, so the oldest can go
+
+    def sent(self, mark: str) -> None:
+        self.pending = [*self.pending[-(MAX_MARKS - 1) :], mark]
+
+    def clear(self) -> list[str]:
+        """Cut off every pending mark; returns them."""
+        cut, self.pending = self.pending, []
+        self.cleared.update(dict.fromkeys(cut))
+        if len(self.cleared) > MAX_MARKS:  # echoes that never came: forget the oldest
+            self.cleared = dict.fromkeys(list(self.cleared)[-MAX_MARKS:])
+        return cut
+
+    def take_cleared(self, mark: str) -> bool:
+        """Whether `mark` was cut off by a clear (then it is forgotten)."""
+        if mark in self.cleared:
+            del self.cleared[mark]
+            return True
+        return False
+
+    def take_pending(self, mark: str) -> bool:
+        """Whether `mark` was sent and not yet echoed (then it is forgotten)."""
+        if mark in self.pending:
+            self.pending.remove(mark)
+            return True
+        return False
+
+    def echoed(self, mark: str) -> Played:
+        """The platform echoed `mark`: played in full, or discarded by a clear."""
+        self.take_pending(mark)
+        return Played(mark, interrupted=self.take_cleared(mark))
 
 
 @dataclass

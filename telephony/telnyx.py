@@ -36,6 +36,7 @@ import numpy as np
 from telephony.base import (
     CLOSE_INVALID,
     CLOSE_UNSUPPORTED,
+    DIGITS,
     SAMPLE_RATE,
     Audio,
     CallEvent,
@@ -61,6 +62,7 @@ from telephony.codecs import (
 )  # fmt: skip
 from telephony.platform import Connection, Platform, bearer_check, bearer_sign
 from telephony.streams import (
+    MarkLedger,
     ReaderChannel,
     ReorderBuffer,
     close_ws,
@@ -72,8 +74,6 @@ from telephony.streams import (
 PLATFORM = "telnyx"
 ENCODINGS = {"PCMU": (8000,), "PCMA": (8000,), "L16": (8000, 16000)}
 CHUNK_MS = 200
-MAX_MARKS = 64  # marks remembered while Telnyx has not echoed them
-DIGITS = "0123456789*#"
 
 
 def decode_payload(payload: bytes, encoding: str) -> np.ndarray:
@@ -111,8 +111,7 @@ class TelnyxChannel(ReaderChannel):
         self.wire_rate = 8000
         self.reorder = ReorderBuffer(depth=reorder_frames)
         self._upsample: StreamResampler | None = None
-        self._pending_marks: list[str] = []
-        self._cleared_marks: dict[str, None] = {}  # insertion-ordered, so the oldest can go
+        self.marks = MarkLedger()
         self.errors: list[dict] = []  # the last few Telnyx error events
         self._closed = False
 
@@ -157,10 +156,9 @@ class TelnyxChannel(ReaderChannel):
                     events.append(Digit(digit))
             case "mark":
                 name = str(_obj(msg, "mark").get("name", ""))
-                if name in self._cleared_marks:
-                    self._cleared_marks.pop(name, None)  # already reported interrupted at the clear
-                elif name in self._pending_marks:
-                    self._pending_marks.remove(name)
+                if self.marks.take_cleared(name):
+                    pass  # already reported interrupted at the clear
+                elif self.marks.take_pending(name):
                     events.append(Played(name))
                 else:
                     log.info("telnyx: mark %r echoed that was never sent", name)
@@ -278,17 +276,13 @@ class TelnyxChannel(ReaderChannel):
                     "media": {"payload": base64.b64encode(payload[i : i + chunk]).decode()},
                 }
             )
-        self._pending_marks = [*self._pending_marks[-(MAX_MARKS - 1) :], mark]
+        self.marks.sent(mark)
         await self._send({"event": "mark", "mark": {"name": mark}})
 
     async def clear(self) -> None:
         await self._send({"event": "clear"})
-        for name in self._pending_marks:
-            self._cleared_marks[name] = None
+        for name in self.marks.clear():
             self.inbox.put_now(Played(name, interrupted=True))
-        self._pending_marks.clear()
-        if len(self._cleared_marks) > MAX_MARKS:  # echoes that never came: forget the oldest
-            self._cleared_marks = dict.fromkeys(list(self._cleared_marks)[-MAX_MARKS:])
 
     async def hang_up(self) -> None:
         if self._closed:

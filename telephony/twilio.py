@@ -25,6 +25,7 @@ from telephony.auth import Credentials, NonceCache, twilio_signature, verify_twi
 from telephony.base import (
     CLOSE_INVALID,
     CLOSE_UNSUPPORTED,
+    DIGITS,
     SAMPLE_RATE,
     Audio,
     CallEvent,
@@ -34,7 +35,6 @@ from telephony.base import (
     Hangup,
     Limits,
     MediaChannel,
-    Played,
     ProtocolError,
     log,
     too_big,
@@ -48,12 +48,11 @@ from telephony.codecs import (
     ulaw_encode,
 )  # fmt: skip
 from telephony.platform import Admission, Platform, Upgrade, WebhookSide, is_loopback_host
-from telephony.streams import close_ws, parse_json_object, send_ws
+from telephony.streams import MarkLedger, close_ws, parse_json_object, send_ws
 
 PLATFORM = "twilio"
 WIRE_RATE = 8000
 FRAME_BYTES = 160  # 20 ms of μ-law at 8 kHz
-MAX_MARKS = 64  # marks remembered while Twilio has not echoed them (the bot sends one per sentence)
 UNEXPECTED = (ValueError, TypeError, KeyError, AttributeError, IndexError, RecursionError)
 
 
@@ -73,10 +72,7 @@ class TwilioChannel(MediaChannel):
         self.stream_sid: str | None = None
         self.call_sid: str | None = None
         self._upsample = StreamResampler(WIRE_RATE, SAMPLE_RATE)
-        self._pending_marks: list[str] = []  # sent, not yet echoed
-        self._cleared_marks: dict[
-            str, None
-        ] = {}  # echoes of these mean "discarded"; insertion-ordered
+        self.marks = MarkLedger()
         self._closed = False
 
     # -- inbound ---------------------------------------------------------------------
@@ -131,14 +127,9 @@ class TwilioChannel(MediaChannel):
                 return self._on_media(msg)
             case "dtmf":
                 digit = str(_obj(msg, "dtmf").get("digit", ""))
-                return Digit(digit) if len(digit) == 1 and digit in "0123456789*#" else None
+                return Digit(digit) if len(digit) == 1 and digit in DIGITS else None
             case "mark":
-                name = str(_obj(msg, "mark").get("name", ""))
-                if name in self._pending_marks:
-                    self._pending_marks.remove(name)
-                interrupted = name in self._cleared_marks
-                self._cleared_marks.pop(name, None)
-                return Played(name, interrupted)
+                return self.marks.echoed(str(_obj(msg, "mark").get("name", "")))
             case "stop":
                 return Hangup("stop")
             case _:
@@ -202,14 +193,11 @@ class TwilioChannel(MediaChannel):
             await self._send(
                 {"event": "media", "streamSid": self.stream_sid, "media": {"payload": chunk}}
             )
-        self._pending_marks = [*self._pending_marks[-(MAX_MARKS - 1) :], mark]
+        self.marks.sent(mark)
         await self._send({"event": "mark", "streamSid": self.stream_sid, "mark": {"name": mark}})
 
     async def clear(self) -> None:
-        self._cleared_marks.update(dict.fromkeys(self._pending_marks))
-        self._pending_marks.clear()
-        if len(self._cleared_marks) > MAX_MARKS:  # echoes that never came: forget the oldest
-            self._cleared_marks = dict.fromkeys(list(self._cleared_marks)[-MAX_MARKS:])
+        self.marks.clear()
         await self._send({"event": "clear", "streamSid": self.stream_sid})
 
     async def hang_up(self) -> None:

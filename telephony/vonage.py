@@ -33,6 +33,8 @@ import numpy as np
 from telephony.base import (
     CLOSE_INVALID,
     CLOSE_UNSUPPORTED,
+    DIGITS,
+    FRAME_MS,
     SAMPLE_RATE,
     Audio,
     CallEvent,
@@ -64,11 +66,9 @@ from telephony.streams import (
 
 PLATFORM = "vonage"
 RATES = (16000, 8000)
-FRAME_MS = 20
 LEAD_FRAMES = 3  # sent ahead of real time, against network jitter (Vonage buffers)
 MAX_TEXT_BYTES = 16 * 1024  # control messages are small, whatever security.max_message_bytes says
 MAX_HEADERS = 64  # NCCO headers kept from websocket:connected
-DIGITS = "0123456789*#"
 _CONTENT_TYPE = re.compile(r"^\s*audio/l16\s*;\s*rate\s*=\s*(\d+)\s*$", re.IGNORECASE)
 
 
@@ -217,7 +217,6 @@ class VonagePlatform:
         self.call_id = call_id
         self.caller = caller
         self._frame_bytes = frame_bytes(self.wire_rate)
-        self.bad_frames = 0
 
     @staticmethod
     def new_call_id() -> str:
@@ -257,7 +256,7 @@ class VonagePlatform:
     def decode(self, message) -> tuple[str, object]:
         if isinstance(message, bytes):
             if len(message) != self._frame_bytes:
-                self.bad_frames += 1  # Vonage requires exactly one 20 ms frame per message
+                # Vonage requires exactly one 20 ms frame per message
                 raise ProtocolError(
                     f"the bot sent a {len(message)}-byte frame; Vonage needs {self._frame_bytes}"
                 )

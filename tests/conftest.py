@@ -3,7 +3,6 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from voicebot.catalogue import load_catalogue
@@ -60,11 +59,6 @@ def speaker():
     from voicebot.tts import Speaker
 
     return Speaker()
-
-
-def tone(seconds: float, rate: int = 16000, freq: float = 440.0, level: float = 0.3) -> np.ndarray:
-    t = np.arange(int(seconds * rate)) / rate
-    return (level * np.sin(2 * np.pi * freq * t)).astype(np.float32)
 
 
 def copy_catalogue(tmp_path: Path) -> Path:

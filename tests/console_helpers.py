@@ -1,5 +1,5 @@
 """Shared set-up for the console tests: the real app, store, EventBus and catalogue, with
-speech services left out (no call audio flows in these tests)."""
+the fake speech services (no call audio flows in these tests)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ from pathlib import Path
 
 from argon2 import PasswordHasher
 
+from tests.fakes import DeafVad, ScriptedAsr, ToneSpeaker
 from voicebot import metrics
 from voicebot.accounts import AgentStore, agents_path
+from voicebot.asr import AsrPool
 from voicebot.catalogue import Catalogue
 from voicebot.config import Settings, load_settings
 from voicebot.events import EventBus
@@ -23,15 +25,6 @@ FAST_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 AGENTS = {"anna": ["TMF", "KONTAKTCENTER"], "bo": ["KFF"]}  # and "chef", an admin
 
 
-class NoSpeech:
-    """Stands in for the ASR pool: the app reads its load and shuts it down, nothing more."""
-
-    load = 0.0
-
-    def shutdown(self) -> None:
-        pass
-
-
 def make_settings(data_dir: Path, **overrides) -> Settings:
     return load_settings(None, data_dir=data_dir, **overrides)
 
@@ -40,10 +33,10 @@ def make_services(settings: Settings, catalogue: Catalogue) -> Services:
     return Services(
         settings=settings,
         catalogue=catalogue,
-        vad=None,
-        asr=NoSpeech(),
+        vad=DeafVad(),
+        asr=AsrPool(ScriptedAsr(), settings.asr),
         classifier=None,
-        speaker=None,
+        speaker=ToneSpeaker(),
         store=SqliteQueueStore(settings.db_path),
         events=EventBus(),
         domain_prompt=None,

@@ -18,39 +18,9 @@ import asyncio
 import gc
 import json
 import os
-import random
 import threading
 import time
 from pathlib import Path
-
-import numpy as np
-
-SENTENCE = "min skraldespand er ikke blevet tømt"  # waste → TMF
-
-
-class ScriptedAsr:
-    def __init__(self, delay_ms: tuple[float, float]) -> None:
-        self.delay_ms = delay_ms
-
-    def transcribe(self, audio, previous_text=None, prefix=None):
-        from voicebot.asr import AsrResult
-
-        time.sleep(random.uniform(*self.delay_ms) / 1000)
-        text = SENTENCE if len(audio) > 8000 else ""
-        return AsrResult(text, -0.2, 0.01, len(audio) / 16000, 6.0, 5.0)
-
-    def transcribe_batch(self, audios, previous_text=None):
-        return [self.transcribe(a, previous_text) for a in audios]
-
-
-class ToneSpeaker:
-    def __init__(self, seconds: float) -> None:
-        t = np.arange(int(seconds * 16000)) / 16000
-        self.audio = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
-
-    def speak(self, text: str, voice=None) -> np.ndarray:
-        return self.audio
-
 
 SESSION_CODE = (
     "CallSession.",
@@ -179,8 +149,9 @@ def main() -> None:
     from voicebot.services import Services, load_classifier
     from voicebot.vad import SileroVad
 
-    from .telephony_fakes import SilentVad
+    from .fakes import SENTENCE, DeafVad, ScriptedAsr, ToneSpeaker
 
+    lo_ms, hi_ms = args.asr_delay_ms
     settings = load_settings(
         None,
         data_dir=args.data_dir,
@@ -192,8 +163,8 @@ def main() -> None:
     services = Services(
         settings=settings,
         catalogue=catalogue,
-        vad=SileroVad() if args.vad == "silero" else SilentVad(),
-        asr=AsrPool(ScriptedAsr(tuple(args.asr_delay_ms)), settings.asr),
+        vad=SileroVad() if args.vad == "silero" else DeafVad(),
+        asr=AsrPool(ScriptedAsr(SENTENCE, delay_s=(lo_ms / 1000, hi_ms / 1000)), settings.asr),
         classifier=load_classifier(settings, catalogue),
         speaker=ToneSpeaker(args.prompt_s),
         store=open_store(settings.queue_backend, settings.db_path, settings.redis_url),

@@ -9,7 +9,7 @@ import time
 
 import websockets
 
-from tests.telephony_fakes import ServedApp, light_services
+from tests.fakes import ServedApp, light_services
 
 MAX_CALLS = 2
 CALLERS = 5

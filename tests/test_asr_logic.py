@@ -5,7 +5,8 @@ import asyncio
 import numpy as np
 import pytest
 
-from voicebot.asr import AsrPool, AsrResult, LocalAgreement, Overloaded, WhisperAsr, _looping
+from tests.fakes import ScriptedAsr
+from voicebot.asr import AsrPool, LocalAgreement, Overloaded, WhisperAsr, _looping
 from voicebot.config import AsrSettings
 
 
@@ -35,27 +36,6 @@ def test_looping_output_is_detected():
     assert not _looping("ja ja, det er rigtigt")
 
 
-class FakeAsr:
-    def __init__(self, delay: float):
-        self.delay = delay
-
-        self.batches: list[int] = []
-
-    def transcribe(self, audio, previous_text=None, prefix=None):
-        import time
-
-        time.sleep(self.delay)
-        self.batches.append(1)
-        return AsrResult("tekst", -0.1, 0.0, len(audio) / 16000, 6.0, self.delay * 1000)
-
-    def transcribe_batch(self, audios, previous_text=None):
-        import time
-
-        time.sleep(self.delay)
-        self.batches.append(len(audios))
-        return [AsrResult(f"tekst {i}", -0.1, 0.0, 1.0, 6.0, 1.0) for i in range(len(audios))]
-
-
 def test_window_is_trimmed_to_the_audio_plus_margin():
     asr = WhisperAsr.__new__(WhisperAsr)
     asr.settings = AsrSettings(window_margin_s=1.0, window_min_s=6.0)
@@ -67,7 +47,7 @@ def test_window_is_trimmed_to_the_audio_plus_margin():
 
 def test_pool_refuses_finals_beyond_its_bound_and_skips_partials_when_busy():
     async def scenario():
-        pool = AsrPool(FakeAsr(0.2), AsrSettings(workers=1, max_pending=2))
+        pool = AsrPool(ScriptedAsr("tekst", delay_s=0.2), AsrSettings(workers=1, max_pending=2))
         audio = np.zeros(16000, np.float32)
         first = asyncio.create_task(pool.final(audio))
         second = asyncio.create_task(pool.final(audio))
@@ -85,7 +65,7 @@ def test_pool_refuses_finals_beyond_its_bound_and_skips_partials_when_busy():
 
 def test_finals_that_wait_are_decoded_together_in_order():
     async def scenario():
-        fake = FakeAsr(0.1)
+        fake = ScriptedAsr([f"tekst {i}" for i in range(5)], delay_s=0.1)
         pool = AsrPool(fake, AsrSettings(workers=1, max_pending=8, max_batch=3))
         audio = np.zeros(16000, np.float32)
         tasks = [asyncio.create_task(pool.final(audio)) for _ in range(5)]
@@ -95,28 +75,12 @@ def test_finals_that_wait_are_decoded_together_in_order():
 
     batches, texts = asyncio.run(scenario())
     assert batches == [1, 3, 1]  # the first alone; the next three waited and went together
-    assert texts == ["tekst", "tekst 0", "tekst 1", "tekst 2", "tekst"]
-
-
-class RecordingAsr(FakeAsr):
-    """Records the first sample of every audio it decodes, to tell requests apart."""
-
-    def __init__(self, delay: float):
-        super().__init__(delay)
-        self.decoded: list[float] = []
-
-    def transcribe(self, audio, previous_text=None, prefix=None):
-        self.decoded.append(float(audio[0]))
-        return super().transcribe(audio, previous_text, prefix)
-
-    def transcribe_batch(self, audios, previous_text=None):
-        self.decoded += [float(a[0]) for a in audios]
-        return super().transcribe_batch(audios, previous_text)
+    assert texts == ["tekst 0", "tekst 1", "tekst 2", "tekst 3", "tekst 4"]  # each its own
 
 
 def test_guesses_run_only_when_no_final_waits_and_are_dropped_once_stale():
     async def scenario():
-        fake = RecordingAsr(0.1)
+        fake = ScriptedAsr("tekst", delay_s=0.1)
         pool = AsrPool(fake, AsrSettings(workers=1, max_pending=4, max_batch=1))
         audio = lambda tag: np.full(16000, tag, np.float32)  # noqa: E731
         running = asyncio.create_task(pool.final(audio(1)))
@@ -140,7 +104,7 @@ def test_guesses_run_only_when_no_final_waits_and_are_dropped_once_stale():
 
 def test_guesses_do_not_count_towards_overload():
     async def scenario():
-        pool = AsrPool(FakeAsr(0.1), AsrSettings(workers=1, max_pending=1))
+        pool = AsrPool(ScriptedAsr("tekst", delay_s=0.1), AsrSettings(workers=1, max_pending=1))
         audio = np.zeros(16000, np.float32)
         guess = asyncio.create_task(pool.speculative(audio))
         await asyncio.sleep(0.01)
@@ -153,12 +117,12 @@ def test_guesses_do_not_count_towards_overload():
 
 
 def test_a_failing_decode_fails_every_call_in_its_batch():
-    class Broken(FakeAsr):
+    class Broken(ScriptedAsr):
         def transcribe_batch(self, audios, previous_text=None):
             raise RuntimeError("decoder fault")
 
     async def scenario():
-        pool = AsrPool(Broken(0.05), AsrSettings(workers=1, max_batch=4))
+        pool = AsrPool(Broken("tekst", delay_s=0.05), AsrSettings(workers=1, max_batch=4))
         audio = np.zeros(16000, np.float32)
         tasks = [asyncio.create_task(pool.final(audio)) for _ in range(3)]
         outcome = await asyncio.gather(*tasks, return_exceptions=True)

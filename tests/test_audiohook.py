@@ -12,7 +12,7 @@ import pytest
 from telephony.audiohook import NIL_UUID, AudioHookChannel, choose_media, parse_position
 from telephony.base import Audio, CallStart, Digit, HandOff, Hangup, Played, ProtocolError
 from telephony.codecs import ulaw_encode
-from tests.telephony_fakes import FakeWebSocket
+from tests.fakes import FakeWebSocket
 
 SESSION = "e160e428-53e2-487c-977d-96989bf5c99d"
 CONVERSATION = "090eaa2f-72fa-480a-83e0-8667ff89c0ec"

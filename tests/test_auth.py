@@ -25,7 +25,7 @@ from telephony.audiosocket import (
     source_allowed,
 )
 from telephony.registry import WEBSOCKET_CHANNELS, client_headers
-from tests.telephony_fakes import ServedApp, keypad_call, light_services
+from tests.fakes import ServedApp, keypad_call, light_services
 
 # Twilio's worked example ("Webhooks security"): auth token 12345.
 TWILIO_URL = "https://mycompany.com/myapp.php?foo=1&bar=2"

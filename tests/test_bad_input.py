@@ -15,14 +15,13 @@ import socket
 import time
 import uuid
 
-import numpy as np
 import pytest
 import websockets
 
 from telephony.audiosocket import KIND_AUDIO, KIND_HANGUP, KIND_UUID, TcpConnection, pack
 from telephony.registry import client_headers
 from telephony.simulator import SimulatedCall
-from tests.telephony_fakes import ServedApp, light_services
+from tests.fakes import ServedApp, ToneSpeaker, light_services
 
 START_TWILIO = {
     "event": "start",
@@ -257,19 +256,6 @@ def test_audiosocket_garbage_and_truncated_frames_end_only_their_call(served):
 
 
 # == a peer that never reads ===================================================================
-class LongSpeaker:
-    """The first sentence spoken (the stuck call's greeting) is far longer than the sockets'
-    buffers (about 2–3 MB on loopback): 200 s, 6.4 MB of PCM. Every later one is short, so the
-    other call is not itself a slow reader of megabytes on a busy machine."""
-
-    def __init__(self) -> None:
-        self.spoken = 0
-
-    def speak(self, text: str, voice=None) -> np.ndarray:
-        self.spoken += 1
-        return np.full(int((200 if self.spoken == 1 else 0.2) * 16000), 0.1, np.float32)
-
-
 def ws_frame(text: bytes) -> bytes:
     """One masked client text frame (RFC 6455 §5.2), for a client that does nothing else."""
     mask = os.urandom(4)
@@ -307,7 +293,10 @@ def test_a_peer_that_never_reads_is_cut_off_and_others_go_on(
 ):
     services = light_services(tmp_path, catalogue, classifier, audiosocket_enabled=False)
     services.settings.security.send_timeout_s = 1.0
-    services.speaker = speaker = LongSpeaker()
+    # The stuck call's greeting is far longer than the sockets' buffers (about 2–3 MB on
+    # loopback): 200 s, 6.4 MB of PCM. Every later sentence is short, so the other call is not
+    # itself a slow reader of megabytes on a busy machine.
+    services.speaker = speaker = ToneSpeaker(0.2, first_seconds=200)
     with ServedApp(services) as served, caplog.at_level(logging.WARNING):
         stuck = stuck_raw_client(served.port, served.credentials.token("raw"))
 

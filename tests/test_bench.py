@@ -355,28 +355,13 @@ def test_bench_is_a_voicebot_subcommand():
     assert build_parser().parse_args(["bench"]).suite == "all"
 
 
-class _SlowLine:
-    """A platform that stalls on one frame and hangs up on another."""
-
-    wire_rate = 8000
-
-    def __init__(self, stall_at: int, hang_up_at: int) -> None:
-        self.stall_at, self.hang_up_at, self.frames = stall_at, hang_up_at, 0
-
-    async def send_audio(self, pcm, ms: int) -> None:
-        self.frames += 1
-        if self.frames == self.hang_up_at:
-            raise ConnectionError("the bot hung up")
-        if self.frames == self.stall_at:
-            await asyncio.sleep(0.2)  # ten frame periods: the next frame leaves late
-
-
 def test_bench_call_counts_late_and_unsent_frames_over_the_simulators_send_loop():
     from benchmarks.suites.calls import LATE_MS, BenchCall
+    from tests.fakes import StallingLine
 
     call = BenchCall("ws://127.0.0.1:9/twilio", None)
     call._ms = 0  # the stream position run() starts
-    line = _SlowLine(stall_at=3, hang_up_at=6)
+    line = StallingLine(stall_at=3, hang_up_at=6)
     speech = np.ones(160 * 10, dtype=np.int16)  # ten 20 ms frames at 8 kHz
     sent = asyncio.run(call._send(line, speech))
     assert len(sent) == call.frames_sent == 5 and line.frames == 6

@@ -10,7 +10,7 @@ import pytest
 from telephony.base import Audio, CallStart, Digit, Hangup, Played, ProtocolError
 from telephony.chan_websocket import AsteriskWsChannel, AsteriskWsPlatform, parse_control
 from telephony.codecs import alaw_encode, ulaw_encode
-from tests.telephony_fakes import FakeWebSocket, drain
+from tests.fakes import FakeWebSocket, drain
 
 PLAIN_START = (
     "MEDIA_START connection_id:media_connection1 channel:WebSocket/media_connection1/0x5140001a0040 "

@@ -27,6 +27,7 @@ from telephony.base import (
     CLOSE_POLICY,
     CLOSE_TOO_BIG,
     CLOSE_UNSUPPORTED,
+    DIGITS,
     Limits,
     ProtocolError,
 )
@@ -36,7 +37,7 @@ from telephony.raw import RawChannel
 from telephony.telnyx import TelnyxChannel
 from telephony.twilio import TwilioChannel
 from telephony.vonage import VonageChannel
-from tests.telephony_fakes import FakeWebSocket
+from tests.fakes import FakeWebSocket
 from voicebot.catalogue import CatalogueError, load_catalogue
 from voicebot.config import PROJECT_ROOT, ConfigError, load_settings
 from voicebot.privacy import CPR_MASK, NUMBER_MASK, clean_log_text, mask_log_text, mask_numbers
@@ -117,9 +118,7 @@ TWILIO = event_objects(
             {"payload": payloads}, optional={"track": st.just("inbound") | json_values}
         )
         | json_values,
-        "dtmf": st.fixed_dictionaries(
-            {"digit": st.sampled_from(list("0123456789*#")) | json_values}
-        )
+        "dtmf": st.fixed_dictionaries({"digit": st.sampled_from(list(DIGITS)) | json_values})
         | json_values,
         "mark": st.fixed_dictionaries({"name": json_values}) | json_values,
     },
@@ -415,9 +414,10 @@ def test_outbound_marks_stay_bounded_when_the_platform_never_echoes(ops):
                     if len(ch.inbox):
                         await ch.inbox.get()
         await asyncio.sleep(0.01)  # let the asterisk sender drain its outbox
+        for ch in channels[:3]:
+            assert len(ch.marks.pending) <= 64 and len(ch.marks.cleared) <= 64, type(ch).__name__
+        assert len(channels[3]._sent_marks) <= 64
         for ch in channels:
-            for attr in ("_pending_marks", "_cleared_marks", "_sent_marks"):
-                assert len(getattr(ch, attr, ())) <= 64, (type(ch).__name__, attr)
             await ch.hang_up()
 
     asyncio.run(scenario())

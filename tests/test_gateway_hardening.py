@@ -14,7 +14,7 @@ import websockets
 from fastapi.testclient import TestClient
 
 from telephony import auth
-from tests.telephony_fakes import ServedApp, keypad_call, light_services
+from tests.fakes import ServedApp, keypad_call, light_services
 from voicebot.events import EventBus
 
 

@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from telephony.registry import PLATFORM_CLIENTS, WEBSOCKET_CHANNELS
-from tests.telephony_fakes import ServedApp, keypad_call, light_services
+from tests.fakes import ServedApp, keypad_call, light_services
 
 PROTOCOLS = sorted(PLATFORM_CLIENTS)
 

@@ -11,7 +11,7 @@ import websockets
 
 from telephony import registry
 from tests import fake_platform
-from tests.telephony_fakes import ServedApp, keypad_call, light_services
+from tests.fakes import ServedApp, keypad_call, light_services
 
 
 @pytest.fixture

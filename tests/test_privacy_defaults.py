@@ -89,27 +89,11 @@ def test_log_masking_keeps_ids_and_addresses():
 
 
 def test_logs_hold_no_transcript_by_default(tmp_path, catalogue, classifier, speaker, caplog):
-    from tests.test_session import ScriptedAsr, ScriptedLine, silence
-    from voicebot.asr import AsrPool
-    from voicebot.config import AsrSettings
-    from voicebot.events import EventBus
-    from voicebot.services import Services
+    from tests.fakes import ScriptedLine, heard_services, silence
     from voicebot.session import CallSession
-    from voicebot.vad import SileroVad
 
     text = "min skraldespand er ikke blevet tømt og mit nummer er 12 34 56 78"
-    settings = load_settings(None, data_dir=tmp_path)
-    services = Services(
-        settings=settings,
-        catalogue=catalogue,
-        vad=SileroVad(),
-        asr=AsrPool(ScriptedAsr(text), AsrSettings(workers=1)),
-        classifier=classifier,
-        speaker=speaker,
-        store=SqliteQueueStore(tmp_path / "q.db"),
-        events=EventBus(),
-        domain_prompt=None,
-    )
+    services = heard_services(tmp_path, catalogue, classifier, speaker, text)
     line = ScriptedLine(
         [silence(0.5), speaker.speak("Min skraldespand er ikke blevet tømt."), silence(1.5)]
     )
@@ -125,7 +109,7 @@ def test_logs_hold_no_transcript_by_default(tmp_path, catalogue, classifier, spe
 
 # == retention ==================================================================================
 def test_the_running_app_applies_retention_at_start(tmp_path, catalogue, classifier):
-    from tests.telephony_fakes import light_services
+    from tests.fakes import light_services
     from voicebot.app import create_app
 
     services = light_services(tmp_path, catalogue, classifier, audiosocket_enabled=False)

@@ -8,7 +8,7 @@ import pytest
 
 from telephony.base import Audio, CallStart, Digit, HandOff, Hangup, Played, ProtocolError
 from telephony.raw import RawChannel
-from tests.telephony_fakes import FakeWebSocket, drain
+from tests.fakes import FakeWebSocket, drain
 
 
 def test_start_message_then_audio_dtmf_marks_and_hangup():

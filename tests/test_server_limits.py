@@ -21,7 +21,7 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from telephony import auth
-from tests.telephony_fakes import ServedApp, light_services
+from tests.fakes import ServedApp, light_services
 from voicebot.config import SecuritySettings
 
 

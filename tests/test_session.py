@@ -5,107 +5,16 @@ from __future__ import annotations
 
 import asyncio
 
-import numpy as np
 import pytest
 
-from telephony.base import Audio, CallStart, Digit, Hangup, MediaChannel, Played
-from voicebot.asr import AsrPool, AsrResult
-from voicebot.config import AsrSettings, load_settings
-from voicebot.events import EventBus
-from voicebot.queues import SqliteQueueStore
-from voicebot.services import Services
+from telephony.base import CallStart, Digit, Hangup
+from tests.fakes import ScriptedLine, heard_services, published_by, silence
 from voicebot.session import CallSession
-from voicebot.vad import SileroVad
-
-FRAME = 320  # 20 ms at 16 kHz
-
-
-class ScriptedAsr:
-    """Returns `text` for any audio longer than half a second."""
-
-    def __init__(self, text: str):
-        self.text = text
-        self.calls = 0
-
-    def transcribe(self, audio, previous_text=None, prefix=None):
-        self.calls += 1
-        text = self.text if len(audio) > 8000 else ""
-        return AsrResult(text, -0.2, 0.01, len(audio) / 16000, 6.0, 5.0)
-
-
-class ScriptedLine(MediaChannel):
-    """A phone platform that plays audio instantly and returns marks after `play_s`."""
-
-    platform = "test"
-
-    def __init__(self, script: list, echo_marks: bool = True):
-        self.script = script
-        self.log: list[tuple] = []
-        self.echo_marks = echo_marks
-        self._marks: asyncio.Queue = asyncio.Queue()
-        self.ended = asyncio.Event()
-
-    async def events(self):
-        yield CallStart("CA-test", "test", "+4511223344")
-        for item in self.script:
-            if self.ended.is_set():
-                break
-            if isinstance(item, np.ndarray):
-                for i in range(0, len(item), FRAME):
-                    while not self._marks.empty():
-                        yield self._marks.get_nowait()
-                    yield Audio(item[i : i + FRAME])
-                    await asyncio.sleep(0)
-            else:
-                yield item
-        # keep the line open with silence until the bot ends the call
-        for _ in range(1500):
-            if self.ended.is_set():
-                break
-            while not self._marks.empty():
-                yield self._marks.get_nowait()
-            yield Audio(np.zeros(FRAME, np.float32))
-            await asyncio.sleep(0.002)
-        yield Hangup("test over")
-
-    async def play(self, audio, mark):
-        self.log.append(("play", mark, len(audio)))
-        if self.echo_marks:
-            self._marks.put_nowait(Played(mark))
-
-    async def clear(self):
-        self.log.append(("clear",))
-
-    async def hang_up(self):
-        self.log.append(("hang_up",))
-        self.ended.set()
-
-    async def hand_off(self, target):
-        self.log.append(("hand_off", target.forvaltning))
-        self.ended.set()
 
 
 @pytest.fixture
 def services(tmp_path, catalogue, classifier, speaker):
-    def make(text: str) -> Services:
-        settings = load_settings(None, data_dir=tmp_path)
-        return Services(
-            settings=settings,
-            catalogue=catalogue,
-            vad=SileroVad(),
-            asr=AsrPool(ScriptedAsr(text), AsrSettings(workers=1)),
-            classifier=classifier,
-            speaker=speaker,
-            store=SqliteQueueStore(tmp_path / "q.db"),
-            events=EventBus(),
-            domain_prompt=None,
-        )
-
-    return make
-
-
-def silence(s: float) -> np.ndarray:
-    return np.zeros(int(s * 16000), np.float32)
+    return lambda text: heard_services(tmp_path, catalogue, classifier, speaker, text)
 
 
 def run(session: CallSession) -> None:
@@ -155,12 +64,7 @@ def test_an_emergency_says_112_first(services, speaker):
     svc = services("min mor er faldet og bløder")
     speech = speaker.speak("Min mor er faldet og hun bløder meget.")
     line = ScriptedLine([silence(0.3), speech, silence(1.5)])
-    events = []
-    original = svc.events.publish
-    svc.events.publish = lambda call_id, kind, **data: (
-        events.append((kind, data)),
-        original(call_id, kind, **data),
-    )
+    events = published_by(svc)
     run(CallSession(line, svc))
     said = [d["text"] for k, d in events if k == "bot_said"]
     assert said[1].lower().startswith("ring et et to")  # the first thing after the greeting
@@ -171,12 +75,7 @@ def test_cpr_numbers_never_reach_the_queue_or_events(services, speaker):
     svc = services("jeg skal have hjemmehjælp mit cpr er 010203-1234")
     speech = speaker.speak("Jeg skal have hjemmehjælp, mit cpr nummer er nul et nul to nul tre.")
     line = ScriptedLine([silence(0.3), speech, silence(1.5)])
-    published = []
-    original = svc.events.publish
-    svc.events.publish = lambda call_id, kind, **data: (
-        published.append(repr(data)),
-        original(call_id, kind, **data),
-    )
+    events = published_by(svc)
     understood = []  # what the classifier reads: its explanation goes to the agent
     classify = svc.classifier.classify
     svc.classifier.classify = lambda text, *a, **k: (
@@ -186,7 +85,7 @@ def test_cpr_numbers_never_reach_the_queue_or_events(services, speaker):
     run(CallSession(line, svc))
     record = svc.store.get("CA-test")
     assert record is not None and "010203" not in record.transcript and "[CPR]" in record.transcript
-    assert not any("010203" in p for p in published)
+    assert not any("010203" in repr(data) for _, data in events)
     assert understood and not any("010203" in t for t in understood)
 
 
@@ -202,17 +101,13 @@ def test_a_backchannel_does_not_take_the_turn_and_the_bot_resumes(services, spea
     svc = services("mhm")
     speech = speaker.speak("Mhm, ja.")
     line = ScriptedLine([silence(0.2), speech, silence(2.0), Hangup("done")], echo_marks=False)
-    decisions = []
-    original = svc.events.publish
-    svc.events.publish = lambda call_id, kind, **data: (
-        decisions.append(kind),
-        original(call_id, kind, **data),
-    )
+    events = published_by(svc)
     run(CallSession(line, svc))
     plays = [entry[1] for entry in line.log if entry[0] == "play"]
     assert ("clear",) in line.log
     assert any(m.startswith("resume") for m in plays)  # the cut-off greeting goes on
-    assert "decision" not in decisions and "backchannel" in decisions
+    kinds = [kind for kind, _ in events]
+    assert "decision" not in kinds and "backchannel" in kinds
 
 
 def test_marks_say_which_sentences_were_heard(services):
@@ -249,12 +144,7 @@ def test_on_a_listen_only_line_the_bot_listens_until_the_platform_closes_and_ass
     speech = speaker.speak("Min skraldespand er ikke blevet tømt i denne uge.")
     # 30 s of line silence after the turn (far past no_input_s), then the platform closes.
     line = ListenOnlyLine([silence(0.5), speech, silence(1.5)])
-    events = []
-    original = svc.events.publish
-    svc.events.publish = lambda call_id, kind, **data: (
-        events.append((kind, data)),
-        original(call_id, kind, **data),
-    )
+    events = published_by(svc)
     run(CallSession(line, svc))
     assert not [e for e in line.log if e[0] == "play"]
     assert line.log == [("hang_up",)]  # only the session's close after the platform's Hangup
@@ -289,16 +179,6 @@ def test_a_failing_queue_write_still_hands_the_caller_on(services, speaker):
     run(CallSession(line, svc))
     assert ("hand_off", "TMF") in line.log
     assert sum(1 for e in line.log if e[0] == "play" and e[1].startswith("route")) >= 1
-
-
-def published_by(svc: Services) -> list[tuple[str, dict]]:
-    events: list[tuple[str, dict]] = []
-    original = svc.events.publish
-    svc.events.publish = lambda call_id, kind, **data: (
-        events.append((kind, data)),
-        original(call_id, kind, **data),
-    )
-    return events
 
 
 def test_a_failing_session_task_is_logged_and_the_caller_handed_to_a_person(

@@ -28,8 +28,8 @@ import websockets
 
 from telephony.codecs import resample
 from telephony.simulator import PLATFORMS, SimulatedCall
+from tests.fakes import ServedApp, light_services
 from tests.light_server import LightServer
-from tests.telephony_fakes import ServedApp, light_services
 
 pytestmark = pytest.mark.soak
 

@@ -11,7 +11,7 @@ import pytest
 from telephony.base import Audio, CallStart, Digit, Hangup, Played, ProtocolError
 from telephony.codecs import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 from telephony.telnyx import TelnyxChannel, decode_payload, encode_payload
-from tests.telephony_fakes import FakeWebSocket, drain
+from tests.fakes import FakeWebSocket, drain
 
 STREAM = "32DE0DEA-53CB-4B21-89A4-9E1819C043BC"
 CCID = "v2:T02llQxIyaRkhfRKxgAP8nY511EhFLizdvdUKJiSw8d6A9BborherQ"

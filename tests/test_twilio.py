@@ -10,6 +10,7 @@ import pytest
 from telephony.base import Audio, CallStart, Digit, Hangup, Played, ProtocolError
 from telephony.codecs import ulaw_encode
 from telephony.twilio import TwilioChannel, connect_twiml, enqueue_twiml
+from tests.fakes import FakeWebSocket
 
 SID = "MZ18ad3ab5a668481ce02b83e7395059f0"
 START = {
@@ -36,37 +37,14 @@ def media(payload: bytes, chunk: int = 1) -> str:
     )
 
 
-class FakeSocket:
-    def __init__(self, incoming: list[str | bytes] | None = None):
-        self.incoming = list(incoming or [])
-        self.sent: list[dict] = []
-        self.closed: int | None = None
-
-    async def receive(self):
-        if not self.incoming:
-            return {"type": "websocket.disconnect"}
-        item = self.incoming.pop(0)
-        return (
-            {"type": "websocket.receive", "text": item}
-            if isinstance(item, str)
-            else {"type": "websocket.receive", "bytes": item}
-        )
-
-    async def send_text(self, text: str):
-        self.sent.append(json.loads(text))
-
-    async def close(self, code: int = 1000):
-        self.closed = code
-
-
 def started() -> TwilioChannel:
-    ch = TwilioChannel(FakeSocket())
+    ch = TwilioChannel(FakeWebSocket())
     ch.parse(json.dumps(START))
     return ch
 
 
 def test_start_gives_call_id_caller_and_parameters():
-    ch = TwilioChannel(FakeSocket())
+    ch = TwilioChannel(FakeWebSocket())
     assert (
         ch.parse(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"})) is None
     )
@@ -128,12 +106,12 @@ def test_dtmf_mark_and_stop():
 ])  # fmt: skip
 def test_malformed_messages_are_protocol_errors(bad):
     with pytest.raises(ProtocolError):
-        TwilioChannel(FakeSocket()).parse(bad)
+        TwilioChannel(FakeWebSocket()).parse(bad)
 
 
 def test_media_before_start_and_bad_base64_are_rejected():
     with pytest.raises(ProtocolError, match="before 'start'"):
-        TwilioChannel(FakeSocket()).parse(media(b"\xff" * 160))
+        TwilioChannel(FakeWebSocket()).parse(media(b"\xff" * 160))
     ch = started()
     bad = json.loads(media(b"\xff"))
     bad["media"]["payload"] = "!!!not base64!!!"
@@ -142,7 +120,7 @@ def test_media_before_start_and_bad_base64_are_rejected():
 
 
 def test_binary_frame_is_a_protocol_error():
-    ch = TwilioChannel(FakeSocket([json.dumps(START), b"\x00\x01"]))
+    ch = TwilioChannel(FakeWebSocket([json.dumps(START), b"\x00\x01"]))
 
     async def drain():
         return [e async for e in ch.events()]
@@ -158,19 +136,19 @@ def test_unknown_events_are_ignored():
 def test_outbound_audio_then_mark_with_stream_sid():
     ch = started()
     asyncio.run(ch.play(np.zeros(16000, np.float32), "answer-3"))
-    kinds = [m["event"] for m in ch.ws.sent]
+    kinds = [m["event"] for m in ch.ws.jsons]
     assert kinds[-1] == "mark" and set(kinds[:-1]) == {"media"}
-    assert all(m["streamSid"] == SID for m in ch.ws.sent)
-    payload = b"".join(base64.b64decode(m["media"]["payload"]) for m in ch.ws.sent[:-1])
+    assert all(m["streamSid"] == SID for m in ch.ws.jsons)
+    payload = b"".join(base64.b64decode(m["media"]["payload"]) for m in ch.ws.jsons[:-1])
     assert len(payload) == 8000  # one second of 8 kHz μ-law
-    assert ch.ws.sent[-1]["mark"] == {"name": "answer-3"}
+    assert ch.ws.jsons[-1]["mark"] == {"name": "answer-3"}
 
 
 def test_marks_returned_after_clear_are_marked_interrupted():
     ch = started()
     asyncio.run(ch.play(np.zeros(1600, np.float32), "greeting-1"))
     asyncio.run(ch.clear())
-    assert ch.ws.sent[-1] == {"event": "clear", "streamSid": SID}
+    assert ch.ws.jsons[-1] == {"event": "clear", "streamSid": SID}
     echoed = ch.parse(
         json.dumps({"event": "mark", "streamSid": SID, "mark": {"name": "greeting-1"}})
     )

@@ -12,7 +12,7 @@ import numpy as np
 from telephony.base import Played
 from telephony.codecs import ulaw_encode
 from telephony.twilio import TwilioChannel
-from tests.telephony_fakes import FakeWebSocket
+from tests.fakes import FakeWebSocket
 
 SID = "MZ18ad3ab5a668481ce02b83e7395059f0"
 START = {

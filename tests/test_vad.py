@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from tests.fakes import silence
 from voicebot.config import EndpointingSettings
 from voicebot.vad import WINDOW, Endpointer, SileroVad, TurnEvent
 
@@ -17,10 +18,6 @@ def run(vad, audio: np.ndarray, settings: EndpointingSettings, chunk: int = 320)
     for i in range(0, len(audio), chunk):  # 20 ms frames, as from a phone platform
         events += ep.update(stream.push(audio[i : i + chunk]))
     return events
-
-
-def silence(s: float) -> np.ndarray:
-    return np.zeros(int(s * 16000), np.float32)
 
 
 def test_speech_between_silences_is_one_turn_at_the_right_place(vad, speaker):

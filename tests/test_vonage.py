@@ -9,7 +9,7 @@ import pytest
 
 from telephony.base import Audio, CallStart, Digit, Hangup, Played, ProtocolError
 from telephony.vonage import VonageChannel, VonagePlatform
-from tests.telephony_fakes import FakeWebSocket, drain
+from tests.fakes import FakeWebSocket, drain
 
 CONNECTED = {
     "event": "websocket:connected",

@@ -12,7 +12,7 @@ import json
 import pytest
 from prometheus_client import REGISTRY
 
-from tests.telephony_fakes import ServedApp, light_services
+from tests.fakes import ServedApp, light_services
 from voicebot import waiting
 from voicebot.config import load_settings
 from voicebot.hours import TIMEZONE

@@ -19,6 +19,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import ctranslate2
 import numpy as np
@@ -26,9 +27,9 @@ import tokenizers
 from faster_whisper.feature_extractor import FeatureExtractor
 from faster_whisper.tokenizer import Tokenizer
 
+from telephony.base import SAMPLE_RATE
 from voicebot.config import AsrSettings
 
-SAMPLE_RATE = 16000
 FRAMES_PER_SECOND = 100  # mel frames
 MAX_FRAMES = 3000  # Whisper's 30 s window
 MAX_TOKENS_PER_S = 12
@@ -62,6 +63,16 @@ class AsrResult:
         """Whisper's own no-speech rule. Telephone-band speech often scores high on
         no_speech_prob, so callers use this only for very short sounds (coughs, clicks)."""
         return self.no_speech_prob > 0.6 and self.avg_logprob < -1.0
+
+
+class Recogniser(Protocol):
+    """What AsrPool needs of a recogniser (WhisperAsr; the tests' ScriptedAsr)."""
+
+    def transcribe(self, audio: np.ndarray, previous_text: str | None = None) -> AsrResult: ...
+
+    def transcribe_batch(
+        self, audios: list[np.ndarray], previous_text: str | None = None
+    ) -> list[AsrResult]: ...
 
 
 def _looping(text: str) -> bool:
@@ -245,7 +256,7 @@ class AsrPool:
     throughput of decoding them one by one (README, "One model, many calls").
     """
 
-    def __init__(self, asr: WhisperAsr, settings: AsrSettings) -> None:
+    def __init__(self, asr: Recogniser, settings: AsrSettings) -> None:
         self.asr = asr
         self.settings = settings
         self._executor = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="asr")
@@ -398,9 +409,6 @@ class LocalAgreement:
     @property
     def tentative(self) -> list[str]:
         return self._previous[len(self.committed) :]
-
-    def reset(self) -> None:
-        self.committed, self._previous = [], []
 
 
 def split_at_pauses(

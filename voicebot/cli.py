@@ -10,6 +10,7 @@ import sys
 from importlib.metadata import entry_points
 from urllib.parse import urlsplit, urlunsplit
 
+from telephony.base import SAMPLE_RATE
 from telephony.registry import PLATFORM_CLIENTS
 from voicebot.agents import add_agent_commands
 from voicebot.catalogue import CatalogueError
@@ -112,16 +113,16 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         domain_prompt(load_catalogue(settings.catalogue)) if settings.asr.domain_prompt else None
     )
     for path in args.audio:
-        audio = decode_audio(str(path), sampling_rate=16000)
+        audio = decode_audio(str(path), sampling_rate=SAMPLE_RATE)
         texts, total_ms = [], 0.0
-        for start in range(0, len(audio), 28 * 16000):  # long files in 28 s pieces
-            result = asr.transcribe(audio[start : start + 28 * 16000], prompt)
+        for start in range(0, len(audio), 28 * SAMPLE_RATE):  # long files in 28 s pieces
+            result = asr.transcribe(audio[start : start + 28 * SAMPLE_RATE], prompt)
             texts.append(result.text)
             total_ms += result.asr_ms
         row = {
             "file": str(path),
             "text": " ".join(t for t in texts if t),
-            "audio_s": round(len(audio) / 16000, 3),
+            "audio_s": round(len(audio) / SAMPLE_RATE, 3),
             "asr_ms": round(total_ms, 1),
         }
         _print_json(row) if args.json else print(f"{path}: {row['text']}")

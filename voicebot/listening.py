@@ -22,8 +22,9 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from telephony.base import SAMPLE_RATE
 from voicebot import metrics
-from voicebot.asr import SAMPLE_RATE, AsrResult, LocalAgreement
+from voicebot.asr import AsrResult, LocalAgreement
 from voicebot.privacy import mask_numbers
 from voicebot.services import Services
 from voicebot.understanding import Understanding

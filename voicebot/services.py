@@ -10,9 +10,9 @@ from voicebot.catalogue import Catalogue, load_catalogue
 from voicebot.config import Settings
 from voicebot.events import EventBus
 from voicebot.queues import QueueStore, open_store
-from voicebot.tts import Speaker, Voice
+from voicebot.tts import Speaker, TextToSpeech, Voice
 from voicebot.understanding import IntentClassifier, IntentModel
-from voicebot.vad import SileroVad
+from voicebot.vad import SileroVad, VoiceDetector
 from voicebot.waiting_prompts import load_waiting
 
 log = logging.getLogger("voicebot")
@@ -22,10 +22,10 @@ log = logging.getLogger("voicebot")
 class Services:
     settings: Settings
     catalogue: Catalogue
-    vad: SileroVad
+    vad: VoiceDetector
     asr: AsrPool
     classifier: IntentClassifier
-    speaker: Speaker
+    speaker: TextToSpeech
     store: QueueStore
     events: EventBus
     domain_prompt: str | None

@@ -32,9 +32,18 @@ from typing import Any
 
 import numpy as np
 
-from telephony.base import Audio, CallStart, Digit, HandOff, Hangup, MediaChannel, Played
+from telephony.base import (
+    SAMPLE_RATE,
+    Audio,
+    CallStart,
+    Digit,
+    HandOff,
+    Hangup,
+    MediaChannel,
+    Played,
+)
 from voicebot import metrics
-from voicebot.asr import SAMPLE_RATE, Overloaded
+from voicebot.asr import Overloaded
 from voicebot.dialogue import Decision, DialoguePolicy, State
 from voicebot.listening import (
     BargeIn,

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from telephony.base import MediaChannel, Played
 from voicebot import metrics
-from voicebot.tts import Speaker
+from voicebot.tts import TextToSpeech
 from voicebot.understanding import normalize
 
 Publish = Callable[..., None]  # events.publish bound to the call: publish(kind, **data)
@@ -51,7 +51,7 @@ def is_backchannel(text: str) -> bool:
 class PromptPlayer:
     """One call's outgoing prompts and what has become of them."""
 
-    def __init__(self, channel: MediaChannel, speaker: Speaker, publish: Publish) -> None:
+    def __init__(self, channel: MediaChannel, speaker: TextToSpeech, publish: Publish) -> None:
         self.channel = channel
         self.speaker = speaker
         self.publish = publish

@@ -11,13 +11,14 @@ import ctypes
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Protocol
 
 import espeakng_loader
 import numpy as np
 
+from telephony.base import SAMPLE_RATE
 from telephony.codecs import resample
 
-OUTPUT_RATE = 16000
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _CHARS_UTF8 = 1
 _PARAM_RATE, _PARAM_VOLUME, _PARAM_PITCH, _PARAM_RANGE = 1, 2, 3, 4
@@ -98,6 +99,12 @@ class EspeakEngine:
         return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
 
 
+class TextToSpeech(Protocol):
+    """What the prompt player needs of a speaker (Speaker; the tests' ToneSpeaker)."""
+
+    def speak(self, text: str, voice: Voice | None = None) -> np.ndarray: ...
+
+
 class Speaker:
     """Turns Danish text into 16 kHz float32 audio, with an LRU cache of rendered prompts."""
 
@@ -116,7 +123,7 @@ class Speaker:
                 self._cache.move_to_end(key)
                 return self._cache[key]
         pcm = self._engine.synthesize(text, voice)
-        audio = resample(pcm.astype(np.float32) / 32768.0, self._engine.sample_rate, OUTPUT_RATE)
+        audio = resample(pcm.astype(np.float32) / 32768.0, self._engine.sample_rate, SAMPLE_RATE)
         audio = _trim_silence(audio)
         with self._cache_lock:
             self._cache[key] = audio
@@ -130,5 +137,5 @@ def _trim_silence(audio: np.ndarray, threshold: float = 1e-3, keep_s: float = 0.
     loud = np.flatnonzero(np.abs(audio) > threshold)
     if loud.size == 0:
         return audio
-    keep = int(keep_s * OUTPUT_RATE)
+    keep = int(keep_s * SAMPLE_RATE)
     return audio[max(0, loud[0] - keep) : loud[-1] + keep]

@@ -10,14 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Protocol
 
 import faster_whisper
 import numpy as np
 import onnxruntime as ort
 
+from telephony.base import SAMPLE_RATE
 from voicebot.config import EndpointingSettings
 
-SAMPLE_RATE = 16000
 WINDOW = 512  # samples per Silero window at 16 kHz (32 ms)
 CONTEXT = 64  # samples of the previous window Silero v5+ expects in front of each window
 WINDOW_MS = WINDOW * 1000 // SAMPLE_RATE
@@ -29,6 +30,18 @@ def silero_path() -> Path:
     if not candidates:
         raise FileNotFoundError(f"no Silero VAD ONNX file in {assets}")
     return candidates[-1]
+
+
+class SpeechProbabilities(Protocol):
+    """One call's VAD: 16 kHz audio in, one speech probability per 32 ms window out."""
+
+    def push(self, audio: np.ndarray) -> np.ndarray: ...
+
+
+class VoiceDetector(Protocol):
+    """What the listener needs of a VAD (SileroVad; the tests' DeafVad): a stream per call."""
+
+    def stream(self) -> SpeechProbabilities: ...
 
 
 class SileroVad:

@@ -37,11 +37,11 @@ from tqdm import tqdm
 
 from benchmarks.suites.common import Context, fmt, fmt_ratio, markdown_table, ratio, summarize
 from benchmarks.suites.procs import run_worker
+from models.evaluation import SPEECH_DIR
+from telephony.base import SAMPLE_RATE
 from telephony.codecs import resample
 from voicebot.config import PROJECT_ROOT
 
-SR = 16000
-SPEECH_DIR = PROJECT_ROOT.parent / "shared" / "data" / "danish-speech"
 MANIFEST = PROJECT_ROOT / "benchmarks" / "data" / "asr_eval" / "manifest.tsv"
 LENGTHS_S = (1, 2, 4, 8, 15)
 BASELINE = "fw-beam5"
@@ -102,11 +102,11 @@ def speech_sources(speech_dir: Path = SPEECH_DIR) -> list[np.ndarray]:
     sources = []
     for path in sorted((speech_dir / "nst-danspeech").glob("*.wav")):
         audio, rate = sf.read(path, dtype="float32", always_2d=True)
-        sources.append(resample(audio.mean(axis=1), rate, SR))
+        sources.append(resample(audio.mean(axis=1), rate, SAMPLE_RATE))
     clip = speech_dir / "readalongs-dan" / "dan_ap_dan.wav"
     if clip.exists():
         audio, rate = sf.read(clip, dtype="float32", always_2d=True)
-        sources.append(resample(audio.mean(axis=1), rate, SR))
+        sources.append(resample(audio.mean(axis=1), rate, SAMPLE_RATE))
     if not sources:
         raise FileNotFoundError(f"no Danish speech under {speech_dir}")
     return sources
@@ -115,10 +115,10 @@ def speech_sources(speech_dir: Path = SPEECH_DIR) -> list[np.ndarray]:
 def cut_at_pause(probs: np.ndarray, window: int, start: int, length_s: float) -> int:
     """End sample of a cut of about `length_s` from `start`: the quietest VAD window (the
     latest of equals) between 75 % and 100 % of the length."""
-    lo = (start + int(0.75 * length_s * SR)) // window
-    hi = min((start + int(length_s * SR)) // window, len(probs))
+    lo = (start + int(0.75 * length_s * SAMPLE_RATE)) // window
+    hi = min((start + int(length_s * SAMPLE_RATE)) // window, len(probs))
     if hi <= lo:
-        return start + int(length_s * SR)
+        return start + int(length_s * SAMPLE_RATE)
     segment = probs[lo:hi]
     best = lo + int(len(segment) - 1 - np.argmin(segment[::-1]))
     return (best + 1) * window
@@ -138,7 +138,7 @@ def length_clips(lengths: tuple[int, ...], cuts: int) -> list[dict[str, Any]]:
         p = SileroVad().stream().push(source)
         speech = np.flatnonzero(p >= 0.5)
         first = int(speech[0]) * WINDOW if speech.size else 0
-        onsets.append(int(offset) + max(0, first - int(0.1 * SR)))
+        onsets.append(int(offset) + max(0, first - int(0.1 * SAMPLE_RATE)))
     clips = []
     for li, length in enumerate(lengths):
         for k in range(cuts):
@@ -170,10 +170,10 @@ def eval_items(limit: int | None) -> list[dict[str, Any]]:
         items = synthetic[::step][:limit]
     out = []
     for r, item in enumerate(items):
-        audio = decode_audio(str(item.audio), sampling_rate=SR)
+        audio = decode_audio(str(item.audio), sampling_rate=SAMPLE_RATE)
         pieces = (
             [audio]
-            if len(audio) <= 25 * SR
+            if len(audio) <= 25 * SAMPLE_RATE
             else split_at_pauses(audio, SileroVad().stream().push(audio), WINDOW)
         )
         for p, piece in enumerate(pieces):
@@ -279,7 +279,8 @@ def run(ctx: Context) -> dict[str, Any]:
         left_s -= sum(d["ms"] for d in raw[engine].get("decodes", [])) / 1000
 
     meta = {
-        i["key"]: {k: v for k, v in i.items() if k != "audio"} | {"audio_s": len(i["audio"]) / SR}
+        i["key"]: {k: v for k, v in i.items() if k != "audio"}
+        | {"audio_s": len(i["audio"]) / SAMPLE_RATE}
         for i in items
     }
     engines_out = {e: aggregate(r, meta, plan) for e, r in raw.items()}
@@ -291,7 +292,7 @@ def run(ctx: Context) -> dict[str, Any]:
                 {
                     "key": i["key"],
                     "nominal_s": i["nominal_s"],
-                    "audio_s": round(len(i["audio"]) / SR, 2),
+                    "audio_s": round(len(i["audio"]) / SAMPLE_RATE, 2),
                 }
                 for i in lengths
             ],

@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
+from telephony.base import FRAME_MS, SAMPLE_RATE
 from telephony.codecs import resample
-from telephony.simulator import FRAME_MS, SimulatedCall
+from telephony.simulator import SimulatedCall
 
-SR = 16000
 LATE_MS = 20.0  # a frame that leaves more than one frame period after it was due is late
 
 
@@ -39,7 +39,7 @@ class Utterance:
 
     @property
     def seconds(self) -> float:
-        return len(self.audio) / SR
+        return len(self.audio) / SAMPLE_RATE
 
 
 def _order_key(text: str) -> str:
@@ -69,7 +69,7 @@ def call_corpus(n: int, min_s: float = 3.0, max_s: float = 6.0) -> list[Utteranc
             voice = VOICES[tried % len(VOICES)]
             tried += 1
             audio = speaker.speak(example.text, voice)
-            if min_s <= len(audio) / SR <= max_s:
+            if min_s <= len(audio) / SAMPLE_RATE <= max_s:
                 out.append(Utterance(example.text, example.intent, voice.name, audio))
     return out
 
@@ -85,12 +85,12 @@ def with_pause(utterance: Utterance, pause_s: float) -> Utterance:
     voice = next(v for v in VOICES if v.name == utterance.voice)
     speaker = Speaker(cache_size=2)
     first, second = (speaker.speak(" ".join(part), voice) for part in (words[:half], words[half:]))
-    audio = np.concatenate([first, np.zeros(int(pause_s * SR), np.float32), second])
+    audio = np.concatenate([first, np.zeros(int(pause_s * SAMPLE_RATE), np.float32), second])
     return Utterance(utterance.text, utterance.intent, utterance.voice, audio)
 
 
 def to_wire(audio: np.ndarray, rate: int = 8000) -> np.ndarray:
-    return resample(audio, SR, rate)
+    return resample(audio, SAMPLE_RATE, rate)
 
 
 class _FrameTimer:

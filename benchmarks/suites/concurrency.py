@@ -34,9 +34,10 @@ import numpy as np
 import psutil
 from tqdm import tqdm
 
-from benchmarks.suites.calls import SR, Utterance, call_corpus, place_call, to_wire, with_pause
+from benchmarks.suites.calls import Utterance, call_corpus, place_call, to_wire, with_pause
 from benchmarks.suites.common import Context, fmt, log_summary, markdown_table, summarize
 from benchmarks.suites.procs import ServerProcess, scan_log
+from telephony.base import SAMPLE_RATE
 
 START_SPREAD_S = 2.0
 PATTERNS = ("burst", "callers")
@@ -70,7 +71,11 @@ def think_times(i: int, turns: int, pattern: str) -> list[float]:
 
 def with_think(audio: np.ndarray, seconds: float) -> np.ndarray:
     """The caller's line before speaking is quiet, not digital zero: low noise at -60 dBFS."""
-    quiet = np.random.default_rng(len(audio)).normal(0, 1e-3, int(seconds * SR)).astype(np.float32)
+    quiet = (
+        np.random.default_rng(len(audio))
+        .normal(0, 1e-3, int(seconds * SAMPLE_RATE))
+        .astype(np.float32)
+    )
     return np.concatenate([quiet, audio])
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from models.evaluation import SPEECH_DIR
 from models.intent_data import INTENTS_DIR, Example, load_heldout, load_utterances, read_tsv
 from models.train_intents import AsrExample, load_asr_examples, sentence_folds
 from voicebot.config import PROJECT_ROOT
@@ -18,7 +19,6 @@ VARIANTS = ("written", "asr-all", "asr-cer", "asr-w")
 CER_GRID = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 WEIGHT_GRID = (0.25, 0.5)
 REAL_CLIPS = INTENTS_DIR / "asr" / "real_clips.tsv"
-SPEECH_DIR = PROJECT_ROOT.parent / "shared" / "data" / "danish-speech"
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,8 @@ def real_clip_transcripts(refresh: bool = False) -> list[dict[str, str]]:
 def _transcribe_real_clips() -> list[dict[str, str]]:
     from faster_whisper.audio import decode_audio
 
-    from voicebot.asr import SAMPLE_RATE, WhisperAsr, split_at_pauses
+    from telephony.base import SAMPLE_RATE
+    from voicebot.asr import WhisperAsr, split_at_pauses
     from voicebot.vad import WINDOW, SileroVad
 
     asr = WhisperAsr(PROJECT_ROOT / "var" / "models" / "whisper-base-ct2")
