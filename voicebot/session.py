@@ -45,7 +45,8 @@ from voicebot.listening import (
     SpokenTurn,
     Transcript,
 )
-from voicebot.queues import RoutedCall, mask_caller
+from voicebot.privacy import mask_caller
+from voicebot.queues import RoutedCall
 from voicebot.services import Services
 from voicebot.speaking import PromptPlayer, is_backchannel
 from voicebot.understanding import Understanding
@@ -82,7 +83,7 @@ class CallSession:
         self._working = False
         # Caller silence counts from here: (wall clock, stream sample) when the bot went quiet.
         self._quiet_since = (time.monotonic(), 0)
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._rescued = False  # a failed task has handed the caller to a person
         self._ending = False
         self._enqueued = False  # this call's queue record exists ...
@@ -307,9 +308,9 @@ class CallSession:
             self._publish("ignored", turn=turn.index, reason="noise")
             return  # a cough or a click, not a turn
         # Understanding reads the masked text too, so no number can reach the explanation.
-        understanding = heard.understanding or await asyncio.to_thread(
-            self.services.classifier.classify, heard.text
-        )
+        understanding = heard.understanding
+        if understanding is None:
+            understanding = await asyncio.to_thread(self.services.classifier.classify, heard.text)
         if self.listen_only:
             self._assist(heard.text, understanding)
             return
@@ -420,13 +421,13 @@ class CallSession:
         self._publish("abandoned")
 
     # == never silence: supervised tasks ====================================================
-    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task:
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro, name=f"{name}-{self.call_id}")
         self._tasks.add(task)
         task.add_done_callback(self._supervise)
         return task
 
-    def _supervise(self, task: asyncio.Task) -> None:
+    def _supervise(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if task.cancelled() or task.exception() is None:
             return
