@@ -5,4 +5,5 @@ cd "$(dirname "$0")"
 ./setup.sh --test
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+.venv/bin/mypy  # strict on telephony/ and voicebot/ (pyproject.toml [tool.mypy])
 exec .venv/bin/python -m pytest "$@"

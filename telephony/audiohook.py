@@ -46,6 +46,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -83,7 +84,7 @@ from telephony.codecs import (
     ulaw_decode,
     ulaw_encode,
 )  # fmt: skip
-from telephony.platform import Admission, Connection, Platform, Upgrade
+from telephony.platform import Admission, CallerSocket, Connection, Decoded, Platform, Upgrade
 from telephony.streams import (
     PacedPlayout,
     ReaderChannel,
@@ -94,6 +95,9 @@ from telephony.streams import (
     wait_event,
     websocket_messages,
 )
+
+if TYPE_CHECKING:
+    from starlette.websockets import WebSocket
 
 PLATFORM = "audiohook"
 VERSION = "2"
@@ -112,7 +116,7 @@ def parse_position(value: str) -> float:
     return float(match.group(1))
 
 
-def choose_media(offered: object) -> dict | None:
+def choose_media(offered: object) -> dict[str, Any] | None:
     """PCMU 8 kHz, mono external preferred, else stereo including external."""
     if not isinstance(offered, list):
         return None
@@ -139,7 +143,7 @@ class AudioHookChannel(ReaderChannel):
 
     def __init__(
         self,
-        websocket,
+        websocket: WebSocket,
         api_key: str | None = None,
         playback: bool = False,
         limits: Limits | None = None,
@@ -158,14 +162,14 @@ class AudioHookChannel(ReaderChannel):
         self.state = "preparing"  # → active ⇄ paused → closed; or disconnecting
         self.seq = 0  # ours
         self.clientseq = 0  # the last client seq received
-        self.media: dict | None = None
+        self.media: dict[str, Any] | None = None
         self.channel_index = 0  # of the external channel in interleaved stereo
         self.channels = 1
         self.playback = False
         self.probe = False
         self.position_samples = 0
         self.client_position_s = 0.0
-        self.disconnect_sent: dict | None = None
+        self.disconnect_sent: dict[str, Any] | None = None
         self.error_info: str | None = None
         self.closed = asyncio.Event()  # closed sent, or the socket is gone
         self._upsample = StreamResampler(WIRE_RATE, SAMPLE_RATE)
@@ -270,7 +274,7 @@ class AudioHookChannel(ReaderChannel):
                 log.info("audiohook: ignoring unknown message type %r", kind)
         return []
 
-    def _validate(self, text: str) -> dict:
+    def _validate(self, text: str) -> dict[str, Any]:
         msg = parse_json_object(text)
         if msg.get("version") != VERSION:
             raise ProtocolError(f"version {msg.get('version')!r}, expected {VERSION!r}")
@@ -306,7 +310,7 @@ class AudioHookChannel(ReaderChannel):
         self.clientseq = seq
         return msg
 
-    async def _on_open(self, params: dict) -> list[CallEvent]:
+    async def _on_open(self, params: dict[str, Any]) -> list[CallEvent]:
         if self.state != "preparing":
             raise ProtocolError(f"'open' in state {self.state}")
         refused = self._refusal(params)
@@ -330,9 +334,9 @@ class AudioHookChannel(ReaderChannel):
         if self.probe:
             log.info("audiohook: connection probe %s answered", self.session_id)
             return []
-        participant = (
-            params.get("participant") if isinstance(params.get("participant"), dict) else {}
-        )
+        participant = params.get("participant")
+        if not isinstance(participant, dict):
+            participant = {}
         variables = params.get("inputVariables")
         # Configured, never guessed from the open message: a Monitor client answers audio it
         # did not ask for with error 415 and closes.
@@ -355,7 +359,7 @@ class AudioHookChannel(ReaderChannel):
         caller = str(participant.get("ani") or "") or None
         return [CallStart(self.call_id, PLATFORM, caller, {k: v for k, v in info.items() if v})]
 
-    def _refusal(self, params: dict) -> str | None:
+    def _refusal(self, params: dict[str, Any]) -> str | None:
         """Why this session may not open, or None. (The gateway always configures a key; a
         channel made without one accepts any, with a warning.)"""
         if self.auth_error:
@@ -395,7 +399,7 @@ class AudioHookChannel(ReaderChannel):
         return self.position_samples / WIRE_RATE
 
     # -- outbound --------------------------------------------------------------------
-    async def _send(self, kind: str, parameters: dict) -> None:
+    async def _send(self, kind: str, parameters: dict[str, Any]) -> None:
         if self._socket_closed:
             return
         self.seq += 1
@@ -414,11 +418,11 @@ class AudioHookChannel(ReaderChannel):
             self.send_failed()
 
     async def _disconnect(
-        self, reason: str, output_variables: dict | None = None, info: str | None = None
+        self, reason: str, output_variables: dict[str, Any] | None = None, info: str | None = None
     ) -> None:
         if self.disconnect_sent is not None or self.state == "closed":
             return
-        parameters: dict = {"reason": reason}
+        parameters: dict[str, Any] = {"reason": reason}
         if info:
             parameters["info"] = info
         if output_variables:
@@ -452,7 +456,7 @@ class AudioHookChannel(ReaderChannel):
             await self._send("event", {"entities": [{"type": "barge_in", "data": {}}]})
 
     async def _finish(
-        self, reason: str, output_variables: dict | None, info: str | None = None
+        self, reason: str, output_variables: dict[str, Any] | None, info: str | None = None
     ) -> None:
         """disconnect → Genesys's close → closed, then the socket closes. Audio arriving
         meanwhile is dropped (state "disconnecting"), so the reader never waits on the session."""
@@ -508,7 +512,7 @@ class AudioHookPlatform:
     audio_connector = True  # send inputVariables (bot audio comes back)
     ping_every_frames = 250
 
-    def __init__(self, ws, call_id: str, caller: str | None) -> None:
+    def __init__(self, ws: CallerSocket, call_id: str, caller: str | None) -> None:
         self.ws = ws
         self.call_id = call_id
         self.caller = caller
@@ -518,7 +522,7 @@ class AudioHookPlatform:
         self.serverseq = 0
         self.frames = 0
         self.opened = asyncio.Event()
-        self.disconnect: dict | None = None
+        self.disconnect: dict[str, Any] | None = None
         self.closed = False
 
     @staticmethod
@@ -542,7 +546,7 @@ class AudioHookPlatform:
             headers["X-API-KEY"] = cls.api_key
         return headers
 
-    def message(self, kind: str, parameters: dict) -> str:
+    def message(self, kind: str, parameters: dict[str, Any]) -> str:
         self.seq += 1
         return json.dumps(
             {
@@ -567,7 +571,7 @@ class AudioHookPlatform:
             {"type": "audio", "format": "PCMU", "channels": ["external"], "rate": WIRE_RATE},
             {"type": "audio", "format": "PCMU", "channels": ["internal"], "rate": WIRE_RATE},
         ]
-        open_params: dict = {
+        open_params: dict[str, Any] = {
             "organizationId": self.organization_id,
             "conversationId": self.call_id,
             "participant": {
@@ -603,7 +607,7 @@ class AudioHookPlatform:
             self.closed = True
             await self.ws.send(self.message("close", {"reason": "end"}))
 
-    def decode(self, message) -> tuple[str, object]:
+    def decode(self, message: str | bytes) -> Decoded:
         if isinstance(message, bytes):
             if not self.audio_connector:
                 raise ProtocolError("the bot sent audio on a listen-only AudioHook session")
@@ -677,7 +681,7 @@ def sign(url: str, credentials: Credentials, headers: dict[str, str]) -> dict[st
     return out
 
 
-def _channel(ws, conn: Connection) -> AudioHookChannel:
+def _channel(ws: WebSocket, conn: Connection) -> AudioHookChannel:
     api_key = conn.credentials.token(PLATFORM) if conn.credentials else None
     return AudioHookChannel(
         ws, api_key, conn.options.playback, conn.limits, conn.admission.deferred

@@ -55,7 +55,7 @@ from telephony.codecs import (
     pcm16_to_float,
     resample,
 )
-from telephony.platform import Platform, RunChannel
+from telephony.platform import CallerSocket, Decoded, Platform, RunChannel
 from telephony.streams import PacedPlayout, ReaderChannel, split_frames
 
 PLATFORM = "audiosocket"
@@ -347,7 +347,7 @@ class TcpConnection:
     async def __aenter__(self) -> TcpConnection:
         return self
 
-    async def __aexit__(self, *exc) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
 
@@ -361,7 +361,7 @@ class AudioSocketPlatform:
     acks_cleared_marks = False
     transport = TcpConnection  # the simulator connects with this instead of a WebSocket
 
-    def __init__(self, ws, call_id: str, caller: str | None) -> None:
+    def __init__(self, ws: CallerSocket, call_id: str, caller: str | None) -> None:
         self.ws = ws
         self.call_id = call_id
         self.caller = caller  # AudioSocket carries no caller number
@@ -385,7 +385,7 @@ class AudioSocketPlatform:
     async def stop(self) -> None:
         await self.ws.send(pack(KIND_HANGUP))
 
-    def decode(self, message: Message) -> tuple[str, object]:
+    def decode(self, message: Message) -> Decoded:
         if message.kind == KIND_AUDIO:
             if len(message.payload) != FRAME_BYTES:
                 raise ProtocolError(

@@ -45,7 +45,9 @@ def derive_token(secret: str, purpose: str) -> str:
 
 def equal(given: str | None, expected: str | None) -> bool:
     """Constant-time comparison; an empty or missing value never matches."""
-    return bool(given and expected) and hmac.compare_digest(given.encode(), expected.encode())
+    if not given or not expected:
+        return False
+    return hmac.compare_digest(given.encode(), expected.encode())
 
 
 @dataclass(frozen=True)
@@ -183,6 +185,11 @@ _TOKEN = re.compile(r"[A-Za-z*][A-Za-z0-9:/!#$%&'*+\-.^_`|~]*")
 _KEY = re.compile(r"[a-z*][a-z0-9_\-.*]*")
 _INTEGER = re.compile(r"-?\d{1,15}")
 
+# Structured-field values (RFC 8941) as the parser returns them.
+BareItem = str | int | bool | bytes
+Parameters = list[tuple[str, BareItem]]
+InnerList = list[tuple[BareItem, Parameters]]
+
 
 class _Parser:
     """The part of RFC 8941 structured fields that signatures use: dictionaries whose
@@ -200,17 +207,17 @@ class _Parser:
         while self._peek() and self._peek() in chars:
             self.i += 1
 
-    def _match(self, pattern: re.Pattern) -> str:
+    def _match(self, pattern: re.Pattern[str]) -> str:
         m = pattern.match(self.text, self.i)
         if not m:
             raise SignatureError(f"malformed structured field at {self.i}")
         self.i = m.end()
         return m.group()
 
-    def bare_item(self) -> str | int | bool | bytes:
+    def bare_item(self) -> BareItem:
         c = self._peek()
         if c == '"':
-            out = []
+            out: list[str] = []
             self.i += 1
             while True:
                 c = self._peek()
@@ -248,23 +255,23 @@ class _Parser:
             return int(self._match(_INTEGER))
         return self._match(_TOKEN)
 
-    def parameters(self) -> list[tuple[str, str | int | bool | bytes]]:
-        params = []
+    def parameters(self) -> Parameters:
+        params: Parameters = []
         while self._peek() == ";":
             self.i += 1
             self._skip()
             key = self._match(_KEY)
-            value: str | int | bool | bytes = True
+            value: BareItem = True
             if self._peek() == "=":
                 self.i += 1
                 value = self.bare_item()
             params.append((key, value))
         return params
 
-    def member_value(self) -> tuple[object, list]:
+    def member_value(self) -> tuple[BareItem | InnerList, Parameters]:
         if self._peek() == "(":
             self.i += 1
-            items = []
+            items: InnerList = []
             while True:
                 self._skip()
                 if self._peek() == ")":
@@ -278,8 +285,8 @@ class _Parser:
             return items, self.parameters()
         return self.bare_item(), self.parameters()
 
-    def dictionary(self) -> OrderedDict[str, tuple[object, list]]:
-        out: OrderedDict[str, tuple[object, list]] = OrderedDict()
+    def dictionary(self) -> OrderedDict[str, tuple[BareItem | InnerList, Parameters]]:
+        out: OrderedDict[str, tuple[BareItem | InnerList, Parameters]] = OrderedDict()
         self._skip(" \t")
         while self.i < len(self.text):
             key = self._match(_KEY)
@@ -302,7 +309,7 @@ class _Parser:
         return out
 
 
-def _serialize_bare(value: str | int | bool | bytes) -> str:
+def _serialize_bare(value: BareItem) -> str:
     if isinstance(value, bool):
         return "?1" if value else "?0"
     if isinstance(value, int):
@@ -312,7 +319,7 @@ def _serialize_bare(value: str | int | bool | bytes) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _serialize_params(params: list) -> str:
+def _serialize_params(params: Parameters) -> str:
     return "".join(f";{k}" if v is True else f";{k}={_serialize_bare(v)}" for k, v in params)
 
 
@@ -321,7 +328,7 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return None if value is None else re.sub(r"[ \t]*\r\n[ \t]+", " ", value.strip())
 
 
-def signature_base(components: list[str], params: list, values: Mapping[str, str]) -> str:
+def signature_base(components: list[str], params: Parameters, values: Mapping[str, str]) -> str:
     """The signature base: one `"name": value` line per component, then @signature-params,
     re-serialized from the parsed form (so a signer must have been strict)."""
     lines = [f'"{name}": {values[name]}' for name in components]
@@ -371,11 +378,11 @@ def verify_audiohook_signature(
     if not inputs:
         raise SignatureError("empty Signature-Input")
     label, (items, params) = next(iter(inputs.items()))
-    if label not in signatures or not isinstance(signatures[label][0], bytes):
+    given = signatures[label][0] if label in signatures else None
+    if not isinstance(given, bytes):
         raise SignatureError(f"no signature labelled {label!r}")
     if not isinstance(items, list):
         raise SignatureError("Signature-Input member is not an inner list")
-    given = signatures[label][0]
     components: list[str] = []
     for name, component_params in items:
         if not isinstance(name, str) or component_params:
@@ -389,10 +396,10 @@ def verify_audiohook_signature(
     if missing:
         raise SignatureError(f"the signature does not cover {', '.join(missing)}")
     p: dict[str, object] = {}
-    for key, value in params:
-        if key not in ("alg", "created", "expires", "keyid", "nonce") or key in p:
-            raise SignatureError(f"unexpected signature parameter {key!r}")
-        p[key] = value
+    for param, param_value in params:
+        if param not in ("alg", "created", "expires", "keyid", "nonce") or param in p:
+            raise SignatureError(f"unexpected signature parameter {param!r}")
+        p[param] = param_value
     if p.get("alg", "hmac-sha256") != "hmac-sha256":
         raise SignatureError(f"algorithm {p.get('alg')!r} is not hmac-sha256")
     created, expires = p.get("created"), p.get("expires")
@@ -454,7 +461,7 @@ def sign_audiohook(
     """Signature-Input and Signature headers for an AudioHook upgrade, as Genesys makes them."""
     now = int(time.time() if now is None else now)
     nonce = nonce or secrets.token_urlsafe(24)
-    params: list = [
+    params: Parameters = [
         ("keyid", api_key),
         ("nonce", nonce),
         ("alg", "hmac-sha256"),

@@ -37,6 +37,7 @@ import uuid
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -69,7 +70,14 @@ from telephony.codecs import (
     ulaw_decode,
     ulaw_encode,
 )  # fmt: skip
-from telephony.platform import Connection, Platform, bearer_check, bearer_sign
+from telephony.platform import (
+    CallerSocket,
+    Connection,
+    Decoded,
+    Platform,
+    bearer_check,
+    bearer_sign,
+)
 from telephony.streams import (
     ReaderChannel,
     cancel_and_wait,
@@ -80,6 +88,9 @@ from telephony.streams import (
     wait_event,
     websocket_messages,
 )
+
+if TYPE_CHECKING:
+    from starlette.websockets import WebSocket
 
 PLATFORM = "asterisk"
 # format → (sample rate, bytes per sample, silence byte pattern)
@@ -113,7 +124,11 @@ def encode_audio(pcm: np.ndarray, fmt: str) -> bytes:
     return np.asarray(pcm, dtype=np.int16).astype("<i2").tobytes()
 
 
-def parse_control(text: str) -> tuple[str, dict[str, str], bool]:
+# A control message's fields: strings, and in the JSON form nested objects (channel_variables).
+ControlFields = dict[str, str | dict[str, Any]]
+
+
+def parse_control(text: str) -> tuple[str, ControlFields, bool]:
     """A control message → (name, fields, was JSON). Plain text: `NAME key:value key:value`,
     or `NAME <id>` for the mark and buffering events (the id goes in `correlation_id`)."""
     text = text.strip()
@@ -123,7 +138,7 @@ def parse_control(text: str) -> tuple[str, dict[str, str], bool]:
             raise ProtocolError("a JSON control message needs an 'event' string", CLOSE_INVALID)
         if len(msg) > MAX_FIELDS:
             raise ProtocolError(f"{len(msg)} fields in a control message (at most {MAX_FIELDS})")
-        fields = {
+        fields: ControlFields = {
             str(k): v if isinstance(v, dict) else str(v) for k, v in msg.items() if k != "event"
         }
         return msg["event"], fields, True
@@ -133,7 +148,7 @@ def parse_control(text: str) -> tuple[str, dict[str, str], bool]:
     rest = rest.strip()
     if name in ("MEDIA_MARK_PROCESSED", "MEDIA_BUFFERING_COMPLETED"):
         return name, {"correlation_id": rest}, False
-    fields: dict[str, str] = {}
+    fields = {}
     tokens = rest.split()
     if len(tokens) > MAX_FIELDS:
         raise ProtocolError(f"{len(tokens)} fields in {name[:40]} (at most {MAX_FIELDS})")
@@ -153,7 +168,7 @@ class AsteriskWsChannel(ReaderChannel):
 
     def __init__(
         self,
-        websocket,
+        websocket: WebSocket,
         answer: bool = True,
         caller: str | None = None,
         limits: Limits | None = None,
@@ -175,7 +190,7 @@ class AsteriskWsChannel(ReaderChannel):
         self._max_outbox_frames = int(120 / self.ptime_s)
         self._sent_marks: list[str] = []  # MARK_MEDIA sent, not yet processed
         self._wake = asyncio.Event()
-        self._sender: asyncio.Task | None = None
+        self._sender: asyncio.Task[None] | None = None
         self._queue_until = 0.0  # when Asterisk's queue will have played out (our estimate)
         self._closed = False
 
@@ -240,7 +255,7 @@ class AsteriskWsChannel(ReaderChannel):
                 log.info("asterisk: ignoring unknown control message %r", name[:40])
         return None
 
-    def _on_media_start(self, fields: dict, is_json: bool) -> CallStart:
+    def _on_media_start(self, fields: ControlFields, is_json: bool) -> CallStart:
         if self.call_id is not None:
             raise ProtocolError("a second MEDIA_START")
         fmt = str(fields.get("format", ""))
@@ -251,8 +266,11 @@ class AsteriskWsChannel(ReaderChannel):
             )
         rate, width, _ = FORMATS[fmt]
         try:
-            ptime_ms = int(fields.get("ptime", 20))
-            frame_bytes = int(fields.get("optimal_frame_size", rate * ptime_ms // 1000 * width))
+            # str(): a JSON object here fails as a ValueError, like any other non-integer
+            ptime_ms = int(str(fields.get("ptime", 20)))
+            frame_bytes = int(
+                str(fields.get("optimal_frame_size", rate * ptime_ms // 1000 * width))
+            )
         except (TypeError, ValueError) as exc:
             raise ProtocolError(
                 f"ptime/optimal_frame_size must be integers: {str(exc)[:60]}", CLOSE_INVALID
@@ -271,11 +289,9 @@ class AsteriskWsChannel(ReaderChannel):
         self._max_outbox_frames = int(120 / self.ptime_s)
         self.json_control = is_json
         self._upsample = StreamResampler(rate, SAMPLE_RATE)
-        variables = (
-            fields.get("channel_variables")
-            if isinstance(fields.get("channel_variables"), dict)
-            else {}
-        )
+        variables = fields.get("channel_variables")
+        if not isinstance(variables, dict):
+            variables = {}
         self.call_id = str(
             fields.get("channel_id") or fields.get("connection_id") or f"ast-{uuid.uuid4().hex}"
         )[:128]
@@ -333,18 +349,19 @@ class AsteriskWsChannel(ReaderChannel):
                     self._wake.clear()
                     await wait_event(self._wake, 0.2)
                     continue
-                if isinstance(self._outbox[0], str):
-                    mark = self._outbox.popleft()
+                if isinstance(mark := self._outbox[0], str):
+                    self._outbox.popleft()
                     self._sent_marks = [*self._sent_marks[-(MAX_MARKS - 1) :], mark]
                     await self._command("MARK_MEDIA", mark)
                     continue
-                chunk = []
+                chunk: list[bytes] = []
                 while (
                     self._outbox
-                    and isinstance(self._outbox[0], bytes)
+                    and isinstance(frame := self._outbox[0], bytes)
                     and len(chunk) < FRAMES_PER_MESSAGE
                 ):
-                    chunk.append(self._outbox.popleft())
+                    self._outbox.popleft()
+                    chunk.append(frame)
                 self._outbox_frames -= len(chunk)
                 if not await send_ws(self.ws, b"".join(chunk), self.limits.send_timeout_s):
                     self._closed = True
@@ -398,7 +415,7 @@ class AsteriskWsPlatform:
     json_control = False
     acks_cleared_marks = False
 
-    def __init__(self, ws, call_id: str, caller: str | None) -> None:
+    def __init__(self, ws: CallerSocket, call_id: str, caller: str | None) -> None:
         self.ws = ws
         self.call_id = call_id
         self.caller = caller
@@ -454,7 +471,7 @@ class AsteriskWsPlatform:
     async def stop(self) -> None:
         await self.ws.close()
 
-    def decode(self, message) -> tuple[str, object]:
+    def decode(self, message: str | bytes) -> Decoded:
         if isinstance(message, bytes):
             rate, width, _ = FORMATS[self.format]
             if len(message) % (rate * self.frame_ms // 1000 * width):
@@ -491,7 +508,7 @@ class AsteriskOptions:
     answer: bool = True  # send ANSWER after MEDIA_START (Dial with the n option needs it)
 
 
-def _channel(ws, conn: Connection) -> AsteriskWsChannel:
+def _channel(ws: WebSocket, conn: Connection) -> AsteriskWsChannel:
     return AsteriskWsChannel(ws, conn.options.answer, ws.query_params.get("caller"), conn.limits)
 
 

@@ -8,13 +8,14 @@ linear inputs and all 256 code words; tests check this. `audioop` is gone in Pyt
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 import soxr
 
 _SEG_UEND = np.array([0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF, 0x1FFF], dtype=np.int32)
 _SEG_AEND = np.array([0x1F, 0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF], dtype=np.int32)
 
 
-def _ulaw_encode_array(pcm: np.ndarray) -> np.ndarray:
+def _ulaw_encode_array(pcm: np.ndarray) -> npt.NDArray[np.uint8]:
     value = pcm.astype(np.int32) >> 2  # 14-bit
     negative = value < 0
     mask = np.where(negative, 0x7F, 0xFF)
@@ -26,13 +27,13 @@ def _ulaw_encode_array(pcm: np.ndarray) -> np.ndarray:
     return (code ^ mask).astype(np.uint8)
 
 
-def _ulaw_decode_array(code: np.ndarray) -> np.ndarray:
+def _ulaw_decode_array(code: np.ndarray) -> npt.NDArray[np.int16]:
     u = (~code.astype(np.int32)) & 0xFF
     t = (((u & 0x0F) << 3) + 0x84) << ((u & 0x70) >> 4)
     return np.where(u & 0x80, 0x84 - t, t - 0x84).astype(np.int16)
 
 
-def _alaw_encode_array(pcm: np.ndarray) -> np.ndarray:
+def _alaw_encode_array(pcm: np.ndarray) -> npt.NDArray[np.uint8]:
     value = pcm.astype(np.int32) >> 3  # 13-bit
     negative = value < 0
     mask = np.where(negative, 0x55, 0xD5)
@@ -45,7 +46,7 @@ def _alaw_encode_array(pcm: np.ndarray) -> np.ndarray:
     return (code ^ mask).astype(np.uint8)
 
 
-def _alaw_decode_array(code: np.ndarray) -> np.ndarray:
+def _alaw_decode_array(code: np.ndarray) -> npt.NDArray[np.int16]:
     a = code.astype(np.int32) ^ 0x55
     t = (a & 0x0F) << 4
     seg = (a & 0x70) >> 4
@@ -62,7 +63,7 @@ ULAW_DECODE_TABLE = _ulaw_decode_array(np.arange(256))
 ALAW_DECODE_TABLE = _alaw_decode_array(np.arange(256))
 
 
-def _pcm_index(pcm: np.ndarray) -> np.ndarray:
+def _pcm_index(pcm: np.ndarray) -> npt.NDArray[np.int32]:
     return pcm.astype(np.int32) + 32768
 
 
@@ -84,8 +85,9 @@ def alaw_decode(data: bytes) -> np.ndarray:
     return ALAW_DECODE_TABLE[np.frombuffer(data, dtype=np.uint8)]
 
 
-def float_to_pcm16(audio: np.ndarray) -> np.ndarray:
-    return (np.clip(audio, -1.0, 1.0) * 32767.0).round().astype(np.int16)
+def float_to_pcm16(audio: np.ndarray) -> npt.NDArray[np.int16]:
+    pcm: npt.NDArray[np.int16] = (np.clip(audio, -1.0, 1.0) * 32767.0).round().astype(np.int16)
+    return pcm
 
 
 def pcm16_to_float(pcm: np.ndarray) -> np.ndarray:
@@ -117,14 +119,19 @@ class StreamResampler:
         audio = np.asarray(samples, dtype=np.float32)
         if self._stream is None:
             return audio
-        return self._stream.resample_chunk(audio, last=last)
+        # soxr is untyped; float32 in, float32 out
+        out: npt.NDArray[np.float32] = self._stream.resample_chunk(audio, last=last)
+        return out
 
 
 def resample(audio: np.ndarray, in_rate: int, out_rate: int) -> np.ndarray:
     """Resample a whole signal at once (files, prompts)."""
     if in_rate == out_rate:
         return np.asarray(audio, dtype=np.float32)
-    return soxr.resample(np.asarray(audio, dtype=np.float32), in_rate, out_rate, quality="HQ")
+    out: npt.NDArray[np.float32] = soxr.resample(  # soxr is untyped; float32 in, float32 out
+        np.asarray(audio, dtype=np.float32), in_rate, out_rate, quality="HQ"
+    )
+    return out
 
 
 def phone_line(

@@ -11,9 +11,12 @@ comes in as typed values (Upgrade, Connection, Credentials, the platform's own o
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Protocol, Self
+
+import numpy as np
 
 from telephony.auth import Credentials, NonceCache, equal, presented_token
 from telephony.base import Limits, MediaChannel
@@ -22,6 +25,7 @@ if TYPE_CHECKING:
     import asyncio
 
     from fastapi import APIRouter
+    from starlette.websockets import WebSocket
 
 
 @dataclass(frozen=True)
@@ -77,10 +81,60 @@ class Signer(Protocol):
 
 
 RunChannel = Callable[[MediaChannel], Awaitable[None]]
-ChannelFactory = Callable[[Any, Connection], MediaChannel]  # (accepted WebSocket, Connection)
+ChannelFactory = Callable[["WebSocket", Connection], MediaChannel]  # (accepted WebSocket, …)
 Listener = Callable[
     [Any, RunChannel, Limits], Awaitable["asyncio.Server | None"]
 ]  # options → server
+
+
+# == the caller side, driven by telephony.simulator ============================================
+class CallerSocket(Protocol):
+    """What the simulator uses of a caller side's connection: a websockets client connection,
+    or a connection of the platform's own (AudioSocket's TCP, `transport`)."""
+
+    # Messages are in the platform's own form: str | bytes on a WebSocket, AudioSocket's
+    # Message on its TCP connection; only the platform's caller side reads or makes them.
+    async def send(self, message: Any, /) -> None: ...
+    def __aiter__(self) -> AsyncIterator[Any]: ...
+    async def close(self) -> None: ...
+    async def __aenter__(self) -> Self: ...
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+        /,
+    ) -> None: ...
+
+
+class CallerTransport(Protocol):
+    """A caller side's own connection maker (a class whose `open` is a classmethod)."""
+
+    async def open(self, url: str) -> CallerSocket: ...
+
+
+# A bot message as a caller side decodes it: (kind, value), the value's type set by the kind:
+# ("audio", int16 samples) | ("mark", name) | ("clear", None) | ("hangup" | "control", info)
+# | ("reply", a message to send back).
+Decoded = tuple[str, Any]
+
+
+class CallerSide(Protocol):
+    """A platform's caller side. The optional parts (`new_call_id()`, `headers(call_id)`,
+    `transport`, `paced`, `acks_cleared_marks`, `hears_bot`, `cleared()`) are looked up with
+    getattr; telephony.simulator says what each means."""
+
+    wire_rate: int
+
+    def __init__(self, ws: CallerSocket, call_id: str, caller: str | None) -> None: ...
+    @property
+    def ws(self) -> CallerSocket: ...
+    async def start(self, params: dict[str, str]) -> None: ...
+    async def send_audio(self, pcm16: np.ndarray, timestamp_ms: int) -> None: ...
+    async def send_dtmf(self, digit: str) -> None: ...
+    async def ack_mark(self, name: str) -> None: ...
+    async def stop(self) -> None: ...
+    def decode(self, message: Any) -> Decoded: ...
 
 
 @dataclass(frozen=True)
@@ -102,7 +156,7 @@ class Platform:
     """One phone platform: everything the gateway and `voicebot call` need to speak it."""
 
     name: str
-    client: type  # the platform side, driven by telephony.simulator
+    client: type[CallerSide]  # the platform side, driven by telephony.simulator
     channel: ChannelFactory | None = None  # served as a WebSocket route at /{name}
     check: CredentialCheck | None = None  # the upgrade's credentials (required with `channel`)
     sign: Signer | None = None  # the caller side's credentials on the upgrade (None: none)

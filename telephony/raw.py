@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -51,7 +52,15 @@ from telephony.base import (
     too_big,
 )  # fmt: skip
 from telephony.codecs import float_to_pcm16, pcm16_from_bytes, pcm16_to_float
-from telephony.platform import Admission, Platform, Upgrade, bearer_check, bearer_sign
+from telephony.platform import (
+    Admission,
+    CallerSocket,
+    Decoded,
+    Platform,
+    Upgrade,
+    bearer_check,
+    bearer_sign,
+)
 from telephony.streams import (
     MarkLedger,
     ReaderChannel,
@@ -60,6 +69,9 @@ from telephony.streams import (
     send_ws,
     websocket_messages,
 )
+
+if TYPE_CHECKING:
+    from starlette.websockets import WebSocket
 
 PLATFORM = "raw"
 WIRE_RATE = SAMPLE_RATE
@@ -71,7 +83,7 @@ MAX_PARAMS = 32  # extra fields of the start message kept as call parameters
 class RawChannel(ReaderChannel):
     platform = PLATFORM
 
-    def __init__(self, websocket, limits: Limits | None = None) -> None:
+    def __init__(self, websocket: WebSocket, limits: Limits | None = None) -> None:
         super().__init__(limits)
         self.ws = websocket  # starlette WebSocket, already accepted
         self.call_id: str | None = None
@@ -123,7 +135,7 @@ class RawChannel(ReaderChannel):
                 log.info("raw: ignoring unknown message type %r", str(kind)[:40])
                 return []
 
-    def _start(self, msg: dict) -> CallStart:
+    def _start(self, msg: dict[str, Any]) -> CallStart:
         call_id = str(msg.get("call_id") or f"raw-{uuid.uuid4().hex[:16]}")
         if len(call_id) > 128:
             raise ProtocolError("call_id longer than 128 characters")
@@ -144,7 +156,7 @@ class RawChannel(ReaderChannel):
             self._closed = True
             self.send_failed()
 
-    async def _send_text(self, obj: dict) -> None:
+    async def _send_text(self, obj: dict[str, Any]) -> None:
         await self._send(json.dumps(obj, ensure_ascii=False))
 
     async def play(self, audio: np.ndarray, mark: str) -> None:
@@ -161,7 +173,7 @@ class RawChannel(ReaderChannel):
         self.marks.clear()
         await self._send_text({"type": "clear"})
 
-    async def _close(self, message: dict) -> None:
+    async def _close(self, message: dict[str, Any]) -> None:
         if self._closed:
             await self.stop_reading()
             return
@@ -200,11 +212,11 @@ class RawPlatform:
     wire_rate = WIRE_RATE
     frame_ms = 20
 
-    def __init__(self, ws, call_id: str, caller: str | None) -> None:
+    def __init__(self, ws: CallerSocket, call_id: str, caller: str | None) -> None:
         self.ws = ws
         self.call_id = call_id
         self.caller = caller
-        self.ended: dict | None = None
+        self.ended: dict[str, Any] | None = None
 
     @staticmethod
     def new_call_id() -> str:
@@ -227,7 +239,7 @@ class RawPlatform:
     async def stop(self) -> None:
         await self.ws.send(json.dumps({"type": "hangup"}))
 
-    def decode(self, message) -> tuple[str, object]:
+    def decode(self, message: str | bytes) -> Decoded:
         if isinstance(message, bytes):
             return "audio", pcm16_from_bytes(message)
         msg = json.loads(message)

@@ -9,7 +9,7 @@ from typing import Any
 
 from telephony import audiohook, audiosocket, chan_websocket, raw, telnyx, twilio, vonage
 from telephony.auth import Credentials
-from telephony.platform import ChannelFactory, Platform
+from telephony.platform import CallerSide, ChannelFactory, Platform
 
 PLATFORMS: dict[str, Platform] = {}
 
@@ -52,7 +52,7 @@ class _View(Mapping[str, Any]):
 # name → factory(accepted WebSocket, Connection) → MediaChannel; served at /{name}
 WEBSOCKET_CHANNELS: Mapping[str, ChannelFactory] = _View(lambda p: p.channel)
 # name → the platform side (telephony.simulator); `voicebot call --protocol NAME`
-PLATFORM_CLIENTS: Mapping[str, type] = _View(lambda p: p.client)
+PLATFORM_CLIENTS: Mapping[str, type[CallerSide]] = _View(lambda p: p.client)
 
 
 def client_headers(

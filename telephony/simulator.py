@@ -30,19 +30,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import numpy as np
 import websockets
+from websockets.asyncio.client import ClientConnection
 
 from telephony.auth import Credentials
 from telephony.base import FRAME_MS, SAMPLE_RATE, ProtocolError
 from telephony.codecs import float_to_pcm16, resample
+from telephony.platform import CallerSide, CallerSocket, CallerTransport
 from telephony.registry import PLATFORM_CLIENTS as PLATFORMS
 from telephony.registry import client_headers
 
@@ -75,7 +80,7 @@ def speech_end_offset_s(audio: np.ndarray, rate: int, below_peak_db: float = 35.
     rms = np.sqrt(np.mean(audio[: n * frame].reshape(n, frame) ** 2, axis=1) + 1e-12)
     db = 20 * np.log10(rms)
     loud = np.flatnonzero(db >= db.max() - below_peak_db)
-    return (loud[-1] + 1) * FRAME_MS / 1000
+    return float(loud[-1] + 1) * FRAME_MS / 1000
 
 
 @dataclass
@@ -88,7 +93,7 @@ class BotTurn:
     latency_ms: dict[str, float | None]
     explanation: list[str] = field(default_factory=list)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "transcript": self.transcript, "intent": self.intent, "confidence": self.confidence,
             "action": self.action, "forvaltning": self.forvaltning, "latency_ms": self.latency_ms,
@@ -103,7 +108,7 @@ class CallResult:
     reply_audio: np.ndarray  # everything the bot said, at the platform's wire rate
     wire_rate: int
     closed_by_bot: bool
-    events: list[dict]
+    events: list[dict[str, Any]]
     platform_events: list[tuple[str, object]] = field(
         default_factory=list
     )  # clears, hangups, controls
@@ -134,12 +139,12 @@ class SimulatedCall:
         self.call_id = call_id or (new_id() if new_id else "CA" + uuid.uuid4().hex)
         self.events_url = events_url
         self.timeout_s = timeout_s
-        self.events: list[tuple[float, dict]] = []  # (receive time, event)
+        self.events: list[tuple[float, dict[str, Any]]] = []  # (receive time, event)
         self.platform_events: list[tuple[str, object]] = []
         self._reply: list[np.ndarray] = []
         self._audio_times: list[float] = []  # receive time of each bot audio message
         self._play_until = 0.0  # simulated playback clock (monotonic seconds)
-        self._pending_marks: list[asyncio.Task] = []
+        self._pending_marks: list[asyncio.Task[None]] = []
         self._closed = asyncio.Event()
         self._clock = 0.0
         self._quiet_gap = PACED_QUIET_S if getattr(self.platform_cls, "paced", False) else 0.0
@@ -162,8 +167,8 @@ class SimulatedCall:
             )
         self._events_url = url
 
-    async def _connect(self):
-        transport = getattr(self.platform_cls, "transport", None)
+    async def _connect(self) -> CallerSocket:
+        transport: CallerTransport | None = getattr(self.platform_cls, "transport", None)
         if transport is not None:
             url = self.media_url
             parts = urlsplit(url)
@@ -191,7 +196,7 @@ class SimulatedCall:
         return self.credentials
 
     # -- bot → caller ------------------------------------------------------------------
-    async def _receive(self, platform) -> None:
+    async def _receive(self, platform: CallerSide) -> None:
         try:
             async for message in platform.ws:
                 kind, value = platform.decode(message)
@@ -235,12 +240,12 @@ class SimulatedCall:
         finally:
             self._closed.set()
 
-    async def _ack_after(self, platform, name: str, delay: float) -> None:
+    async def _ack_after(self, platform: CallerSide, name: str, delay: float) -> None:
         await asyncio.sleep(delay)
         with contextlib.suppress(websockets.ConnectionClosed, ConnectionError):
             await platform.ack_mark(name)
 
-    async def _collect_events(self, ws) -> None:
+    async def _collect_events(self, ws: ClientConnection) -> None:
         try:
             async for message in ws:
                 self.events.append((time.monotonic(), json.loads(message)))
@@ -248,7 +253,7 @@ class SimulatedCall:
             pass
 
     # -- caller → bot ------------------------------------------------------------------
-    async def _send(self, platform, pcm: np.ndarray) -> list[float]:
+    async def _send(self, platform: CallerSide, pcm: np.ndarray) -> list[float]:
         """Send 20 ms frames on the real-time (÷ speed) clock; returns each frame's send time."""
         frame = platform.wire_rate * FRAME_MS // 1000
         sent = []
@@ -267,7 +272,9 @@ class SimulatedCall:
             await asyncio.sleep(max(0.0, self._clock - time.monotonic()))
         return sent
 
-    async def _silence_until(self, platform, done, max_s: float) -> None:
+    async def _silence_until(
+        self, platform: CallerSide, done: Callable[[], bool], max_s: float
+    ) -> None:
         frame = np.zeros(platform.wire_rate * FRAME_MS // 1000, dtype=np.int16)
         deadline = time.monotonic() + max_s / self.speed
         while not done() and not self._closed.is_set() and time.monotonic() < deadline:
@@ -300,7 +307,7 @@ class SimulatedCall:
         )
         return replied and self._bot_quiet()
 
-    def _events_of(self, kind: str, after: float) -> list[tuple[float, dict]]:
+    def _events_of(self, kind: str, after: float) -> list[tuple[float, dict[str, Any]]]:
         return [(t, e) for t, e in self.events if e.get("type") == kind and t >= after]
 
     async def run(
@@ -348,7 +355,7 @@ class SimulatedCall:
                     # A bot that says nothing for TURN_TIMEOUT_S has ignored the turn.
                     wait_s = min(TURN_TIMEOUT_S, max(1.0, deadline - time.monotonic()) * self.speed)
                     await self._silence_until(
-                        platform, lambda s=speech_end: self._answered(s), wait_s
+                        platform, functools.partial(self._answered, speech_end), wait_s
                     )
                     results += self._turn_results(speech_end)
                 closed_by_bot = self._closed.is_set()
@@ -367,7 +374,8 @@ class SimulatedCall:
             if events_ws is not None:
                 await asyncio.sleep(0.05)  # let the last events arrive
                 await events_ws.close()
-                await collector
+                if collector is not None:  # started with events_ws
+                    await collector
         if self._error is not None:
             raise ProtocolError(
                 f"the bot broke the {self.protocol} protocol: {self._error}"

@@ -17,6 +17,7 @@ from abc import abstractmethod
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from telephony.base import (
     CLOSE_INVALID,
@@ -30,6 +31,9 @@ from telephony.base import (
     close_reason,
     log,
 )  # fmt: skip
+
+if TYPE_CHECKING:
+    from starlette.websockets import WebSocket
 
 INBOX_EVENTS = 250  # ≈ 5 s of 20 ms audio frames before the reader stops reading the socket
 MAX_PLAYOUT_S = 120.0  # outbound audio one channel may have queued (prompts are seconds long)
@@ -104,7 +108,7 @@ class ReaderChannel(MediaChannel):
     def __init__(self, limits: Limits | None = None) -> None:
         self.inbox = Inbox()
         self.limits = limits or Limits()
-        self._reader: asyncio.Task | None = None
+        self._reader: asyncio.Task[None] | None = None
         self._send_failed = False
 
     @abstractmethod
@@ -161,7 +165,7 @@ async def wait_event(event: asyncio.Event, timeout: float) -> bool:
     return bool(done)
 
 
-async def cancel_and_wait(task: asyncio.Task | None) -> None:
+async def cancel_and_wait(task: asyncio.Task[None] | None) -> None:
     """Cancel a helper task and wait until it has stopped. Unlike awaiting it under
     suppress(CancelledError), this never swallows a cancellation of the *calling* task (the
     session cancels its input worker while that worker may be in here)."""
@@ -171,7 +175,7 @@ async def cancel_and_wait(task: asyncio.Task | None) -> None:
     await asyncio.wait({task})
 
 
-async def websocket_messages(ws) -> AsyncIterator[str | bytes]:
+async def websocket_messages(ws: WebSocket) -> AsyncIterator[str | bytes]:
     """Text and binary messages of an accepted starlette WebSocket until it closes."""
     from starlette.websockets import WebSocketDisconnect
 
@@ -188,7 +192,7 @@ async def websocket_messages(ws) -> AsyncIterator[str | bytes]:
         return
 
 
-def parse_json_object(text: str, what: str = "a message") -> dict:
+def parse_json_object(text: str, what: str = "a message") -> dict[str, Any]:
     """One JSON object, or a ProtocolError (close 1007): malformed JSON, nesting too deep for
     the parser, or JSON that is not an object."""
     try:
@@ -200,7 +204,9 @@ def parse_json_object(text: str, what: str = "a message") -> dict:
     return msg
 
 
-async def send_ws(ws, message: str | bytes, timeout_s: float = Limits.send_timeout_s) -> bool:
+async def send_ws(
+    ws: WebSocket, message: str | bytes, timeout_s: float = Limits.send_timeout_s
+) -> bool:
     """Send on a starlette WebSocket. False if the connection is gone, or the peer has not
     taken the message within `timeout_s` (it stopped reading: its buffers are full). The
     caller then ends the call; one stuck peer never holds a session, or memory, for long."""
@@ -220,7 +226,7 @@ async def send_ws(ws, message: str | bytes, timeout_s: float = Limits.send_timeo
 
 
 async def close_ws(
-    ws, error: BaseException | None, timeout_s: float = Limits.send_timeout_s
+    ws: WebSocket, error: BaseException | None, timeout_s: float = Limits.send_timeout_s
 ) -> None:
     """Close a starlette WebSocket with the close code `error` calls for (1000 without one).
     Bounded: a peer that does not read cannot hold the close either."""
@@ -267,7 +273,7 @@ class PacedPlayout:
         self._queue: deque[bytes | str] = deque()  # frames and mark names, in order
         self._queued_frames = 0
         self._wake = asyncio.Event()
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
         self._timers: dict[
             str, asyncio.TimerHandle
         ] = {}  # marks sent, waiting for the lead to play

@@ -30,6 +30,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -60,7 +61,14 @@ from telephony.codecs import (
     ulaw_decode,
     ulaw_encode,
 )  # fmt: skip
-from telephony.platform import Connection, Platform, bearer_check, bearer_sign
+from telephony.platform import (
+    CallerSocket,
+    Connection,
+    Decoded,
+    Platform,
+    bearer_check,
+    bearer_sign,
+)
 from telephony.streams import (
     MarkLedger,
     ReaderChannel,
@@ -70,6 +78,9 @@ from telephony.streams import (
     send_ws,
     websocket_messages,
 )
+
+if TYPE_CHECKING:
+    from starlette.websockets import WebSocket
 
 PLATFORM = "telnyx"
 ENCODINGS = {"PCMU": (8000,), "PCMA": (8000,), "L16": (8000, 16000)}
@@ -102,7 +113,9 @@ def bytes_per_ms(encoding: str, rate: int) -> int:
 class TelnyxChannel(ReaderChannel):
     platform = PLATFORM
 
-    def __init__(self, websocket, reorder_frames: int = 5, limits: Limits | None = None) -> None:
+    def __init__(
+        self, websocket: WebSocket, reorder_frames: int = 5, limits: Limits | None = None
+    ) -> None:
         super().__init__(limits)
         self.ws = websocket  # starlette WebSocket, already accepted
         self.stream_id: str | None = None
@@ -112,7 +125,7 @@ class TelnyxChannel(ReaderChannel):
         self.reorder = ReorderBuffer(depth=reorder_frames)
         self._upsample: StreamResampler | None = None
         self.marks = MarkLedger()
-        self.errors: list[dict] = []  # the last few Telnyx error events
+        self.errors: list[dict[str, Any]] = []  # the last few Telnyx error events
         self._closed = False
 
     # -- inbound ---------------------------------------------------------------------
@@ -138,7 +151,7 @@ class TelnyxChannel(ReaderChannel):
         except (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError) as exc:
             raise ProtocolError(f"malformed Telnyx message: {exc!r}"[:200], CLOSE_INVALID) from None
 
-    def _parse(self, msg: dict) -> list[CallEvent]:
+    def _parse(self, msg: dict[str, Any]) -> list[CallEvent]:
         kind = msg.get("event")
         if kind == "connected":
             return []
@@ -187,7 +200,7 @@ class TelnyxChannel(ReaderChannel):
                 log.info("telnyx: ignoring unknown event %r", str(kind)[:40])
         return events
 
-    def _on_start(self, msg: dict) -> CallStart:
+    def _on_start(self, msg: dict[str, Any]) -> CallStart:
         if self.stream_id is not None:
             raise ProtocolError("a second 'start'")
         start = msg.get("start")
@@ -230,7 +243,7 @@ class TelnyxChannel(ReaderChannel):
             params.update({str(k): str(v) for k, v in custom.items()})
         return CallStart(self.call_control_id, PLATFORM, params.get("from"), params)
 
-    def _on_media(self, msg: dict) -> list[CallEvent]:
+    def _on_media(self, msg: dict[str, Any]) -> list[CallEvent]:
         media = _obj(msg, "media")
         seq = _seq(msg)
         if media.get("track", "inbound") not in ("inbound", "inbound_track"):
@@ -255,7 +268,7 @@ class TelnyxChannel(ReaderChannel):
         ]
 
     # -- outbound --------------------------------------------------------------------
-    async def _send(self, obj: dict) -> None:
+    async def _send(self, obj: dict[str, Any]) -> None:
         if not self._closed and not await send_ws(
             self.ws, json.dumps(obj), self.limits.send_timeout_s
         ):
@@ -300,7 +313,7 @@ class TelnyxChannel(ReaderChannel):
         await self.hang_up()
 
 
-def _obj(msg: dict, key: str) -> dict:
+def _obj(msg: dict[str, Any], key: str) -> dict[str, Any]:
     value = msg.get(key) or {}
     if not isinstance(value, dict):
         raise ProtocolError(f"'{key}' must be an object", CLOSE_INVALID)
@@ -310,7 +323,7 @@ def _obj(msg: dict, key: str) -> dict:
 MAX_SEQ = 2**53  # JSON's exact integers; beyond is garbage, not a counter
 
 
-def _seq(msg: dict) -> int | None:
+def _seq(msg: dict[str, Any]) -> int | None:
     value = msg.get("sequence_number")
     if value is None:
         return None
@@ -336,7 +349,7 @@ class TelnyxPlatform:
     encoding = "PCMU"
     swap_every = 25  # deliver every 25th media frame after the next one (0: in order)
 
-    def __init__(self, ws, call_id: str, caller: str | None) -> None:
+    def __init__(self, ws: CallerSocket, call_id: str, caller: str | None) -> None:
         self.ws = ws
         self.call_id = call_id
         self.stream_id = str(uuid.uuid4())
@@ -431,7 +444,7 @@ class TelnyxPlatform:
             )
         )
 
-    def decode(self, message) -> tuple[str, object]:
+    def decode(self, message: str | bytes) -> Decoded:
         if isinstance(message, bytes):
             raise ProtocolError("the bot sent a binary frame; Telnyx takes JSON text")
         msg = json.loads(message)
@@ -451,7 +464,7 @@ class TelnyxOptions:
     reorder_frames: int = 5  # inbound media frames held back to restore sequence order (20 ms each)
 
 
-def _channel(ws, conn: Connection) -> TelnyxChannel:
+def _channel(ws: WebSocket, conn: Connection) -> TelnyxChannel:
     return TelnyxChannel(ws, conn.options.reorder_frames, conn.limits)
 
 

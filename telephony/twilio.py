@@ -15,6 +15,7 @@ import base64
 import binascii
 import json
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 from xml.sax.saxutils import escape, quoteattr
 
@@ -47,8 +48,19 @@ from telephony.codecs import (
     ulaw_decode,
     ulaw_encode,
 )  # fmt: skip
-from telephony.platform import Admission, Platform, Upgrade, WebhookSide, is_loopback_host
+from telephony.platform import (
+    Admission,
+    CallerSocket,
+    Decoded,
+    Platform,
+    Upgrade,
+    WebhookSide,
+    is_loopback_host,
+)
 from telephony.streams import MarkLedger, close_ws, parse_json_object, send_ws
+
+if TYPE_CHECKING:
+    from starlette.websockets import WebSocket
 
 PLATFORM = "twilio"
 WIRE_RATE = 8000
@@ -56,7 +68,7 @@ FRAME_BYTES = 160  # 20 ms of μ-law at 8 kHz
 UNEXPECTED = (ValueError, TypeError, KeyError, AttributeError, IndexError, RecursionError)
 
 
-def _obj(msg: dict, key: str) -> dict:
+def _obj(msg: dict[str, Any], key: str) -> dict[str, Any]:
     value = msg.get(key) or {}
     if not isinstance(value, dict):
         raise ProtocolError(f"'{key}' must be a JSON object", CLOSE_INVALID)
@@ -66,7 +78,7 @@ def _obj(msg: dict, key: str) -> dict:
 class TwilioChannel(MediaChannel):
     platform = PLATFORM
 
-    def __init__(self, websocket, limits: Limits | None = None) -> None:
+    def __init__(self, websocket: WebSocket, limits: Limits | None = None) -> None:
         self.ws = websocket  # starlette.websockets.WebSocket, already accepted
         self.limits = limits or Limits()
         self.stream_sid: str | None = None
@@ -111,7 +123,7 @@ class TwilioChannel(MediaChannel):
         except UNEXPECTED as exc:  # a field of the wrong type somewhere
             raise ProtocolError(f"malformed Twilio message: {exc!r}"[:200], CLOSE_INVALID) from None
 
-    def _parse(self, msg: dict) -> CallEvent | None:
+    def _parse(self, msg: dict[str, Any]) -> CallEvent | None:
         kind = msg.get("event")
         if kind == "connected":
             return None
@@ -136,7 +148,7 @@ class TwilioChannel(MediaChannel):
                 log.info("twilio: ignoring unknown event %r", str(kind)[:40])
                 return None
 
-    def _on_start(self, msg: dict) -> CallStart:
+    def _on_start(self, msg: dict[str, Any]) -> CallStart:
         if self.stream_sid is not None:
             raise ProtocolError("a second 'start'")
         start = msg.get("start")
@@ -160,7 +172,7 @@ class TwilioChannel(MediaChannel):
         caller = params.get("caller") or params.get("From")
         return CallStart(self.call_sid, PLATFORM, caller, params)
 
-    def _on_media(self, msg: dict) -> Audio | None:
+    def _on_media(self, msg: dict[str, Any]) -> Audio | None:
         media = _obj(msg, "media")
         if media.get("track", "inbound") != "inbound":
             return None
@@ -176,7 +188,7 @@ class TwilioChannel(MediaChannel):
         return Audio(self._upsample.process(pcm16_to_float(ulaw_decode(payload))))
 
     # -- outbound --------------------------------------------------------------------
-    async def _send(self, obj: dict) -> None:
+    async def _send(self, obj: dict[str, Any]) -> None:
         # A peer gone, or one that stopped reading (send timeout): nothing more is sent, and
         # the call ends when the session next waits on the (closed) socket.
         if not self._closed and not await send_ws(
@@ -247,7 +259,7 @@ class TwilioPlatform:
     wire_rate = WIRE_RATE
     frame_ms = 20
 
-    def __init__(self, ws, call_id: str, caller: str | None) -> None:
+    def __init__(self, ws: CallerSocket, call_id: str, caller: str | None) -> None:
         self.ws = ws  # a websockets client connection
         self.call_id = call_id
         self.stream_sid = "MZ" + call_id[2:] if call_id.startswith("CA") else "MZ" + call_id
@@ -319,7 +331,7 @@ class TwilioPlatform:
             )
         )
 
-    def decode(self, message) -> tuple[str, object]:
+    def decode(self, message: str | bytes) -> Decoded:
         """A bot message → ("audio", 8 kHz int16) | ("mark", name) | ("clear", None)."""
         if isinstance(message, bytes):
             raise ProtocolError("the bot sent a binary frame (Twilio error 31950)")

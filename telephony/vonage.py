@@ -27,6 +27,7 @@ import json
 import re
 import uuid
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -53,7 +54,7 @@ from telephony.codecs import (
     pcm16_to_float,
     resample,
 )  # fmt: skip
-from telephony.platform import Platform, bearer_check, bearer_sign
+from telephony.platform import CallerSocket, Decoded, Platform, bearer_check, bearer_sign
 from telephony.streams import (
     PacedPlayout,
     ReaderChannel,
@@ -63,6 +64,9 @@ from telephony.streams import (
     split_frames,
     websocket_messages,
 )
+
+if TYPE_CHECKING:
+    from starlette.websockets import WebSocket
 
 PLATFORM = "vonage"
 RATES = (16000, 8000)
@@ -79,7 +83,7 @@ def frame_bytes(rate: int) -> int:
 class VonageChannel(ReaderChannel):
     platform = PLATFORM
 
-    def __init__(self, websocket, limits: Limits | None = None) -> None:
+    def __init__(self, websocket: WebSocket, limits: Limits | None = None) -> None:
         super().__init__(limits)
         self.ws = websocket  # starlette WebSocket, already accepted
         self.call_id: str | None = None
@@ -124,7 +128,7 @@ class VonageChannel(ReaderChannel):
                 log.info("vonage: ignoring unknown event %r", str(kind)[:40])
                 return None
 
-    def _on_connected(self, msg: dict) -> CallStart:
+    def _on_connected(self, msg: dict[str, Any]) -> CallStart:
         if self.call_id is not None:
             raise ProtocolError("a second 'websocket:connected'")
         content_type = str(msg.get("content-type", ""))
@@ -212,7 +216,7 @@ class VonagePlatform:
     paced = True  # the bot sends in real time: a gap between frames is not the end of a prompt
     acks_cleared_marks = False
 
-    def __init__(self, ws, call_id: str, caller: str | None) -> None:
+    def __init__(self, ws: CallerSocket, call_id: str, caller: str | None) -> None:
         self.ws = ws
         self.call_id = call_id
         self.caller = caller
@@ -253,7 +257,7 @@ class VonagePlatform:
     async def stop(self) -> None:
         await self.ws.close()
 
-    def decode(self, message) -> tuple[str, object]:
+    def decode(self, message: str | bytes) -> Decoded:
         if isinstance(message, bytes):
             if len(message) != self._frame_bytes:
                 # Vonage requires exactly one 20 ms frame per message

@@ -23,7 +23,7 @@ import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -115,16 +115,16 @@ class AgentStore:
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
 
-    def _query(self, sql: str, params: tuple = ()) -> list[tuple]:
+    def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
             return self._db.execute(sql, params).fetchall()
 
-    def _write(self, sql: str, params: tuple = ()) -> int:
+    def _write(self, sql: str, params: tuple[Any, ...] = ()) -> int:
         with self._lock:
             return self._db.execute(sql, params).rowcount
 
     @staticmethod
-    def _agent(row: tuple) -> Agent:
+    def _agent(row: tuple[Any, ...]) -> Agent:
         name, forvaltninger, admin = row
         return Agent(name, tuple(json.loads(forvaltninger)), bool(admin))
 

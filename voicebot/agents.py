@@ -97,7 +97,9 @@ def cmd_agents_remove(args: argparse.Namespace) -> int:
     return 0 if removed else 1
 
 
-def add_agent_commands(subparsers: argparse._SubParsersAction) -> None:
+def add_agent_commands(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
     """Register `voicebot agents add|list|remove` on the CLI's subparsers."""
     p = subparsers.add_parser("agents", help="agent console accounts")
     sub = p.add_subparsers(dest="agents_command", required=True)

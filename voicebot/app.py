@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import HTTPConnection
 
 from telephony import auth
 from telephony.base import ProtocolError
@@ -45,7 +47,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     install_log_masking()
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI):
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         install_log_masking()  # again: the server may have configured logging since
         app.state.services = services or await asyncio.to_thread(load_services, settings)
         app.state.secret = load_or_create_secret(settings.data_dir)
@@ -78,8 +80,9 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.include_router(console.router)
     app.add_middleware(RequestLimits, security=settings.security)  # before anything parses headers
 
-    def svc(request_or_ws) -> Services:
-        return request_or_ws.app.state.services
+    def svc(request_or_ws: HTTPConnection) -> Services:
+        services: Services = request_or_ws.app.state.services  # starlette's State is untyped
+        return services
 
     async def run_channel(channel: AdmittedChannel) -> None:
         """One call on any transport. At capacity the caller is told and routed to a
@@ -125,10 +128,11 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     async def queue_for(call_id: str) -> str | None:
         """The queue a caller is put in by the platform: only while its record still waits to
         be taken (an abandoned or missing record gets a goodbye, not a phantom queue entry)."""
-        record = await asyncio.to_thread(app.state.services.store.get, call_id)
+        services: Services = app.state.services
+        record = await asyncio.to_thread(services.store.get, call_id)
         if record is None or record.status not in gateway.WAITING_STATUSES:
             return None
-        return app.state.services.catalogue.queue_name(record.forvaltning)
+        return services.catalogue.queue_name(record.forvaltning)
 
     gateway.mount(
         app,

@@ -141,7 +141,9 @@ class WhisperAsr:
             tokens += self.tokenizer.encode(" " + prefix.strip())
         return tokens
 
-    def _decode(self, features, prompt: list[int], max_new: int, **options):
+    def _decode(
+        self, features: ctranslate2.StorageView, prompt: list[int], max_new: int, **options: object
+    ) -> tuple[ctranslate2.models.WhisperGenerationResult, str]:
         result = self.model.generate(
             features,
             [prompt],
@@ -245,7 +247,7 @@ class WhisperAsr:
 class _Request:
     audio: np.ndarray
     previous_text: str | None
-    future: asyncio.Future
+    future: asyncio.Future[AsrResult]
 
 
 class AsrPool:
@@ -264,7 +266,7 @@ class AsrPool:
         self._guesses: deque[_Request] = deque()  # speculative finals not yet started
         self._running = 0  # decodes (batches or partials) in the executor
         self._finals = 0  # finals queued or running
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def busy(self) -> bool:
@@ -298,7 +300,7 @@ class AsrPool:
     async def _enqueue(
         self, queue: deque[_Request], audio: np.ndarray, previous_text: str | None
     ) -> AsrResult:
-        future = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[AsrResult] = asyncio.get_running_loop().create_future()
         queue.append(_Request(audio, previous_text, future))
         self._dispatch()
         return await future

@@ -8,6 +8,7 @@ import json
 import logging
 import sys
 from importlib.metadata import entry_points
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from telephony.base import SAMPLE_RATE
@@ -22,11 +23,11 @@ log = logging.getLogger("voicebot")
 TOOL_COMMANDS = "voicebot.commands"
 
 
-def _settings(args: argparse.Namespace, **overrides) -> Settings:
+def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
     return load_settings(getattr(args, "config", None), **overrides)
 
 
-def _print_json(obj) -> None:
+def _print_json(obj: object) -> None:
     print(json.dumps(obj, ensure_ascii=False), flush=True)
 
 
@@ -57,7 +58,7 @@ def _events_url(media_url: str, call_id: str, token: str) -> str:
 def cmd_call(args: argparse.Namespace) -> int:
     import soundfile as sf
 
-    from telephony.simulator import PLATFORMS, SimulatedCall, load_audio
+    from telephony.simulator import SimulatedCall, load_audio
     from voicebot.gateway import endpoints
     from voicebot.secrets import load_credentials
 
@@ -78,7 +79,7 @@ def cmd_call(args: argparse.Namespace) -> int:
         endpoints=endpoints(settings),
     )
     call.events_url = _events_url(url, call.call_id, credentials.secret)
-    rate = PLATFORMS[args.protocol].wire_rate
+    rate = PLATFORM_CLIENTS[args.protocol].wire_rate
     turns = [load_audio(path, rate) for path in args.audio]
     result = asyncio.run(call.run(turns, digits=args.dtmf or ""))
     for turn in result.turns:
@@ -274,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def add_tool_commands(sub: argparse._SubParsersAction) -> None:
+def add_tool_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The tools' commands (training, evaluation, benchmarks), found through the entry points
     their packages register: the runtime never imports the tools by name."""
     for entry in sorted(entry_points(group=TOOL_COMMANDS), key=lambda e: e.name):
@@ -295,7 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     install_log_masking()
     try:
-        return args.func(args)
+        code: int = args.func(args)  # the subcommand's cmd_* function
+        return code
     except (ConfigError, CatalogueError) as exc:
         print(f"voicebot: {exc}", file=sys.stderr)
         return 2

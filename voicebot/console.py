@@ -190,11 +190,13 @@ def agent_info(session: Session, catalogue: Catalogue) -> dict[str, Any]:
 
 # == request helpers =========================================================================
 def _services(request: Request) -> Services:
-    return request.app.state.services
+    services: Services = request.app.state.services  # starlette's State is untyped
+    return services
 
 
 def _state(request: Request) -> ConsoleState:
-    return request.app.state.console
+    state: ConsoleState = request.app.state.console
+    return state
 
 
 def _is_https(request: Request) -> bool:
@@ -217,7 +219,9 @@ def _same_origin(request: Request) -> bool:
 
 
 def _tokens_match(given: str | None, expected: str | None) -> bool:
-    return bool(given and expected) and hmac.compare_digest(given.encode(), expected.encode())
+    if not given or not expected:
+        return False
+    return hmac.compare_digest(given.encode(), expected.encode())
 
 
 def _set_cookie(response: Response, request: Request, name: str, value: str, max_age: int) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any, TypedDict
 
 from voicebot.catalogue import Action, Catalogue
 from voicebot.config import DialogueSettings
@@ -39,11 +40,23 @@ class Decision:
     explanation: list[str] = field(default_factory=list)
     reason: str = ""  # why, for the agent and the logs
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "action": self.action, "intent": self.intent, "confidence": round(self.confidence, 4),
             "forvaltning": self.forvaltning, "explanation": self.explanation, "reason": self.reason,
         }  # fmt: skip
+
+
+class _Grounds(TypedDict):
+    """What a decision was based on (Decision's fields of the same names)."""
+
+    intent: str | None
+    confidence: float
+    explanation: list[str]
+
+
+class _Reasoned(_Grounds):
+    reason: str
 
 
 class DialoguePolicy:
@@ -156,7 +169,7 @@ class DialoguePolicy:
                 if retry.intent != "out_of_scope" and retry.confidence >= self.settings.confirm:
                     return (
                         self._act(retry)
-                        if retry.intent != pending.intent
+                        if pending is None or retry.intent != pending.intent
                         else self._failure("denied", retry)
                     )
             return self._failure("caller said no to the confirm question", u)
@@ -181,7 +194,7 @@ class DialoguePolicy:
     def _act(self, u: Understanding) -> Decision:
         intent = self.catalogue.intent(u.intent)
         self.last_intent = u.intent
-        common = dict(
+        common = _Reasoned(
             intent=u.intent,
             confidence=u.confidence,
             explanation=u.explanation,
@@ -206,6 +219,7 @@ class DialoguePolicy:
                     understanding=u,
                 )
             case Action.ROUTE:
+                assert intent.forvaltning is not None  # the catalogue refuses a route without one
                 self.state = State.DONE
                 say = self.catalogue.prompts["route"].format(
                     queue=self.catalogue.queue_name(intent.forvaltning)
@@ -225,7 +239,7 @@ class DialoguePolicy:
     def _failure(self, reason: str, u: Understanding | None = None) -> Decision:
         self.failures += 1
         self.state = State.LISTENING
-        extra = dict(
+        extra = _Grounds(
             intent=u.intent if u else None,
             confidence=u.confidence if u else 0.0,
             explanation=u.explanation if u else [],

@@ -39,7 +39,7 @@ from telephony.base import (
     ProtocolError,
     valid_call_id,
 )  # fmt: skip
-from telephony.platform import Connection, Platform, RunChannel, Upgrade, WebhookSide
+from telephony.platform import Connection, Platform, Upgrade, WebhookSide
 from telephony.registry import PLATFORMS
 from telephony.simulator import Endpoints
 from voicebot import metrics
@@ -208,7 +208,7 @@ class AdmittedChannel(MediaChannel):
         return self.inner.platform
 
     @property
-    def error(self) -> ProtocolError | None:  # type: ignore[override]
+    def error(self) -> ProtocolError | None:
         return self.inner.error
 
     @error.setter
@@ -251,11 +251,14 @@ class AdmittedChannel(MediaChannel):
             self.calls.ended(self.call_id)
 
 
+RunAdmitted = Callable[[AdmittedChannel], Awaitable[None]]  # runs one admitted call
+
+
 # == serving ====================================================================================
 def mount(
     app: FastAPI,
     settings: Settings,
-    run_channel: RunChannel,
+    run_channel: RunAdmitted,
     queue_for: Callable[[str], Awaitable[str | None]],
     goodbye: Callable[[], str],
 ) -> None:
@@ -263,15 +266,14 @@ def mount(
     platforms' own servers start with `servers()` in the app's lifespan."""
     limits = limits_of(settings)
 
-    def websocket_endpoint(platform: Platform):
+    def websocket_endpoint(platform: Platform) -> Callable[[WebSocket], Awaitable[None]]:
         options = platform_options(settings, platform)
-        assert platform.channel is not None and platform.check is not None
+        channel, check = platform.channel, platform.check
+        assert channel is not None and check is not None
 
         async def endpoint(ws: WebSocket) -> None:
             creds: Credentials = ws.app.state.credentials
-            admission = platform.check(
-                upgrade_of(ws, settings.public_url), creds, ws.app.state.nonces
-            )
+            admission = check(upgrade_of(ws, settings.public_url), creds, ws.app.state.nonces)
             if admission.refused is not None:
                 await refuse_upgrade(ws, platform.name, admission.refused)
                 return
@@ -286,7 +288,7 @@ def mount(
                     admission.deferred,
                 )
             await ws.accept()
-            inner = platform.channel(ws, Connection(limits, creds, options, admission))
+            inner = channel(ws, Connection(limits, creds, options, admission))
             await run_channel(AdmittedChannel(inner, ws.app.state.call_ids, admission.softphone))
 
         return endpoint
@@ -326,7 +328,9 @@ def mount(
 
 
 @asynccontextmanager
-async def servers(app: FastAPI, settings: Settings, run_channel: RunChannel) -> AsyncIterator[None]:
+async def servers(
+    app: FastAPI, settings: Settings, run_channel: RunAdmitted
+) -> AsyncIterator[None]:
     """The platforms' own servers (AudioSocket's TCP), for the app's lifespan. One platform's
     port must not take the others down: a server that cannot start is logged loudly. The
     address of each is in app.state.<name> (e.g. app.state.audiosocket)."""

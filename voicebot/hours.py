@@ -143,7 +143,10 @@ class OpeningHours:
 
     @cached_property
     def _holidays(self) -> holidays.HolidayBase:
-        return holidays.Denmark()  # years are filled in as dates are asked for
+        # Years are filled in as dates are asked for. `holidays` builds its country classes
+        # at import time, so the type checker cannot see them.
+        denmark: holidays.HolidayBase = holidays.country_holidays("DK")
+        return denmark
 
     def is_public_holiday(self, date: dt.date) -> bool:
         return date in self._holidays

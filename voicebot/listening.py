@@ -39,7 +39,8 @@ SPECULATE_AFTER_MS = 96  # silence after which the final decode starts, ahead of
 
 T = TypeVar("T")
 Publish = Callable[..., None]  # events.publish bound to the call: publish(kind, **data)
-Spawn = Callable[[Coroutine[Any, Any, Any], str], asyncio.Task]  # a supervised task of the call
+# A supervised task of the call
+Spawn = Callable[[Coroutine[Any, Any, Any], str], asyncio.Task[Any]]
 
 
 # -- what the caller gives the dialogue ----------------------------------------------------

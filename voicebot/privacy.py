@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
+from typing import Any
 
 CPR_MASK = "[CPR]"
 NUMBER_MASK = "[NUMMER]"
@@ -119,14 +120,14 @@ def _number_runs(words: list[str], digits: list[str | None], grouped: list[bool]
     runs: list[_Run] = []
     i = 0
     while i < len(words):
-        if digits[i] is None:
+        if (digit := digits[i]) is None:
             i += 1
             continue
-        count, last, j = len(digits[i]), i, i + 1
+        count, last, j = len(digit), i, i + 1
         # "fem og tyve" said as three words is one number: 25, not 5 + 20.
         while j < len(words):
-            if digits[j] is not None:
-                count += len(digits[j])
+            if (more := digits[j]) is not None:
+                count += len(more)
                 last, j = j, j + 1
             elif words[j] in _JOINERS and j + 1 < len(words) and digits[j + 1] is not None:
                 if words[j] == "og" and words[j + 1] in _TENS:
@@ -287,7 +288,7 @@ def install_log_masking() -> None:
     _installed = True
     previous = logging.getLogRecordFactory()
 
-    def factory(*args, **kwargs) -> logging.LogRecord:
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:  # LogRecord's own signature
         record = previous(*args, **kwargs)
         try:
             message = record.getMessage()

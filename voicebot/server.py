@@ -65,7 +65,7 @@ class Refused(Exception):
 
 def bounded_http_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
     """A uvicorn `http=` protocol class; one per server (the idle connections are its own)."""
-    idle: dict[HttpToolsProtocol, None] = {}  # no request in progress, longest waiting first
+    idle: dict[BoundedHttpProtocol, None] = {}  # no request in progress, longest waiting first
 
     class BoundedHttpProtocol(HttpToolsProtocol):
         deadline: asyncio.TimerHandle | None = None
@@ -214,9 +214,9 @@ def bounded_http_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
 
     def open_connections(protocol: HttpToolsProtocol) -> int:
         """Connections not closing (one closed a moment ago is still in the set)."""
-        return sum(1 for c in protocol.connections if not c.transport.is_closing())  # type: ignore[attr-defined]
+        return sum(1 for c in protocol.connections if not c.transport.is_closing())
 
-    def make_room(newcomer: HttpToolsProtocol) -> None:
+    def make_room(newcomer: BoundedHttpProtocol) -> None:
         """Close the connection waiting longest for a request (not the newcomer)."""
         for protocol in idle:
             if protocol is not newcomer:

@@ -54,7 +54,8 @@ from voicebot.listening import (
     SpokenTurn,
     Transcript,
 )
-from voicebot.queues import RoutedCall, mask_caller
+from voicebot.privacy import mask_caller
+from voicebot.queues import RoutedCall
 from voicebot.services import Services
 from voicebot.speaking import PromptPlayer, is_backchannel
 from voicebot.understanding import Understanding
@@ -93,7 +94,7 @@ class CallSession:
         self._working = False
         # Caller silence counts from here: (wall clock, stream sample) when the bot went quiet.
         self._quiet_since = (time.monotonic(), 0)
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._rescued = False  # a failed task has handed the caller to a person
         self._ending = False
         self._enqueued = False  # this call's queue record exists ...
@@ -326,9 +327,9 @@ class CallSession:
             await self.act(await self.waiting.on_utterance(heard.text), transcript=heard.text)
             return
         # Understanding reads the masked text too, so no number can reach the explanation.
-        understanding = heard.understanding or await asyncio.to_thread(
-            self.services.classifier.classify, heard.text
-        )
+        understanding = heard.understanding
+        if understanding is None:
+            understanding = await asyncio.to_thread(self.services.classifier.classify, heard.text)
         if self.listen_only:
             self._assist(heard.text, understanding)
             return
@@ -419,11 +420,11 @@ class CallSession:
             self._publish("enqueue_failed", forvaltning=decision.forvaltning)
             return
         self._enqueued = True
-        metrics.ROUTED.labels(decision.forvaltning).inc()
+        forvaltning = decision.forvaltning
+        assert forvaltning is not None  # enqueue is called for hand-offs to a forvaltning only
+        metrics.ROUTED.labels(forvaltning).inc()
         self._publish(
-            "routed",
-            forvaltning=decision.forvaltning,
-            queue=self.catalogue.queue_name(decision.forvaltning),
+            "routed", forvaltning=forvaltning, queue=self.catalogue.queue_name(forvaltning)
         )
 
     def _record(self, decision: Decision) -> RoutedCall:
@@ -447,13 +448,13 @@ class CallSession:
         self._publish("abandoned")
 
     # == never silence: supervised tasks ====================================================
-    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task:
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro, name=f"{name}-{self.call_id}")
         self._tasks.add(task)
         task.add_done_callback(self._supervise)
         return task
 
-    def _supervise(self, task: asyncio.Task) -> None:
+    def _supervise(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if task.cancelled() or task.exception() is None:
             return

@@ -77,7 +77,9 @@ class EspeakEngine:
                 cls._instance = cls()
             return cls._instance
 
-    def _on_samples(self, wav, count, _events) -> int:
+    def _on_samples(
+        self, wav: ctypes._Pointer[ctypes.c_short], count: int, _events: int | None
+    ) -> int:
         if wav and count > 0:
             self._chunks.append(np.ctypeslib.as_array(wav, shape=(count,)).copy())
         return 0  # 0 = continue

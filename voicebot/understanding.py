@@ -15,8 +15,10 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import onnxruntime as ort
 
 from voicebot.catalogue import Catalogue
@@ -54,7 +56,7 @@ class Understanding:
     explanation: list[str] = field(default_factory=list)  # words that drove the decision
     rule: str | None = None  # set when a catalogue trigger phrase decided, not the model
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "intent": self.intent,
             "confidence": round(self.confidence, 4),
@@ -106,10 +108,11 @@ class IntentModel:
         return softmax(self.scores(self.counts(texts)) / self.temperature)
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
+def softmax(logits: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.floating[Any]]:
     z = logits - logits.max(axis=-1, keepdims=True)
     e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
+    p: npt.NDArray[np.floating[Any]] = e / e.sum(axis=-1, keepdims=True)  # numpy: keepdims → Any
+    return p
 
 
 class IntentClassifier:

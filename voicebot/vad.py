@@ -60,7 +60,9 @@ class SileroVad:
     def stream(self) -> VadStream:
         return VadStream(self)
 
-    def run(self, windows: np.ndarray, h: np.ndarray, c: np.ndarray):
+    def run(
+        self, windows: np.ndarray, h: np.ndarray, c: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         probs, h, c = self._session.run(None, {"input": windows, "h": h, "c": c})
         return np.asarray(probs).reshape(-1), h, c
 

@@ -13,11 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from uvicorn._types import ASGISendEvent
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 log = logging.getLogger("voicebot.app")
 
 
-def bounded_ws_protocol(send_timeout_s: float):
+def bounded_ws_protocol(send_timeout_s: float) -> type[WebSocketsSansIOProtocol] | str:
     """A uvicorn `ws=` protocol class, or "auto" when this uvicorn has no sans-I/O protocol."""
     try:
         from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -29,7 +34,7 @@ def bounded_ws_protocol(send_timeout_s: float):
         return "auto"
 
     class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
-        async def send(self, message) -> None:  # type: ignore[override]
+        async def send(self, message: ASGISendEvent) -> None:
             if not self.writable.is_set():
                 try:
                     async with asyncio.timeout(send_timeout_s):

@@ -7,7 +7,7 @@ import json
 import logging
 import time
 from dataclasses import asdict
-from typing import Any
+from typing import Any, cast
 
 from voicebot.queues.records import (
     MAX_CLAIM_TIMES,
@@ -113,6 +113,8 @@ class RedisQueueStore:
         from redis.backoff import ExponentialBackoff
         from redis.retry import Retry
 
+        # decode_responses: every reply is str. redis-py types replies as bytes | str whatever
+        # the connection decodes, so the replies read below are cast to what they are.
         # A Redis restart (a few hundred ms with AOF) must not fail the call being routed: retry
         # for a few seconds. Every script is safe to retry (enqueue checks that the call is new).
         self._redis = redis.Redis.from_url(
@@ -162,7 +164,7 @@ class RedisQueueStore:
         return f"{self.prefix}:calls" + (f":{forvaltning}" if forvaltning else "")
 
     def _forvaltninger(self, only: list[str] | None = None) -> list[str]:
-        known = sorted(self._redis.smembers(f"{self.prefix}:forvaltninger"))
+        known = sorted(cast("set[str]", self._redis.smembers(f"{self.prefix}:forvaltninger")))
         return known if only is None else [f for f in known if f in only]
 
     # -- records -------------------------------------------------------------------------
@@ -247,7 +249,7 @@ class RedisQueueStore:
         )
 
     def get(self, call_id: str) -> RoutedCall | None:
-        h = self._redis.hgetall(self._call_key(call_id))
+        h = cast("dict[str, str]", self._redis.hgetall(self._call_key(call_id)))
         return self._from_hash(h) if h else None
 
     def waiting(self, forvaltninger: list[str] | None = None) -> list[RoutedCall]:
@@ -273,18 +275,21 @@ class RedisQueueStore:
     def calls(self, forvaltninger: list[str] | None = None, limit: int = 200) -> list[RoutedCall]:
         limit = min(limit, MAX_LISTED)
         if forvaltninger is None:
-            ids = self._redis.zrevrange(self._index(), 0, limit - 1)
+            ids = cast("list[str]", self._redis.zrevrange(self._index(), 0, limit - 1))
         else:
             scored = [
                 item
                 for f in forvaltninger
-                for item in self._redis.zrevrange(self._index(f), 0, limit - 1, withscores=True)
+                for item in cast(
+                    "list[tuple[str, float]]",
+                    self._redis.zrevrange(self._index(f), 0, limit - 1, withscores=True),
+                )
             ]
             ids = [call_id for call_id, _ in sorted(scored, key=lambda s: -s[1])[:limit]]
         return self._records(ids)
 
     def _forvaltning_of(self, call_id: str) -> str | None:
-        return self._redis.hget(self._call_key(call_id), "forvaltning")
+        return cast("str | None", self._redis.hget(self._call_key(call_id), "forvaltning"))
 
     def _run_move(
         self,
@@ -329,7 +334,7 @@ class RedisQueueStore:
         return claimed
 
     def _kind_of(self, call_id: str) -> str:
-        return self._redis.hget(self._call_key(call_id), "kind") or "call"
+        return cast("str | None", self._redis.hget(self._call_key(call_id), "kind")) or "call"
 
     def _note_claim(self, forvaltning: str, call_id: str, at: float) -> None:
         """Keep the claim time for the wait estimate (the latest MAX_CLAIM_TIMES per queue)."""
@@ -377,7 +382,10 @@ class RedisQueueStore:
                     stream, GROUP, "-", "+", MAX_LISTED, consumername=consumer, idle=min_idle_ms
                 )
                 for p in stale:
-                    entries = self._redis.xrange(stream, p["message_id"], p["message_id"], count=1)
+                    entries = cast(
+                        "list[tuple[str, dict[str, str]]]",
+                        self._redis.xrange(stream, p["message_id"], p["message_id"], count=1),
+                    )
                     if entries:
                         call_id = entries[0][1]["call_id"]
                         released += self._run_move(
@@ -406,7 +414,10 @@ class RedisQueueStore:
         cutoff = retention_cutoff(days)
         purged = 0
         for _ in range(10_000):  # bounded: 500 per round
-            old = self._redis.zrangebyscore(self._index(), "-inf", f"({cutoff}", start=0, num=500)
+            old = cast(
+                "list[str]",
+                self._redis.zrangebyscore(self._index(), "-inf", f"({cutoff}", start=0, num=500),
+            )
             if not old:
                 break
             purged += sum(self._forget_one(call_id) for call_id in old)
@@ -439,13 +450,16 @@ class RedisQueueStore:
     ) -> list[float]:
         """When live calls of a queue were claimed since `since`, oldest first (the latest
         `limit`)."""
-        got = self._redis.zrevrangebyscore(
-            self._claims(forvaltning),
-            "+inf",
-            repr(since),
-            start=0,
-            num=min(limit, MAX_CLAIM_TIMES),
-            withscores=True,
+        got = cast(
+            "list[tuple[str, float]]",
+            self._redis.zrevrangebyscore(
+                self._claims(forvaltning),
+                "+inf",
+                repr(since),
+                start=0,
+                num=min(limit, MAX_CLAIM_TIMES),
+                withscores=True,
+            ),
         )
         return sorted(score for _, score in got)
 
@@ -467,8 +481,11 @@ class RedisQueueStore:
     def calls_since(self, since: float, limit: int = MAX_FIGURES) -> list[RoutedCall]:
         """Records created since `since`, oldest first (at most `limit`; MAX_FIGURES), read
         in pipelined batches."""
-        ids = self._redis.zrangebyscore(
-            self._index(), repr(since), "+inf", start=0, num=min(limit, MAX_FIGURES)
+        ids = cast(
+            "list[str]",
+            self._redis.zrangebyscore(
+                self._index(), repr(since), "+inf", start=0, num=min(limit, MAX_FIGURES)
+            ),
         )
         return [c for i in range(0, len(ids), 500) for c in self._records(ids[i : i + 500])]
 

@@ -8,6 +8,7 @@ import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from voicebot import sqlitedb
 from voicebot.queues.records import (
@@ -81,13 +82,17 @@ class SqliteQueueStore:
             if cols and name not in cols:
                 self._db.execute(f"ALTER TABLE routed_calls ADD COLUMN {name} {definition}")
 
-    def _row(self, row: tuple) -> RoutedCall:
+    def _row(self, row: tuple[Any, ...]) -> RoutedCall:
         d = dict(zip(_COLUMNS, row, strict=True))
         d["explanation"] = json.loads(d["explanation"])
         return RoutedCall(**d)
 
     def _select(
-        self, where: str, params: tuple, order: str = "created_at", limit: int = MAX_LISTED
+        self,
+        where: str,
+        params: tuple[Any, ...],
+        order: str = "created_at",
+        limit: int = MAX_LISTED,
     ) -> list[RoutedCall]:
         sql = (
             f"SELECT {', '.join(_COLUMNS)} FROM routed_calls WHERE {where} ORDER BY {order} LIMIT ?"
@@ -97,7 +102,7 @@ class SqliteQueueStore:
         return [self._row(r) for r in rows]
 
     @staticmethod
-    def _in(forvaltninger: list[str] | None) -> tuple[str, tuple]:
+    def _in(forvaltninger: list[str] | None) -> tuple[str, tuple[Any, ...]]:
         if forvaltninger is None:
             return "1=1", ()
         if not forvaltninger:
@@ -130,7 +135,7 @@ class SqliteQueueStore:
         where, params = self._in(forvaltninger)
         return self._select(where, params, order="created_at DESC", limit=limit)
 
-    def _update(self, sql: str, params: tuple) -> int:
+    def _update(self, sql: str, params: tuple[Any, ...]) -> int:
         with self._lock:
             return self._db.execute(sql, params).rowcount
 
