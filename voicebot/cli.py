@@ -200,6 +200,69 @@ def cmd_forget(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- reload --------------------------------------------------------------------------
+def _gateway_url(settings: Settings) -> str:
+    """The running gateway on this machine, as `serve` binds it (a wildcard bind is reached on
+    loopback)."""
+    host = settings.host
+    if host in ("0.0.0.0", "", "::"):
+        host = "127.0.0.1"
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    return f"http://{host}:{settings.port}"
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    """POST /api/reload with the master secret: the gateway validates the catalogue file and
+    swaps it in, or keeps the running one and says why. `kill -HUP <pid of serve>` does the
+    same without an answer (the reason is in the gateway's log)."""
+    import urllib.error
+    import urllib.request
+
+    settings = _settings(args)
+    secret_file = settings.data_dir / "secret"
+    try:
+        secret = secret_file.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        print(
+            f"voicebot reload: cannot read the master secret {secret_file} ({exc.strerror}); "
+            "is `voicebot serve` running with this data_dir?",
+            file=sys.stderr,
+        )
+        return 2
+    url = (args.url or _gateway_url(settings)).rstrip("/") + "/api/reload"
+    request = urllib.request.Request(
+        url, method="POST", headers={"Authorization": f"Bearer {secret}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=args.timeout) as response:
+            status = json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        if exc.code != 422:
+            print(f"voicebot reload: {url} answered {exc.code} {exc.reason}", file=sys.stderr)
+            return 1
+        status = json.loads(exc.read())
+        print(
+            f"voicebot reload: refused, the gateway keeps its catalogue:\n"
+            f"{status['last_reload']['error']}",
+            file=sys.stderr,
+        )
+        return 1
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        print(f"voicebot reload: no gateway at {url}: {reason}", file=sys.stderr)
+        return 1
+    if args.json:
+        _print_json(status)
+    else:
+        print(
+            f"catalogue reloaded from {status['path']} (sha256 {status['sha256'][:12]}, "
+            f"{status['intents']} intents, forvaltninger {', '.join(status['forvaltninger'])}); "
+            "calls in progress finish on the one they started with"
+        )
+    return 0
+
+
 # -- provision -----------------------------------------------------------------------
 def cmd_provision(args: argparse.Namespace) -> int:
     from voicebot.provision import provision_whisper_base
@@ -264,6 +327,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_forget)
 
     add_agent_commands(sub)
+
+    s = sub.add_parser(
+        "reload", help="reload the running gateway's catalogue (validated first; as SIGHUP)"
+    )
+    s.add_argument("--url", help="the gateway's http URL (default: http://HOST:PORT of settings)")
+    s.add_argument("--timeout", type=float, default=60.0)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_reload)
 
     s = sub.add_parser("provision", help="assemble and verify the Whisper model files")
     s.add_argument("--force", action="store_true")
