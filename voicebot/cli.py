@@ -8,6 +8,7 @@ import json
 import logging
 import sys
 from importlib.metadata import entry_points
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from telephony.registry import PLATFORM_CLIENTS
@@ -265,11 +266,26 @@ def cmd_reload(args: argparse.Namespace) -> int:
 
 # -- provision -----------------------------------------------------------------------
 def cmd_provision(args: argparse.Namespace) -> int:
-    from voicebot.provision import provision_whisper_base
+    from voicebot.provision import ProvisionError, provision_from_hf, provision_whisper_base
 
     settings = _settings(args)
-    path = provision_whisper_base(settings.whisper_dir, force=args.force)
-    print(f"Whisper base ready in {path}")
+    try:
+        if args.from_hf is None:
+            path = provision_whisper_base(settings.whisper_dir, force=args.force)
+            print(f"Whisper base ready in {path}")
+            return 0
+        done = provision_from_hf(
+            args.from_hf, settings, args.quantization, args.out, force=args.force
+        )
+    except ProvisionError as exc:
+        print(f"voicebot provision: {exc}", file=sys.stderr)
+        return 1
+    model_dir = done.model_dir.resolve()
+    print(f"converted {args.from_hf} into {model_dir} ({args.quantization})")
+    print(f"it heard in {done.clip}:\n  «{done.transcript}»")
+    print(
+        f"use it: set in the settings file (or VOICEBOT_ASR__MODEL_DIR)\n  asr.model_dir: {model_dir}"
+    )
     return 0
 
 
@@ -336,8 +352,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_reload)
 
-    s = sub.add_parser("provision", help="assemble and verify the Whisper model files")
-    s.add_argument("--force", action="store_true")
+    s = sub.add_parser(
+        "provision",
+        help="assemble and verify the Whisper model files, or convert a Hugging Face Whisper",
+    )
+    s.add_argument("--force", action="store_true", help="rebuild / replace an existing model dir")
+    s.add_argument(
+        "--from-hf",
+        type=Path,
+        metavar="DIR",
+        help="convert this local Hugging Face Whisper checkpoint (needs the bench extra)",
+    )
+    s.add_argument(
+        "--quantization",
+        default="int8",
+        help="CTranslate2 weight type for --from-hf (default int8; float16 keeps full precision)",
+    )
+    s.add_argument(
+        "--out",
+        type=Path,
+        help="model dir for --from-hf (default: data_dir/models/whisper-NAME-ct2)",
+    )
     s.set_defaults(func=cmd_provision)
 
     add_tool_commands(sub)
