@@ -371,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--out",
         type=Path,
-        help="model dir for --from-hf (default: data_dir/models/whisper-NAME-ct2)",
+        help="model dir for --from-hf (default: data_dir/models/NAME-ct2)",
     )
     s.set_defaults(func=cmd_provision)
 

@@ -269,7 +269,7 @@ def provision_from_hf(
     out: Path | None = None,
     force: bool = False,
 ) -> Verified:
-    """Convert, verify and leave the model in `out` (default: data_dir/models/whisper-<name>-ct2)."""
-    target = out or settings.data_dir / "models" / f"whisper-{source.resolve().name}-ct2"
+    """Convert, verify and leave the model in `out` (default: data_dir/models/<name>-ct2)."""
+    target = out or settings.data_dir / "models" / f"{source.resolve().name}-ct2"
     convert_hf_checkpoint(source, target, quantization, force)
     return verify_model_dir(target, settings.asr)
