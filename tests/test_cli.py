@@ -26,6 +26,7 @@ RUNTIME_COMMANDS = {
     "forget",
     "agents",
     "provision",
+    "reload",
 }
 
 

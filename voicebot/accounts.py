@@ -7,8 +7,10 @@ database: credentials have another lifecycle than citizens' call records (retent
 Redis. Passwords are argon2id hashes; session tokens are stored only as SHA-256 digests, so
 a copy of the file lets nobody in.
 
-Accounts and sessions are per gateway machine: with the Redis queue and several gateways,
-serve the console from one of them (or add the same accounts on each, with sticky sessions).
+With `queue_backend: redis` the accounts, the sessions and the login limiter's counts live in
+that Redis instead (voicebot.redis_accounts), so several gateways share one set of agents: an
+agent logs in once and the session cookie works on every gateway. `open_account_store` picks
+the back-end from the settings (voicebot.account_backends); both implement `AccountStore`.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -97,7 +99,7 @@ class Session:
         return min(self.seen_at + SESSION_IDLE_S, self.created_at + SESSION_MAX_S)
 
 
-def _digest(token: str) -> str:
+def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
@@ -105,11 +107,72 @@ def normalise_name(name: str) -> str:
     return name.strip().lower()
 
 
+def check_new_agent(name: str, password: str, forvaltninger: list[str], admin: bool) -> str:
+    """The normalised name of an account that may be made as asked; AgentError says why not."""
+    name = normalise_name(name)
+    if not NAME_RE.match(name):
+        raise AgentError(
+            f"'{name}' is not a valid agent name (2-40 of a-z, 0-9, æøå, '.', '_', '-')"
+        )
+    if not MIN_PASSWORD_LEN <= len(password) <= MAX_PASSWORD_LEN:
+        raise AgentError(
+            f"the password must be {MIN_PASSWORD_LEN} to {MAX_PASSWORD_LEN} characters"
+        )
+    if not forvaltninger and not admin:
+        raise AgentError("an agent needs at least one forvaltning (or --admin)")
+    return name
+
+
+class PasswordCheck:
+    """argon2 verification that costs the same for an unknown name as for a known one."""
+
+    def __init__(self, hasher: PasswordHasher) -> None:
+        self.hasher = hasher
+        self._dummy_hash: str | None = None  # hashed for unknown names, made on first use
+
+    def hash(self, password: str) -> str:
+        return self.hasher.hash(password)
+
+    def matches(self, stored: str | None, password: str) -> bool:
+        if self._dummy_hash is None:
+            self._dummy_hash = self.hasher.hash(secrets.token_hex(8))
+        # An unknown agent costs the same hash as a known one, so timing tells nothing.
+        checked = stored if stored is not None and len(password) <= MAX_PASSWORD_LEN else None
+        try:
+            self.hasher.verify(checked or self._dummy_hash, password[:MAX_PASSWORD_LEN])
+        except (VerificationError, InvalidHashError):
+            return False
+        return checked is not None
+
+    def needs_rehash(self, stored: str) -> bool:
+        """True when the hashing parameters were raised since the hash was made."""
+        return self.hasher.check_needs_rehash(stored)
+
+
+class AccountStore(Protocol):
+    """Agent accounts and console sessions: SQLite (AgentStore) or Redis (RedisAgentStore)."""
+
+    def add(
+        self, name: str, password: str, forvaltninger: list[str], admin: bool = False
+    ) -> Agent: ...
+    def remove(self, name: str) -> bool: ...
+    def get(self, name: str) -> Agent | None: ...
+    def agents(self) -> list[Agent]: ...
+    def verify(self, name: str, password: str) -> Agent | None: ...
+    def create_session(self, agent: Agent) -> tuple[str, Session]: ...
+    def session(self, token: str | None, touch: bool = True) -> Session | None: ...
+    def end_session(self, token: str) -> None: ...
+    def purge_sessions(self) -> int: ...
+    def login_limiter(self) -> LoginLimiter: ...
+    def close(self) -> None: ...
+
+
 class AgentStore:
+    """The SQLite account store (the default): data_dir/agents.db on this gateway."""
+
     def __init__(self, path: str | Path, hasher: PasswordHasher | None = None) -> None:
         self.path = Path(path)
-        self._hasher = hasher or default_hasher()
-        self._dummy_hash: str | None = None  # hashed for unknown names, made on first use
+        self._passwords = PasswordCheck(hasher or default_hasher())
         self._lock = threading.Lock()
         self._db = sqlitedb.connect(self.path, "agent accounts database")  # mode 0600
         self._db.execute("PRAGMA foreign_keys=ON")
@@ -130,20 +193,10 @@ class AgentStore:
 
     # -- accounts ------------------------------------------------------------------------
     def add(self, name: str, password: str, forvaltninger: list[str], admin: bool = False) -> Agent:
-        name = normalise_name(name)
-        if not NAME_RE.match(name):
-            raise AgentError(
-                f"'{name}' is not a valid agent name (2-40 of a-z, 0-9, æøå, '.', '_', '-')"
-            )
-        if not MIN_PASSWORD_LEN <= len(password) <= MAX_PASSWORD_LEN:
-            raise AgentError(
-                f"the password must be {MIN_PASSWORD_LEN} to {MAX_PASSWORD_LEN} characters"
-            )
-        if not forvaltninger and not admin:
-            raise AgentError("an agent needs at least one forvaltning (or --admin)")
+        name = check_new_agent(name, password, forvaltninger, admin)
         row = (
             name,
-            self._hasher.hash(password),
+            self._passwords.hash(password),
             json.dumps(sorted(set(forvaltninger))),
             int(admin),
             time.time(),
@@ -177,22 +230,14 @@ class AgentStore:
         """The agent if the password is right. An unknown name costs the same hash as a known one."""
         name = normalise_name(name)
         rows = self._query("SELECT password_hash FROM agents WHERE name = ?", (name,))
-        if self._dummy_hash is None:
-            self._dummy_hash = self._hasher.hash(secrets.token_hex(8))
-        known = bool(rows) and len(password) <= MAX_PASSWORD_LEN
-        try:
-            self._hasher.verify(
-                rows[0][0] if known else self._dummy_hash, password[:MAX_PASSWORD_LEN]
-            )
-        except (VerificationError, InvalidHashError):
+        stored = rows[0][0] if rows else None
+        # matches() first: an unknown name costs a hash too
+        if not self._passwords.matches(stored, password) or stored is None:
             return None
-        if not known:
-            return None
-        stored = rows[0][0]
-        if self._hasher.check_needs_rehash(stored):  # parameters were raised since it was set
+        if self._passwords.needs_rehash(stored):
             self._write(
                 "UPDATE agents SET password_hash = ? WHERE name = ?",
-                (self._hasher.hash(password), name),
+                (self._passwords.hash(password), name),
             )
         return self.get(name)
 
@@ -202,7 +247,7 @@ class AgentStore:
         with self._lock:
             self._db.execute(
                 "INSERT INTO sessions VALUES (?, ?, ?, ?, ?)",
-                (_digest(token), agent.name, csrf, now, now),
+                (token_digest(token), agent.name, csrf, now, now),
             )
             self._db.execute(  # bounded: an agent's oldest sessions go first
                 "DELETE FROM sessions WHERE agent = ? AND token_hash NOT IN (SELECT token_hash FROM sessions "
@@ -219,7 +264,7 @@ class AgentStore:
         rows = self._query(
             "SELECT s.csrf, s.created_at, s.seen_at, a.name, a.forvaltninger, a.admin FROM sessions s "
             "JOIN agents a ON a.name = s.agent WHERE s.token_hash = ?",
-            (_digest(token),),
+            (token_digest(token),),
         )
         if not rows:
             return None
@@ -231,13 +276,13 @@ class AgentStore:
             return None
         if touch and now - seen_at > SESSION_TOUCH_S:
             self._write(
-                "UPDATE sessions SET seen_at = ? WHERE token_hash = ?", (now, _digest(token))
+                "UPDATE sessions SET seen_at = ? WHERE token_hash = ?", (now, token_digest(token))
             )
             session = Session(session.agent, csrf, created_at, now)
         return session
 
     def end_session(self, token: str) -> None:
-        self._write("DELETE FROM sessions WHERE token_hash = ?", (_digest(token),))
+        self._write("DELETE FROM sessions WHERE token_hash = ?", (token_digest(token),))
 
     def purge_sessions(self) -> int:
         now = time.time()
@@ -246,12 +291,24 @@ class AgentStore:
             (now - SESSION_IDLE_S, now - SESSION_MAX_S),
         )
 
+    def login_limiter(self) -> LoginLimiter:
+        """Failed-login counts in this process (the accounts are this gateway's own)."""
+        return LoginLimiter()
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
 
 # == login rate limit =====================================================================
+class Window(Protocol):
+    """Recent events per key: in this process (SlidingWindow) or in Redis (RedisWindow)."""
+
+    def retry_after(self, key: str, now: float | None = None) -> float: ...
+    def add(self, key: str, now: float | None = None) -> None: ...
+    def clear(self, key: str) -> None: ...
+
+
 class SlidingWindow:
     """At most `limit` events per key in `window_s`; at most `max_keys` keys remembered."""
 
@@ -294,11 +351,9 @@ class LoginLimiter:
     let anyone who knows an agent's name keep the agent out: failures on an account from
     anywhere (guessing spread over many addresses) only delay its logins a little."""
 
-    per_address: SlidingWindow = field(default_factory=lambda: SlidingWindow(20, LOGIN_WINDOW_S))
-    per_address_account: SlidingWindow = field(
-        default_factory=lambda: SlidingWindow(5, LOGIN_WINDOW_S)
-    )
-    per_account: SlidingWindow = field(default_factory=lambda: SlidingWindow(5, LOGIN_WINDOW_S))
+    per_address: Window = field(default_factory=lambda: SlidingWindow(20, LOGIN_WINDOW_S))
+    per_address_account: Window = field(default_factory=lambda: SlidingWindow(5, LOGIN_WINDOW_S))
+    per_account: Window = field(default_factory=lambda: SlidingWindow(5, LOGIN_WINDOW_S))
     account_delay_s: float = 1.0  # for each login to an account with that many recent failures
 
     @staticmethod

@@ -1,5 +1,6 @@
 """`voicebot agents add|list|remove`: the agent console's accounts, managed from the shell
-(the store itself is voicebot.accounts)."""
+(the store itself is voicebot.accounts): in data_dir/agents.db, or with `queue_backend: redis`
+in the Redis every gateway shares, so an agent added once logs in on any gateway."""
 
 from __future__ import annotations
 
@@ -7,19 +8,21 @@ import argparse
 import getpass
 import json
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from voicebot.accounts import AgentError, AgentStore, agents_path, normalise_name
+from voicebot.account_backends import open_account_store
+from voicebot.accounts import AccountStore, AgentError, normalise_name
 
 if TYPE_CHECKING:
     from voicebot.config import Settings
 
 
-def _open(args: argparse.Namespace) -> tuple[Settings, AgentStore]:
+def _open(args: argparse.Namespace) -> tuple[Settings, AccountStore]:
     from voicebot.config import load_settings
 
     settings = load_settings(getattr(args, "config", None))
-    return settings, AgentStore(agents_path(settings))
+    return settings, open_account_store(settings)
 
 
 def parse_forvaltninger(text: str, known: list[str]) -> list[str]:
@@ -97,6 +100,19 @@ def cmd_agents_remove(args: argparse.Namespace) -> int:
     return 0 if removed else 1
 
 
+def _reporting(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """An account store that cannot be opened (Redis not answering) is a message, not a trace."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except AgentError as exc:
+            print(f"voicebot agents: {exc}", file=sys.stderr)
+            return 1
+
+    return run
+
+
 def add_agent_commands(
     subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
 ) -> None:
@@ -111,12 +127,12 @@ def add_agent_commands(
     s.add_argument(
         "--password-stdin", action="store_true", help="read the password from standard input"
     )
-    s.set_defaults(func=cmd_agents_add)
+    s.set_defaults(func=_reporting(cmd_agents_add))
 
     s = sub.add_parser("list", help="list agents and their forvaltninger")
     s.add_argument("--json", action="store_true")
-    s.set_defaults(func=cmd_agents_list)
+    s.set_defaults(func=_reporting(cmd_agents_list))
 
     s = sub.add_parser("remove", help="remove an agent and end its sessions")
     s.add_argument("name")
-    s.set_defaults(func=cmd_agents_remove)
+    s.set_defaults(func=_reporting(cmd_agents_remove))

@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import signal
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
@@ -29,7 +30,7 @@ from voicebot.httplimits import RequestLimits
 from voicebot.privacy import install_log_masking
 from voicebot.queues import maintenance as queue_maintenance
 from voicebot.secrets import load_credentials, load_or_create_secret
-from voicebot.services import Services, load_services
+from voicebot.services import Services, load_services, reload_catalogue
 from voicebot.session import CallSession
 
 log = logging.getLogger("voicebot.app")
@@ -65,7 +66,8 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         upkeep = queue_maintenance.running(loaded.store, settings, loaded.catalogue.forvaltninger)
         # Stale claims and retention run whether or not anyone opens the console.
         async with upkeep, gateway.servers(app, settings, run_channel), console.running(app):
-            yield
+            with reload_on_sighup(app):
+                yield
         app.state.services.close()
 
     # The API schema and its pages are not for callers or scanners: off (SECURITY.md).
@@ -89,7 +91,8 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         person without speech recognition (CallSession.refuse), never left in silence. A
         protocol error is logged and closes only this call, with the protocol's own signal."""
         services = app.state.services
-        session = CallSession(channel, services)
+        # The call keeps the catalogue it starts with: a reload only changes later calls.
+        session = CallSession(channel, services.for_call())
         admitted = services.admit()  # before any await: calls arriving together count at once
         try:
             if not admitted:
@@ -214,6 +217,43 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
             }
         )
 
+    # -- catalogue reload (SIGHUP does the same) ---------------------------------------
+    def require_secret(request: Request, endpoint: str) -> None:
+        given = auth.presented_token(request.headers, "") or ""
+        if not auth.equal(given, request.app.state.secret):
+            metrics.AUTH_FAILURES.labels(endpoint).inc()
+            log.warning(
+                "refused %s from %s: token missing or wrong", endpoint, gateway.peer(request)
+            )
+            raise HTTPException(401, "token required")
+
+    def catalogue_status(services: Services) -> dict[str, object]:
+        return {
+            "path": str(settings.catalogue),
+            "sha256": services.catalogue_sha256,
+            "loaded_at": services.catalogue_loaded_at,
+            "intents": len(services.catalogue.intents),
+            "forvaltninger": sorted(services.catalogue.forvaltninger),
+            "last_reload": {
+                "ok": services.last_reload.ok,
+                "error": services.last_reload.error,
+                "at": services.last_reload.at,
+            },
+        }
+
+    @app.get("/api/catalogue")
+    async def catalogue_in_use(request: Request) -> JSONResponse:
+        require_secret(request, "api-catalogue")
+        return JSONResponse(catalogue_status(svc(request)))
+
+    @app.post("/api/reload")
+    async def reload(request: Request) -> JSONResponse:
+        """Validate and swap in the catalogue file (`voicebot reload`); 422 and the reason
+        (file and entry) when it is refused, the running catalogue unchanged."""
+        require_secret(request, "api-reload")
+        status = await reload_catalogue(svc(request))
+        return JSONResponse(catalogue_status(svc(request)), 200 if status.ok else 422)
+
     @app.get("/healthz")
     async def healthz(request: Request) -> JSONResponse:
         services = svc(request)
@@ -233,3 +273,28 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         return "voicebot: Danish phone triage. /healthz, /metrics, /twilio (WebSocket)\n"
 
     return app
+
+
+@contextlib.contextmanager
+def reload_on_sighup(app: FastAPI) -> Iterator[None]:
+    """SIGHUP reloads the catalogue (as `voicebot reload` does), where the server's event loop
+    runs in the main thread (`voicebot serve`); elsewhere (a test client's thread) there is
+    no signal to take and the endpoint alone does it."""
+    loop = asyncio.get_running_loop()
+    pending: set[asyncio.Task[object]] = set()
+
+    def on_sighup() -> None:
+        log.info("SIGHUP: reloading the catalogue")
+        task = loop.create_task(reload_catalogue(app.state.services))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    try:
+        loop.add_signal_handler(signal.SIGHUP, on_sighup)
+    except (ValueError, RuntimeError, NotImplementedError):  # not the main thread, or Windows
+        yield
+        return
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGHUP)

@@ -8,6 +8,7 @@ import json
 import logging
 import sys
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -202,13 +203,91 @@ def cmd_forget(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- provision -----------------------------------------------------------------------
-def cmd_provision(args: argparse.Namespace) -> int:
-    from voicebot.provision import provision_whisper_base
+# -- reload --------------------------------------------------------------------------
+def _gateway_url(settings: Settings) -> str:
+    """The running gateway on this machine, as `serve` binds it (a wildcard bind is reached on
+    loopback)."""
+    host = settings.host
+    if host in ("0.0.0.0", "", "::"):
+        host = "127.0.0.1"
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    return f"http://{host}:{settings.port}"
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    """POST /api/reload with the master secret: the gateway validates the catalogue file and
+    swaps it in, or keeps the running one and says why. `kill -HUP <pid of serve>` does the
+    same without an answer (the reason is in the gateway's log)."""
+    import urllib.error
+    import urllib.request
 
     settings = _settings(args)
-    path = provision_whisper_base(settings.whisper_dir, force=args.force)
-    print(f"Whisper base ready in {path}")
+    secret_file = settings.data_dir / "secret"
+    try:
+        secret = secret_file.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        print(
+            f"voicebot reload: cannot read the master secret {secret_file} ({exc.strerror}); "
+            "is `voicebot serve` running with this data_dir?",
+            file=sys.stderr,
+        )
+        return 2
+    url = (args.url or _gateway_url(settings)).rstrip("/") + "/api/reload"
+    request = urllib.request.Request(
+        url, method="POST", headers={"Authorization": f"Bearer {secret}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=args.timeout) as response:
+            status = json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        if exc.code != 422:
+            print(f"voicebot reload: {url} answered {exc.code} {exc.reason}", file=sys.stderr)
+            return 1
+        status = json.loads(exc.read())
+        print(
+            f"voicebot reload: refused, the gateway keeps its catalogue:\n"
+            f"{status['last_reload']['error']}",
+            file=sys.stderr,
+        )
+        return 1
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        print(f"voicebot reload: no gateway at {url}: {reason}", file=sys.stderr)
+        return 1
+    if args.json:
+        _print_json(status)
+    else:
+        print(
+            f"catalogue reloaded from {status['path']} (sha256 {status['sha256'][:12]}, "
+            f"{status['intents']} intents, forvaltninger {', '.join(status['forvaltninger'])}); "
+            "calls in progress finish on the one they started with"
+        )
+    return 0
+
+
+# -- provision -----------------------------------------------------------------------
+def cmd_provision(args: argparse.Namespace) -> int:
+    from voicebot.provision import ProvisionError, provision_from_hf, provision_whisper_base
+
+    settings = _settings(args)
+    try:
+        if args.from_hf is None:
+            path = provision_whisper_base(settings.whisper_dir, force=args.force)
+            print(f"Whisper base ready in {path}")
+            return 0
+        done = provision_from_hf(
+            args.from_hf, settings, args.quantization, args.out, force=args.force
+        )
+    except ProvisionError as exc:
+        print(f"voicebot provision: {exc}", file=sys.stderr)
+        return 1
+    model_dir = done.model_dir.resolve()
+    print(f"converted {args.from_hf} into {model_dir} ({args.quantization})")
+    print(f"it heard in {done.clip}:\n  «{done.transcript}»")
+    print(
+        f"use it: set in the settings file (or VOICEBOT_ASR__MODEL_DIR)\n  asr.model_dir: {model_dir}"
+    )
     return 0
 
 
@@ -267,8 +346,35 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_agent_commands(sub)
 
-    s = sub.add_parser("provision", help="assemble and verify the Whisper model files")
-    s.add_argument("--force", action="store_true")
+    s = sub.add_parser(
+        "reload", help="reload the running gateway's catalogue (validated first; as SIGHUP)"
+    )
+    s.add_argument("--url", help="the gateway's http URL (default: http://HOST:PORT of settings)")
+    s.add_argument("--timeout", type=float, default=60.0)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_reload)
+
+    s = sub.add_parser(
+        "provision",
+        help="assemble and verify the Whisper model files, or convert a Hugging Face Whisper",
+    )
+    s.add_argument("--force", action="store_true", help="rebuild / replace an existing model dir")
+    s.add_argument(
+        "--from-hf",
+        type=Path,
+        metavar="DIR",
+        help="convert this local Hugging Face Whisper checkpoint (needs the bench extra)",
+    )
+    s.add_argument(
+        "--quantization",
+        default="int8",
+        help="CTranslate2 weight type for --from-hf (default int8; float16 keeps full precision)",
+    )
+    s.add_argument(
+        "--out",
+        type=Path,
+        help="model dir for --from-hf (default: data_dir/models/NAME-ct2)",
+    )
     s.set_defaults(func=cmd_provision)
 
     add_tool_commands(sub)

@@ -40,7 +40,14 @@ from fastapi.responses import (
 )
 
 from voicebot import metrics
-from voicebot.accounts import SESSION_MAX_S, Agent, AgentStore, LoginLimiter, Session, agents_path
+from voicebot.account_backends import open_account_store
+from voicebot.accounts import (
+    SESSION_MAX_S,
+    AccountStore,
+    Agent,
+    LoginLimiter,
+    Session,
+)
 from voicebot.catalogue import Catalogue
 from voicebot.events import ALL_CALLS, EventBus
 from voicebot.queues import RoutedCall, figures
@@ -81,8 +88,8 @@ PAGE_HEADERS = {
 
 @dataclass
 class ConsoleState:
-    agents: AgentStore
-    limiter: LoginLimiter = field(default_factory=LoginLimiter)
+    agents: AccountStore
+    limiter: LoginLimiter = field(default_factory=LoginLimiter)  # the store's: shared with Redis
     # One password hash at a time: exact rate limits, and a login flood cannot take the CPU from calls.
     hashing: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
     login_waiters: int = 0
@@ -92,9 +99,10 @@ class ConsoleState:
 @contextlib.asynccontextmanager
 async def running(app: FastAPI) -> AsyncIterator[None]:
     services: Services = app.state.services
-    agents = await asyncio.to_thread(AgentStore, agents_path(services.settings))
+    # SQLite (data_dir/agents.db) or, with queue_backend: redis, the Redis every gateway shares
+    agents = await asyncio.to_thread(open_account_store, services.settings)
     await asyncio.to_thread(agents.purge_sessions)  # and at each login (AgentStore.create_session)
-    app.state.console = ConsoleState(agents)
+    app.state.console = ConsoleState(agents, agents.login_limiter())
     try:
         yield
     finally:
@@ -338,7 +346,7 @@ async def login(
     state.login_waiters += 1
     try:
         # Guessing at this account from many addresses slows its logins a little, never locks it.
-        await asyncio.sleep(state.limiter.delay(name))
+        await asyncio.sleep(await asyncio.to_thread(state.limiter.delay, name))
         async with state.hashing:
             agent = await _check_login(request, state, name, password)
     finally:
@@ -358,7 +366,7 @@ async def _check_login(
     request: Request, state: ConsoleState, name: str, password: str
 ) -> Agent | Response:
     address = _client_address(request)
-    wait_s = state.limiter.retry_after(name, address)
+    wait_s = await asyncio.to_thread(state.limiter.retry_after, name, address)
     if wait_s > 0:
         metrics.LOGINS.labels("limited").inc()
         minutes = max(1, math.ceil(wait_s / 60))
@@ -371,10 +379,10 @@ async def _check_login(
         )
     agent = await asyncio.to_thread(state.agents.verify, name, password)
     if agent is None:
-        state.limiter.failed(name, address)
+        await asyncio.to_thread(state.limiter.failed, name, address)
         metrics.LOGINS.labels("failed").inc()
         return _login_page(request, "Forkert brugernavn eller adgangskode.", name, 401)
-    state.limiter.succeeded(name, address)
+    await asyncio.to_thread(state.limiter.succeeded, name, address)
     return agent
 
 
@@ -507,7 +515,7 @@ async def _watch(events: EventBus, agent: Agent, changed: asyncio.Event) -> None
 
 async def agent_stream(
     services: Services,
-    agents: AgentStore,
+    agents: AccountStore,
     token: str,
     agent: Agent,
     refresh_s: float = STREAM_REFRESH_S,

@@ -394,6 +394,9 @@ class CallSession:
         if decision.hand_off or decision.hang_up:
             await self.voice.wait_until_heard(HEARD_TIMEOUT_S)
             if decision.hand_off and decision.forvaltning:
+                # From here the platform has the call: a socket that closes while the hand-off
+                # is sent (the platform taking the call away) is not a caller who left.
+                self._handed_off = True
                 await self.channel.hand_off(
                     HandOff(
                         self.call_id,
@@ -403,7 +406,6 @@ class CallSession:
                         decision.reason,
                     )
                 )
-                self._handed_off = True
             else:
                 await self.channel.hang_up()
             self.finished = True
