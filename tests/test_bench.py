@@ -290,11 +290,24 @@ def test_e2e_markdown_reports_ratios_per_percentile():
             m: {"p50": base, "p95": 2 * base, "p99": 3 * base, "missing": 0} for m in e2e.METRICS
         }
 
-    result = {
-        "corpus": [{}] * 4,
+    decodes = {
+        "turns": 4,
+        "asr_ms": {"p50": 300.0, "p95": 1200.0},
+        "tokens": {"p50": 20.0, "max": 62.0},
+        "redecoded_turns": 1,
+        "redecodes": 1,
+        "slowest": {"asr_ms": 1200.0, "tokens": 62, "redecodes": 1},
+    }
+    corpus = {
+        "corpus": [{"seconds": 3.0}] * 4,
         "latency_ms": {"project": lat(500.0), "naive": lat(1500.0)},
         "ratio_naive_to_project": {m: {"p50": 3.0, "p95": 3.0, "p99": 3.0} for m in e2e.METRICS},
         "intent_correct": {"project": 2, "naive": 1},
+        "labelled": 4,
+        "decodes": {"project": decodes, "naive": decodes},
+    }
+    result = {
+        "corpora": {"en": corpus},
         "servers": {
             "project": {"log": {"warnings": 0, "errors": 1}},
             "naive": {"log": {"warnings": 2, "errors": 0}},
@@ -304,6 +317,21 @@ def test_e2e_markdown_reports_ratios_per_percentile():
     assert "| decision | p95 | 1,000 | 3,000 | 3.00× |" in text
     assert "project 2/4, naive 1/4" in text
     assert "- naive server log: 2 warnings, 0 errors, 0 tracebacks." in text
+    # The slow tail is explained by the decode's own figures.
+    assert "| en | project | 300 | 1,200 | 20 | 62 | 1/4 | 1,200 ms, 62 tokens, 1 re-decodes |" in text
+
+
+def test_decode_summary_names_the_slowest_turn():
+    from benchmarks.suites.common import decode_summary
+
+    calls = [
+        {"decodes": [{"asr_ms": 300.0, "tokens": 20, "redecodes": 0}]},
+        {"decodes": [{"asr_ms": 1500.0, "tokens": 60, "redecodes": 1}]},
+        {"decodes": []},
+    ]
+    summary = decode_summary(calls)
+    assert summary["turns"] == 2 and summary["redecoded_turns"] == 1
+    assert summary["slowest"]["tokens"] == 60 and summary["tokens"]["max"] == 60
 
 
 def test_header_and_json_output(tmp_path):
