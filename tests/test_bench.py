@@ -318,7 +318,9 @@ def test_e2e_markdown_reports_ratios_per_percentile():
     assert "project 2/4, naive 1/4" in text
     assert "- naive server log: 2 warnings, 0 errors, 0 tracebacks." in text
     # The slow tail is explained by the decode's own figures.
-    assert "| en | project | 300 | 1,200 | 20 | 62 | 1/4 | 1,200 ms, 62 tokens, 1 re-decodes |" in text
+    assert (
+        "| en | project | 300 | 1,200 | 20 | 62 | 1/4 | 1,200 ms, 62 tokens, 1 re-decodes |" in text
+    )
 
 
 def test_decode_summary_names_the_slowest_turn():
@@ -412,3 +414,44 @@ def test_bench_call_counts_late_and_unsent_frames_over_the_simulators_send_loop(
         call.late_frames >= 1 and call.max_late_ms > LATE_MS and call.drift_ms >= call.max_late_ms
     )
     assert call.unsent_frames == 5 and call.cut_off_turns == 1 and call._speech_sends == 1
+
+
+def test_profile_groups_samples_by_stage_and_ranks_self_time():
+    from benchmarks.suites import profile
+
+    raw = "\n".join(
+        [
+            "_bootstrap (threading.py:995);_partial_decode (voicebot/asr.py:330);"
+            "transcribe (voicebot/asr.py:240);generate (<native>) 30",
+            "_bootstrap (threading.py:995);_final_decode (voicebot/asr.py:334);"
+            "transcribe (voicebot/asr.py:240);generate (<native>) 50",
+            "run (asyncio/base_events.py:1);push (voicebot/vad.py:80);run (voicebot/vad.py:51) 15",
+            "run (asyncio/base_events.py:1);speak (voicebot/tts.py:120);resample (telephony/codecs.py:9) 5",
+        ]
+    )
+    result = profile.shares(profile.parse_collapsed(raw))
+    assert result["samples"] == 100
+    assert result["stages"] == {
+        "final decodes": 50.0,
+        "partial decodes": 30.0,
+        "VAD": 15.0,
+        "TTS": 5.0,  # a resample inside TTS is the TTS's
+    }
+    assert result["top_functions"][0] == {
+        "function": "generate (<native>)",
+        "self_pct": 80.0,
+        "stage": "final decodes",  # where most of its samples were
+    }
+
+
+def test_profile_levels_parse_from_the_command_line():
+    import argparse
+
+    from benchmarks import bench
+
+    parser = argparse.ArgumentParser()
+    bench.add_bench_command(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["bench", "profile", "--calls", "8,16,32"])
+    assert (args.suite, args.calls) == ("profile", (8, 16, 32))
+    with pytest.raises(SystemExit):
+        parser.parse_args(["bench", "profile", "--calls", "0"])

@@ -103,6 +103,7 @@ class Context:
     threads: int
     python: str  # the interpreter to start workers with (the venv's)
     notes: list[str] = field(default_factory=list)
+    profile_calls: tuple[int, ...] = ()  # profile suite: the levels (default by mode)
 
     @property
     def work_dir(self) -> Path:
