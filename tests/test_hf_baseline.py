@@ -3,7 +3,6 @@ with the bot's CTranslate2 path on the same weights (needs the `bench` extra).""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 pytest.importorskip("torch")
@@ -27,5 +26,3 @@ def test_transformers_baseline_agrees_with_the_project_path_on_a_real_clip(whisp
     # misconfigured peer looped to 448 tokens instead.
     assert error_rates([project], [text])["cer"] < 0.25
     assert len(text.split()) <= max_new_tokens(turn.seconds)
-    # Silence is not decoded into a run of words up to the cap.
-    assert len(hf(np.zeros(16000 * 3, np.float32)).split()) < 10
