@@ -455,3 +455,16 @@ def test_profile_levels_parse_from_the_command_line():
     assert (args.suite, args.calls) == ("profile", (8, 16, 32))
     with pytest.raises(SystemExit):
         parser.parse_args(["bench", "profile", "--calls", "0"])
+
+
+def test_asr_agreement_is_measured_against_the_project_path_on_the_same_clips():
+    engines = {
+        "project-int8": {"length_texts": {"len2_0": "jeg skal have et pas", "len8_0": "tak"}},
+        "hf-float32": {"length_texts": {"len2_0": "jeg skal have et pas", "len8_0": "tak"}},
+        "fw-beam5": {"length_texts": {"len2_0": "jeg skal have en bil"}},  # one clip only
+    }
+    asr.add_agreement(engines)
+    assert engines["hf-float32"]["agreement_with_project"]["wer"] == 0.0
+    fw = engines["fw-beam5"]["agreement_with_project"]
+    assert fw["clips"] == 1 and fw["wer"] == pytest.approx(2 / 5)
+    assert "agreement_with_project" not in engines["project-int8"]
