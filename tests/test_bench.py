@@ -468,3 +468,10 @@ def test_asr_agreement_is_measured_against_the_project_path_on_the_same_clips():
     fw = engines["fw-beam5"]["agreement_with_project"]
     assert fw["clips"] == 1 and fw["wer"] == pytest.approx(2 / 5)
     assert "agreement_with_project" not in engines["project-int8"]
+
+
+def test_profile_splits_cpu_between_the_event_loop_thread_and_the_rest():
+    from benchmarks.suites import profile
+
+    split = profile.cpu_split(100, {100: 1.0, 101: 2.0}, {100: 3.5, 101: 2.5, 102: 4.0})
+    assert split == {"cpu_s": 7.0, "event_loop_thread_cpu_s": 2.5, "other_threads_cpu_s": 4.5}

@@ -7,8 +7,11 @@ top-functions table (self time) and shares grouped by stage (STAGES). py-spy com
 `bench` extra; without it the suite fails naming the install.
 
 py-spy samples Python threads: time inside CTranslate2 and onnxruntime shows under the Python
-frame that called them (a decode under `_final_decode`, VAD under `VadStream.push`); their
-own native worker threads are not sampled, so shares are of sampled Python-thread time.
+frame that called them (a decode under `_final_decode`, VAD under `VadStream.push`) while that
+thread runs; a thread waiting for CTranslate2's own native worker threads counts as idle, and
+those native threads are not sampled. So the level also records CPU seconds per OS thread
+(psutil): the event loop's thread (VAD, μ-law, JSON, TTS, network) against all other threads
+(decodes and their native workers, the classifier), which py-spy's shares cannot show.
 """
 
 from __future__ import annotations
@@ -108,6 +111,24 @@ def _record(pid: int, fmt_: str, out: Path) -> subprocess.Popen:
     )
 
 
+def thread_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds so far per OS thread of a process."""
+    import psutil
+
+    return {t.id: t.user_time + t.system_time for t in psutil.Process(pid).threads()}
+
+
+def cpu_split(pid: int, before: dict[int, float], after: dict[int, float]) -> dict[str, float]:
+    """CPU seconds between two thread_cpu readings: the main (event-loop) thread vs the rest."""
+    spent = {tid: s - before.get(tid, 0.0) for tid, s in after.items()}
+    main = spent.get(pid, 0.0)
+    return {
+        "cpu_s": round(sum(spent.values()), 2),
+        "event_loop_thread_cpu_s": round(main, 2),
+        "other_threads_cpu_s": round(sum(spent.values()) - main, 2),
+    }
+
+
 def _finish(recorder: subprocess.Popen) -> str:
     """Ctrl-C makes py-spy write what it sampled; returns its stderr (errors, if any)."""
     recorder.send_signal(signal.SIGINT)
@@ -136,6 +157,7 @@ def run(ctx: Context) -> dict[str, Any]:
         assert server.proc is not None
         for n in levels:
             svg, raw = ctx.out_dir / f"profile-{n}calls.svg", ctx.work_dir / f"profile-{n}.txt"
+            cpu_before = thread_cpu(server.proc.pid)
             recorders = [
                 _record(server.proc.pid, "flamegraph", svg),
                 _record(server.proc.pid, "raw", raw),
@@ -146,8 +168,10 @@ def run(ctx: Context) -> dict[str, Any]:
                 )
             finally:
                 errors = [_finish(r) for r in recorders]
+            cpu = cpu_split(server.proc.pid, cpu_before, thread_cpu(server.proc.pid))
             level = shares(parse_collapsed(raw.read_text(encoding="utf-8")) if raw.exists() else [])
             level.update(
+                **cpu,
                 flame_graph=svg.name if svg.exists() else None,
                 calls=len(calls),
                 decided=sum(len(c["turns"]) for c in calls),
@@ -174,6 +198,12 @@ def markdown(result: dict[str, Any]) -> str:
     stages = sorted({s for lv in levels.values() for s in lv["stages"]})
     rows = [[s, *(fmt(levels[n]["stages"].get(s), 1) for n in levels)] for s in stages]
     rows.append(["samples", *(str(levels[n]["samples"]) for n in levels)])
+    for key, label in (
+        ("cpu_s", "server CPU s (all threads)"),
+        ("event_loop_thread_cpu_s", "… event-loop thread"),
+        ("other_threads_cpu_s", "… other threads (decodes, native workers)"),
+    ):
+        rows.append([label, *(fmt(levels[n].get(key), 1) for n in levels)])
     lines.append(markdown_table(["stage", *(f"{n} calls %" for n in levels)], rows))
     for n, lv in levels.items():
         lines += [
