@@ -3,7 +3,9 @@ the bot, written to DIR as results.json, results.md and PNG plots (benchmarks/RE
 
 Suites (benchmarks/suites/): asr (engines side by side on the same Whisper weights), e2e (the
 gateway, project settings vs a naive pipeline), concurrency (simultaneous calls), classifier
-(ONNX intent model vs scikit-learn). `all` runs them in that order. Every run records the
+(ONNX intent model vs scikit-learn). `all` runs them in that order. `profile` (not in `all`)
+samples the server with py-spy under N calls (`--calls 8,16,32`): flame graphs and shares
+by stage. Every run records the
 machine, library versions, model files, settings and git commit next to its figures.
 """
 
@@ -30,7 +32,13 @@ def add_bench_command(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    s.add_argument("suite", nargs="?", default="all", choices=[*SUITES, "all"])
+    s.add_argument("suite", nargs="?", default="all", choices=[*SUITES, "profile", "all"])
+    s.add_argument(
+        "--calls",
+        type=_levels,
+        default=(),
+        help="profile: simultaneous calls per profiled level, e.g. 8,16,32",
+    )
     s.add_argument(
         "--quick",
         action="store_true",
@@ -40,6 +48,16 @@ def add_bench_command(subparsers: argparse._SubParsersAction) -> None:
         "--out", type=Path, help="output directory (default: benchmarks/results/<timestamp>)"
     )
     s.set_defaults(func=cmd_bench)
+
+
+def _levels(text: str) -> tuple[int, ...]:
+    try:
+        levels = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of call counts: {text!r}") from None
+    if not levels or min(levels) < 1:
+        raise argparse.ArgumentTypeError(f"call counts must be ≥ 1: {text!r}")
+    return levels
 
 
 def _suite_module(name: str):
@@ -172,6 +190,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         compute_type=settings.asr.compute_type,
         threads=settings.asr.threads,
         python=sys.executable,
+        profile_calls=getattr(args, "calls", ()),
     )
     results: dict[str, Any] = {
         "run": {

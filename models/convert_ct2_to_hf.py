@@ -28,6 +28,7 @@ import mmap
 import os
 import re
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -400,6 +401,44 @@ def load_hf_whisper(
     extractor = WhisperFeatureExtractor(feature_size=config.num_mel_bins)
     tokenizer = whisper_tokenizer(ct2_dir / "tokenizer.json")
     return model, extractor, tokenizer
+
+
+def hf_transcriber(ct2_dir: str | os.PathLike[str]) -> Callable[[np.ndarray], str]:
+    """A transformers peer of the bot's decode (voicebot.asr.WhisperAsr.transcribe), set up
+    as transformers documents it: `generate(language="da", task="transcribe")` with
+    `return_timestamps=False` (the <|notimestamps|> prompt), greedy (`num_beams=1`,
+    `do_sample=False`), the suppress and begin-suppress lists of the original Whisper config
+    (copied from config.json by whisper_generation_config), and the bot's length cap
+    (`max_new_tokens` from voicebot.asr.max_new_tokens, not 448). Like the bot, a looping
+    output is decoded once more with `no_repeat_ngram_size=3, repetition_penalty=1.2`.
+    Left as transformers does it: the padded 30 s window (its feature extractor's default)."""
+    import torch
+
+    from voicebot.asr import _looping, max_new_tokens
+
+    model, extractor, tokenizer = load_hf_whisper(ct2_dir)
+
+    def transcribe(audio: np.ndarray) -> str:
+        features = extractor(audio, sampling_rate=16000, return_tensors="pt").input_features
+        options: dict[str, Any] = {
+            "language": "da",
+            "task": "transcribe",
+            "return_timestamps": False,
+            "num_beams": 1,
+            "do_sample": False,
+            "max_new_tokens": max_new_tokens(len(audio) / 16000),
+        }
+        with torch.inference_mode():
+            ids = model.generate(features, **options)
+            text = tokenizer.batch_decode(ids, skip_special_tokens=True)[0].strip()
+            if _looping(text):
+                ids = model.generate(
+                    features, **options, no_repeat_ngram_size=3, repetition_penalty=1.2
+                )
+                text = tokenizer.batch_decode(ids, skip_special_tokens=True)[0].strip()
+        return text
+
+    return transcribe
 
 
 def save_pretrained(ct2_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> Path:

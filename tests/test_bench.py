@@ -290,11 +290,24 @@ def test_e2e_markdown_reports_ratios_per_percentile():
             m: {"p50": base, "p95": 2 * base, "p99": 3 * base, "missing": 0} for m in e2e.METRICS
         }
 
-    result = {
-        "corpus": [{}] * 4,
+    decodes = {
+        "turns": 4,
+        "asr_ms": {"p50": 300.0, "p95": 1200.0},
+        "tokens": {"p50": 20.0, "max": 62.0},
+        "redecoded_turns": 1,
+        "redecodes": 1,
+        "slowest": {"asr_ms": 1200.0, "tokens": 62, "redecodes": 1},
+    }
+    corpus = {
+        "corpus": [{"seconds": 3.0}] * 4,
         "latency_ms": {"project": lat(500.0), "naive": lat(1500.0)},
         "ratio_naive_to_project": {m: {"p50": 3.0, "p95": 3.0, "p99": 3.0} for m in e2e.METRICS},
         "intent_correct": {"project": 2, "naive": 1},
+        "labelled": 4,
+        "decodes": {"project": decodes, "naive": decodes},
+    }
+    result = {
+        "corpora": {"en": corpus},
         "servers": {
             "project": {"log": {"warnings": 0, "errors": 1}},
             "naive": {"log": {"warnings": 2, "errors": 0}},
@@ -304,6 +317,23 @@ def test_e2e_markdown_reports_ratios_per_percentile():
     assert "| decision | p95 | 1,000 | 3,000 | 3.00× |" in text
     assert "project 2/4, naive 1/4" in text
     assert "- naive server log: 2 warnings, 0 errors, 0 tracebacks." in text
+    # The slow tail is explained by the decode's own figures.
+    assert (
+        "| en | project | 300 | 1,200 | 20 | 62 | 1/4 | 1,200 ms, 62 tokens, 1 re-decodes |" in text
+    )
+
+
+def test_decode_summary_names_the_slowest_turn():
+    from benchmarks.suites.common import decode_summary
+
+    calls = [
+        {"decodes": [{"asr_ms": 300.0, "tokens": 20, "redecodes": 0}]},
+        {"decodes": [{"asr_ms": 1500.0, "tokens": 60, "redecodes": 1}]},
+        {"decodes": []},
+    ]
+    summary = decode_summary(calls)
+    assert summary["turns"] == 2 and summary["redecoded_turns"] == 1
+    assert summary["slowest"]["tokens"] == 60 and summary["tokens"]["max"] == 60
 
 
 def test_header_and_json_output(tmp_path):
@@ -369,3 +399,64 @@ def test_bench_call_counts_late_and_unsent_frames_over_the_simulators_send_loop(
         call.late_frames >= 1 and call.max_late_ms > LATE_MS and call.drift_ms >= call.max_late_ms
     )
     assert call.unsent_frames == 5 and call.cut_off_turns == 1 and call._speech_sends == 1
+
+
+def test_profile_groups_samples_by_stage_and_ranks_self_time():
+    from benchmarks.suites import profile
+
+    raw = "\n".join(
+        [
+            "_bootstrap (threading.py:995);_partial_decode (voicebot/asr.py:330);"
+            "transcribe (voicebot/asr.py:240);generate (<native>) 30",
+            "_bootstrap (threading.py:995);_final_decode (voicebot/asr.py:334);"
+            "transcribe (voicebot/asr.py:240);generate (<native>) 50",
+            "run (asyncio/base_events.py:1);push (voicebot/vad.py:80);run (voicebot/vad.py:51) 15",
+            "run (asyncio/base_events.py:1);speak (voicebot/tts.py:120);resample (telephony/codecs.py:9) 5",
+        ]
+    )
+    result = profile.shares(profile.parse_collapsed(raw))
+    assert result["samples"] == 100
+    assert result["stages"] == {
+        "final decodes": 50.0,
+        "partial decodes": 30.0,
+        "VAD": 15.0,
+        "TTS": 5.0,  # a resample inside TTS is the TTS's
+    }
+    assert result["top_functions"][0] == {
+        "function": "generate (<native>)",
+        "self_pct": 80.0,
+        "stage": "final decodes",  # where most of its samples were
+    }
+
+
+def test_profile_levels_parse_from_the_command_line():
+    import argparse
+
+    from benchmarks import bench
+
+    parser = argparse.ArgumentParser()
+    bench.add_bench_command(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["bench", "profile", "--calls", "8,16,32"])
+    assert (args.suite, args.calls) == ("profile", (8, 16, 32))
+    with pytest.raises(SystemExit):
+        parser.parse_args(["bench", "profile", "--calls", "0"])
+
+
+def test_asr_agreement_is_measured_against_the_project_path_on_the_same_clips():
+    engines = {
+        "project-int8": {"length_texts": {"len2_0": "jeg skal have et pas", "len8_0": "tak"}},
+        "hf-float32": {"length_texts": {"len2_0": "jeg skal have et pas", "len8_0": "tak"}},
+        "fw-beam5": {"length_texts": {"len2_0": "jeg skal have en bil"}},  # one clip only
+    }
+    asr.add_agreement(engines)
+    assert engines["hf-float32"]["agreement_with_project"]["wer"] == 0.0
+    fw = engines["fw-beam5"]["agreement_with_project"]
+    assert fw["clips"] == 1 and fw["wer"] == pytest.approx(2 / 5)
+    assert "agreement_with_project" not in engines["project-int8"]
+
+
+def test_profile_splits_cpu_between_the_event_loop_thread_and_the_rest():
+    from benchmarks.suites import profile
+
+    split = profile.cpu_split(100, {100: 1.0, 101: 2.0}, {100: 3.5, 101: 2.5, 102: 4.0})
+    assert split == {"cpu_s": 7.0, "event_loop_thread_cpu_s": 2.5, "other_threads_cpu_s": 4.5}

@@ -21,8 +21,8 @@ import websockets
 import yaml
 
 from tests.conftest import copy_catalogue
-from tests.light_server import LightServer
 from tests.fakes import ServedApp, light_services
+from tests.light_server import LightServer
 from voicebot.catalogue import load_catalogue
 from voicebot.cli import main
 

@@ -16,10 +16,11 @@ import asyncio
 import time
 import zlib
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import ctranslate2
 import numpy as np
@@ -53,6 +54,8 @@ class AsrResult:
     audio_s: float
     window_s: float
     asr_ms: float
+    tokens: int = 0  # tokens generated over every decoding pass of this turn (what cost time)
+    redecodes: int = 0  # passes after the first: the loop retry, a batch item decoded alone
 
     @property
     def words(self) -> list[str]:
@@ -82,6 +85,17 @@ def _looping(text: str) -> bool:
         return True
     words = [w.strip(".,!?").lower() for w in text.split()]
     return any(a == b == c for a, b, c in zip(words, words[1:], words[2:], strict=False))
+
+
+def max_new_tokens(audio_s: float) -> int:
+    """The decode cap of a turn: nobody says more than ~12 tokens a second, so a longer output
+    is a decoding loop; a short fixed allowance covers punctuation and one-word turns."""
+    return int(MAX_TOKENS_PER_S * audio_s) + 12
+
+
+def _generated(result: Any) -> int:
+    """Tokens a CTranslate2 WhisperGenerationResult holds (the library ships no types)."""
+    return len(result.sequences_ids[0]) if result.sequences_ids else 0
 
 
 def check_model_dir(model_dir: Path) -> None:
@@ -175,7 +189,7 @@ class WhisperAsr:
             n = min(frames, mel.shape[1])
             batch[i, :, :n] = mel[:, :n]
         prompt = self.prompt_tokens(previous_text, None)
-        max_new = int(MAX_TOKENS_PER_S * max(len(a) for a in audios) / SAMPLE_RATE) + 8
+        max_new = max_new_tokens(max(len(a) for a in audios) / SAMPLE_RATE)
         results = self.model.generate(
             ctranslate2.StorageView.from_array(batch),
             [prompt] * len(audios),
@@ -191,8 +205,12 @@ class WhisperAsr:
         for audio, result in zip(audios, results, strict=True):
             tokens = [t for t in result.sequences_ids[0] if t < self.tokenizer.eot]
             text = self.tokenizer.decode(tokens).strip()
-            if _looping(text):
-                out.append(self.transcribe(audio, previous_text))  # retried alone, without repeats
+            if _looping(text):  # retried alone, without repeats
+                alone = self.transcribe(audio, previous_text)
+                alone.tokens += _generated(result)
+                alone.redecodes += 1
+                alone.asr_ms += elapsed_ms
+                out.append(alone)
                 continue
             out.append(
                 AsrResult(
@@ -202,6 +220,7 @@ class WhisperAsr:
                     len(audio) / SAMPLE_RATE,
                     frames / FRAMES_PER_SECOND,
                     elapsed_ms,
+                    tokens=_generated(result),
                 )
             )
         return out
@@ -223,14 +242,16 @@ class WhisperAsr:
         window[:, :n] = mel[:, :n]
         prompt = self.prompt_tokens(previous_text, prefix)
         features = ctranslate2.StorageView.from_array(window[None])
-        # Nobody says more than ~12 tokens a second: a longer output is a decoding loop. (With
-        # CTranslate2 4.8, max_length=N measured about N/2 new tokens, hence the factor 2 below.)
-        max_new = int(MAX_TOKENS_PER_S * len(audio) / SAMPLE_RATE) + 12
+        # (With CTranslate2 4.8, max_length=N measured N/2 new tokens: hence the factor 2 in
+        # _decode; max_length 8, 12, 20, 40 gave 4, 6, 10, 20 tokens on a looping turn.)
+        max_new = max_new_tokens(len(audio) / SAMPLE_RATE)
         result, text = self._decode(features, prompt, max_new)
+        tokens, redecodes = _generated(result), 0
         if _looping(text):  # Whisper's compression-ratio test: retry without repeats
             result, text = self._decode(
                 features, prompt, max_new, no_repeat_ngram_size=3, repetition_penalty=1.2
             )
+            tokens, redecodes = tokens + _generated(result), 1
         no_speech = float(result.no_speech_prob)
         logprob = float(result.scores[0]) if result.scores else 0.0  # already length-normalised
         return AsrResult(
@@ -240,6 +261,8 @@ class WhisperAsr:
             audio_s=len(audio) / SAMPLE_RATE,
             window_s=frames / FRAMES_PER_SECOND,
             asr_ms=(time.perf_counter() - start) * 1000,
+            tokens=tokens,
+            redecodes=redecodes,
         )
 
 
@@ -315,7 +338,7 @@ class AsrPool:
         try:
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(
-                self._executor, self.asr.transcribe, audio, previous_text
+                self._executor, self._partial_decode, audio, previous_text
             )
         finally:
             self._running -= 1
@@ -345,24 +368,37 @@ class AsrPool:
             ):
                 batch.append(queue.popleft())
             self._running += 1
-            task = asyncio.get_running_loop().create_task(self._decode(batch))
+            run = self._final_decode if queue is self._queue else self._speculative_decode
+            task = asyncio.get_running_loop().create_task(self._decode(batch, run))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _decode(self, batch: list[_Request]) -> None:
+    # One named entry point per kind of decode, so a sampling profiler's stacks tell partial,
+    # speculative and final decodes apart (benchmarks/suites/profile.py).
+    def _partial_decode(self, audio: np.ndarray, previous_text: str | None) -> AsrResult:
+        return self.asr.transcribe(audio, previous_text)
+
+    def _final_decode(self, audios: list[np.ndarray], previous_text: str | None) -> list[AsrResult]:
+        if len(audios) == 1:
+            return [self.asr.transcribe(audios[0], previous_text)]
+        return self.asr.transcribe_batch(audios, previous_text)
+
+    def _speculative_decode(
+        self, audios: list[np.ndarray], previous_text: str | None
+    ) -> list[AsrResult]:
+        return self._final_decode(audios, previous_text)
+
+    async def _decode(
+        self,
+        batch: list[_Request],
+        run: Callable[[list[np.ndarray], str | None], list[AsrResult]],
+    ) -> None:
         try:
             loop = asyncio.get_running_loop()
             audios = [r.audio for r in batch]
-            if len(batch) == 1:
-                results = [
-                    await loop.run_in_executor(
-                        self._executor, self.asr.transcribe, audios[0], batch[0].previous_text
-                    )
-                ]
-            else:
-                results = await loop.run_in_executor(
-                    self._executor, self.asr.transcribe_batch, audios, batch[0].previous_text
-                )
+            results = await loop.run_in_executor(
+                self._executor, run, audios, batch[0].previous_text
+            )
             for request, result in zip(batch, results, strict=True):
                 if not request.future.done():
                     request.future.set_result(result)

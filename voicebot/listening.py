@@ -25,6 +25,7 @@ import numpy as np
 from telephony.base import SAMPLE_RATE
 from voicebot import metrics
 from voicebot.asr import AsrResult, LocalAgreement
+from voicebot.audio_buffer import StreamBuffer
 from voicebot.privacy import mask_numbers
 from voicebot.services import Services
 from voicebot.understanding import Understanding
@@ -124,14 +125,13 @@ class Listener:
         self._max_samples = int(
             (self.settings.endpointing.max_turn_s + PRE_ROLL_S + 1) * SAMPLE_RATE
         )
-        self._audio = np.zeros(0, dtype=np.float32)
-        self._audio_offset = 0  # stream position of self._audio[0]
+        self._audio = StreamBuffer(self._max_samples)  # appends cost the frame, not the buffer
         self._turn: _OpenTurn | None = None
         self._partial: asyncio.Task[bool] | None = None  # one partial decode at a time
 
     @property
     def stream_samples(self) -> int:
-        return self._audio_offset + len(self._audio)
+        return self._audio.end
 
     @property
     def in_turn(self) -> bool:
@@ -278,18 +278,12 @@ class Listener:
     # == the audio buffer ====================================================================
     def close(self) -> None:
         """The call is over: let the audio go now, not when the cycle collector next runs."""
-        self._audio = np.zeros(0, dtype=np.float32)
+        self._audio.clear()
         self._turn = None
         self._partial = None
 
     def _append_audio(self, samples: np.ndarray) -> None:
-        self._audio = np.concatenate([self._audio, samples])
-        excess = len(self._audio) - self._max_samples
-        if excess > 0:
-            self._audio = self._audio[excess:]
-            self._audio_offset += excess
+        self._audio.append(samples)
 
     def _slice(self, start: int, end: int) -> np.ndarray:
-        a = max(0, start - self._audio_offset)
-        b = max(0, end - self._audio_offset)
-        return self._audio[a:b].copy()
+        return self._audio.slice(start, end)

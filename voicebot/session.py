@@ -317,6 +317,8 @@ class CallSession:
             text=heard.text,
             asr_ms=round(result.asr_ms, 1),
             window_s=result.window_s,
+            tokens=result.tokens,
+            redecodes=result.redecodes,
         )
         if self.settings.log_transcripts:
             log.info("call %s turn %d: %s", self.call_id, turn.index, heard.text)

@@ -285,6 +285,7 @@ def run(ctx: Context) -> dict[str, Any]:
     }
     engines_out = {e: aggregate(r, meta, plan) for e, r in raw.items()}
     add_ratios(engines_out)
+    add_agreement(engines_out)
     return {
         "plan": {k: list(v) if isinstance(v, tuple) else v for k, v in plan.items()},
         "inputs": {
@@ -367,7 +368,32 @@ def aggregate(raw: dict[str, Any], meta: dict[str, dict], plan: dict[str, Any]) 
             "words_mean": float(np.mean([len(d["text"].split()) for d in ds])),
         }
     out["by_length"] = by_length
+    # The first repetition's text of each real-speech clip, for agreement between engines.
+    out["length_texts"] = {
+        d["key"]: d["text"]
+        for d in decodes
+        if meta[d["key"]]["kind"] == "length" and d.get("rep", 0) == 0
+    }
     return out
+
+
+PROJECT = "project-int8"
+
+
+def add_agreement(engines: dict[str, Any]) -> None:
+    """WER/CER of each engine's text against the project path's on the same real-speech clips
+    (no reference exists for most of them): a peer configured like the bot reads the same
+    words; a misconfigured one (looping, wrong language or task) does not."""
+    from models.evaluation import error_rates
+
+    project = (engines.get(PROJECT) or {}).get("length_texts") or {}
+    for name, data in engines.items():
+        texts = data.get("length_texts") or {}
+        keys = [k for k in sorted(texts) if k in project and project[k].strip()]
+        if name == PROJECT or not keys:
+            continue
+        rates = error_rates([project[k] for k in keys], [texts[k] for k in keys])
+        data["agreement_with_project"] = {**rates, "clips": len(keys)}
 
 
 def add_ratios(engines: dict[str, Any]) -> None:
@@ -473,6 +499,24 @@ def markdown(result: dict[str, Any]) -> str:
         for n, e in engines.items()
     ]
     lines.append(markdown_table(["engine", *[f"{s} s" for s in lengths]], rows))
+    agree = {
+        n: e["agreement_with_project"]
+        for n, e in engines.items()
+        if e.get("agreement_with_project")
+    }
+    if agree:
+        lines += [
+            "",
+            f"### Agreement with `{PROJECT}` on the same real-speech clips (its text as the reference)",
+            "",
+            markdown_table(
+                ["engine", "WER vs project", "CER vs project", "clips"],
+                [
+                    [f"`{n}`", fmt(a["wer"], 3), fmt(a["cer"], 3), a["clips"]]
+                    for n, a in agree.items()
+                ],
+            ),
+        ]
     clips = result["inputs"]["length_clips"]
     lines += [
         "",

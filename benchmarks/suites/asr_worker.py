@@ -66,19 +66,10 @@ def load_engine(engine: str, model_dir: str, threads: int) -> Transcriber:
     if engine == "hf-float32":
         import torch
 
-        from models.convert_ct2_to_hf import load_hf_whisper
+        from models.convert_ct2_to_hf import hf_transcriber
 
         torch.set_num_threads(threads)
-        model, extractor, tokenizer = load_hf_whisper(model_dir)
-
-        def hf(audio: np.ndarray) -> str:
-            features = extractor(audio, sampling_rate=16000, return_tensors="pt").input_features
-            with torch.inference_mode():
-                # generate()'s defaults (greedy, 30 s window), language and task as the bot's.
-                ids = model.generate(features, language="da", task="transcribe")
-            return tokenizer.batch_decode(ids, skip_special_tokens=True)[0].strip()
-
-        return hf
+        return hf_transcriber(model_dir)
 
     raise ValueError(f"unknown engine {engine!r}")
 

@@ -19,6 +19,7 @@ import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,12 +31,25 @@ from telephony.simulator import SimulatedCall
 LATE_MS = 20.0  # a frame that leaves more than one frame period after it was due is late
 
 
+# The corpora a gateway suite can drive (benchmarks/README.md): real Danish speech cut at
+# pauses, English requests in espeak-ng English, and espeak-ng Danish, the worst case (Whisper
+# base garbles it, loops to the token cap and re-decodes).
+CORPORA = {
+    "real-da": "real Danish speech (../shared/data/danish-speech), cut at VAD pauses into 2–8 s turns",
+    "en": "English requests (benchmarks/data/english_requests.tsv), espeak-ng English",
+    "espeak-da": "held-back Danish intent sentences, espeak-ng Danish (worst case)",
+}
+ENGLISH_REQUESTS = Path(__file__).resolve().parents[1] / "data" / "english_requests.tsv"
+TURN_S = (2.0, 8.0)  # real turns: what one caller says before the bot answers
+
+
 @dataclass
 class Utterance:
-    text: str
-    intent: str
-    voice: str
+    text: str  # "" when no transcript exists (the real clips)
+    intent: str  # "" when unlabelled
+    voice: str  # the espeak-ng voice, or the recording's name
     audio: np.ndarray  # 16 kHz float32
+    corpus: str = "espeak-da"
 
     @property
     def seconds(self) -> float:
@@ -74,19 +88,93 @@ def call_corpus(n: int, min_s: float = 3.0, max_s: float = 6.0) -> list[Utteranc
     return out
 
 
-def with_pause(utterance: Utterance, pause_s: float) -> Utterance:
-    """The same sentence said in two parts with a hesitation between them (shorter than
-    the end-of-turn silence, so it stays one turn but the bot's speculative decode runs)."""
-    from benchmarks.asr_eval_set import VOICES
-    from voicebot.tts import Speaker
+ENGLISH_VOICES = ("en", "en-us+f3", "en+m3", "en-us+f1")
 
-    words = utterance.text.split()
-    half = max(1, len(words) // 2)
-    voice = next(v for v in VOICES if v.name == utterance.voice)
+
+def english_corpus(n: int, min_s: float = 2.0, max_s: float = 8.0) -> list[Utterance]:
+    """Up to `n` English requests spoken by espeak-ng English voices in turn."""
+    from models.intent_data import read_tsv
+    from voicebot.tts import Speaker, Voice
+
     speaker = Speaker(cache_size=2)
-    first, second = (speaker.speak(" ".join(part), voice) for part in (words[:half], words[half:]))
-    audio = np.concatenate([first, np.zeros(int(pause_s * SAMPLE_RATE), np.float32), second])
-    return Utterance(utterance.text, utterance.intent, utterance.voice, audio)
+    out: list[Utterance] = []
+    for k, row in enumerate(read_tsv(ENGLISH_REQUESTS)):
+        if len(out) >= n:
+            break
+        voice = Voice(ENGLISH_VOICES[k % len(ENGLISH_VOICES)], 160)
+        audio = speaker.speak(row["text"], voice)
+        if min_s <= len(audio) / SAMPLE_RATE <= max_s:
+            out.append(Utterance(row["text"], row["intent"], voice.name, audio, "en"))
+    return out
+
+
+def speech_bounds(probs: np.ndarray, window: int, threshold: float = 0.5) -> tuple[int, int]:
+    """First and last sample of speech by the VAD (the whole audio when it hears none)."""
+    speech = np.flatnonzero(probs >= threshold)
+    if not speech.size:
+        return 0, len(probs) * window
+    return int(speech[0]) * window, (int(speech[-1]) + 1) * window
+
+
+def real_turns(n: int, min_s: float = TURN_S[0], max_s: float = TURN_S[1]) -> list[Utterance]:
+    """Up to `n` turns of real Danish speech: each recording cut at its quietest VAD window
+    wherever it runs past `max_s` (voicebot.asr.split_at_pauses), every piece trimmed to its
+    speech ±0.1 s, kept when `min_s`–`max_s` long. Unlabelled: no intent, no transcript."""
+    from benchmarks.suites.asr import speech_sources
+    from voicebot.asr import split_at_pauses
+    from voicebot.vad import WINDOW, SileroVad
+
+    vad = SileroVad()
+    margin = int(0.1 * SAMPLE_RATE)
+    out: list[Utterance] = []
+    for k, source in enumerate(speech_sources()):
+        for j, piece in enumerate(
+            split_at_pauses(source, vad.stream().push(source), WINDOW, max_s)
+        ):
+            start, end = speech_bounds(vad.stream().push(piece), WINDOW)
+            turn = piece[max(0, start - margin) : end + margin]
+            if min_s <= len(turn) / SAMPLE_RATE <= max_s:
+                out.append(Utterance("", "", f"recording{k}.{j}", turn, "real-da"))
+    # Interleave long and short recordings' turns so a small n still spans speakers.
+    out.sort(key=lambda u: _order_key(u.voice))
+    return out[:n]
+
+
+def corpus(name: str, n: int) -> list[Utterance]:
+    """`n` utterances of one of CORPORA (fewer when the corpus has fewer)."""
+    if name == "real-da":
+        return real_turns(n)
+    if name == "en":
+        return english_corpus(n)
+    if name == "espeak-da":
+        return [Utterance(u.text, u.intent, u.voice, u.audio, name) for u in call_corpus(n)]
+    raise ValueError(f"unknown corpus {name!r}; known: {', '.join(CORPORA)}")
+
+
+def with_pause(utterance: Utterance, pause_s: float) -> Utterance:
+    """The same turn with a hesitation in the middle (shorter than the end-of-turn silence,
+    so it stays one turn but the bot's speculative decode runs): the audio is split at its
+    quietest VAD window in the middle third, so no word is cut."""
+    from voicebot.vad import WINDOW, SileroVad
+
+    probs = SileroVad().stream().push(utterance.audio)
+    lo, hi = len(probs) // 3, max(len(probs) // 3 + 1, 2 * len(probs) // 3)
+    cut = (lo + int(np.argmin(probs[lo:hi]))) * WINDOW if len(probs) > 2 else len(utterance.audio)
+    audio = np.concatenate(
+        [
+            utterance.audio[:cut],
+            np.zeros(int(pause_s * SAMPLE_RATE), np.float32),
+            utterance.audio[cut:],
+        ]
+    )
+    return Utterance(utterance.text, utterance.intent, utterance.voice, audio, utterance.corpus)
+
+
+def decode_records(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per turn, what the bot's decode cost (the session's transcript events): decode ms,
+    tokens generated over all passes, re-decodes, and the encoder window."""
+    keys = ("turn", "asr_ms", "tokens", "redecodes", "window_s")
+    return [{k: e.get(k) for k in keys} for e in events if e.get("type") == "transcript"]
 
 
 def to_wire(audio: np.ndarray, rate: int = 8000) -> np.ndarray:
@@ -218,5 +306,6 @@ async def place_call(
     # told the caller it is busy and handed the call to a person (the "overloaded" prompt).
     out["refused"] = not out["greeted"] and not out["turns"] and out["error"] is None
     out["refused_with_prompt"] = out["refused"] and any(m.startswith("overloaded") for m in said)
+    out["decodes"] = decode_records(out["events"])
     del out["events"]  # large; the per-turn figures above are what the report uses
     return out

@@ -103,6 +103,7 @@ class Context:
     threads: int
     python: str  # the interpreter to start workers with (the venv's)
     notes: list[str] = field(default_factory=list)
+    profile_calls: tuple[int, ...] = ()  # profile suite: the levels (default by mode)
 
     @property
     def work_dir(self) -> Path:
@@ -110,3 +111,44 @@ class Context:
         path = self.out_dir / ".work"
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+
+def decode_summary(calls: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """What the bot's decodes cost over some calls (their `decodes`, from the transcript
+    events): decode ms, tokens and re-decodes, and the slowest turn with its own figures, so
+    a tail is explained (a loop to the token cap, a re-decode) rather than guessed."""
+    decodes = [d for c in calls for d in c.get("decodes", []) if d.get("asr_ms") is not None]
+    slowest = max(decodes, key=lambda d: d["asr_ms"], default=None)
+    return {
+        "turns": len(decodes),
+        "asr_ms": summarize(d["asr_ms"] for d in decodes),
+        "tokens": summarize(d.get("tokens") for d in decodes),
+        "redecoded_turns": sum(bool(d.get("redecodes")) for d in decodes),
+        "redecodes": sum(d.get("redecodes") or 0 for d in decodes),
+        "slowest": slowest,
+    }
+
+
+def decode_cells(summary: dict[str, Any]) -> list[str]:
+    """Table cells: decode ms p50/p95, tokens p50/max, turns re-decoded, the slowest turn."""
+    s = summary.get("slowest") or {}
+    return [
+        fmt(summary["asr_ms"]["p50"]),
+        fmt(summary["asr_ms"]["p95"]),
+        fmt(summary["tokens"]["p50"]),
+        fmt(summary["tokens"]["max"]),
+        f"{summary['redecoded_turns']}/{summary['turns']}",
+        f"{fmt(s.get('asr_ms'))} ms, {s.get('tokens', '–')} tokens, {s.get('redecodes', '–')} re-decodes"
+        if s
+        else "–",
+    ]
+
+
+DECODE_HEADERS = (
+    "decode p50 ms",
+    "decode p95 ms",
+    "tokens p50",
+    "tokens max",
+    "re-decoded turns",
+    "slowest decode",
+)

@@ -14,6 +14,10 @@ evenly over START_SPREAD_S, so all N calls are on the line together. Two pattern
            THINK_FIRST_S before the first turn, THINK_NEXT_S before a later one; fixed per
            caller), so turn ends fall at different moments.
 
+Both patterns speak the realistic corpus (real Danish turns and English requests in espeak-ng
+English, alternating); a third run, callers-espeak-da, speaks espeak-ng Danish with the
+callers pattern: the labelled worst case (Whisper base loops on it and re-decodes).
+
 The target (p95 ≤ 1.5 s) is read on both; the README reports both. Per level: p50/p95 speech end → decision over all turns, server
 CPU and RSS (psutil, sampled every 0.5 s), the benchmark process's own CPU (the callers share
 the machine), frames the callers sent late against their real-time clock, and calls refused
@@ -34,13 +38,26 @@ import numpy as np
 import psutil
 from tqdm import tqdm
 
-from benchmarks.suites.calls import Utterance, call_corpus, place_call, to_wire, with_pause
-from benchmarks.suites.common import Context, fmt, log_summary, markdown_table, summarize
+from benchmarks.suites.asr import interleave
+from benchmarks.suites.calls import Utterance, corpus, place_call, to_wire, with_pause
+from benchmarks.suites.common import (
+    Context,
+    decode_summary,
+    fmt,
+    log_summary,
+    markdown_table,
+    summarize,
+)
 from benchmarks.suites.procs import ServerProcess, scan_log
 from telephony.base import SAMPLE_RATE
 
 START_SPREAD_S = 2.0
-PATTERNS = ("burst", "callers")
+# pattern -> (how callers pause before speaking, which corpus they speak)
+PATTERNS = {
+    "burst": ("burst", "realistic"),
+    "callers": ("callers", "realistic"),
+    "callers-espeak-da": ("callers", "espeak-da"),
+}
 THINK_FIRST_S = (0.0, 8.0)  # before the first turn, after the greeting (below no_input_s = 8)
 THINK_NEXT_S = (0.5, 3.0)  # before a later turn, after the bot's reply
 TARGET_P95_MS = 1500.0
@@ -49,8 +66,15 @@ CALL_TIMEOUT_S = 150.0
 COUNTERS = ("voicebot_calls_total", "voicebot_calls_refused_total", "voicebot_asr_overloaded_total")
 
 
-def levels_for(quick: bool) -> tuple[int, ...]:
+def levels_for(quick: bool, pattern: str = "callers") -> tuple[int, ...]:
+    if PATTERNS[pattern][1] == "espeak-da":  # the worst case: a few levels show its cost
+        return (4,) if quick else (1, 4, 16)
     return (1, 4, 16) if quick else (1, 2, 4, 8, 16, 32)
+
+
+def realistic_corpus() -> list[Utterance]:
+    """Real Danish turns and English requests, alternating (8 of each)."""
+    return interleave(corpus("real-da", 8), corpus("en", 8))
 
 
 def caller_turns(i: int, corpus: list[Utterance], paused: dict[int, Utterance]) -> list[Utterance]:
@@ -149,14 +173,14 @@ async def _level(
     corpus: list[Utterance],
     paused: dict[int, Utterance],
     fast_forward: float,
-    pattern: str,
+    think: str,
 ) -> list[dict[str, Any]]:
     async def one(i: int) -> dict[str, Any]:
         await asyncio.sleep(i * START_SPREAD_S / n)
         turns = caller_turns(i, corpus, paused)
         audio = [
             with_think(u.audio, t) if t else u.audio
-            for u, t in zip(turns, think_times(i, len(turns), pattern), strict=True)
+            for u, t in zip(turns, think_times(i, len(turns), think), strict=True)
         ]
         out = await place_call(
             f"{server.url()}/twilio",
@@ -174,12 +198,22 @@ async def _level(
 def run(ctx: Context) -> dict[str, Any]:
     from voicebot.config import AsrSettings, Settings
 
-    levels = levels_for(ctx.quick)
     fast_forward = 8.0 if ctx.quick else 1.0  # quick: the greeting is fast-forwarded (calls.py)
-    corpus = call_corpus(12)
-    paused = {k: with_pause(u, PAUSE_S) for k, u in enumerate(corpus)}
+    corpora = {"realistic": realistic_corpus(), "espeak-da": corpus("espeak-da", 12)}
+    paused = {
+        name: {k: with_pause(u, PAUSE_S) for k, u in enumerate(utts)}
+        for name, utts in corpora.items()
+    }
     result: dict[str, Any] = {
-        "patterns": {p: {"levels": {}} for p in PATTERNS},
+        "patterns": {
+            p: {"think": think, "corpus": c, "levels": {}} for p, (think, c) in PATTERNS.items()
+        },
+        "corpora": {
+            name: [
+                {"corpus": u.corpus, "voice": u.voice, "seconds": round(u.seconds, 2)} for u in utts
+            ]
+            for name, utts in corpora.items()
+        },
         "fast_forward_greeting": fast_forward,
         "start_spread_s": START_SPREAD_S,
         "think_first_s": THINK_FIRST_S,
@@ -203,18 +237,21 @@ def run(ctx: Context) -> dict[str, Any]:
             place_call(
                 f"{server.url()}/twilio",
                 server.events_url,
-                [to_wire(corpus[0].audio)],
+                [to_wire(corpora["realistic"][0].audio)],
                 fast_forward=8.0,
                 timeout_s=CALL_TIMEOUT_S,
             )
         )  # warm-up, not counted
         _settle(server)
-        steps = [(p, n) for p in PATTERNS for n in levels]
+        steps = [(p, n) for p in PATTERNS for n in levels_for(ctx.quick, p)]
         for pattern, n in tqdm(steps, desc="concurrency levels", unit="level", leave=False):
+            think, name = PATTERNS[pattern]
             before = server.metrics()
             with Sampler(server.proc.pid) as sampler:
                 started = time.monotonic()
-                calls = asyncio.run(_level(server, n, corpus, paused, fast_forward, pattern))
+                calls = asyncio.run(
+                    _level(server, n, corpora[name], paused[name], fast_forward, think)
+                )
                 wall_s = time.monotonic() - started
             after = server.metrics()
             result["patterns"][pattern]["levels"][str(n)] = summarize_level(
@@ -261,6 +298,7 @@ def summarize_level(
         "drift_ms_max": max((c["drift_ms"] for c in calls), default=0.0),
         "unsent_speech_frames": sum(c["unsent_frames"] for c in calls),
         "server_counters": counters,
+        "decodes": decode_summary(calls),
         **sampled,
     }
 
@@ -287,9 +325,12 @@ def max_within_target(levels: dict[str, dict[str, Any]], target_ms: float) -> in
 
 
 PATTERN_TITLES = {
-    "burst": "burst — every caller speaks as soon as the bot is quiet (lock-step worst case)",
+    "burst": "burst — every caller speaks as soon as the bot is quiet (lock-step worst case); "
+    "real Danish turns and English requests",
     "callers": "callers — each caller thinks first (0–8 s before the first turn, 0.5–3 s before "
-    "a later one), as people do",
+    "a later one), as people do; real Danish turns and English requests",
+    "callers-espeak-da": "callers-espeak-da — the callers pattern speaking espeak-ng Danish: "
+    "the worst case (Whisper base loops on it), not what callers produce",
 }
 
 
@@ -338,6 +379,9 @@ def _level_table(levels: dict[str, Any]) -> str:
                 fmt(d["p50"]),
                 fmt(d["p95"]),
                 fmt(lv["transcript_ms"]["p95"]),
+                fmt(lv.get("decodes", {}).get("asr_ms", {}).get("p95")),
+                fmt(lv.get("decodes", {}).get("tokens", {}).get("max")),
+                f"{lv.get('decodes', {}).get('redecoded_turns', 0)}/{lv.get('decodes', {}).get('turns', 0)}",
                 fmt(lv.get("server_cpu_pct_mean")),
                 fmt(lv.get("server_cpu_pct_max")),
                 fmt(lv.get("server_rss_mb_max")),
@@ -357,6 +401,9 @@ def _level_table(levels: dict[str, Any]) -> str:
             "decision p50 ms",
             "decision p95 ms",
             "transcript p95 ms",
+            "decode p95 ms",
+            "tokens max",
+            "re-decoded turns",
             "server CPU % mean",
             "CPU % max",
             "server RSS MB",
@@ -380,7 +427,7 @@ def plot(result: dict[str, Any], out_dir: Path) -> list[str]:
     if not patterns:
         return []
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
-    colours = {"burst": "#a5533b", "callers": "#3b6ea5"}
+    colours = {"burst": "#a5533b", "callers": "#3b6ea5", "callers-espeak-da": "#888888"}
     for name, levels in patterns.items():
         ns = [int(n) for n in levels]
         for key, style in (("p50", "o:"), ("p95", "s-")):
@@ -422,7 +469,8 @@ def plot(result: dict[str, Any], out_dir: Path) -> list[str]:
         label=f"{result['target_p95_ms']:.0f} ms target",
     )
     ax.set_xscale("log", base=2)
-    ax.set_xticks(ns, [str(n) for n in ns])
+    every = sorted({int(n) for lv in patterns.values() for n in lv})
+    ax.set_xticks(every, [str(n) for n in every])
     ax.set_xlabel("simultaneous calls")
     ax.set_ylabel("speech end → decision (ms)")
     ax.set_title("Latency against concurrent calls")
@@ -433,7 +481,8 @@ def plot(result: dict[str, Any], out_dir: Path) -> list[str]:
     ax.yaxis.set_minor_formatter(
         FuncFormatter(lambda v, _: f"{v:,.0f}" if str(v)[0] in "25" else "")
     )
-    name, levels = next(reversed(patterns.items()))  # server load of the realistic pattern
+    name = "callers" if "callers" in patterns else next(iter(patterns))
+    levels = patterns[name]  # server load of the realistic pattern
     ns = [int(n) for n in levels]
     cpu = [levels[str(n)].get("server_cpu_pct_mean", float("nan")) for n in ns]
     rss = [levels[str(n)].get("server_rss_mb_max", float("nan")) for n in ns]

@@ -70,8 +70,9 @@ def free_port() -> int:
 
 
 def _voicebot_command() -> list[str]:
-    script = Path(sys.executable).parent / "voicebot"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "voicebot"]
+    # `-m` from PROJECT_ROOT runs this tree's code; a venv's `voicebot` script may import
+    # another checkout's (an editable install elsewhere).
+    return [sys.executable, "-m", "voicebot"]
 
 
 class ServerProcess:
