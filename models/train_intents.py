@@ -32,7 +32,15 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 
 from models.evaluation import normalize_danish
-from models.intent_data import INTENTS_DIR, Example, load_utterances, read_tsv
+from models.intent_data import (
+    DEFAULT_LANGUAGE,
+    INTENTS_DIR,
+    LANGUAGES,
+    Example,
+    asr_path,
+    load_utterances,
+    read_tsv,
+)
 from voicebot.understanding import softmax, text_features
 
 N_FOLDS = 5
@@ -40,6 +48,8 @@ N_FOLDS = 5
 SHIPPED_USE_ASR = True
 SHIPPED_ASR_MAX_CER: float | None = None  # CER filter for ASR rows; None keeps all
 SHIPPED_ASR_WEIGHT = 0.5  # sample weight of an ASR row
+# The languages the shipped model is trained on (intents/RESULTS.md, "English (issue 14)").
+SHIPPED_LANGUAGES: tuple[str, ...] = LANGUAGES
 
 
 @dataclass(frozen=True)
@@ -175,7 +185,8 @@ def fit_temperature(scores: np.ndarray, labels: np.ndarray) -> float:
 
 
 def train(examples: list[Example], out_path: Path, c: float = 8.0, seed: int = 0,
-          asr_weight: float = SHIPPED_ASR_WEIGHT) -> dict:
+          asr_weight: float = SHIPPED_ASR_WEIGHT, languages: tuple[str, ...] = (DEFAULT_LANGUAGE,)) -> dict:
+    """Fit, calibrate and export; `languages` (what `examples` are in) goes into intent.json."""
     texts = [e.text for e in examples]
     classes = sorted({e.intent for e in examples})
     y = np.array([classes.index(e.intent) for e in examples])
@@ -192,6 +203,7 @@ def train(examples: list[Example], out_path: Path, c: float = 8.0, seed: int = 0
         "family": "tfidf-char-word-logreg",
         "C": c,
         "asr_weight": asr_weight,
+        "languages": list(languages),
         "training_examples": len(examples),
         "training_sources": dict(Counter(e.source for e in examples)),
         "training_sha256": digest,
@@ -248,10 +260,13 @@ def export_onnx(pipeline: Pipeline, n_features: int, out_path: Path) -> None:
     out_path.write_bytes(model.SerializeToString())
 
 
-def training_examples(use_asr: bool = True, max_cer: float | None = SHIPPED_ASR_MAX_CER) -> list[Example]:
-    """The shipped model's training data. `use_asr=False` (`--no-asr`) forbids the ASR
-    transcripts; they are added only when the shipped variant uses them (SHIPPED_USE_ASR)."""
-    examples: list[Example] = list(load_utterances())
-    if use_asr and SHIPPED_USE_ASR:
-        examples += filter_asr(load_asr_examples(), max_cer)
+def training_examples(use_asr: bool = True, max_cer: float | None = SHIPPED_ASR_MAX_CER,
+                      languages: tuple[str, ...] = SHIPPED_LANGUAGES) -> list[Example]:
+    """The shipped model's training data in `languages`. `use_asr=False` (`--no-asr`) forbids
+    the ASR transcripts; they are added only when the shipped variant uses them (SHIPPED_USE_ASR)."""
+    examples: list[Example] = []
+    for language in languages:
+        examples += load_utterances(language=language)
+        if use_asr and SHIPPED_USE_ASR:
+            examples += filter_asr(load_asr_examples(asr_path("train", language)), max_cer)
     return examples
