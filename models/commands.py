@@ -36,16 +36,20 @@ def add_train_intents(sub: Subparsers) -> None:
     s.add_argument("--no-asr", action="store_true", help="train on written utterances only")
     s.add_argument("--out", help="output .onnx path (default: settings.intent_model)")
     s.add_argument("--language", action="append", choices=("da", "en"), dest="languages",
-                   help="train on this language's data (repeatable; default: the shipped languages)")
+                   help="train on this language's data (default da); one language's model goes to its "
+                        "own file (en: intent_en.onnx beside settings.intent_model); several need --out")
     s.set_defaults(func=cmd_train_intents)
 
 
 def cmd_train_intents(args: argparse.Namespace) -> int:
-    from models.train_intents import SHIPPED_LANGUAGES, train, training_examples
+    from models.train_intents import SHIPPED_LANGUAGES, model_path_for, train, training_examples
 
     settings = _settings(args)
-    out = Path(args.out) if args.out else settings.intent_model
     languages = tuple(dict.fromkeys(args.languages)) if args.languages else SHIPPED_LANGUAGES
+    if len(languages) > 1 and not args.out:
+        print("voicebot train-intents: a model of several languages needs --out", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else model_path_for(languages[0], settings.intent_model)
     summary = train(training_examples(use_asr=not args.no_asr, languages=languages), out,
                     languages=languages)
     print(json.dumps(summary, ensure_ascii=False, indent=1))

@@ -119,3 +119,84 @@ def test_eval_intents_language_option_labels_rows_without_a_column(tmp_path: Pat
     tsv.write_text("text\tintent\nI lost my yellow card\thealth_card\n", encoding="utf-8")
     assert set(_eval_json([str(tsv), "--language", "en"], capsys)["languages"]) == {"en"}
     assert set(_eval_json([str(tsv)], capsys)["languages"]) == {"da"}
+
+
+# Clear requests written for this test, in neither the training nor the held-back data.
+CLEAR_ENGLISH = {
+    "passport": ["my passport runs out in May and I need a new one", "how much is a passport for an adult",
+                 "I lost my passport on the train"],
+    "driving_licence": ["I want to renew my driver's license", "can I swap my Indian driving licence",
+                        "my driving licence card was stolen"],
+    "health_card": ["I lost my yellow health card", "I would like a different GP", "where is my gule kort"],
+    "moving": ["I have moved to a new flat and must register it", "how do I report my change of address",
+               "we move to Amager on the first"],
+    "mitid": ["I cannot log in because my MitID is locked", "I need to get MitID", "the MitID activation code"],
+    "parking_permit": ["I want to buy a resident parking permit", "can my guests get a parking permit",
+                       "my beboerlicens must change to my new car"],
+    "parking_fine": ["I want to complain about my parking ticket", "how can I pay a parking fine",
+                     "I got a parking fine but I had a permit"],
+    "waste": ["nobody emptied our garbage bins", "I have an old sofa to throw away",
+              "which bin is for plastic bottles"],
+    "building": ["do I need a building permit for a new carport", "any news on my building case",
+                 "I want to build an extension to my house"],
+    "elder_care": ["my old mother needs home help", "the home carer did not visit my father",
+                   "how do I get a care home place for my dad"],
+    "childcare_school": ["I need a kindergarten place for my son", "how do I enroll my daughter in school",
+                         "we are waiting for a vuggestue place"],
+    "job_centre": ["I am unemployed and need cash benefit", "I have to cancel my jobcenter meeting",
+                   "where can I learn Danish for free"],
+    "social_services": ["I think the child next door is neglected", "my disabled son needs support",
+                        "I am homeless and need a place to sleep"],
+    "national_body": ["I need a tax card for my job", "can I get housing benefit for my flat",
+                      "when is the state pension paid"],
+    "human_agent": ["I want to talk to a real person", "please transfer me to a human",
+                    "can I speak to somebody"],
+    "emergency": ["my wife collapsed in the kitchen", "there's a fire in our flat",
+                  "my father is not breathing anymore"],
+    "out_of_scope": ["what will the weather be like tomorrow", "sorry I dialled the wrong number",
+                     "my private landlord will not return my deposit"],
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def english_classifier():
+    """The English model as the runtime loads it: intent_en.onnx beside the Danish one."""
+    from models.train_intents import model_path_for
+    from voicebot.catalogue import load_catalogue
+    from voicebot.config import load_settings
+    from voicebot.understanding import IntentClassifier, IntentModel
+
+    settings = load_settings(None)
+    model = IntentModel(model_path_for("en", settings.intent_model))
+    assert model.meta["languages"] == ["en"]
+    return IntentClassifier(model, load_catalogue(settings.catalogue))
+
+
+def test_clear_english_requests_are_understood(english_classifier):
+    seen = {e.text for e in load_utterances(language="en") + load_heldout("en")}
+    assert not {t for texts in CLEAR_ENGLISH.values() for t in texts} & seen
+    wrong = [(text, intent, english_classifier.classify(text, explain=False).intent)
+             for intent, texts in CLEAR_ENGLISH.items() for text in texts
+             if english_classifier.classify(text, explain=False).intent != intent]
+    assert not wrong
+
+
+def test_english_emergencies_are_acted_on_at_once(english_classifier):
+    """Emergency acts at the confirm threshold already (voicebot/dialogue.py): every English
+    emergency must reach it."""
+    from voicebot.config import load_settings
+
+    confirm = load_settings(None).dialogue.confirm
+    # The issue's own examples first (they are in the training data too).
+    issue = ["my husband collapsed", "there's a fire", "he is not breathing"]
+    for text in issue + CLEAR_ENGLISH["emergency"] + ["my mother fell and she is bleeding"]:
+        u = english_classifier.classify(text, explain=False)
+        assert u.intent == "emergency" and u.confidence >= confirm, (text, u.intent, u.confidence)
+
+
+def test_train_intents_puts_each_language_in_its_own_file(tmp_path: Path):
+    from models.train_intents import model_path_for
+
+    danish = tmp_path / "intent.onnx"
+    assert model_path_for("da", danish) == danish
+    assert model_path_for("en", danish) == tmp_path / "intent_en.onnx"
