@@ -36,15 +36,29 @@ def add_train_intents(sub: Subparsers) -> None:
     s = sub.add_parser("train-intents", help="train the intent model and export it to ONNX")
     s.add_argument("--no-asr", action="store_true", help="train on written utterances only")
     s.add_argument("--out", help="output .onnx path (default: settings.intent_model)")
+    s.add_argument(
+        "--language",
+        action="append",
+        choices=("da", "en"),
+        dest="languages",
+        help="train on this language's data (default da); one language's model goes to its "
+        "own file (en: intent_en.onnx beside settings.intent_model); several need --out",
+    )
     s.set_defaults(func=cmd_train_intents)
 
 
 def cmd_train_intents(args: argparse.Namespace) -> int:
-    from models.train_intents import train, training_examples
+    from models.train_intents import SHIPPED_LANGUAGES, model_path_for, train, training_examples
 
     settings = _settings(args)
-    out = Path(args.out) if args.out else settings.intent_model
-    summary = train(training_examples(use_asr=not args.no_asr), out)
+    languages = tuple(dict.fromkeys(args.languages)) if args.languages else SHIPPED_LANGUAGES
+    if len(languages) > 1 and not args.out:
+        print("voicebot train-intents: a model of several languages needs --out", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else model_path_for(languages[0], settings.intent_model)
+    summary = train(
+        training_examples(use_asr=not args.no_asr, languages=languages), out, languages=languages
+    )
     print(json.dumps(summary, ensure_ascii=False, indent=1))
     return 0
 
@@ -56,6 +70,12 @@ def add_make_training_data(sub: Subparsers) -> None:
     )
     s.add_argument("--per-utterance", type=int, default=2, help="voices per utterance")
     s.add_argument("--no-heldout", action="store_true", help="skip the held-back split")
+    s.add_argument(
+        "--language",
+        choices=("da", "en"),
+        default="da",
+        help="whose utterances: voices and the ASR's forced language follow it",
+    )
     s.set_defaults(func=cmd_make_training_data)
 
 
@@ -65,10 +85,12 @@ def cmd_make_training_data(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     provision_for(settings)
+    asr_settings = settings.asr.model_copy(update={"language": args.language})
     made = make_training_data(
-        WhisperAsr(settings.whisper_dir, settings.asr),
+        WhisperAsr(settings.whisper_dir, asr_settings),
         args.per_utterance,
         heldout=not args.no_heldout,
+        language=args.language,
     )
     print(f"new transcripts: {made} (cached rows were kept)")
     return 0
@@ -155,47 +177,98 @@ def add_eval_intents(sub: Subparsers) -> None:
     s.add_argument(
         "--audio", action="store_true", help="FILE is a manifest of audio files; run ASR first"
     )
+    s.add_argument(
+        "--language",
+        choices=("da", "en"),
+        help="the language of rows without a `language` column (default da); with --audio "
+        "the ASR is forced to it",
+    )
+    s.add_argument(
+        "--model", help="intent model .onnx to score with (default: settings.intent_model)"
+    )
     s.set_defaults(func=cmd_eval_intents)
 
 
-def _labelled_rows(args: argparse.Namespace, settings: Settings) -> list[tuple[str, str]]:
-    """(text, intent) pairs: the TSV's, or with --audio the manifest's audio transcribed."""
+def _labelled_rows(args: argparse.Namespace, settings: Settings) -> list[tuple[str, str, str]]:
+    """(text, intent, language) rows: the TSV's (language from its `language` column, else
+    --language, else Danish), or with --audio the manifest's audio transcribed."""
     from models.evaluation import load_manifest
-    from models.intent_data import load_tsv
+    from models.intent_data import DEFAULT_LANGUAGE, load_tsv, row_languages
 
+    default = args.language or DEFAULT_LANGUAGE
     if not args.audio:  # empty texts stay: a transcript set holds silences too
-        return [(e.text, e.intent) for e in load_tsv(Path(args.file), keep_empty=True)]
+        path = Path(args.file)
+        examples = load_tsv(path, keep_empty=True)
+        return [
+            (e.text, e.intent, language)
+            for e, language in zip(examples, row_languages(path, default), strict=True)
+        ]
     from faster_whisper.audio import decode_audio
 
     from voicebot.asr import WhisperAsr
 
     provision_for(settings)
-    transcribe = _long_transcriber(WhisperAsr(settings.whisper_dir, settings.asr), None)
+    asr_settings = (
+        settings.asr.model_copy(update={"language": args.language})
+        if args.language
+        else settings.asr
+    )
+    transcribe = _long_transcriber(WhisperAsr(settings.whisper_dir, asr_settings), None)
     return [
-        (transcribe(decode_audio(str(i.audio), sampling_rate=SAMPLE_RATE)), i.reference)
+        (transcribe(decode_audio(str(i.audio), sampling_rate=SAMPLE_RATE)), i.reference, default)
         for i in load_manifest(args.file)
     ]
 
 
 def cmd_eval_intents(args: argparse.Namespace) -> int:
-    from models.evaluation import first_turns_of, intent_metrics
     from voicebot.catalogue import load_catalogue
-    from voicebot.dialogue import DialoguePolicy
     from voicebot.services import load_classifier
+    from voicebot.understanding import IntentClassifier, IntentModel
 
     settings = _settings(args)
     catalogue = load_catalogue(settings.catalogue)
-    classifier = load_classifier(settings, catalogue)
+    classifier = (
+        IntentClassifier(IntentModel(args.model), catalogue)
+        if args.model
+        else load_classifier(settings, catalogue)
+    )
     rows = _labelled_rows(args, settings)
-    unknown = sorted({intent for _, intent in rows} - set(catalogue.intents))
+    unknown = sorted({intent for _, intent, _ in rows} - set(catalogue.intents))
     if unknown:
         print(
             f"voicebot eval-intents: {args.file}: unknown intent ids {', '.join(unknown)}",
             file=sys.stderr,
         )
         return 2
-    results = [classifier.classify(text, explain=False) for text, _ in rows]
-    gold = [g for _, g in rows]
+    metrics = _intent_metrics_of(rows, classifier, catalogue, settings)
+    languages = sorted({language for _, _, language in rows})
+    # Every language on its own: a good Danish score must not hide a poor English one.
+    metrics["languages"] = {
+        language: _intent_metrics_of(
+            [r for r in rows if r[2] == language], classifier, catalogue, settings
+        )
+        for language in languages
+    }
+    if args.json:
+        _print_json(metrics)
+        return 0
+    for language in languages:
+        print(f"== language {language}")
+        _print_intent_report(metrics["languages"][language])
+    if len(languages) > 1:
+        print("== all languages")
+        _print_intent_report(metrics)
+    return 0
+
+
+def _intent_metrics_of(
+    rows: list[tuple[str, str, str]], classifier: Any, catalogue: Any, settings: Settings
+) -> dict[str, Any]:
+    from models.evaluation import first_turns_of, intent_metrics
+    from voicebot.dialogue import DialoguePolicy
+
+    results = [classifier.classify(text, explain=False) for text, _, _ in rows]
+    gold = [g for _, g, _ in rows]
     metrics = intent_metrics(
         gold,
         [r.intent for r in results],
@@ -205,15 +278,11 @@ def cmd_eval_intents(args: argparse.Namespace) -> int:
     # What the caller would live through: the dialogue policy's first action on each turn.
     metrics["first_turn"] = first_turns_of(
         gold,
-        [text for text, _ in rows],
+        [text for text, _, _ in rows],
         results,
         lambda: DialoguePolicy(catalogue, classifier, settings.dialogue),
     )
-    if args.json:
-        _print_json(metrics)
-    else:
-        _print_intent_report(metrics)
-    return 0
+    return metrics
 
 
 def _print_intent_report(metrics: dict[str, Any]) -> None:

@@ -3,9 +3,11 @@ speeds and pitches), sent through a phone line (8 kHz, noise, G.711 μ-law) and 
 by the project's own ASR. The transcripts teach the intent model what the recogniser
 really writes ("pers" for "pas").
 
-Output (cached, incremental — rows already present are not made again):
-  intents/asr/train_asr.tsv    from intents/utterances/*.txt
+Output (cached, incremental — rows already present are not made again), per language:
+  intents/asr/train_asr.tsv    from intents/utterances/*.txt (Danish)
   intents/asr/heldout_asr.tsv  from intents/heldout.tsv (evaluation only, never trained on)
+  intents/asr/train_asr_en.tsv, heldout_asr_en.tsv  the same for English (utterances/en/,
+  heldout_en.tsv), spoken by English voices and transcribed with Whisper forced to English
 """
 
 from __future__ import annotations
@@ -18,7 +20,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from models.intent_data import INTENTS_DIR, Example, load_heldout, load_utterances, read_tsv
+from models.intent_data import (
+    DEFAULT_LANGUAGE,
+    Example,
+    asr_path,
+    load_heldout,
+    load_utterances,
+    read_tsv,
+)
 from telephony.codecs import phone_line
 from voicebot.asr import WhisperAsr
 from voicebot.tts import Speaker, Voice
@@ -29,6 +38,13 @@ VOICES = (
     Voice("da+f1", 125, 55), Voice("da+m1", 185, 45), Voice("da+f4", 160, 70),
     Voice("da+m7", 135, 35),
 )  # fmt: skip
+# English: British and American voices and variants, slower ones for hesitant callers.
+VOICES_EN = (
+    Voice("en", 150, 50), Voice("en-us", 160, 45), Voice("en+f3", 140, 65),
+    Voice("en-us+m3", 170, 40), Voice("en+f1", 125, 55), Voice("en-us+f4", 155, 70),
+    Voice("en+m7", 135, 35),
+)  # fmt: skip
+VOICES_BY_LANGUAGE = {"da": VOICES, "en": VOICES_EN}
 COLUMNS = ("text", "intent", "source_text", "voice", "snr_db")
 
 
@@ -47,13 +63,15 @@ def _seed(text: str, k: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{k}:{text}".encode()).digest()[:8], "little")
 
 
-def renditions(examples: list[Example], per_utterance: int) -> list[Rendition]:
+def renditions(
+    examples: list[Example], per_utterance: int, voices: tuple[Voice, ...] = VOICES
+) -> list[Rendition]:
     """A deterministic choice of voices and noise levels per utterance."""
     out = []
     for e in examples:
         rng = np.random.default_rng(_seed(e.text, 0))
-        for i in rng.choice(len(VOICES), size=min(per_utterance, len(VOICES)), replace=False):
-            out.append(Rendition(e, VOICES[int(i)], float(np.round(rng.uniform(12, 30), 1))))
+        for i in rng.choice(len(voices), size=min(per_utterance, len(voices)), replace=False):
+            out.append(Rendition(e, voices[int(i)], float(np.round(rng.uniform(12, 30), 1))))
     return out
 
 
@@ -88,14 +106,19 @@ def transcribe_renditions(
 
 
 def make_training_data(
-    asr: WhisperAsr, per_utterance: int = 2, heldout: bool = True
+    asr: WhisperAsr, per_utterance: int = 2, heldout: bool = True, language: str = DEFAULT_LANGUAGE
 ) -> dict[str, int]:
+    """Transcripts of one language's utterances; `asr` must be forced to that language."""
+    if asr.settings.language != language:
+        raise ValueError(
+            f"the ASR is set to {asr.settings.language!r}, the utterances are {language!r}"
+        )
     speaker = Speaker(cache_size=4)
-    asr_dir = INTENTS_DIR / "asr"
+    voices = VOICES_BY_LANGUAGE[language]
     made = {
         "train": transcribe_renditions(
-            renditions(load_utterances(), per_utterance),
-            asr_dir / "train_asr.tsv",
+            renditions(load_utterances(language=language), per_utterance, voices),
+            asr_path("train", language),
             asr,
             speaker,
             "training utterances",
@@ -103,8 +126,8 @@ def make_training_data(
     }
     if heldout:
         made["heldout"] = transcribe_renditions(
-            renditions(load_heldout(), per_utterance),
-            asr_dir / "heldout_asr.tsv",
+            renditions(load_heldout(language), per_utterance, voices),
+            asr_path("heldout", language),
             asr,
             speaker,
             "held-back utterances",
