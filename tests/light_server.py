@@ -32,7 +32,7 @@ class ScriptedAsr:
     def __init__(self, delay_ms: tuple[float, float]) -> None:
         self.delay_ms = delay_ms
 
-    def transcribe(self, audio, previous_text=None, prefix=None):
+    def transcribe(self, audio, previous_text=None, prefix=None, languages=None):
         from voicebot.asr import AsrResult
 
         time.sleep(random.uniform(*self.delay_ms) / 1000)

@@ -41,14 +41,14 @@ class FakeAsr:
 
         self.batches: list[int] = []
 
-    def transcribe(self, audio, previous_text=None, prefix=None):
+    def transcribe(self, audio, previous_text=None, prefix=None, languages=None):
         import time
 
         time.sleep(self.delay)
         self.batches.append(1)
         return AsrResult("tekst", -0.1, 0.0, len(audio) / 16000, 6.0, self.delay * 1000)
 
-    def transcribe_batch(self, audios, previous_text=None):
+    def transcribe_batch(self, audios, previous_text=None, languages=None):
         import time
 
         time.sleep(self.delay)
@@ -105,11 +105,11 @@ class RecordingAsr(FakeAsr):
         super().__init__(delay)
         self.decoded: list[float] = []
 
-    def transcribe(self, audio, previous_text=None, prefix=None):
+    def transcribe(self, audio, previous_text=None, prefix=None, languages=None):
         self.decoded.append(float(audio[0]))
         return super().transcribe(audio, previous_text, prefix)
 
-    def transcribe_batch(self, audios, previous_text=None):
+    def transcribe_batch(self, audios, previous_text=None, languages=None):
         self.decoded += [float(a[0]) for a in audios]
         return super().transcribe_batch(audios, previous_text)
 
@@ -154,7 +154,7 @@ def test_guesses_do_not_count_towards_overload():
 
 def test_a_failing_decode_fails_every_call_in_its_batch():
     class Broken(FakeAsr):
-        def transcribe_batch(self, audios, previous_text=None):
+        def transcribe_batch(self, audios, previous_text=None, languages=None):
             raise RuntimeError("decoder fault")
 
     async def scenario():

@@ -1,9 +1,14 @@
-"""Danish speech recognition: one CTranslate2 Whisper per process, shared by all calls.
+"""Speech recognition: one CTranslate2 Whisper per process, shared by all calls.
 
 - The encoder sees the audio that exists plus a margin (a trimmed window), not a padded
   30 s window: the encoder's cost follows its input length (README, "ASR").
-- Decoding is greedy, language forced to Danish, and may be biased with the catalogue's
-  domain terms as a previous-text prompt (off by default: it measured worse).
+- Decoding is greedy, language forced (asr.language, Danish, unless told otherwise), and
+  may be biased with the catalogue's domain terms as a previous-text prompt (off by
+  default: it measured worse).
+- Given several languages, a decode first asks Whisper which one it hears, on the same
+  encoder output (one decoder step more, no second encoding), keeps the choice only when
+  it leads by asr.language_margin among those languages, and decodes forced to it: the
+  turn that reveals the language is understood in it.
 - AsrPool runs decodes off the event loop in a bounded pool, in three priorities: finals (a
   caller waits; up to a limit, then Overloaded and the caller is told or routed), guesses
   (speculative finals decoded in a pause; run only when no final waits, dropped unstarted
@@ -13,11 +18,13 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import zlib
 from collections import deque
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import ctranslate2
@@ -52,6 +59,9 @@ class AsrResult:
     audio_s: float
     window_s: float
     asr_ms: float
+    language: str = ""  # the language decoded in
+    # Whisper's detection among the languages asked about (sums to 1); empty when forced.
+    language_scores: dict[str, float] = field(default_factory=dict)
 
     @property
     def words(self) -> list[str]:
@@ -71,6 +81,19 @@ def _looping(text: str) -> bool:
         return True
     words = [w.strip(".,!?").lower() for w in text.split()]
     return any(a == b == c for a, b, c in zip(words, words[1:], words[2:], strict=False))
+
+
+def choose_language(
+    detected: list[tuple[str, float]], languages: Sequence[str], margin: float
+) -> tuple[str, dict[str, float]]:
+    """Whisper's language probabilities ("<|en|>", p) restricted to `languages`: the best of
+    them when it leads the next by `margin`, else the first (the call's own language)."""
+    allowed = {token.strip("<|>"): p for token, p in detected}
+    total = sum(allowed.get(code, 0.0) for code in languages) or 1.0
+    scores = {code: allowed.get(code, 0.0) / total for code in languages}
+    ranked = sorted(languages, key=lambda code: -scores[code])
+    lead = scores[ranked[0]] - (scores[ranked[1]] if len(ranked) > 1 else 0.0)
+    return (ranked[0] if lead >= margin else languages[0]), scores
 
 
 def check_model_dir(model_dir: Path) -> None:
@@ -115,14 +138,24 @@ class WhisperAsr:
         wanted = min(MAX_FRAMES, wanted + wanted % 2)  # the encoder's convolutions stride by 2
         return wanted
 
-    def prompt_tokens(self, previous_text: str | None, prefix: str | None) -> list[int]:
+    def language_token(self, language: str | None) -> int:
+        if language is None or language == self.settings.language:
+            return self.tokenizer.language
+        token = self.tokenizer.tokenizer.token_to_id(f"<|{language}|>")
+        if token is None:
+            raise ValueError(f"Whisper has no language '{language}'")
+        return token
+
+    def prompt_tokens(
+        self, previous_text: str | None, prefix: str | None, language: str | None = None
+    ) -> list[int]:
         tokens: list[int] = []
         if previous_text:
             prev = self.tokenizer.encode(" " + previous_text.strip())[:223]
             tokens = [self.tokenizer.sot_prev, *prev]
         tokens += [
             self.tokenizer.sot,
-            self.tokenizer.language,
+            self.language_token(language),
             self.tokenizer.transcribe,
             self.tokenizer.no_timestamps,
         ]
@@ -146,8 +179,26 @@ class WhisperAsr:
         # The result holds a forced prefix's tokens too, so the text is the whole turn.
         return result, self.tokenizer.decode(tokens).strip()
 
+    def encode_and_detect(
+        self, features: ctranslate2.StorageView, languages: Sequence[str] | None
+    ) -> tuple[ctranslate2.StorageView, list[tuple[str, dict[str, float]]]]:
+        """The encoder input for generate, and per row the language to decode in. With
+        several languages the features are encoded once here and Whisper's detection reads
+        that encoding; generate takes the encoder output as it is (no second encoding)."""
+        rows = features.shape[0]
+        if not languages or len(languages) == 1:
+            language = languages[0] if languages else self.settings.language
+            return features, [(language, {})] * rows
+        encoded = self.model.encode(features)
+        detected = self.model.detect_language(encoded)
+        margin = self.settings.language_margin
+        return encoded, [choose_language(d, languages, margin) for d in detected]
+
     def transcribe_batch(
-        self, audios: list[np.ndarray], previous_text: str | None = None
+        self,
+        audios: list[np.ndarray],
+        previous_text: str | None = None,
+        languages: Sequence[str] | None = None,
     ) -> list[AsrResult]:
         """Several calls' turns in one pass, padded to the longest window."""
         start = time.perf_counter()
@@ -161,13 +212,16 @@ class WhisperAsr:
         for i, mel in enumerate(mels):
             n = min(frames, mel.shape[1])
             batch[i, :, :n] = mel[:, :n]
-        prompt = self.prompt_tokens(previous_text, None)
+        inputs, chosen = self.encode_and_detect(
+            ctranslate2.StorageView.from_array(batch), languages
+        )
+        prompts = [self.prompt_tokens(previous_text, None, language) for language, _ in chosen]
         max_new = int(MAX_TOKENS_PER_S * max(len(a) for a in audios) / SAMPLE_RATE) + 8
         results = self.model.generate(
-            ctranslate2.StorageView.from_array(batch),
-            [prompt] * len(audios),
+            inputs,
+            prompts,
             beam_size=self.settings.beam_size,
-            max_length=min(448, len(prompt) + 2 * max_new),
+            max_length=min(448, max(len(p) for p in prompts) + 2 * max_new),
             return_scores=True,
             return_no_speech_prob=True,
             suppress_blank=True,
@@ -175,11 +229,13 @@ class WhisperAsr:
         )
         elapsed_ms = (time.perf_counter() - start) * 1000
         out = []
-        for audio, result in zip(audios, results, strict=True):
+        for audio, result, (language, scores) in zip(audios, results, chosen, strict=True):
             tokens = [t for t in result.sequences_ids[0] if t < self.tokenizer.eot]
             text = self.tokenizer.decode(tokens).strip()
-            if _looping(text):
-                out.append(self.transcribe(audio, previous_text))  # retried alone, without repeats
+            if _looping(text):  # retried alone, without repeats, in the language chosen
+                retried = self.transcribe(audio, previous_text, languages=[language])
+                retried.language_scores = scores
+                out.append(retried)
                 continue
             out.append(
                 AsrResult(
@@ -189,6 +245,8 @@ class WhisperAsr:
                     len(audio) / SAMPLE_RATE,
                     frames / FRAMES_PER_SECOND,
                     elapsed_ms,
+                    language,
+                    scores,
                 )
             )
         return out
@@ -199,8 +257,10 @@ class WhisperAsr:
         previous_text: str | None = None,
         prefix: str | None = None,
         trim: bool | None = None,
+        languages: Sequence[str] | None = None,
     ) -> AsrResult:
-        """Transcribe up to 30 s of 16 kHz float32 audio in one window."""
+        """Transcribe up to 30 s of 16 kHz float32 audio in one window: in asr.language, in
+        languages[0] when one is given, or in the one detected among several."""
         start = time.perf_counter()
         audio = np.asarray(audio, dtype=np.float32)[: MAX_FRAMES * SAMPLE_RATE // FRAMES_PER_SECOND]
         mel = self.features(audio, padding=160)[:, :-1]
@@ -208,15 +268,17 @@ class WhisperAsr:
         window = np.zeros((mel.shape[0], frames), dtype=np.float32)
         n = min(frames, mel.shape[1])
         window[:, :n] = mel[:, :n]
-        prompt = self.prompt_tokens(previous_text, prefix)
-        features = ctranslate2.StorageView.from_array(window[None])
+        inputs, [(language, scores)] = self.encode_and_detect(
+            ctranslate2.StorageView.from_array(window[None]), languages
+        )
+        prompt = self.prompt_tokens(previous_text, prefix, language)
         # Nobody says more than ~12 tokens a second: a longer output is a decoding loop. (With
         # CTranslate2 4.8, max_length=N measured about N/2 new tokens, hence the factor 2 below.)
         max_new = int(MAX_TOKENS_PER_S * len(audio) / SAMPLE_RATE) + 12
-        result, text = self._decode(features, prompt, max_new)
+        result, text = self._decode(inputs, prompt, max_new)
         if _looping(text):  # Whisper's compression-ratio test: retry without repeats
             result, text = self._decode(
-                features, prompt, max_new, no_repeat_ngram_size=3, repetition_penalty=1.2
+                inputs, prompt, max_new, no_repeat_ngram_size=3, repetition_penalty=1.2
             )
         no_speech = float(result.no_speech_prob)
         logprob = float(result.scores[0]) if result.scores else 0.0  # already length-normalised
@@ -227,6 +289,8 @@ class WhisperAsr:
             audio_s=len(audio) / SAMPLE_RATE,
             window_s=frames / FRAMES_PER_SECOND,
             asr_ms=(time.perf_counter() - start) * 1000,
+            language=language,
+            language_scores=scores,
         )
 
 
@@ -234,6 +298,7 @@ class WhisperAsr:
 class _Request:
     audio: np.ndarray
     previous_text: str | None
+    languages: tuple[str, ...] | None  # one: forced; several: detected among them
     future: asyncio.Future
 
 
@@ -263,17 +328,25 @@ class AsrPool:
     def load(self) -> int:
         return self._running + len(self._queue)
 
-    async def final(self, audio: np.ndarray, previous_text: str | None = None) -> AsrResult:
+    async def final(
+        self,
+        audio: np.ndarray,
+        previous_text: str | None = None,
+        languages: tuple[str, ...] | None = None,
+    ) -> AsrResult:
         if self._finals >= self.settings.max_pending:
             raise Overloaded(f"{self._finals} final decodes already waiting")
         self._finals += 1
         try:
-            return await self._enqueue(self._queue, audio, previous_text)
+            return await self._enqueue(self._queue, audio, previous_text, languages)
         finally:
             self._finals -= 1
 
     async def speculative(
-        self, audio: np.ndarray, previous_text: str | None = None
+        self,
+        audio: np.ndarray,
+        previous_text: str | None = None,
+        languages: tuple[str, ...] | None = None,
     ) -> AsrResult | None:
         """A final decode started before the turn has surely ended. It runs only when no
         final waits (a guess must not delay someone's real final); None when finals wait or
@@ -282,18 +355,25 @@ class AsrPool:
         self._drop_abandoned(self._guesses)
         if self._queue or len(self._guesses) >= self.settings.max_pending:
             return None
-        return await self._enqueue(self._guesses, audio, previous_text)
+        return await self._enqueue(self._guesses, audio, previous_text, languages)
 
     async def _enqueue(
-        self, queue: deque[_Request], audio: np.ndarray, previous_text: str | None
+        self,
+        queue: deque[_Request],
+        audio: np.ndarray,
+        previous_text: str | None,
+        languages: tuple[str, ...] | None,
     ) -> AsrResult:
         future = asyncio.get_running_loop().create_future()
-        queue.append(_Request(audio, previous_text, future))
+        queue.append(_Request(audio, previous_text, languages, future))
         self._dispatch()
         return await future
 
     async def partial(
-        self, audio: np.ndarray, previous_text: str | None = None
+        self,
+        audio: np.ndarray,
+        previous_text: str | None = None,
+        languages: tuple[str, ...] | None = None,
     ) -> AsrResult | None:
         """A partial hypothesis, or None when the pool is busy (finals and guesses come first)."""
         if self.busy or self._queue or self._guesses:
@@ -302,7 +382,8 @@ class AsrPool:
         try:
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(
-                self._executor, self.asr.transcribe, audio, previous_text
+                self._executor,
+                functools.partial(self.asr.transcribe, audio, previous_text, languages=languages),
             )
         finally:
             self._running -= 1
@@ -329,6 +410,7 @@ class AsrPool:
                 queue
                 and len(batch) < self.settings.max_batch
                 and queue[0].previous_text == first.previous_text
+                and queue[0].languages == first.languages
             ):
                 batch.append(queue.popleft())
             self._running += 1
@@ -340,16 +422,20 @@ class AsrPool:
         try:
             loop = asyncio.get_running_loop()
             audios = [r.audio for r in batch]
+            first = batch[0]
             if len(batch) == 1:
-                results = [
-                    await loop.run_in_executor(
-                        self._executor, self.asr.transcribe, audios[0], batch[0].previous_text
-                    )
-                ]
-            else:
-                results = await loop.run_in_executor(
-                    self._executor, self.asr.transcribe_batch, audios, batch[0].previous_text
+                decode = functools.partial(
+                    self.asr.transcribe, audios[0], first.previous_text, languages=first.languages
                 )
+                results = [await loop.run_in_executor(self._executor, decode)]
+            else:
+                decode = functools.partial(
+                    self.asr.transcribe_batch,
+                    audios,
+                    first.previous_text,
+                    languages=first.languages,
+                )
+                results = await loop.run_in_executor(self._executor, decode)
             for request, result in zip(batch, results, strict=True):
                 if not request.future.done():
                     request.future.set_result(result)

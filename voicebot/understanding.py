@@ -113,17 +113,22 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 class IntentClassifier:
-    """Catalogue rules first (emergency, then other trigger phrases), then the model."""
+    """Catalogue rules first (emergency, then other trigger phrases), then the model. The
+    rules are one language's: a trigger word of one language may be an everyday word of
+    another ("fire" is Danish for four)."""
 
-    def __init__(self, model: IntentModel, catalogue: Catalogue) -> None:
+    def __init__(
+        self, model: IntentModel, catalogue: Catalogue, language: str | None = None
+    ) -> None:
         self.model = model
         self.catalogue = catalogue
+        self.language = language or catalogue.default_language
         # Emergency first: it overrides everything else.
         ordered = sorted(catalogue.intents.values(), key=lambda i: i.id != "emergency")
         self._rules = [
             (intent.id, phrase, re.compile(rf"(?<!\w){re.escape(normalize(phrase))}(?!\w)"))
             for intent in ordered
-            for phrase in intent.trigger_phrases
+            for phrase in intent.trigger_phrases.get(self.language, [])
         ]
 
     def classify(self, text: str, explain: bool = True) -> Understanding:

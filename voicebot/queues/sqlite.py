@@ -30,7 +30,8 @@ CREATE TABLE IF NOT EXISTS routed_calls (
     claimed_by TEXT,
     claimed_at REAL,
     finished_at REAL,
-    lease_at REAL
+    lease_at REAL,
+    language TEXT NOT NULL DEFAULT 'da'
 );
 CREATE INDEX IF NOT EXISTS routed_calls_queue ON routed_calls (forvaltning, status, created_at);
 CREATE INDEX IF NOT EXISTS routed_calls_created ON routed_calls (created_at);
@@ -38,6 +39,7 @@ CREATE INDEX IF NOT EXISTS routed_calls_created ON routed_calls (created_at);
 _COLUMNS = (
     "call_id", "forvaltning", "intent", "confidence", "transcript", "explanation", "reason",
     "caller", "platform", "created_at", "status", "claimed_by", "claimed_at", "finished_at",
+    "language",
 )  # fmt: skip
 
 
@@ -57,10 +59,15 @@ class SqliteQueueStore:
         self._db.executescript(_SCHEMA)
 
     def _migrate(self) -> None:
-        """Databases made before claim leases lack `lease_at`; add it in place."""
+        """Databases made before claim leases lack `lease_at`, before languages `language`
+        (their calls were all Danish); add them in place."""
         cols = {r[1] for r in self._db.execute("PRAGMA table_info(routed_calls)").fetchall()}
         if cols and "lease_at" not in cols:
             self._db.execute("ALTER TABLE routed_calls ADD COLUMN lease_at REAL")
+        if cols and "language" not in cols:
+            self._db.execute(
+                "ALTER TABLE routed_calls ADD COLUMN language TEXT NOT NULL DEFAULT 'da'"
+            )
 
     def _row(self, row: tuple) -> RoutedCall:
         d = dict(zip(_COLUMNS, row, strict=True))
