@@ -39,7 +39,7 @@ class ScriptedAsr:
         text = SENTENCE if len(audio) > 8000 else ""
         return AsrResult(text, -0.2, 0.01, len(audio) / 16000, 6.0, 5.0)
 
-    def transcribe_batch(self, audios, previous_text=None):
+    def transcribe_batch(self, audios, previous_text=None, languages=None):
         return [self.transcribe(a, previous_text) for a in audios]
 
 

@@ -251,16 +251,6 @@ class Catalogue(BaseModel):
     def language_for_key(self, digit: str) -> str | None:
         return next((c for c, lang in self.languages.items() if lang.key == digit), None)
 
-    def language_asked_for(self, text: str) -> str | None:
-        """The language a whole turn asks for ("English", "engelsk"), or None."""
-        from voicebot.understanding import normalize  # understanding imports this module
-
-        said = normalize(text)
-        for code, language in self.languages.items():
-            if said in {normalize(w) for w in language.switch_words}:
-                return code
-        return None
-
     def check_languages(self, languages: list[str]) -> None:
         """Configured languages the catalogue does not serve fail the start (CatalogueError)."""
         missing = [code for code in languages if code not in self.languages]

@@ -68,6 +68,12 @@ class DialoguePolicy:
         self.no_inputs = 0
         self.pending: Understanding | None = None  # the intent a confirm question asks about
         self.last_intent: str | None = None
+        # A whole turn that names a language ("English", "engelsk") asks for it.
+        self._language_names = {
+            normalize(word): code
+            for code, lang in catalogue.languages.items()
+            for word in lang.switch_words
+        }
         self.set_language(language or catalogue.default_language, classifier)
 
     def set_language(self, language: str, classifier: IntentClassifier) -> None:
@@ -83,7 +89,7 @@ class DialoguePolicy:
     # -- events ----------------------------------------------------------------------
     def on_utterance(self, text: str, understanding: Understanding | None = None) -> Decision:
         self.no_inputs = 0
-        asked = self.catalogue.language_asked_for(text)
+        asked = self._language_names.get(normalize(text))
         if asked is not None and self.state is not State.DONE:  # "English" as the whole turn
             return self._switch_language(asked, f"caller said '{text}'")
         if self.state is State.LISTENING and _only_greeting(text):
