@@ -92,12 +92,13 @@ class BotTurn:
     forvaltning: str | None
     latency_ms: dict[str, float | None]
     explanation: list[str] = field(default_factory=list)
+    language: str | None = None  # the language the bot served the caller in at this turn
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "transcript": self.transcript, "intent": self.intent, "confidence": self.confidence,
             "action": self.action, "forvaltning": self.forvaltning, "latency_ms": self.latency_ms,
-            "explanation": self.explanation,
+            "explanation": self.explanation, "language": self.language,
         }  # fmt: skip
 
 
@@ -401,6 +402,7 @@ class SimulatedCall:
                 transcript=decision.get("transcript", ""), intent=decision.get("intent"),
                 confidence=decision.get("confidence", 0.0), action=decision.get("action", ""),
                 forvaltning=decision.get("forvaltning"), explanation=decision.get("explanation", []),
+                language=decision.get("language"),
                 latency_ms={
                     "speech_end_to_transcript": _ms(t_transcript, speech_end),
                     "speech_end_to_decision": _ms(t_decision, speech_end),

@@ -77,12 +77,13 @@ def routed_call(
 async def route(services: Services, record: RoutedCall) -> None:
     """Put a routed call in its queue exactly as voicebot.session.CallSession.enqueue does."""
     await asyncio.to_thread(services.store.enqueue, record)
-    metrics.ROUTED.labels(record.forvaltning).inc()
+    metrics.ROUTED.labels(record.forvaltning, record.language).inc()
     services.events.publish(
         record.call_id,
         "routed",
         forvaltning=record.forvaltning,
         queue=services.catalogue.queue_name(record.forvaltning),
+        language=record.language,
     )
 
 

@@ -86,7 +86,12 @@ class ScriptedAsr:
         return AsrResult(text, -0.2, 0.01, len(audio) / SAMPLE_RATE, 6.0, 5.0)
 
     def transcribe(
-        self, audio: np.ndarray, previous_text: str | None = None, prefix: str | None = None
+        self,
+        audio: np.ndarray,
+        previous_text: str | None = None,
+        prefix: str | None = None,
+        *,
+        languages: Sequence[str] | None = None,
     ) -> AsrResult:
         self._wait()
         self.batches.append(1)
@@ -94,7 +99,11 @@ class ScriptedAsr:
         return self._result(audio)
 
     def transcribe_batch(
-        self, audios: list[np.ndarray], previous_text: str | None = None
+        self,
+        audios: list[np.ndarray],
+        previous_text: str | None = None,
+        *,
+        languages: Sequence[str] | None = None,
     ) -> list[AsrResult]:
         self._wait()
         self.batches.append(len(audios))

@@ -111,7 +111,7 @@ def test_the_transcript_event_carries_the_decode_cost(tmp_path, catalogue, class
     from .test_session import ScriptedLine, run, silence
 
     class CostlyAsr:
-        def transcribe(self, audio, previous_text=None, prefix=None):
+        def transcribe(self, audio, previous_text=None, prefix=None, *, languages=None):
             text = "jeg skal have et nyt pas" if len(audio) > 8000 else ""
             return AsrResult(text, -0.2, 0.01, len(audio) / 16000, 6.0, 5.0, 41, 1)
 

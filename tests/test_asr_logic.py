@@ -118,7 +118,7 @@ def test_guesses_do_not_count_towards_overload():
 
 def test_a_failing_decode_fails_every_call_in_its_batch():
     class Broken(ScriptedAsr):
-        def transcribe_batch(self, audios, previous_text=None):
+        def transcribe_batch(self, audios, previous_text=None, *, languages=None):
             raise RuntimeError("decoder fault")
 
     async def scenario():

@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from voicebot.audio_buffer import StreamBuffer
+from voicebot.audio_buffer import INITIAL_SAMPLES, StreamBuffer
 
 
 class ConcatenateBuffer:
@@ -48,11 +48,27 @@ def test_stream_buffer_keeps_what_concatenation_kept(capacity, frames, window):
 
 
 def test_appending_a_frame_does_not_copy_the_whole_buffer():
+    """Frames are written in place; the array is replaced only when it doubles (a handful of
+    times over a call), never once per frame."""
     buffer = StreamBuffer(16000 * 20)
-    data = buffer._data
-    for _ in range(500):  # 10 s of 20 ms frames: written in place
+    arrays = {id(buffer._data)}
+    for _ in range(500):  # 10 s of 20 ms frames
         buffer.append(np.ones(320, np.float32))
-    assert buffer._data is data and len(buffer) == 160000
+        arrays.add(id(buffer._data))
+    assert len(arrays) <= 4 and len(buffer) == 160000
+    data = buffer._data
+    for _ in range(250):  # once grown past the audio, frames go in place
+        buffer.append(np.ones(320, np.float32))
+    assert buffer._data is data
+
+
+def test_a_short_call_holds_a_small_array():
+    """A call's buffer grows with its audio, not to the 20 s bound at once: 30 calls must not
+    hold 30 × 2.8 MB (the soak test measures the process)."""
+    buffer = StreamBuffer(16000 * 20)
+    for _ in range(50):  # one second
+        buffer.append(np.ones(320, np.float32))
+    assert buffer._data.nbytes <= INITIAL_SAMPLES * 4
 
 
 def test_clear_lets_the_audio_go_and_keeps_the_position():

@@ -12,9 +12,9 @@ def test_shipped_catalogue_is_complete(catalogue):
     assert catalogue.intent("parking_fine").forvaltning == "TMF"
     assert catalogue.intent("elder_care").forvaltning == "SUF"
     assert catalogue.keypad["0"].intent == "human_agent"
-    assert "automatiske" in catalogue.prompts["greeting"]  # AI Act Art. 50: say it is a machine
-    assert "medarbejder" in catalogue.prompts["greeting"]  # and how to reach a person
-    assert catalogue.intent("emergency").answer.lower().startswith("ring et et to")
+    assert "automatiske" in catalogue.prompt("greeting", "da")  # AI Act Art. 50: a machine
+    assert "medarbejder" in catalogue.prompt("greeting", "da")  # and how to reach a person
+    assert catalogue.intent("emergency").answer["da"].lower().startswith("ring et et to")
 
 
 def _broken(tmp_path, edit) -> str:
@@ -95,13 +95,13 @@ def test_settings_file_with_keys_that_are_not_names_fails_with_the_file(tmp_path
 def test_an_unknown_prompt_placeholder_fails_the_start_naming_the_entry(tmp_path):
     """Issue 13 #9: `{evil}` in the route prompt used to pass and silence every routed caller."""
     msg = _broken(
-        tmp_path, lambda d: d["prompts"].update(route="Jeg stiller dig videre til {evil}.")
+        tmp_path, lambda d: d["prompts"]["route"].update(da="Jeg stiller dig videre til {evil}.")
     )
     assert "prompts.route" in msg and "{evil}" in msg and "{queue}" in msg
 
 
 def test_a_placeholder_in_a_prompt_spoken_as_written_fails_the_start(tmp_path):
-    msg = _broken(tmp_path, lambda d: d["prompts"].update(goodbye="Farvel {name"))
+    msg = _broken(tmp_path, lambda d: d["prompts"]["goodbye"].update(da="Farvel {name"))
     assert "prompts.goodbye" in msg
-    msg = _broken(tmp_path, lambda d: d["prompts"].update(keypad_menu="Tryk {queue}."))
+    msg = _broken(tmp_path, lambda d: d["prompts"]["keypad_menu"].update(da="Tryk {queue}."))
     assert "prompts.keypad_menu" in msg and "{queue}" in msg and "{menu}" in msg

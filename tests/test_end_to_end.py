@@ -146,3 +146,82 @@ def test_zero_on_the_keypad_reaches_a_person(server):
     env, _, _ = server
     turns = place_call(env, [], "--dtmf", "0")
     assert turns[-1]["action"] == "human" and turns[-1]["forvaltning"] == "KONTAKTCENTER"
+
+
+def english_texts() -> set[str]:
+    """Everything the bot may say in English, as the catalogue writes it."""
+    from voicebot.catalogue import load_catalogue
+
+    catalogue = load_catalogue(PROJECT_ROOT / "intents" / "catalogue.yaml")
+    texts = {t["en"] for t in catalogue.prompts.values()}
+    texts |= {catalogue.keypad_menu_text("en")}
+    texts |= {
+        catalogue.prompt("route", "en").format(queue=catalogue.queue_name(f, "en"))
+        for f in catalogue.forvaltninger
+    }
+    for intent in catalogue.intents.values():
+        texts |= {intent.confirm["en"]}
+        if intent.answer:
+            texts |= {intent.answer["en"]}
+            texts |= {f"{intent.answer['en']} {catalogue.prompt('after_answer', 'en')}"}
+    return texts
+
+
+def test_an_english_caller_is_served_in_english_through_twilio(server, tmp_path):
+    """Issue 14: a caller who speaks English (espeak-ng English through the Twilio endpoint's
+    8 kHz μ-law) hears Danish only in the greeting; the first turn's language is detected,
+    that turn is decoded and understood in English, every prompt after it is English, and
+    the queue record says English. If the bot does not understand the request it is asked
+    again in English; the caller then asks for a person."""
+    from voicebot.tts import Speaker
+
+    env, _, _ = server
+    english = Speaker(Voice("en"))
+    request, person = tmp_path / "request.wav", tmp_path / "person.wav"
+    sf.write(request, english.speak("I need a new passport. My old one has expired."), 16000)
+    sf.write(person, english.speak("I want to speak to someone."), 16000)
+    out = subprocess.run(
+        [*VOICEBOT, "call", str(request), str(person), "--protocol", "twilio", "--json",
+         "--dialogue", "--speed", "2"],
+        env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    turns = [json.loads(line) for line in lines if line.startswith("{")]
+    prompts = [line for line in lines if line.startswith("bot [")]
+    assert prompts[0].startswith("bot [da]: Goddag") and prompts[0].endswith(
+        "For English, just speak English."
+    )
+    first = turns[0]
+    assert first["language"] == "en", turns
+    assert "need" in first["transcript"].lower(), turns  # decoded in English, not in Danish
+    english = english_texts()
+    for line in prompts[1:]:
+        assert line.startswith("bot [en]: "), prompts
+        assert line.removeprefix("bot [en]: ") in english, line
+    last = turns[-1]
+    assert (last["action"], last["language"]) in {("human", "en"), ("answer", "en")}, turns
+    if last["action"] == "human":
+        spoken = [c for c in queued(env) if "someone" in c["transcript"]]
+        assert len(spoken) == 1 and spoken[0]["language"] == "en", spoken
+
+
+def test_transcribe_json_says_the_detected_language(server, speaker, tmp_path):
+    env, _, _ = server
+    from voicebot.tts import Speaker
+
+    clip = tmp_path / "english.wav"
+    sf.write(clip, Speaker(Voice("en")).speak("I need a new passport."), 16000)
+
+    def transcribe(*options: str) -> dict:
+        out = subprocess.run(
+            [*VOICEBOT, "transcribe", str(clip), "--json", *options],
+            env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    detected = transcribe()
+    assert detected["language"] == "en" and "passport" in detected["text"].lower(), detected
+    assert detected["language_scores"]["en"] > 0.9
+    assert transcribe("--language", "da")["language"] == "da"

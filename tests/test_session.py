@@ -115,7 +115,8 @@ def test_marks_say_which_sentences_were_heard(services):
     line = ScriptedLine([silence(0.2)])
     run(CallSession(line, svc))
     greeting_marks = [e[1] for e in line.log if e[0] == "play" and e[1].startswith("greeting")]
-    assert len(greeting_marks) == 3  # one mark per sentence of the greeting
+    # One mark per sentence of the greeting: three Danish, then "For English, just speak English."
+    assert len(greeting_marks) == 4
 
 
 def test_at_capacity_a_caller_goes_straight_to_a_person(services):
@@ -188,7 +189,7 @@ def test_a_failing_session_task_is_logged_and_the_caller_handed_to_a_person(
     used to leave the caller in silence with nothing logged."""
     svc = services("min skraldespand er ikke blevet tømt")
     svc.catalogue = svc.catalogue.model_copy(deep=True)
-    svc.catalogue.prompts["route"] = "Jeg stiller dig videre til {evil}."  # past validation
+    svc.catalogue.prompts["route"]["da"] = "Jeg stiller dig videre til {evil}."  # past validation
     speech = speaker.speak("Min skraldespand er ikke blevet tømt i denne uge.")
     line = ScriptedLine([silence(0.5), speech, silence(1.5)])
     with caplog.at_level("ERROR", logger="voicebot.session"):
@@ -269,7 +270,7 @@ def test_the_no_input_prompt_runs_on_the_wall_clock(services):
     events = published_by(svc)
     asyncio.run(asyncio.wait_for(CallSession(line, svc).run(), 20))
     said = [d["text"] for k, d in events if k == "bot_said"]
-    assert svc.catalogue.prompts["no_input"] in said
+    assert svc.catalogue.prompt("no_input", "da") in said
     assert ("hand_off", "KONTAKTCENTER") in line.log  # silent twice: a person takes over
 
 

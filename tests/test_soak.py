@@ -173,7 +173,7 @@ def test_the_call_beyond_capacity_hears_so_and_reaches_a_person(tmp_path, catalo
     """max_calls=32: the 33rd caller is told it is busy and routed to KONTAKTCENTER, not left in silence."""
     services = light_services(tmp_path, catalogue, classifier, audiosocket_enabled=False)
     services.settings.max_calls = 32
-    overloaded = catalogue.prompts["overloaded"]
+    overloaded = catalogue.prompt("overloaded", "da")
 
     with ServedApp(services) as served:
         token = served.credentials.token("raw")

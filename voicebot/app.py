@@ -142,7 +142,9 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         settings,
         run_channel,
         queue_for,
-        lambda: app.state.services.catalogue.prompts["goodbye"],
+        lambda: app.state.services.catalogue.prompt(
+            "goodbye", app.state.services.catalogue.default_language
+        ),
     )
 
     # -- live call events ------------------------------------------------------------

@@ -1,9 +1,14 @@
-"""Danish speech recognition: one CTranslate2 Whisper per process, shared by all calls.
+"""Speech recognition: one CTranslate2 Whisper per process, shared by all calls.
 
 - The encoder sees the audio that exists plus a margin (a trimmed window), not a padded
   30 s window: the encoder's cost follows its input length (README, "ASR").
-- Decoding is greedy, language forced to Danish, and may be biased with the catalogue's
-  domain terms as a previous-text prompt (off by default: it measured worse).
+- Decoding is greedy, language forced (asr.language, Danish, unless told otherwise), and
+  may be biased with the catalogue's domain terms as a previous-text prompt (off by
+  default: it measured worse).
+- Given several languages, a decode first asks Whisper which one it hears, on the same
+  encoder output (one decoder step more, no second encoding), keeps the choice only when
+  it leads by asr.language_margin among those languages, and decodes forced to it: the
+  turn that reveals the language is understood in it.
 - AsrPool runs decodes off the event loop in a bounded pool, in three priorities: finals (a
   caller waits; up to a limit, then Overloaded and the caller is told or routed), guesses
   (speculative finals decoded in a pause; run only when no final waits, dropped unstarted
@@ -16,9 +21,9 @@ import asyncio
 import time
 import zlib
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -56,6 +61,9 @@ class AsrResult:
     asr_ms: float
     tokens: int = 0  # tokens generated over every decoding pass of this turn (what cost time)
     redecodes: int = 0  # passes after the first: the loop retry, a batch item decoded alone
+    language: str = ""  # the language decoded in
+    # Whisper's detection among the languages asked about (sums to 1); empty when forced.
+    language_scores: dict[str, float] = field(default_factory=dict)
 
     @property
     def words(self) -> list[str]:
@@ -68,13 +76,23 @@ class AsrResult:
         return self.no_speech_prob > 0.6 and self.avg_logprob < -1.0
 
 
+# The languages a decode may be in: None, the configured one; one, forced; several, detected.
+Languages = Sequence[str] | None
+
+
 class Recogniser(Protocol):
     """What AsrPool needs of a recogniser (WhisperAsr; the tests' ScriptedAsr)."""
 
-    def transcribe(self, audio: np.ndarray, previous_text: str | None = None) -> AsrResult: ...
+    def transcribe(
+        self, audio: np.ndarray, previous_text: str | None = None, *, languages: Languages = None
+    ) -> AsrResult: ...
 
     def transcribe_batch(
-        self, audios: list[np.ndarray], previous_text: str | None = None
+        self,
+        audios: list[np.ndarray],
+        previous_text: str | None = None,
+        *,
+        languages: Languages = None,
     ) -> list[AsrResult]: ...
 
 
@@ -96,6 +114,19 @@ def max_new_tokens(audio_s: float) -> int:
 def _generated(result: Any) -> int:
     """Tokens a CTranslate2 WhisperGenerationResult holds (the library ships no types)."""
     return len(result.sequences_ids[0]) if result.sequences_ids else 0
+
+
+def choose_language(
+    detected: list[tuple[str, float]], languages: Sequence[str], margin: float
+) -> tuple[str, dict[str, float]]:
+    """Whisper's language probabilities ("<|en|>", p) restricted to `languages`: the best of
+    them when it leads the next by `margin`, else the first (the call's own language)."""
+    allowed = {token.strip("<|>"): p for token, p in detected}
+    total = sum(allowed.get(code, 0.0) for code in languages) or 1.0
+    scores = {code: allowed.get(code, 0.0) / total for code in languages}
+    ranked = sorted(languages, key=lambda code: -scores[code])
+    lead = scores[ranked[0]] - (scores[ranked[1]] if len(ranked) > 1 else 0.0)
+    return (ranked[0] if lead >= margin else languages[0]), scores
 
 
 def check_model_dir(model_dir: Path) -> None:
@@ -140,14 +171,25 @@ class WhisperAsr:
         wanted = min(MAX_FRAMES, wanted + wanted % 2)  # the encoder's convolutions stride by 2
         return wanted
 
-    def prompt_tokens(self, previous_text: str | None, prefix: str | None) -> list[int]:
+    def language_token(self, language: str | None) -> int:
+        if language is None or language == self.settings.language:
+            configured: int = self.tokenizer.language  # faster_whisper ships no types
+            return configured
+        token: int | None = self.tokenizer.tokenizer.token_to_id(f"<|{language}|>")
+        if token is None:
+            raise ValueError(f"Whisper has no language '{language}'")
+        return token
+
+    def prompt_tokens(
+        self, previous_text: str | None, prefix: str | None, language: str | None = None
+    ) -> list[int]:
         tokens: list[int] = []
         if previous_text:
             prev = self.tokenizer.encode(" " + previous_text.strip())[:223]
             tokens = [self.tokenizer.sot_prev, *prev]
         tokens += [
             self.tokenizer.sot,
-            self.tokenizer.language,
+            self.language_token(language),
             self.tokenizer.transcribe,
             self.tokenizer.no_timestamps,
         ]
@@ -173,8 +215,26 @@ class WhisperAsr:
         # The result holds a forced prefix's tokens too, so the text is the whole turn.
         return result, self.tokenizer.decode(tokens).strip()
 
+    def encode_and_detect(
+        self, features: ctranslate2.StorageView, languages: Sequence[str] | None
+    ) -> tuple[ctranslate2.StorageView, list[tuple[str, dict[str, float]]]]:
+        """The encoder input for generate, and per row the language to decode in. With
+        several languages the features are encoded once here and Whisper's detection reads
+        that encoding; generate takes the encoder output as it is (no second encoding)."""
+        rows = features.shape[0]
+        if not languages or len(languages) == 1:
+            language = languages[0] if languages else self.settings.language
+            return features, [(language, {})] * rows
+        encoded = self.model.encode(features)
+        detected = self.model.detect_language(encoded)
+        margin = self.settings.language_margin
+        return encoded, [choose_language(d, languages, margin) for d in detected]
+
     def transcribe_batch(
-        self, audios: list[np.ndarray], previous_text: str | None = None
+        self,
+        audios: list[np.ndarray],
+        previous_text: str | None = None,
+        languages: Sequence[str] | None = None,
     ) -> list[AsrResult]:
         """Several calls' turns in one pass, padded to the longest window."""
         start = time.perf_counter()
@@ -188,13 +248,16 @@ class WhisperAsr:
         for i, mel in enumerate(mels):
             n = min(frames, mel.shape[1])
             batch[i, :, :n] = mel[:, :n]
-        prompt = self.prompt_tokens(previous_text, None)
+        inputs, chosen = self.encode_and_detect(
+            ctranslate2.StorageView.from_array(batch), languages
+        )
+        prompts = [self.prompt_tokens(previous_text, None, language) for language, _ in chosen]
         max_new = max_new_tokens(max(len(a) for a in audios) / SAMPLE_RATE)
         results = self.model.generate(
-            ctranslate2.StorageView.from_array(batch),
-            [prompt] * len(audios),
+            inputs,
+            prompts,
             beam_size=self.settings.beam_size,
-            max_length=min(448, len(prompt) + 2 * max_new),
+            max_length=min(448, max(len(p) for p in prompts) + 2 * max_new),
             return_scores=True,
             return_no_speech_prob=True,
             suppress_blank=True,
@@ -202,11 +265,12 @@ class WhisperAsr:
         )
         elapsed_ms = (time.perf_counter() - start) * 1000
         out = []
-        for audio, result in zip(audios, results, strict=True):
+        for audio, result, (language, scores) in zip(audios, results, chosen, strict=True):
             tokens = [t for t in result.sequences_ids[0] if t < self.tokenizer.eot]
             text = self.tokenizer.decode(tokens).strip()
-            if _looping(text):  # retried alone, without repeats
-                alone = self.transcribe(audio, previous_text)
+            if _looping(text):  # retried alone, without repeats, in the language chosen
+                alone = self.transcribe(audio, previous_text, languages=[language])
+                alone.language_scores = scores
                 alone.tokens += _generated(result)
                 alone.redecodes += 1
                 alone.asr_ms += elapsed_ms
@@ -221,6 +285,8 @@ class WhisperAsr:
                     frames / FRAMES_PER_SECOND,
                     elapsed_ms,
                     tokens=_generated(result),
+                    language=language,
+                    language_scores=scores,
                 )
             )
         return out
@@ -231,8 +297,10 @@ class WhisperAsr:
         previous_text: str | None = None,
         prefix: str | None = None,
         trim: bool | None = None,
+        languages: Sequence[str] | None = None,
     ) -> AsrResult:
-        """Transcribe up to 30 s of 16 kHz float32 audio in one window."""
+        """Transcribe up to 30 s of 16 kHz float32 audio in one window: in asr.language, in
+        languages[0] when one is given, or in the one detected among several."""
         start = time.perf_counter()
         audio = np.asarray(audio, dtype=np.float32)[: MAX_FRAMES * SAMPLE_RATE // FRAMES_PER_SECOND]
         mel = self.features(audio, padding=160)[:, :-1]
@@ -240,16 +308,18 @@ class WhisperAsr:
         window = np.zeros((mel.shape[0], frames), dtype=np.float32)
         n = min(frames, mel.shape[1])
         window[:, :n] = mel[:, :n]
-        prompt = self.prompt_tokens(previous_text, prefix)
-        features = ctranslate2.StorageView.from_array(window[None])
+        inputs, [(language, scores)] = self.encode_and_detect(
+            ctranslate2.StorageView.from_array(window[None]), languages
+        )
+        prompt = self.prompt_tokens(previous_text, prefix, language)
         # (With CTranslate2 4.8, max_length=N measured N/2 new tokens: hence the factor 2 in
         # _decode; max_length 8, 12, 20, 40 gave 4, 6, 10, 20 tokens on a looping turn.)
         max_new = max_new_tokens(len(audio) / SAMPLE_RATE)
-        result, text = self._decode(features, prompt, max_new)
+        result, text = self._decode(inputs, prompt, max_new)
         tokens, redecodes = _generated(result), 0
         if _looping(text):  # Whisper's compression-ratio test: retry without repeats
             result, text = self._decode(
-                features, prompt, max_new, no_repeat_ngram_size=3, repetition_penalty=1.2
+                inputs, prompt, max_new, no_repeat_ngram_size=3, repetition_penalty=1.2
             )
             tokens, redecodes = tokens + _generated(result), 1
         no_speech = float(result.no_speech_prob)
@@ -263,6 +333,8 @@ class WhisperAsr:
             asr_ms=(time.perf_counter() - start) * 1000,
             tokens=tokens,
             redecodes=redecodes,
+            language=language,
+            language_scores=scores,
         )
 
 
@@ -270,6 +342,7 @@ class WhisperAsr:
 class _Request:
     audio: np.ndarray
     previous_text: str | None
+    languages: tuple[str, ...] | None  # one: forced; several: detected among them
     future: asyncio.Future[AsrResult]
 
 
@@ -299,17 +372,25 @@ class AsrPool:
     def load(self) -> int:
         return self._running + len(self._queue)
 
-    async def final(self, audio: np.ndarray, previous_text: str | None = None) -> AsrResult:
+    async def final(
+        self,
+        audio: np.ndarray,
+        previous_text: str | None = None,
+        languages: tuple[str, ...] | None = None,
+    ) -> AsrResult:
         if self._finals >= self.settings.max_pending:
             raise Overloaded(f"{self._finals} final decodes already waiting")
         self._finals += 1
         try:
-            return await self._enqueue(self._queue, audio, previous_text)
+            return await self._enqueue(self._queue, audio, previous_text, languages)
         finally:
             self._finals -= 1
 
     async def speculative(
-        self, audio: np.ndarray, previous_text: str | None = None
+        self,
+        audio: np.ndarray,
+        previous_text: str | None = None,
+        languages: tuple[str, ...] | None = None,
     ) -> AsrResult | None:
         """A final decode started before the turn has surely ended. It runs only when no
         final waits (a guess must not delay someone's real final); None when finals wait or
@@ -318,18 +399,25 @@ class AsrPool:
         self._drop_abandoned(self._guesses)
         if self._queue or len(self._guesses) >= self.settings.max_pending:
             return None
-        return await self._enqueue(self._guesses, audio, previous_text)
+        return await self._enqueue(self._guesses, audio, previous_text, languages)
 
     async def _enqueue(
-        self, queue: deque[_Request], audio: np.ndarray, previous_text: str | None
+        self,
+        queue: deque[_Request],
+        audio: np.ndarray,
+        previous_text: str | None,
+        languages: tuple[str, ...] | None,
     ) -> AsrResult:
         future: asyncio.Future[AsrResult] = asyncio.get_running_loop().create_future()
-        queue.append(_Request(audio, previous_text, future))
+        queue.append(_Request(audio, previous_text, languages, future))
         self._dispatch()
         return await future
 
     async def partial(
-        self, audio: np.ndarray, previous_text: str | None = None
+        self,
+        audio: np.ndarray,
+        previous_text: str | None = None,
+        languages: tuple[str, ...] | None = None,
     ) -> AsrResult | None:
         """A partial hypothesis, or None when the pool is busy (finals and guesses come first)."""
         if self.busy or self._queue or self._guesses:
@@ -338,7 +426,7 @@ class AsrPool:
         try:
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(
-                self._executor, self._partial_decode, audio, previous_text
+                self._executor, self._partial_decode, audio, previous_text, languages
             )
         finally:
             self._running -= 1
@@ -365,6 +453,7 @@ class AsrPool:
                 queue
                 and len(batch) < self.settings.max_batch
                 and queue[0].previous_text == first.previous_text
+                and queue[0].languages == first.languages
             ):
                 batch.append(queue.popleft())
             self._running += 1
@@ -375,29 +464,34 @@ class AsrPool:
 
     # One named entry point per kind of decode, so a sampling profiler's stacks tell partial,
     # speculative and final decodes apart (benchmarks/suites/profile.py).
-    def _partial_decode(self, audio: np.ndarray, previous_text: str | None) -> AsrResult:
-        return self.asr.transcribe(audio, previous_text)
+    def _partial_decode(
+        self, audio: np.ndarray, previous_text: str | None, languages: Languages
+    ) -> AsrResult:
+        return self.asr.transcribe(audio, previous_text, languages=languages)
 
-    def _final_decode(self, audios: list[np.ndarray], previous_text: str | None) -> list[AsrResult]:
+    def _final_decode(
+        self, audios: list[np.ndarray], previous_text: str | None, languages: Languages
+    ) -> list[AsrResult]:
         if len(audios) == 1:
-            return [self.asr.transcribe(audios[0], previous_text)]
-        return self.asr.transcribe_batch(audios, previous_text)
+            return [self.asr.transcribe(audios[0], previous_text, languages=languages)]
+        return self.asr.transcribe_batch(audios, previous_text, languages=languages)
 
     def _speculative_decode(
-        self, audios: list[np.ndarray], previous_text: str | None
+        self, audios: list[np.ndarray], previous_text: str | None, languages: Languages
     ) -> list[AsrResult]:
-        return self._final_decode(audios, previous_text)
+        return self._final_decode(audios, previous_text, languages)
 
     async def _decode(
         self,
         batch: list[_Request],
-        run: Callable[[list[np.ndarray], str | None], list[AsrResult]],
+        run: Callable[[list[np.ndarray], str | None, Languages], list[AsrResult]],
     ) -> None:
         try:
             loop = asyncio.get_running_loop()
             audios = [r.audio for r in batch]
+            first = batch[0]
             results = await loop.run_in_executor(
-                self._executor, run, audios, batch[0].previous_text
+                self._executor, run, audios, first.previous_text, first.languages
             )
             for request, result in zip(batch, results, strict=True):
                 if not request.future.done():

@@ -1,7 +1,10 @@
 """The intent catalogue (intents/catalogue.yaml): intents, forvaltninger, prompts, keypad menu.
 
-Loaded and validated once at start. A malformed catalogue raises CatalogueError naming the
-file and the entry, so an operator editing the routing table sees what to fix.
+Everything the bot says exists in every language the catalogue declares under `languages`
+(the first one is the language a call starts in): a text is a mapping `{da: ..., en: ...}`,
+a word list `{da: [...], en: [...]}`. Loaded and validated once at start. A malformed
+catalogue, or one with a text missing in a declared language, raises CatalogueError naming
+the file and the entry, so an operator editing the routing table sees what to fix.
 """
 
 from __future__ import annotations
@@ -20,17 +23,21 @@ INTENT_IDS = (
     "social_services", "national_body", "human_agent", "emergency", "out_of_scope",
 )  # fmt: skip
 REQUIRED_PROMPTS = (
-    "greeting", "confirm", "rephrase", "keypad_menu", "route", "human", "after_answer",
-    "no_input", "busy", "overloaded", "goodbye",
+    "greeting", "confirm", "rephrase", "keypad_menu", "keypad_item", "route", "human",
+    "after_answer", "no_input", "busy", "overloaded", "goodbye", "language_switched",
 )  # fmt: skip
 # The placeholders each prompt may use: `route` is formatted with {queue} (DialoguePolicy),
-# `keypad_menu` with {menu} (Catalogue.keypad_menu_text); `confirm` documents {name} (the
-# intents' own confirm texts are what is asked). Other prompts are spoken as written.
+# `keypad_menu` with {menu} and `keypad_item` with {key} and {label}
+# (Catalogue.keypad_menu_text); `confirm` documents {name} (the intents' own confirm texts
+# are what is asked). Other prompts are spoken as written.
 PROMPT_PLACEHOLDERS: dict[str, frozenset[str]] = {
     "route": frozenset({"queue"}),
     "keypad_menu": frozenset({"menu"}),
+    "keypad_item": frozenset({"key", "label"}),
     "confirm": frozenset({"name"}),
 }
+Text = dict[str, str]  # language code → what is said in it
+Words = dict[str, list[str]]  # language code → words or phrases
 
 
 def placeholders(text: str) -> set[str]:
@@ -67,10 +74,29 @@ class Action(StrEnum):
     CLARIFY = "clarify"
 
 
+class Language(BaseModel):
+    """A language the bot serves callers in."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1)  # in the language itself: "English"
+    # Said in this language's voice right after the greeting (not for the first language).
+    offer: str | None = None
+    # A whole turn that is one of these switches the call to this language ("English").
+    switch_words: list[str] = []
+    key: str | None = None  # a key that switches the call to this language ...
+    key_offer: str | None = None  # ... offered after the keypad menu in this language's voice
+
+    @model_validator(mode="after")
+    def _key_with_offer(self) -> Language:
+        if self.key is not None and not (self.key_offer and "{key}" in self.key_offer):
+            raise ValueError("a language with a `key` needs a `key_offer` that says {key}")
+        return self
+
+
 class Forvaltning(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1)
-    queue: str = Field(min_length=1)
+    queue: Text  # the queue's name as the caller hears it; the first language's for agents
 
 
 class Intent(BaseModel):
@@ -79,17 +105,18 @@ class Intent(BaseModel):
     name: str = Field(min_length=1)
     forvaltning: str | None
     action: Action
-    confirm: str = Field(min_length=1)
-    answer: str | None = None
+    confirm: Text
+    answer: Text | None = None
     key_terms: list[str] = []
-    trigger_phrases: list[str] = []
+    # Per language: a trigger phrase is a word of one language ("fire" is Danish for four).
+    trigger_phrases: Words = {}
     source: str | None = None
     checked: dt.date | None = None
 
     @model_validator(mode="after")
     def _answer_when_spoken(self) -> Intent:
         needs_answer = {Action.ANSWER, Action.EMERGENCY, Action.NATIONAL_BODY}
-        if self.action in needs_answer and not (self.answer and self.answer.strip()):
+        if self.action in needs_answer and not self.answer:
             raise ValueError(f"action '{self.action}' needs an 'answer' text")
         return self
 
@@ -97,7 +124,7 @@ class Intent(BaseModel):
 class KeypadEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
     intent: str
-    label: str
+    label: Text
     forvaltning: str
 
 
@@ -107,11 +134,12 @@ class Catalogue(BaseModel):
     municipality: str
     valid_from: dt.date
     review_after_days: int = Field(365, ge=1)
+    languages: dict[str, Language] = Field(min_length=1)  # the first: where every call starts
     forvaltninger: dict[str, Forvaltning]
-    prompts: dict[str, str]
+    prompts: dict[str, Text]
     keypad: dict[str, KeypadEntry]
-    yes_words: list[str]
-    no_words: list[str]
+    yes_words: Words
+    no_words: Words
     intents: dict[str, Intent]
 
     @model_validator(mode="after")
@@ -146,23 +174,91 @@ class Catalogue(BaseModel):
                 )
         if "0" not in self.keypad or self.keypad["0"].intent != "human_agent":
             raise ValueError("keypad.0 must reach a person (intent human_agent)")
+        for code, language in self.languages.items():
+            if language.key is not None and (language.key in self.keypad or len(language.key) != 1):
+                raise ValueError(
+                    f"languages.{code}.key: '{language.key}' must be a single digit the keypad "
+                    f"menu does not use ({', '.join(sorted(self.keypad))})"
+                )
         absent = [p for p in REQUIRED_PROMPTS if p not in self.prompts]
         if absent:
             raise ValueError(f"prompts missing: {', '.join(absent)}")
-        for name, text in self.prompts.items():
-            _check_placeholders(f"prompts.{name}", text, PROMPT_PLACEHOLDERS.get(name, frozenset()))
+        for where, texts in self._every_text():
+            self._check_languages(where, texts)
+        for name, prompt_texts in self.prompts.items():
+            for code, text in prompt_texts.items():
+                allowed = PROMPT_PLACEHOLDERS.get(name, frozenset())
+                _check_placeholders(f"prompts.{name}.{code}", text, allowed)
         return self
 
+    def _every_text(self) -> list[tuple[str, dict[str, object]]]:
+        """Everything said or matched per language, with where it is in the file."""
+        found: list[tuple[str, dict[str, object]]] = [
+            ("yes_words", dict(self.yes_words)),
+            ("no_words", dict(self.no_words)),
+        ]
+        found += [(f"prompts.{n}", dict(t)) for n, t in self.prompts.items()]
+        found += [
+            (f"forvaltninger.{f}.queue", dict(v.queue)) for f, v in self.forvaltninger.items()
+        ]
+        found += [(f"keypad.{d}.label", dict(e.label)) for d, e in self.keypad.items()]
+        for intent_id, intent in self.intents.items():
+            found.append((f"intents.{intent_id}.confirm", dict(intent.confirm)))
+            if intent.answer is not None:
+                found.append((f"intents.{intent_id}.answer", dict(intent.answer)))
+            if intent.trigger_phrases:  # rules that stop in one language would fail a caller
+                found.append((f"intents.{intent_id}.trigger_phrases", dict(intent.trigger_phrases)))
+        return found
+
+    def _check_languages(self, where: str, texts: dict[str, object]) -> None:
+        unknown = sorted(set(texts) - set(self.languages))
+        if unknown:
+            raise ValueError(
+                f"{where}: language {', '.join(unknown)} is not declared under `languages` "
+                f"({', '.join(self.languages)})"
+            )
+        for code in self.languages:
+            value = texts.get(code)
+            if not value or (isinstance(value, str) and not value.strip()):
+                raise ValueError(f"{where}: no text in '{code}' (every language needs one)")
+
     # -- look-ups used by the dialogue -------------------------------------------------
+    @property
+    def default_language(self) -> str:
+        """The language every call starts in (the first under `languages`)."""
+        return next(iter(self.languages))
+
     def intent(self, intent_id: str) -> Intent:
         return self.intents[intent_id]
 
-    def queue_name(self, forvaltning: str) -> str:
-        return self.forvaltninger[forvaltning].queue
+    def prompt(self, name: str, language: str) -> str:
+        return self.prompts[name][language]
 
-    def keypad_menu_text(self) -> str:
-        items = [f"Tryk {d} for {e.label}." for d, e in sorted(self.keypad.items()) if d != "0"]
-        return self.prompts["keypad_menu"].format(menu=" ".join(items))
+    def queue_name(self, forvaltning: str, language: str | None = None) -> str:
+        """The queue's name as said in `language`; agents and platforms get the first language's."""
+        return self.forvaltninger[forvaltning].queue[language or self.default_language]
+
+    def keypad_menu_text(self, language: str | None = None) -> str:
+        language = language or self.default_language
+        item = self.prompts["keypad_item"][language]
+        items = [
+            item.format(key=d, label=e.label[language])
+            for d, e in sorted(self.keypad.items())
+            if d != "0"
+        ]
+        return self.prompts["keypad_menu"][language].format(menu=" ".join(items))
+
+    def language_for_key(self, digit: str) -> str | None:
+        return next((c for c, lang in self.languages.items() if lang.key == digit), None)
+
+    def check_languages(self, languages: list[str]) -> None:
+        """Configured languages the catalogue does not serve fail the start (CatalogueError)."""
+        missing = [code for code in languages if code not in self.languages]
+        if missing:
+            raise CatalogueError(
+                f"languages.{missing[0]}: configured in `languages` but the catalogue has no "
+                f"texts in it (it declares {', '.join(self.languages)})"
+            )
 
     def domain_terms(self) -> list[str]:
         seen: dict[str, None] = {}
@@ -177,7 +273,8 @@ class Catalogue(BaseModel):
         return [i.id for i in self.intents.values() if i.checked and today - i.checked > limit]
 
 
-def load_catalogue(path: str | Path) -> Catalogue:
+def load_catalogue(path: str | Path, languages: list[str] | None = None) -> Catalogue:
+    """Load and validate; `languages` (the settings') must all be served by the catalogue."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -192,10 +289,15 @@ def load_catalogue(path: str | Path) -> Catalogue:
     if not isinstance(raw, dict):
         raise CatalogueError(f"{path}: the top level must be a mapping")
     try:
-        return Catalogue.model_validate(raw)
+        catalogue = Catalogue.model_validate(raw)
     except ValidationError as err:
         problems = []
         for e in err.errors():
             where = ".".join(str(p) for p in e["loc"]) or "(top level)"
             problems.append(f"  {where}: {e['msg']}")
         raise CatalogueError(f"{path}: invalid intent catalogue:\n" + "\n".join(problems)) from err
+    try:
+        catalogue.check_languages(languages or [])
+    except CatalogueError as err:
+        raise CatalogueError(f"{path}: {err}") from None
+    return catalogue

@@ -83,6 +83,14 @@ def cmd_call(args: argparse.Namespace) -> int:
     rate = PLATFORM_CLIENTS[args.protocol].wire_rate
     turns = [load_audio(path, rate) for path in args.audio]
     result = asyncio.run(call.run(turns, digits=args.dtmf or ""))
+    if args.dialogue:  # the call as it was heard: the bot's prompts and the caller's turns
+        for event in result.events:
+            if event.get("type") == "bot_said":
+                print(f"bot [{event.get('language') or '-'}]: {event.get('text', '')}")
+            elif event.get("type") == "transcript":
+                print(f"caller [{event.get('language') or '-'}]: {event.get('text', '')}")
+            elif event.get("type") in ("language", "routed"):
+                print(f"  ({event['type']}: {event.get('language')} {event.get('how') or ''})")
     for turn in result.turns:
         if args.json:
             _print_json(turn.as_dict())
@@ -114,20 +122,37 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     prompt = (
         domain_prompt(load_catalogue(settings.catalogue)) if settings.asr.domain_prompt else None
     )
+    if args.language is not None and args.language not in settings.languages:
+        print(
+            f"--language {args.language}: not one of languages ({', '.join(settings.languages)})",
+            file=sys.stderr,
+        )
+        return 2
+    # As the bot does: the language detected among the configured ones (the first kept
+    # below asr.language_margin), unless one is given.
+    others = [code for code in settings.languages if code != settings.asr.language]
+    asked = [args.language] if args.language else [settings.asr.language, *others]
     for path in args.audio:
         audio = decode_audio(str(path), sampling_rate=SAMPLE_RATE)
-        texts, total_ms = [], 0.0
+        texts, total_ms, languages = [], 0.0, asked
+        scores: dict[str, float] = {}
         for start in range(0, len(audio), 28 * SAMPLE_RATE):  # long files in 28 s pieces
-            result = asr.transcribe(audio[start : start + 28 * SAMPLE_RATE], prompt)
+            result = asr.transcribe(
+                audio[start : start + 28 * SAMPLE_RATE], prompt, languages=languages
+            )
             texts.append(result.text)
             total_ms += result.asr_ms
+            scores = scores or result.language_scores
+            languages = [result.language]  # detected on the first piece, kept for the rest
         row = {
             "file": str(path),
             "text": " ".join(t for t in texts if t),
+            "language": languages[0],
+            "language_scores": {k: round(v, 4) for k, v in scores.items()},
             "audio_s": round(len(audio) / SAMPLE_RATE, 3),
             "asr_ms": round(total_ms, 1),
         }
-        _print_json(row) if args.json else print(f"{path}: {row['text']}")
+        _print_json(row) if args.json else print(f"{path} [{row['language']}]: {row['text']}")
     return 0
 
 
@@ -137,8 +162,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
     from voicebot.services import load_classifier
 
     settings = _settings(args)
-    catalogue = load_catalogue(settings.catalogue)
-    classifier = load_classifier(settings, catalogue)
+    catalogue = load_catalogue(settings.catalogue, settings.languages)
+    classifier = load_classifier(settings, catalogue, args.language)
     texts = args.text or (line.rstrip("\n") for line in sys.stdin)
     for raw in texts:
         if not raw.strip():
@@ -322,16 +347,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--caller", default="+4512345678", help="the caller's number as the platform reports it"
     )
     s.add_argument("--timeout", type=float, default=120.0, help="give up after this many seconds")
+    s.add_argument(
+        "--dialogue", action="store_true", help="print what the bot said and what it heard"
+    )
     s.set_defaults(func=cmd_call)
 
     s = sub.add_parser("transcribe", help="transcribe audio files with the bot's ASR")
     s.add_argument("audio", nargs="+")
     s.add_argument("--json", action="store_true")
+    s.add_argument(
+        "--language",
+        help="decode in this language (default: detected among the configured languages)",
+    )
     s.set_defaults(func=cmd_transcribe)
 
     s = sub.add_parser("classify", help="classify texts (or lines of standard input) into intents")
     s.add_argument("text", nargs="*")
     s.add_argument("--json", action="store_true")
+    s.add_argument(
+        "--language", help="the texts' language: its model and rules (default: asr.language)"
+    )
     s.set_defaults(func=cmd_classify)
 
     s = sub.add_parser("queues", help="what waits in each forvaltning's queue")

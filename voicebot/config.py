@@ -54,7 +54,10 @@ class AsrSettings(Section):
     compute_type: str = "int8"
     threads: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), ge=1, le=64)
     workers: int = Field(1, ge=1, le=16)  # concurrent decodes; each uses `threads` threads
-    language: str = "da"
+    language: str = "da"  # where every call starts, and the language decoded until detected
+    # Whisper's language detection on a call's first turn picks among `languages` only when
+    # the best one leads the next by at least this probability margin; else asr.language.
+    language_margin: float = Field(0.2, ge=0.0, le=1.0)
     beam_size: int = Field(1, ge=1, le=10)
     # Encoder window: the audio that exists plus this margin, at least window_min_s (not a padded 30 s).
     trim_window: bool = True
@@ -85,7 +88,9 @@ class DialogueSettings(Section):
 
 
 class TtsSettings(Section):
-    voice: str = "da"
+    voice: str = "da"  # the voice of asr.language
+    # espeak-ng voices of the other languages in `languages`.
+    voices: dict[str, str] = {"en": "en"}
     rate_wpm: int = Field(165, ge=80, le=400)
     pitch: int = Field(50, ge=0, le=99)
 
@@ -268,6 +273,8 @@ class Settings(BaseSettings):
     log_transcripts: bool = False  # privacy: logs hold no transcript text by default
     retention_days: int = Field(30, ge=1, le=3650)
     max_calls: int = Field(32, ge=1, le=1000)
+    # Languages callers are served in (Whisper codes); asr.language must be one of them.
+    languages: list[str] = Field(["da", "en"], min_length=1, max_length=8)
     endpointing: EndpointingSettings = EndpointingSettings()
     asr: AsrSettings = AsrSettings()
     dialogue: DialogueSettings = DialogueSettings()
@@ -276,6 +283,20 @@ class Settings(BaseSettings):
     security: SecuritySettings = SecuritySettings()
     privacy: PrivacySettings = PrivacySettings()
     waiting: WaitingSettings = WaitingSettings()
+
+    @model_validator(mode="after")
+    def _languages(self) -> Settings:
+        from faster_whisper.tokenizer import _LANGUAGE_CODES  # the codes Whisper knows
+
+        unknown = [code for code in self.languages if code not in _LANGUAGE_CODES]
+        if unknown:
+            raise ValueError(f"languages: '{unknown[0]}' is not a Whisper language code")
+        if self.asr.language not in self.languages:
+            raise ValueError(
+                f"asr.language: '{self.asr.language}' must be one of languages "
+                f"({', '.join(self.languages)})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _connections_for_calls(self) -> Settings:

@@ -119,7 +119,8 @@ def call_card(call: RoutedCall, catalogue: Catalogue, viewer: str | None = None)
     return {
         "call_id": call.call_id, "forvaltning": call.forvaltning,
         "forvaltning_name": forvaltning.name if forvaltning else call.forvaltning,
-        "queue": forvaltning.queue if forvaltning else call.forvaltning,
+        "queue": catalogue.queue_name(call.forvaltning) if forvaltning else call.forvaltning,
+        "language": call.language,
         "intent": call.intent, "intent_name": intent.name if intent else "ukendt ærinde",
         "confidence": round(call.confidence, 3), "explanation": call.explanation[:20],
         "transcript": call.transcript[:4000], "caller": call.caller, "status": call.status,

@@ -7,6 +7,10 @@
 Thresholds live in configuration (dialogue.accept / dialogue.confirm). A caller is never
 asked to try again more than twice; "0" or asking for a person works in every state; an
 emergency overrides everything and "ring 112" comes first.
+
+The policy speaks one language at a time (`language`): every text it says comes from the
+catalogue in that language, and yes/no is heard in it. Saying a language's name as the
+whole turn ("English") or pressing its key switches it (action "language").
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ class Decision:
     hang_up: bool = False
     explanation: list[str] = field(default_factory=list)
     reason: str = ""  # why, for the agent and the logs
+    language: str | None = None  # set by a "language" decision: the call goes on in it
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -63,22 +68,43 @@ class DialoguePolicy:
     """One call's dialogue state."""
 
     def __init__(
-        self, catalogue: Catalogue, classifier: IntentClassifier, settings: DialogueSettings
+        self,
+        catalogue: Catalogue,
+        classifier: IntentClassifier,
+        settings: DialogueSettings,
+        language: str | None = None,
     ):
         self.catalogue = catalogue
-        self.classifier = classifier
         self.settings = settings
         self.state = State.LISTENING
         self.failures = 0
         self.no_inputs = 0
         self.pending: Understanding | None = None  # the intent a confirm question asks about
         self.last_intent: str | None = None
-        self._yes = _phrase_pattern(catalogue.yes_words)
-        self._no = _phrase_pattern(catalogue.no_words)
+        # A whole turn that names a language ("English", "engelsk") asks for it.
+        self._language_names = {
+            normalize(word): code
+            for code, lang in catalogue.languages.items()
+            for word in lang.switch_words
+        }
+        self.set_language(language or catalogue.default_language, classifier)
+
+    def set_language(self, language: str, classifier: IntentClassifier) -> None:
+        """Speak and listen in `language` from now on (its classifier understands it)."""
+        self.language = language
+        self.classifier = classifier
+        self._yes = _phrase_pattern(self.catalogue.yes_words[language])
+        self._no = _phrase_pattern(self.catalogue.no_words[language])
+
+    def text(self, prompt: str) -> str:
+        return self.catalogue.prompt(prompt, self.language)
 
     # -- events ----------------------------------------------------------------------
     def on_utterance(self, text: str, understanding: Understanding | None = None) -> Decision:
         self.no_inputs = 0
+        asked = self._language_names.get(normalize(text))
+        if asked is not None and self.state is not State.DONE:  # "English" as the whole turn
+            return self._switch_language(asked, f"caller said '{text}'")
         if self.state is State.LISTENING and _only_greeting(text):
             # "Hej ..." and a pause: the errand is still to come; answering now would talk over it.
             return Decision("listen", "", reason="greeting only")
@@ -94,17 +120,20 @@ class DialoguePolicy:
             reply = self._yes_no(text)
             if reply == "yes":  # "ja" to "vil du tale med en medarbejder?"
                 return self.to_person(self.last_intent, "asked for a person after the answer")
-            if reply == "no" or normalize(text) in ("tak", "mange tak", "tak for det"):
+            if reply == "no" or normalize(text) in _THANKS:
                 self.state = State.DONE
                 return Decision(
                     "goodbye",
-                    self.catalogue.prompts["goodbye"],
+                    self.text("goodbye"),
                     hang_up=True,
                     reason="caller was done after the answer",
                 )
         return self._decide(understanding)
 
     def on_digit(self, digit: str) -> Decision:
+        asked = self.catalogue.language_for_key(digit)
+        if asked is not None:
+            return self._switch_language(asked, f"pressed {digit}")
         entry = self.catalogue.keypad.get(digit)
         if entry is None:
             return self._failure("unknown key")
@@ -113,14 +142,14 @@ class DialoguePolicy:
         self.state = State.DONE
         return Decision(
             "route",
-            self.catalogue.prompts["route"].format(
-                queue=self.catalogue.queue_name(entry.forvaltning)
+            self.text("route").format(
+                queue=self.catalogue.queue_name(entry.forvaltning, self.language)
             ),
             intent=entry.intent,
             confidence=1.0,
             forvaltning=entry.forvaltning,
             hand_off=True,
-            explanation=[f"tast {digit}: {entry.label}"],
+            explanation=[f"tast {digit}: {entry.label[self.catalogue.default_language]}"],
             reason=f"keypad {digit}",
         )
 
@@ -128,7 +157,22 @@ class DialoguePolicy:
         self.no_inputs += 1
         if self.no_inputs >= 2:
             return self.to_person(None, "no answer from the caller twice")
-        return Decision("no_input", self.catalogue.prompts["no_input"], reason="caller silent")
+        return Decision("no_input", self.text("no_input"), reason="caller silent")
+
+    def _switch_language(self, language: str, reason: str) -> Decision:
+        """The caller asked for a language: the call goes on in it (the session switches
+        recognition, understanding and voice), and earlier failures in the wrong language
+        no longer count."""
+        if language != self.language:
+            self.failures = 0
+        self.state = State.LISTENING
+        self.pending = None
+        return Decision(
+            "language",
+            self.catalogue.prompt("language_switched", language),
+            reason=reason,
+            language=language,
+        )
 
     # -- the policy ------------------------------------------------------------------
     def _decide(self, u: Understanding) -> Decision:
@@ -137,7 +181,7 @@ class DialoguePolicy:
         if u.confidence < self.settings.accept:
             self.state = State.CONFIRMING
             self.pending = u
-            question = self.catalogue.intent(u.intent).confirm
+            question = self.catalogue.intent(u.intent).confirm[self.language]
             return Decision(
                 "confirm",
                 question,
@@ -206,7 +250,7 @@ class DialoguePolicy:
                 self.state = State.DONE
                 return Decision(
                     "emergency",
-                    intent.answer or "",
+                    intent.answer[self.language] if intent.answer else "",
                     forvaltning=intent.forvaltning,
                     hand_off=True,
                     **common,
@@ -221,17 +265,17 @@ class DialoguePolicy:
             case Action.ROUTE:
                 assert intent.forvaltning is not None  # the catalogue refuses a route without one
                 self.state = State.DONE
-                say = self.catalogue.prompts["route"].format(
-                    queue=self.catalogue.queue_name(intent.forvaltning)
+                say = self.text("route").format(
+                    queue=self.catalogue.queue_name(intent.forvaltning, self.language)
                 )
                 return Decision(
                     "route", say, forvaltning=intent.forvaltning, hand_off=True, **common
                 )
             case Action.ANSWER | Action.NATIONAL_BODY:
                 self.state = State.AFTER_ANSWER
-                say = intent.answer or ""
+                say = intent.answer[self.language] if intent.answer else ""
                 if intent.action is Action.ANSWER:
-                    say = f"{say} {self.catalogue.prompts['after_answer']}"
+                    say = f"{say} {self.text('after_answer')}"
                 return Decision(intent.action.value, say, **common)
             case _:
                 return self._failure("clarify", u)
@@ -251,8 +295,10 @@ class DialoguePolicy:
                 understanding=u,
             )
         if self.failures == 1:
-            return Decision("rephrase", self.catalogue.prompts["rephrase"], reason=reason, **extra)
-        return Decision("keypad_menu", self.catalogue.keypad_menu_text(), reason=reason, **extra)
+            return Decision("rephrase", self.text("rephrase"), reason=reason, **extra)
+        return Decision(
+            "keypad_menu", self.catalogue.keypad_menu_text(self.language), reason=reason, **extra
+        )
 
     def to_person(
         self,
@@ -272,7 +318,7 @@ class DialoguePolicy:
                 intent.forvaltning if intent.action in (Action.ROUTE, Action.ANSWER) else None
             )
         forvaltning = forvaltning or "KONTAKTCENTER"
-        say = self.catalogue.prompts["human"]
+        say = self.text("human")
         return Decision(
             "human",
             say,
@@ -296,7 +342,17 @@ class DialoguePolicy:
 
 SHORT_ANSWER_WORDS = 3  # words after "ja" that still make a plain yes: "ja, det er rigtigt"
 
+_THANKS = {"tak", "mange tak", "tak for det", "thanks", "thank you", "thank you very much"}
 _GREETING_WORDS = {
+    "hello",
+    "hi",
+    "hey",
+    "good",
+    "morning",
+    "afternoon",
+    "uh",
+    "um",
+    "there",
     "hej",
     "hejsa",
     "goddag",
@@ -325,13 +381,26 @@ def _only_greeting(text: str) -> bool:
         and all(w in _GREETING_WORDS for w in words)
         and any(
             w
-            in ("hej", "hejsa", "goddag", "dav", "davs", "hallo", "halløj", "godmorgen", "godaften")
+            in (
+                "hej",
+                "hejsa",
+                "goddag",
+                "dav",
+                "davs",
+                "hallo",
+                "halløj",
+                "godmorgen",
+                "godaften",
+                "hello",
+                "hi",
+                "hey",
+            )  # fmt: skip
             for w in words
         )
     )
 
 
-_FILLERS = re.compile(r"^(?:(?:øh+m?|øhm|hm+|mm+|altså|okay|ok|nå)\s+)+")
+_FILLERS = re.compile(r"^(?:(?:øh+m?|øhm|hm+|mm+|altså|okay|ok|nå|uh+m?|um+|erm?|well)\s+)+")
 
 
 def _phrase_pattern(phrases: list[str]) -> re.Pattern[str]:

@@ -11,6 +11,10 @@ silence. Speech while the bot talks is a barge-in.
 - early: when the speculation for this very pause is a confident, complete request and the
   silence has lasted endpointing.early_silence_ms, or when a partial heard an emergency.
 Background decodes only return results; `hear` reads the finished ones and decides.
+
+Every decode is made in `languages`: one language once the call's is known (forced), or
+several while it is still to be found, when Whisper detects which one it hears and the
+decode is made in that one. Each transcript says its language, and is understood in it.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ class Transcript:
 
     result: AsrResult
     text: str
+    language: str  # what it was decoded (and is understood) in
     understanding: Understanding | None = None  # classified already, during the pause
 
 
@@ -128,6 +133,8 @@ class Listener:
         self._audio = StreamBuffer(self._max_samples)  # appends cost the frame, not the buffer
         self._turn: _OpenTurn | None = None
         self._partial: asyncio.Task[bool] | None = None  # one partial decode at a time
+        # What decodes are made in (the session's to set): the call's language first.
+        self.languages: tuple[str, ...] = (self.settings.asr.language,)
 
     @property
     def stream_samples(self) -> int:
@@ -210,9 +217,15 @@ class Listener:
                 return guess
         # The whole turn again, not only the uncommitted words: forcing the committed
         # prefix saved no time and cost WER (README, "Streaming partials").
-        result = await self.services.asr.final(turn.audio, self.services.domain_prompt)
+        result = await self.services.asr.final(
+            turn.audio, self.services.domain_prompt, self.languages
+        )
         metrics.ASR_SECONDS.labels("final").observe(result.asr_ms / 1000)
-        return Transcript(result, mask_numbers(result.text))
+        return Transcript(result, mask_numbers(result.text), self._language_of(result))
+
+    def _language_of(self, result: AsrResult) -> str:
+        """The language a result was decoded in (the first asked for when it does not say)."""
+        return result.language if result.language in self.languages else self.languages[0]
 
     # == partial transcripts =================================================================
     def _maybe_partial(self, turn: _OpenTurn) -> None:
@@ -230,7 +243,7 @@ class Listener:
 
     async def _decode_partial(self, turn: _OpenTurn, audio: np.ndarray) -> bool:
         """Publish the partial transcript; True when it holds an emergency trigger phrase."""
-        result = await self.services.asr.partial(audio, self.services.domain_prompt)
+        result = await self.services.asr.partial(audio, self.services.domain_prompt, self.languages)
         if result is None or turn is not self._turn:
             return False
         metrics.ASR_SECONDS.labels("partial").observe(result.asr_ms / 1000)
@@ -239,7 +252,8 @@ class Listener:
         self.publish(
             "partial", text=masked, committed=mask_numbers(" ".join(turn.agreement.committed))
         )
-        understanding = self.services.classifier.classify(masked, explain=False)
+        classifier = self.services.classifier_for(self._language_of(result))
+        understanding = classifier.classify(masked, explain=False)
         return understanding.intent == "emergency" and understanding.rule is not None
 
     # == deciding during the pause ===========================================================
@@ -266,14 +280,19 @@ class Listener:
     async def _speculate(
         self, turn: _OpenTurn, pause_end: int, audio: np.ndarray
     ) -> Transcript | None:
-        result = await self.services.asr.speculative(audio, self.services.domain_prompt)
+        languages = self.languages
+        result = await self.services.asr.speculative(audio, self.services.domain_prompt, languages)
         if result is None or (turn is self._turn and self.endpointer.last_speech != pause_end):
             return None  # no decoder free, or the caller spoke on
+        if languages != self.languages:
+            return None  # the call changed language meanwhile: decode the turn again
         masked = mask_numbers(result.text)
+        language = self._language_of(result)
         # The turn's one classification (with the explanation for the agent): if the turn
         # ends in this pause, the dialogue uses it as it is.
-        understanding = await asyncio.to_thread(self.services.classifier.classify, masked)
-        return Transcript(result, masked, understanding)
+        classify = self.services.classifier_for(language).classify
+        understanding = await asyncio.to_thread(classify, masked)
+        return Transcript(result, masked, language, understanding)
 
     # == the audio buffer ====================================================================
     def close(self) -> None:

@@ -11,8 +11,19 @@ LATENCY_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 CALLS = Counter("voicebot_calls_total", "Calls started", ["platform"])
 ACTIVE_CALLS = Gauge("voicebot_active_calls", "Calls in progress")
 REFUSED_CALLS = Counter("voicebot_calls_refused_total", "Calls refused at capacity", ["platform"])
-ACTIONS = Counter("voicebot_actions_total", "Dialogue decisions", ["action"])
-ROUTED = Counter("voicebot_routed_total", "Calls put in a forvaltning's queue", ["forvaltning"])
+CALL_LANGUAGES = Counter(
+    "voicebot_call_languages_total",
+    "Calls ended, by the language they were served in",
+    ["language"],
+)
+ACTIONS = Counter(
+    "voicebot_actions_total", "Dialogue decisions, by the call's language", ["action", "language"]
+)
+ROUTED = Counter(
+    "voicebot_routed_total",
+    "Calls put in a forvaltning's queue, by the caller's language",
+    ["forvaltning", "language"],
+)
 QUEUE_WAITING = Gauge("voicebot_queue_waiting", "Calls waiting per queue", ["forvaltning"])
 QUEUE_LONGEST_WAIT = Gauge(
     "voicebot_queue_longest_wait_seconds", "Wait of the oldest waiting call", ["forvaltning"]

@@ -42,7 +42,8 @@ class CatalogueInUse:
     """A validated catalogue with everything derived from it, swapped in as one."""
 
     catalogue: Catalogue
-    classifier: IntentClassifier
+    classifier: IntentClassifier  # the first language's (asr.language)
+    classifiers: dict[str, IntentClassifier]  # every configured language's
     domain_prompt: str | None
     path: Path
     sha256: str
@@ -64,7 +65,7 @@ class Services:
     catalogue: Catalogue
     vad: VoiceDetector
     asr: AsrPool
-    classifier: IntentClassifier
+    classifier: IntentClassifier  # the first language's (asr.language)
     speaker: TextToSpeech
     store: QueueStore
     events: EventBus
@@ -74,24 +75,45 @@ class Services:
     catalogue_loaded_at: float = field(default_factory=time.time)
     last_reload: ReloadStatus = field(default_factory=ReloadStatus)
     reloading: asyncio.Lock = field(default_factory=asyncio.Lock)  # one reload at a time
+    # Per language: its classifier (its own model when one is shipped, its own rules) and
+    # its voice. A language missing here gets `classifier`'s model with its own rules, and
+    # the speaker's own voice.
+    classifiers: dict[str, IntentClassifier] = field(default_factory=dict)
+    voices: dict[str, Voice] = field(default_factory=dict)
 
     @property
     def active_calls(self) -> int:
         return self.slots.active
 
     def for_call(self) -> Services:
-        """The services as one call sees them: the catalogue, classifier and domain prompt in
+        """The services as one call sees them: the catalogue, classifiers and domain prompt in
         use now, kept for the whole call; everything else (models, queue, slots) shared."""
-        return dataclasses.replace(self)
+        return dataclasses.replace(self, classifiers=dict(self.classifiers))
 
     def use_catalogue(self, loaded: CatalogueInUse) -> None:
         """Swap in a validated catalogue. Synchronous (no await between the fields), so a call
         starting on the event loop sees either the old set or the new set, never a mix."""
         self.catalogue = loaded.catalogue
         self.classifier = loaded.classifier
+        self.classifiers = dict(loaded.classifiers)
         self.domain_prompt = loaded.domain_prompt
         self.catalogue_sha256 = loaded.sha256
         self.catalogue_loaded_at = loaded.loaded_at
+
+    def classifier_for(self, language: str) -> IntentClassifier:
+        found = self.classifiers.get(language)
+        if found is None:
+            found = (
+                self.classifier
+                if getattr(self.classifier, "language", language) == language
+                else IntentClassifier(self.classifier.model, self.catalogue, language)
+            )
+            self.classifiers[language] = found
+        return found
+
+    def voice_for(self, language: str) -> Voice | None:
+        """The voice a language's prompts are spoken in (None: the speaker's own)."""
+        return self.voices.get(language)
 
     def admit(self) -> bool:
         """Reserve a call slot (max_calls), or say there is none. Synchronous, so calls that
@@ -117,36 +139,80 @@ def domain_prompt(catalogue: Catalogue) -> str:
     )
 
 
-def load_classifier(settings: Settings, catalogue: Catalogue) -> IntentClassifier:
-    return IntentClassifier(IntentModel(settings.intent_model), catalogue)
+def intent_model_path(settings: Settings, language: str) -> Path:
+    """A language's own model (intents/model/intent_<lang>.onnx) when one is shipped, else
+    the shared one (settings.intent_model)."""
+    shared = settings.intent_model
+    own = shared.with_name(f"{shared.stem}_{language}{shared.suffix}")
+    return own if own.exists() else shared
+
+
+def load_classifiers(
+    settings: Settings, catalogue: Catalogue, models: dict[Path, IntentModel] | None = None
+) -> dict[str, IntentClassifier]:
+    """One classifier per configured language; languages sharing a model file share it, and
+    models already loaded (`models`, by file) are reused."""
+    models = dict(models or {})
+    classifiers: dict[str, IntentClassifier] = {}
+    for language in settings.languages:
+        path = intent_model_path(settings, language)
+        if path not in models:
+            models[path] = IntentModel(path)
+        classifiers[language] = IntentClassifier(models[path], catalogue, language)
+    return classifiers
+
+
+def load_classifier(
+    settings: Settings, catalogue: Catalogue, language: str | None = None
+) -> IntentClassifier:
+    """One language's classifier (asr.language's unless named)."""
+    language = language or settings.asr.language
+    return IntentClassifier(IntentModel(intent_model_path(settings, language)), catalogue, language)
+
+
+def load_voices(settings: Settings) -> dict[str, Voice]:
+    tts = settings.tts
+    return {
+        language: Voice(
+            tts.voice if language == settings.asr.language else tts.voices.get(language, language),
+            tts.rate_wpm,
+            tts.pitch,
+        )
+        for language in settings.languages
+    }
 
 
 def _check_derived(path: Path, catalogue: Catalogue) -> None:
     """What the dialogue builds from the catalogue at run time, built once now: a reload
     must not accept a file that would fail in the middle of a call."""
-    for forvaltning in catalogue.forvaltninger:
+    for language in catalogue.languages:
+        for forvaltning in catalogue.forvaltninger:
+            try:
+                catalogue.prompt("route", language).format(
+                    queue=catalogue.queue_name(forvaltning, language)
+                )
+            except (KeyError, IndexError, ValueError) as exc:
+                raise CatalogueError(
+                    f"{path}: prompts.route.{language} with forvaltning {forvaltning}: {exc}"
+                ) from exc
         try:
-            catalogue.prompts["route"].format(queue=catalogue.queue_name(forvaltning))
+            catalogue.keypad_menu_text(language)
         except (KeyError, IndexError, ValueError) as exc:
-            raise CatalogueError(
-                f"{path}: prompts.route with forvaltning {forvaltning}: {exc}"
-            ) from exc
-    try:
-        catalogue.keypad_menu_text()
-    except (KeyError, IndexError, ValueError) as exc:
-        raise CatalogueError(f"{path}: prompts.keypad_menu: {exc}") from exc
+            raise CatalogueError(f"{path}: prompts.keypad_menu.{language}: {exc}") from exc
 
 
 def prepare_catalogue(
     settings: Settings,
-    model: IntentModel | None = None,
+    models: dict[Path, IntentModel] | None = None,
     speaker: TextToSpeech | None = None,
+    voices: dict[str, Voice] | None = None,
 ) -> CatalogueInUse:
     """Load and validate settings.catalogue with everything derived from it; CatalogueError
-    names the file and the entry. The fixed prompts are rendered once (a speaker caches them),
-    so the first caller does not wait for them."""
+    names the file and the entry. Intent models already loaded (`models`, by file) are reused.
+    The fixed prompts are rendered once in each language's voice (a speaker caches them), so
+    the first caller does not wait for them, and a missing espeak-ng voice fails here."""
     path = Path(settings.catalogue)
-    catalogue = load_catalogue(path)
+    catalogue = load_catalogue(path, settings.languages)
     _check_derived(path, catalogue)
     load_waiting(settings, catalogue)  # opening hours and waiting prompts: fail at start
     stale = catalogue.stale_answers()
@@ -156,17 +222,18 @@ def prepare_catalogue(
             catalogue.review_after_days,
             ", ".join(stale),
         )
-    classifier = IntentClassifier(model or IntentModel(settings.intent_model), catalogue)
+    classifiers = load_classifiers(settings, catalogue, models)
     if speaker is not None:
-        for text in (
-            catalogue.prompts["greeting"],
-            catalogue.prompts["rephrase"],
-            catalogue.prompts["human"],
-        ):
-            speaker.speak(text)
+        for language, voice in (voices or {}).items():
+            for name in ("greeting", "rephrase", "human"):
+                speaker.speak(catalogue.prompt(name, language), voice)
+            offer = catalogue.languages[language].offer
+            if offer:
+                speaker.speak(offer, voice)
     return CatalogueInUse(
         catalogue=catalogue,
-        classifier=classifier,
+        classifier=classifiers[settings.asr.language],
+        classifiers=classifiers,
         domain_prompt=domain_prompt(catalogue) if settings.asr.domain_prompt else None,
         path=path,
         sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
@@ -179,10 +246,10 @@ async def reload_catalogue(services: Services) -> ReloadStatus:
     A bad file changes nothing: the old catalogue stays and the reason (file and entry) is
     logged and returned. Calls in progress keep the catalogue they started with."""
     async with services.reloading:
-        model = services.classifier.model if services.classifier is not None else None
+        models = {c.model.path: c.model for c in services.classifiers.values()}
         try:
             loaded = await asyncio.to_thread(
-                prepare_catalogue, services.settings, model, services.speaker
+                prepare_catalogue, services.settings, models, services.speaker, services.voices
             )
         except (CatalogueError, OSError) as exc:
             log.error("catalogue reload refused, the running catalogue stays: %s", exc)
@@ -202,8 +269,9 @@ async def reload_catalogue(services: Services) -> ReloadStatus:
 
 
 def load_services(settings: Settings) -> Services:
-    speaker = Speaker(Voice(settings.tts.voice, settings.tts.rate_wpm, settings.tts.pitch))
-    loaded = prepare_catalogue(settings, speaker=speaker)
+    voices = load_voices(settings)
+    speaker = Speaker(voices[settings.asr.language])
+    loaded = prepare_catalogue(settings, speaker=speaker, voices=voices)
     asr = WhisperAsr(settings.whisper_dir, settings.asr)
     return Services(
         settings=settings,
@@ -217,4 +285,6 @@ def load_services(settings: Settings) -> Services:
         domain_prompt=loaded.domain_prompt,
         catalogue_sha256=loaded.sha256,
         catalogue_loaded_at=loaded.loaded_at,
+        classifiers=dict(loaded.classifiers),
+        voices=voices,
     )

@@ -1,7 +1,9 @@
 """One phone call, from the socket to the queue. Read this module top to bottom.
 
 1. The platform adapter (telephony/*) gives us CallStart, then Audio, Digit, Played, Hangup.
-2. We greet: the caller hears that this is an automatic assistant and how to reach a person.
+2. We greet: the caller hears that this is an automatic assistant and how to reach a person,
+   in the first language, then one short sentence in each other language ("For English,
+   just speak English.").
 3. We listen (voicebot/listening.py): every 32 ms of caller audio goes through Silero VAD;
    the Endpointer finds where the caller's turn starts and ends. Speech while the bot talks
    stops the bot (barge-in). While the caller speaks, partial transcripts are decoded now and
@@ -10,7 +12,11 @@
    silence; a confident, complete request ends the turn after a shorter silence. Caller
    input reaches the dialogue typed: SpokenTurn, KeyPress, Silence.
 4. We understand: the transcript (the pause's speculative decode when it decoded the same
-   audio, else a final decode) is classified once, and the dialogue policy decides.
+   audio, else a final decode) is classified once, and the dialogue policy decides. Until
+   the caller has said something, every decode asks Whisper which language it hears (among
+   `languages`) and decodes in it; the first turn heard in another language switches the
+   call to it, and that turn is understood in it. Saying "English" or pressing its key does
+   the same. From then on recognition, understanding, prompts and voice are that language's.
 5. We act: answer by voice, ask back, or route — the routed call is written to its
    forvaltning's queue first, then the caller hears where they go (voicebot/speaking.py)
    and the call is handed on. A caller gone before the hand-off completes is marked
@@ -27,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 import numpy as np
@@ -44,6 +50,7 @@ from telephony.base import (
 )
 from voicebot import metrics
 from voicebot.asr import Overloaded
+from voicebot.catalogue import Language
 from voicebot.dialogue import Decision, DialoguePolicy, State
 from voicebot.listening import (
     BargeIn,
@@ -76,12 +83,21 @@ class CallSession:
         self.services = services
         self.settings = services.settings
         self.catalogue = services.catalogue
+        # The call's language: the first one until the caller shows another.
+        self.language = services.settings.asr.language
         self.policy = DialoguePolicy(
-            services.catalogue, services.classifier, services.settings.dialogue
+            services.catalogue,
+            services.classifier_for(self.language),
+            services.settings.dialogue,
+            self.language,
         )
         self.voice = PromptPlayer(channel, services.speaker, self._publish)
         self.listener = Listener(services, channel.echo_cancelled, self._publish, self._spawn)
         self.waiting = CallWaiting(services)  # closed queue, long wait: a callback instead
+        others = [code for code in self.settings.languages if code != self.language]
+        # Detect the language (each decode asks Whisper) until the caller has spoken.
+        self.detecting = bool(others)
+        self.listener.languages = (self.language, *others)
         self.call_id = ""
         self.caller: str | None = None
         self.transcripts: list[str] = []  # masked, one per caller turn
@@ -173,7 +189,44 @@ class CallSession:
         self._spawn(self._input_worker(), "inputs")
         if not self.listen_only:
             self._spawn(self._no_input_clock(), "no-input-clock")
-        await self.voice.say(self.catalogue.prompts["greeting"], "greeting")
+        # Then one short sentence in each other language, in its own voice.
+        offers = [(lang.offer, code) for code, lang in self._other_languages() if lang.offer]
+        await self._say(self.policy.text("greeting"), "greeting", then=offers)
+
+    def _other_languages(self) -> list[tuple[str, Language]]:
+        return [
+            (code, language)
+            for code, language in self.catalogue.languages.items()
+            if code != self.language and code in self.settings.languages
+        ]
+
+    async def _say(self, text: str, purpose: str, then: Sequence[tuple[str, str]] = ()) -> None:
+        """Say a text in the call's language and voice, then (text, language) parts each in
+        its own language's voice."""
+        await self.voice.say(
+            text,
+            purpose,
+            self.services.voice_for(self.language),
+            self.language,
+            then=[(t, self.services.voice_for(code), code) for t, code in then],
+        )
+
+    def _switch_language(self, language: str, how: str, scores: dict[str, float]) -> None:
+        """From now on the call is in `language`: recognition forced to it, understanding,
+        prompts, yes/no words and voice its own."""
+        self.detecting = False
+        self.listener.languages = (language,)
+        if language == self.language:
+            return
+        log.info("call %s: caller's language is %s (%s)", self.call_id, language, how)
+        self.language = language
+        self.policy.set_language(language, self.services.classifier_for(language))
+        self._publish(
+            "language",
+            language=language,
+            how=how,
+            scores={k: round(v, 4) for k, v in scores.items()},
+        )
 
     async def _refuse(self) -> None:
         if not self.listen_only:  # a listen-only line is the platform's to route
@@ -197,7 +250,8 @@ class CallSession:
             if self._best is not None:
                 transcript, u = self._best
                 self._publish("agent_assist", final=True, transcript=transcript, **self._routing(u))
-            self._publish("call_ended")
+            metrics.CALL_LANGUAGES.labels(self.language).inc()
+            self._publish("call_ended", language=self.language)
             log.info("call %s ended after %d turns", self.call_id, self.listener.turns)
         await self.channel.hang_up()
 
@@ -305,7 +359,7 @@ class CallSession:
                 await self.act(self._overloaded("speech recognition overloaded"), transcript="")
             return
         result = heard.result
-        if turn.barged_in and self.voice.cut_off and is_backchannel(result.text):
+        if turn.barged_in and self.voice.cut_off and is_backchannel(result.text, heard.language):
             # "mhm" or "ja" while the bot talked: not a turn; go on where the bot was cut off.
             self._publish("backchannel", turn=turn.index)
             await self.voice.resume()
@@ -319,6 +373,7 @@ class CallSession:
             window_s=result.window_s,
             tokens=result.tokens,
             redecodes=result.redecodes,
+            language=heard.language,
         )
         if self.settings.log_transcripts:
             log.info("call %s turn %d: %s", self.call_id, turn.index, heard.text)
@@ -328,10 +383,13 @@ class CallSession:
         if self.waiting.active and not self.listen_only:  # a callback offer's answer
             await self.act(await self.waiting.on_utterance(heard.text), transcript=heard.text)
             return
+        if self.detecting:  # the first words: their language is the call's from now on
+            self._switch_language(heard.language, "detected", result.language_scores)
         # Understanding reads the masked text too, so no number can reach the explanation.
+        classify = self.services.classifier_for(heard.language).classify
         understanding = heard.understanding
         if understanding is None:
-            understanding = await asyncio.to_thread(self.services.classifier.classify, heard.text)
+            understanding = await asyncio.to_thread(classify, heard.text)
         if self.listen_only:
             self._assist(heard.text, understanding)
             return
@@ -341,11 +399,11 @@ class CallSession:
 
     async def _busy_prompt_after(self, delay_s: float) -> None:
         await asyncio.sleep(delay_s)
-        await self.voice.say(self.catalogue.prompts["busy"], "busy")
+        await self._say(self.policy.text("busy"), "busy")
 
     def _overloaded(self, reason: str) -> Decision:
         decision = self.policy.to_person(None, reason)
-        decision.say = self.catalogue.prompts["overloaded"]
+        decision.say = self.policy.text("overloaded")
         return decision
 
     # -- a listen-only line: the agent hears the caller, the bot tells what it understood ---
@@ -353,14 +411,22 @@ class CallSession:
         understood = u.intent != "out_of_scope"
         if understood and (self._best is None or u.confidence >= self._best[1].confidence):
             self._best = (transcript, u)
-        self._publish("agent_assist", transcript=transcript, **self._routing(u))
+        self._publish(
+            "agent_assist", transcript=transcript, language=self.language, **self._routing(u)
+        )
 
     def _assist_key(self, digit: str) -> None:
         entry = self.catalogue.keypad.get(digit)
         if entry is not None:
             self._assist(
                 f"[tast {digit}]",
-                Understanding(entry.intent, 1.0, [], [entry.label], rule=f"keypad {digit}"),
+                Understanding(
+                    entry.intent,
+                    1.0,
+                    [],
+                    [entry.label[self.catalogue.default_language]],
+                    rule=f"keypad {digit}",
+                ),
             )
 
     def _routing(self, u: Understanding) -> dict[str, Any]:
@@ -382,16 +448,26 @@ class CallSession:
         if decision.action == "listen":  # nothing to say yet: the caller is not done
             self._publish("listening", transcript=transcript, reason=decision.reason)
             return
+        if decision.language is not None:  # the caller asked for a language
+            self._switch_language(decision.language, "asked", {})
         if decision.hand_off and decision.forvaltning and not self._rescued:
             record = self._record(decision)
             diverted = await self.waiting.at_routing(decision, record, self.caller)
             decision = diverted or decision
-        metrics.ACTIONS.labels(decision.action).inc()
-        self._publish("decision", transcript=transcript, **decision.as_dict())
+        metrics.ACTIONS.labels(decision.action, self.language).inc()
+        self._publish(
+            "decision", transcript=transcript, language=self.language, **decision.as_dict()
+        )
         if decision.forvaltning and decision.hand_off:
             await self.enqueue(decision)
         if decision.say:
-            await self.voice.say(decision.say, decision.action)
+            # The keypad menu goes on with the other languages' keys, each in its voice.
+            keys = [
+                ((lang.key_offer or "").format(key=lang.key), code)
+                for code, lang in self._other_languages()
+                if lang.key and decision.action == "keypad_menu"
+            ]
+            await self._say(decision.say, decision.action, then=keys)
         self._announced = decision.hand_off
         if decision.hand_off or decision.hang_up:
             await self.voice.wait_until_heard(HEARD_TIMEOUT_S)
@@ -426,9 +502,12 @@ class CallSession:
         self._enqueued = True
         forvaltning = decision.forvaltning
         assert forvaltning is not None  # enqueue is called for hand-offs to a forvaltning only
-        metrics.ROUTED.labels(forvaltning).inc()
+        metrics.ROUTED.labels(forvaltning, self.language).inc()
         self._publish(
-            "routed", forvaltning=forvaltning, queue=self.catalogue.queue_name(forvaltning)
+            "routed",
+            forvaltning=forvaltning,
+            queue=self.catalogue.queue_name(forvaltning),
+            language=self.language,
         )
 
     def _record(self, decision: Decision) -> RoutedCall:
@@ -437,7 +516,7 @@ class CallSession:
             call_id=self.call_id, forvaltning=decision.forvaltning, intent=decision.intent,
             confidence=decision.confidence, transcript=" / ".join(t for t in self.transcripts if t),
             explanation=decision.explanation, reason=decision.reason, caller=mask_caller(self.caller),
-            platform=self.channel.platform,
+            platform=self.channel.platform, language=self.language,
         )  # fmt: skip
 
     async def _abandon(self) -> None:

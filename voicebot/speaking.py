@@ -11,29 +11,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from telephony.base import MediaChannel, Played
 from voicebot import metrics
-from voicebot.tts import TextToSpeech
+from voicebot.tts import TextToSpeech, Voice
 from voicebot.understanding import normalize
 
 Publish = Callable[..., None]  # events.publish bound to the call: publish(kind, **data)
+Spoken = tuple[str, Voice | None, str | None]  # a text, its voice and language
 
-BACKCHANNELS = {
-    "mhm",
-    "mm",
-    "hm",
-    "ja",
-    "jo",
-    "jah",
-    "okay",
-    "ok",
-    "nå",
-    "aha",
-    "javel",
-    "præcis",
-    "nemlig",
+_SOUNDS = {"mhm", "mm", "hm", "aha", "okay", "ok"}
+# A listener's words per language; a language not listed uses all of them.
+BACKCHANNELS: dict[str, frozenset[str]] = {
+    "da": frozenset(_SOUNDS | {"ja", "jo", "jah", "nå", "javel", "præcis", "nemlig"}),
+    "en": frozenset(_SOUNDS | {"yes", "yeah", "yep", "right", "sure", "uh", "huh", "i", "see"}),
 }
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
@@ -42,10 +34,11 @@ def split_sentences(text: str) -> list[str]:
     return [s for s in _SENTENCE_END.split(text.strip()) if s]
 
 
-def is_backchannel(text: str) -> bool:
-    """A listener's "mhm", "ja ja", "okay" — or nothing recognisable at all."""
+def is_backchannel(text: str, language: str = "da") -> bool:
+    """A listener's "mhm", "ja ja", "okay", "yeah right" — or nothing recognisable at all."""
     words = normalize(text).split()
-    return len(words) <= 3 and all(w in BACKCHANNELS for w in words)
+    known = BACKCHANNELS.get(language) or frozenset().union(*BACKCHANNELS.values())
+    return len(words) <= 3 and all(w in known for w in words)
 
 
 class PromptPlayer:
@@ -55,8 +48,9 @@ class PromptPlayer:
         self.channel = channel
         self.speaker = speaker
         self.publish = publish
-        self._playing: dict[str, str] = {}  # marks sent and not yet played → their sentence
-        self._unheard: list[str] = []  # sentences cut off by the last barge-in
+        # Marks sent and not yet played → their sentence, its voice and language.
+        self._playing: dict[str, Spoken] = {}
+        self._unheard: list[Spoken] = []  # sentences cut off by the last barge-in
         self._done = asyncio.Event()
         self._done.set()
         self._prompts = 0
@@ -70,21 +64,36 @@ class PromptPlayer:
         """The last barge-in cut sentences off that the caller has not heard."""
         return bool(self._unheard)
 
-    async def say(self, text: str, purpose: str) -> None:
-        """Send a prompt sentence by sentence, each with its own mark: the first sentence
-        goes out as soon as it is rendered, and the marks tell which sentences the caller
-        heard before a barge-in."""
+    async def say(
+        self,
+        text: str,
+        purpose: str,
+        voice: Voice | None = None,
+        language: str | None = None,
+        then: Sequence[Spoken] = (),
+    ) -> None:
+        """Send a prompt sentence by sentence, each with its own mark, in `voice` (the
+        speaker's own when None), followed by the parts in `then` in their own voices (the
+        greeting's "For English, just speak English."): the first sentence goes out as soon
+        as it is rendered, and the marks tell which sentences the caller heard before a
+        barge-in. One prompt, one `bot_said` event with the whole text."""
+        parts = [(text, voice, language), *then]
         self._prompts += 1
         self.publish(
-            "bot_said", text=text, mark=f"{purpose}-{self._prompts}", heard=self.channel.can_play
+            "bot_said",
+            text=" ".join(part for part, _, _ in parts),
+            mark=f"{purpose}-{self._prompts}",
+            heard=self.channel.can_play,
+            language=language,
         )
         if not self.channel.can_play:
             return  # a listen-only connection: the platform's own flow does the talking
         self._done.clear()
-        for i, sentence in enumerate(split_sentences(text)):
-            audio = await asyncio.to_thread(self.speaker.speak, sentence)
+        sentences = [(s, v, lang) for part, v, lang in parts for s in split_sentences(part)]
+        for i, (sentence, sentence_voice, sentence_language) in enumerate(sentences):
+            audio = await asyncio.to_thread(self.speaker.speak, sentence, sentence_voice)
             mark = f"{purpose}-{self._prompts}.{i}"
-            self._playing[mark] = sentence
+            self._playing[mark] = (sentence, sentence_voice, sentence_language)
             await self.channel.play(audio, mark)
 
     def on_played(self, played: Played) -> None:
@@ -106,9 +115,11 @@ class PromptPlayer:
             await self.channel.clear()
 
     async def resume(self) -> None:
-        """Say again what the last barge-in cut off."""
+        """Say again what the last barge-in cut off, each sentence in its own voice."""
         unheard, self._unheard = self._unheard, []
-        await self.say(" ".join(unheard), "resume")
+        if unheard:
+            (text, voice, language), *rest = unheard
+            await self.say(text, "resume", voice, language, then=rest)
 
     async def wait_until_heard(self, timeout_s: float = 30.0) -> None:
         # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that

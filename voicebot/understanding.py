@@ -71,6 +71,7 @@ class IntentModel:
 
     def __init__(self, onnx_path: str | Path) -> None:
         onnx_path = Path(onnx_path)
+        self.path = onnx_path  # a reload reuses the loaded model of the same file
         meta_path = onnx_path.with_suffix(".json")
         if not onnx_path.exists() or not meta_path.exists():
             raise FileNotFoundError(
@@ -116,17 +117,22 @@ def softmax(logits: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.floating[An
 
 
 class IntentClassifier:
-    """Catalogue rules first (emergency, then other trigger phrases), then the model."""
+    """Catalogue rules first (emergency, then other trigger phrases), then the model. The
+    rules are one language's: a trigger word of one language may be an everyday word of
+    another ("fire" is Danish for four)."""
 
-    def __init__(self, model: IntentModel, catalogue: Catalogue) -> None:
+    def __init__(
+        self, model: IntentModel, catalogue: Catalogue, language: str | None = None
+    ) -> None:
         self.model = model
         self.catalogue = catalogue
+        self.language = language or catalogue.default_language
         # Emergency first: it overrides everything else.
         ordered = sorted(catalogue.intents.values(), key=lambda i: i.id != "emergency")
         self._rules = [
             (intent.id, phrase, re.compile(rf"(?<!\w){re.escape(normalize(phrase))}(?!\w)"))
             for intent in ordered
-            for phrase in intent.trigger_phrases
+            for phrase in intent.trigger_phrases.get(self.language, [])
         ]
 
     def classify(self, text: str, explain: bool = True) -> Understanding:

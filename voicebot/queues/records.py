@@ -33,6 +33,7 @@ class RoutedCall:
     reason: str = ""
     caller: str | None = None  # masked caller number
     platform: str = ""
+    language: str = "da"  # the language the caller was served in (Whisper code)
     created_at: float = field(default_factory=time.time)
     status: str = "waiting"  # waiting, claimed, done or abandoned; a callback: done or failed
     claimed_by: str | None = None

@@ -40,7 +40,8 @@ CREATE TABLE IF NOT EXISTS routed_calls (
     finished_at REAL,
     lease_at REAL,
     kind TEXT NOT NULL DEFAULT 'call',
-    callback_number TEXT
+    callback_number TEXT,
+    language TEXT NOT NULL DEFAULT 'da'
 );
 CREATE INDEX IF NOT EXISTS routed_calls_queue ON routed_calls (forvaltning, status, created_at);
 CREATE INDEX IF NOT EXISTS routed_calls_created ON routed_calls (created_at);
@@ -49,13 +50,14 @@ CREATE INDEX IF NOT EXISTS routed_calls_claims ON routed_calls (forvaltning, cla
 _COLUMNS = (
     "call_id", "forvaltning", "intent", "confidence", "transcript", "explanation", "reason",
     "caller", "platform", "created_at", "status", "claimed_by", "claimed_at", "finished_at",
-    "kind", "callback_number",
+    "kind", "callback_number", "language",
 )  # fmt: skip
 # Columns added after the first release, with their definitions (added in place to old files).
 _ADDED_COLUMNS = {
     "lease_at": "REAL",
     "kind": "TEXT NOT NULL DEFAULT 'call'",
     "callback_number": "TEXT",
+    "language": "TEXT NOT NULL DEFAULT 'da'",  # calls before languages were Danish
 }
 
 
@@ -76,7 +78,8 @@ class SqliteQueueStore:
 
     def _migrate(self) -> None:
         """Databases made before claim leases lack `lease_at`, before callbacks `kind` and
-        `callback_number`; add them in place (existing rows are live calls)."""
+        `callback_number`, before languages `language` (their calls were all Danish); add
+        them in place (existing rows are live calls)."""
         cols = {r[1] for r in self._db.execute("PRAGMA table_info(routed_calls)").fetchall()}
         for name, definition in _ADDED_COLUMNS.items():
             if cols and name not in cols:

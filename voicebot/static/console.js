@@ -132,6 +132,8 @@ function actionButton(label, style, onClick) {
   return button;
 }
 
+const LANGUAGE_BADGES = { en: "English-speaking caller" };
+
 function renderCard(call, mine) {
   const card = $("card-template").content.firstElementChild.cloneNode(true);
   card.dataset.callId = call.call_id;
@@ -144,6 +146,14 @@ function renderCard(call, mine) {
   const badge = card.querySelector(".forvaltning");
   badge.textContent = `${call.forvaltning} · ${call.queue}`;
   badge.title = call.forvaltning_name;
+
+  // A caller served in another language than Danish: the agent should know before answering.
+  if (call.language && call.language !== "da") {
+    const language = card.querySelector(".language");
+    language.hidden = false;
+    language.textContent = LANGUAGE_BADGES[call.language] || `Sprog: ${call.language}`;
+    language.title = `Opkalderen blev betjent på ${call.language}`;
+  }
 
   const percent = Math.round(call.confidence * 100);
   card.querySelector(".confidence").textContent = `${percent} %`;
