@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import numpy as np
 
-
 INITIAL_SAMPLES = 2 * 16000  # the array's first size: two seconds at 16 kHz
 
 
