@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,22 @@ def pytest_addoption(parser) -> None:
         help="run tests/test_soak.py for this many minutes (default: a short run; "
         "or set VOICEBOT_SOAK_MINUTES)",
     )
+
+
+# Knobs for the test runner itself, not settings of the product: kept.
+RUNNER_VARIABLES = {"VOICEBOT_SOAK_MINUTES"}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_environment() -> Iterator[None]:
+    """No test reads the caller's VOICEBOT_* settings (a developer's shell, CI's environment):
+    every Settings() and every subprocess sees the defaults plus what the test itself sets.
+    Session-scoped and autouse, so it runs before the session fixtures that build settings."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in list(os.environ):
+            if name.startswith("VOICEBOT_") and name not in RUNNER_VARIABLES:
+                patch.delenv(name)
+        yield
 
 
 @pytest.fixture

@@ -111,6 +111,25 @@ class ScriptedAsr:
         return [self._result(a) for a in audios]
 
 
+class EnergyVad:
+    """Hears speech wherever the audio is louder than a whisper (prob 0.9), else silence."""
+
+    class _Stream:
+        def __init__(self) -> None:
+            self._pending = np.zeros(0, np.float32)
+
+        def push(self, audio: np.ndarray) -> np.ndarray:
+            self._pending = np.concatenate([self._pending, audio])
+            n = len(self._pending) // WINDOW
+            windows = self._pending[: n * WINDOW].reshape(n, WINDOW)
+            self._pending = self._pending[n * WINDOW :]
+            loud = np.sqrt((windows**2).mean(axis=1)) > 0.02
+            return np.where(loud, 0.9, 0.0).astype(np.float32)
+
+    def stream(self) -> EnergyVad._Stream:
+        return self._Stream()
+
+
 class DeafVad:
     """Hears no speech at all (calls that speak with keys, or carry none)."""
 

@@ -34,7 +34,6 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path(
     "/usr/bin/chromedriver"
 )  # pinned: never another one found on PATH or downloaded
-SCREENSHOT = Path("/tmp/console.png")
 EVIL = '<script>window.pwned=1</script><img src=x onerror="window.pwned=2"> min skraldespand'
 
 webdriver = pytest.importorskip(
@@ -253,7 +252,6 @@ def test_agent_console_in_chromium(tmp_path, catalogue, chromium, fast_hashing):
         chromium.execute_script("window.scrollTo(0, 0)")
         time.sleep(1.7)  # let the arrival highlight fade for the picture
         chromium.save_screenshot(str(tmp_path / "console.png"))
-        chromium.save_screenshot(str(SCREENSHOT))
 
         claimed.find_element(By.CSS_SELECTOR, "button.complete").click()
         WebDriverWait(chromium, 10).until(

@@ -93,8 +93,10 @@ def queued(env) -> list[dict]:
     return json.loads(out.stdout)["waiting"]
 
 
-def test_a_spoken_request_lands_in_the_right_queue(server, speaker, tmp_path):
-    """A caller asks for a person. Whisper base hears espeak-ng Danish through a phone line
+def test_keypad_fallback_after_speech_reaches_the_contact_centre_queue(server, speaker, tmp_path):
+    """The keypad fallback (it presses 0, so it passes whatever the recogniser hears: the
+    routing by understanding is test_loopback_speech.py and, with the real model, below).
+    A caller asks for a person. Whisper base hears espeak-ng Danish through a phone line
     badly (README), so the caller behaves as people do when not understood: says it again,
     slower, then follows the keypad menu and presses 0. Either way the call must reach the
     contact centre's queue, with what the caller said."""
