@@ -387,3 +387,12 @@ def test_voicebot_call_json_gives_every_turn_its_language(tmp_path):
     assert [(t["action"], t["language"]) for t in turns] == [("language", "en"), ("human", "en")]
     calls = SqliteQueueStore(tmp_path / "voicebot.db", create=False).calls()
     assert [(c.forvaltning, c.language) for c in calls] == [("KONTAKTCENTER", "en")]
+
+
+def test_the_waiting_prompts_follow_the_callers_language(bilingual):
+    """A caller switched to English hears the closed-queue, wait and callback prompts in
+    English too, not Danish."""
+    session = CallSession(ScriptedLine([]), bilingual(BilingualAsr([], "en")))
+    assert session.waiting.language == "da"
+    session._switch_language("en", "asked", {})
+    assert session.waiting.language == "en"

@@ -221,6 +221,8 @@ class CallSession:
         log.info("call %s: caller's language is %s (%s)", self.call_id, language, how)
         self.language = language
         self.policy.set_language(language, self.services.classifier_for(language))
+        if not self.waiting.active:  # closed-queue, wait and callback prompts in it too
+            self.waiting = CallWaiting(self.services, language)
         self._publish(
             "language",
             language=language,
