@@ -17,7 +17,6 @@ import yaml
 from telephony.base import SAMPLE_RATE, Digit
 from tests.conftest import copy_catalogue
 from tests.fakes import ScriptedLine, ToneSpeaker, light_services, silence, tone
-from voicebot.catalogue import load_catalogue
 from voicebot.cli import main
 from voicebot.prompts import (
     PromptsError,

@@ -4,6 +4,8 @@ The catalogue and what is derived from it (the intent classifier's trigger rules
 prompt) can be replaced while the gateway runs (`reload_catalogue`: SIGHUP or `voicebot
 reload`): the new file is validated fully first, and each call keeps the catalogue it started
 with (`Services.for_call`), so a reload never changes what a caller in progress hears.
+The recorded prompts (tts.prompts_dir) are loaded
+with the catalogue, matched to its texts: a reload re-reads them and a call keeps its set.
 """
 
 from __future__ import annotations
