@@ -299,6 +299,7 @@ class ScriptedLine(MediaChannel):
     def __init__(self, script: list, echo_marks: bool = True) -> None:
         self.script = script
         self.log: list[tuple] = []
+        self.played: dict[str, np.ndarray] = {}  # the audio sent on the line, by mark
         self.echo_marks = echo_marks
         self._marks: asyncio.Queue[Played] = asyncio.Queue()
         self.ended = asyncio.Event()
@@ -328,6 +329,7 @@ class ScriptedLine(MediaChannel):
 
     async def play(self, audio: np.ndarray, mark: str) -> None:
         self.log.append(("play", mark, len(audio)))
+        self.played[mark] = audio
         if self.echo_marks:
             self._marks.put_nowait(Played(mark))
 

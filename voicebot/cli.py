@@ -291,6 +291,109 @@ def cmd_reload(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- prompts (recorded prompts: voicebot/prompts.py) -------------------------------------
+def _prompt_script(settings: Settings, language: str | None = None) -> list[Any]:
+    from voicebot.catalogue import load_catalogue
+    from voicebot.prompts import prompt_script
+    from voicebot.waiting_prompts import load_waiting
+
+    if language is not None and language not in settings.languages:
+        raise ConfigError(
+            f"--language {language}: not one of the configured languages "
+            f"({', '.join(settings.languages)})"
+        )
+    catalogue = load_catalogue(settings.catalogue, settings.languages)
+    waiting = load_waiting(settings, catalogue)
+    return prompt_script(catalogue, waiting.prompts, [language] if language else settings.languages)
+
+
+def _prompts_dir(args: argparse.Namespace, settings: Settings) -> Path:
+    folder = args.dir or settings.tts.prompts_dir
+    if folder is None:
+        raise ConfigError("tts.prompts_dir: not set (set it, or give --dir)")
+    return Path(folder)
+
+
+def cmd_prompts_export(args: argparse.Namespace) -> int:
+    from voicebot.prompts import write_script
+
+    script = _prompt_script(_settings(args), args.language)
+    out: Path | None = args.out
+    dialect = "excel" if out is not None and out.suffix.lower() == ".csv" else "excel-tab"
+    text = write_script(script, out, dialect)
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        runtime = sum(1 for line in script if not line.recordable)
+        print(
+            f"{len(script)} lines written to {out} ({runtime} composed at run time are "
+            "synthesized: kind 'runtime')",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def cmd_prompts_check(args: argparse.Namespace) -> int:
+    from voicebot.prompts import PromptsError, read_recording, survey
+
+    settings = _settings(args)
+    folder = _prompts_dir(args, settings)
+    script = _prompt_script(settings, args.language)
+    report, playable = survey(folder, script)
+    refused: list[str] = []
+    for path in playable.values():
+        try:
+            read_recording(path)
+        except PromptsError as exc:
+            refused.append(str(exc))
+    runtime = [line for line in script if not line.recordable]
+    if args.json:
+        _print_json(
+            {
+                "folder": str(folder),
+                "recorded": [f"{x.language}/{x.id}" for x in report.recorded],
+                "missing": [f"{x.language}/{x.id}" for x in report.missing],
+                "changed": [f"{x.language}/{x.id}" for x, _ in report.changed],
+                "unlisted": [str(p) for p in report.unlisted],
+                "unknown": [str(p) for p in report.unknown],
+                "refused": refused,
+                "runtime": [f"{x.language}/{x.id}" for x in runtime],
+            }
+        )
+    else:
+        print(
+            f"{folder}: {len(report.recorded)} recorded, {len(report.missing)} missing, "
+            f"{len(report.changed)} changed since recorded; {len(runtime)} composed at run "
+            "time (always synthesized)"
+        )
+        for line in report.missing:
+            print(f"missing  {line.language} {line.id}  {line.text}")
+        for line, path in report.changed:
+            print(f"changed  {line.language} {line.id}  {path}  now: {line.text}")
+        for path in report.unlisted:
+            print(f"no manifest line (not played)  {path}")
+        for path in report.unknown:
+            print(f"not in the script (not played)  {path}")
+        for problem in refused:
+            print(f"refused  {problem}")
+    return 0 if report.ok and not refused else 1
+
+
+def cmd_prompts_import(args: argparse.Namespace) -> int:
+    from voicebot.prompts import import_recordings, read_script
+
+    settings = _settings(args)
+    folder = _prompts_dir(args, settings)
+    read = read_script(args.script) if args.script else None
+    imported = import_recordings(
+        args.source, folder, _prompt_script(settings), read, language=args.language
+    )
+    for entry in imported:
+        print(f"imported {entry.language} {entry.id} -> {folder / entry.file}")
+    print(f"{len(imported)} recordings in {folder}; run `voicebot prompts check`, then reload")
+    return 0
+
+
 # -- provision -----------------------------------------------------------------------
 def cmd_provision(args: argparse.Namespace) -> int:
     from voicebot.provision import ProvisionError, provision_from_hf, provision_whisper_base
@@ -411,6 +514,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="model dir for --from-hf (default: data_dir/models/NAME-ct2)",
     )
     s.set_defaults(func=cmd_provision)
+
+    s = sub.add_parser("prompts", help="recorded prompts: the script, the folder, its check")
+    prompts = s.add_subparsers(dest="prompts_command", required=True)
+    s = prompts.add_parser("export", help="the recording script: id, language, kind, text, sha256")
+    s.add_argument("--language", help="only this language (default: every configured one)")
+    s.add_argument("--out", type=Path, help="write here (.csv: comma-separated; else TSV)")
+    s.set_defaults(func=cmd_prompts_export)
+    s = prompts.add_parser("check", help="missing recordings and recordings of changed texts")
+    s.add_argument("--dir", type=Path, help="the prompts folder (default: tts.prompts_dir)")
+    s.add_argument("--language", help="only this language")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_prompts_check)
+    s = prompts.add_parser("import", help="copy a voice artist's recordings into the folder")
+    s.add_argument("source", type=Path, help="the recordings: <language>/<id>.wav|flac|ogg")
+    s.add_argument("--script", type=Path, help="the exported script the artist read (its hashes)")
+    s.add_argument("--language", help="the language of files directly in SOURCE")
+    s.add_argument("--dir", type=Path, help="the prompts folder (default: tts.prompts_dir)")
+    s.set_defaults(func=cmd_prompts_import)
 
     add_tool_commands(sub)
     return p

@@ -93,6 +93,9 @@ class TtsSettings(Section):
     voices: dict[str, str] = {"en": "en"}
     rate_wpm: int = Field(165, ge=80, le=400)
     pitch: int = Field(50, ge=0, le=99)
+    # Recorded prompts (voicebot/prompts.py): <prompts_dir>/<language>/<id>.wav|flac|ogg with a
+    # manifest.tsv; played instead of the synthesized text when present. None: synthesis only.
+    prompts_dir: Path | None = None
 
 
 class TelephonySettings(Section):

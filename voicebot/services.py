@@ -4,6 +4,8 @@ The catalogue and what is derived from it (the intent classifier's trigger rules
 prompt) can be replaced while the gateway runs (`reload_catalogue`: SIGHUP or `voicebot
 reload`): the new file is validated fully first, and each call keeps the catalogue it started
 with (`Services.for_call`), so a reload never changes what a caller in progress hears.
+The recorded prompts (tts.prompts_dir) are loaded
+with the catalogue, matched to its texts: a reload re-reads them and a call keeps its set.
 """
 
 from __future__ import annotations
@@ -18,8 +20,16 @@ from pathlib import Path
 
 from voicebot.asr import AsrPool, WhisperAsr
 from voicebot.catalogue import Catalogue, CatalogueError, load_catalogue
-from voicebot.config import Settings
+from voicebot.config import ConfigError, Settings
 from voicebot.events import EventBus
+from voicebot.prompts import (
+    Recordings,
+    load_recordings,
+    prompt_script,
+    speaker_with,
+    synthesis_of,
+    synthesized_level,
+)
 from voicebot.queues import QueueStore, open_store
 from voicebot.tts import Speaker, TextToSpeech, Voice
 from voicebot.understanding import IntentClassifier, IntentModel
@@ -48,6 +58,7 @@ class CatalogueInUse:
     path: Path
     sha256: str
     loaded_at: float
+    recordings: Recordings = field(default_factory=Recordings)  # tts.prompts_dir's, for it
 
 
 @dataclass
@@ -99,6 +110,7 @@ class Services:
         self.domain_prompt = loaded.domain_prompt
         self.catalogue_sha256 = loaded.sha256
         self.catalogue_loaded_at = loaded.loaded_at
+        self.speaker = speaker_with(self.speaker, loaded.recordings)
 
     def classifier_for(self, language: str) -> IntentClassifier:
         found = self.classifiers.get(language)
@@ -214,7 +226,7 @@ def prepare_catalogue(
     path = Path(settings.catalogue)
     catalogue = load_catalogue(path, settings.languages)
     _check_derived(path, catalogue)
-    load_waiting(settings, catalogue)  # opening hours and waiting prompts: fail at start
+    waiting = load_waiting(settings, catalogue)  # opening hours and waiting prompts: fail at start
     stale = catalogue.stale_answers()
     if stale:
         log.warning(
@@ -223,6 +235,21 @@ def prepare_catalogue(
             ", ".join(stale),
         )
     classifiers = load_classifiers(settings, catalogue, models)
+    recordings = Recordings()
+    if speaker is not None and settings.tts.prompts_dir is not None:
+        # Matched to the level of the synthesized greeting in the first language's voice.
+        first = settings.asr.language
+        level = synthesized_level(
+            synthesis_of(speaker), catalogue.prompt("greeting", first), (voices or {}).get(first)
+        )
+        script = prompt_script(catalogue, waiting.prompts, settings.languages)
+        recordings, report = load_recordings(settings.tts.prompts_dir, script, level)
+        log.info(
+            "recorded prompts from %s: %d played, %d synthesized (not recorded or changed)",
+            settings.tts.prompts_dir,
+            len(recordings),
+            len(report.missing) + len(report.changed),
+        )
     if speaker is not None:
         for language, voice in (voices or {}).items():
             for name in ("greeting", "rephrase", "human"):
@@ -238,6 +265,7 @@ def prepare_catalogue(
         path=path,
         sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
         loaded_at=time.time(),
+        recordings=recordings,
     )
 
 
@@ -249,9 +277,13 @@ async def reload_catalogue(services: Services) -> ReloadStatus:
         models = {c.model.path: c.model for c in services.classifiers.values()}
         try:
             loaded = await asyncio.to_thread(
-                prepare_catalogue, services.settings, models, services.speaker, services.voices
+                prepare_catalogue,
+                services.settings,
+                models,
+                synthesis_of(services.speaker),
+                services.voices,
             )
-        except (CatalogueError, OSError) as exc:
+        except (CatalogueError, ConfigError, OSError) as exc:
             log.error("catalogue reload refused, the running catalogue stays: %s", exc)
             services.last_reload = ReloadStatus(False, str(exc), time.time())
             return services.last_reload
@@ -279,7 +311,7 @@ def load_services(settings: Settings) -> Services:
         vad=SileroVad(),
         asr=AsrPool(asr, settings.asr),
         classifier=loaded.classifier,
-        speaker=speaker,
+        speaker=speaker_with(speaker, loaded.recordings),
         store=open_store(settings.queue_backend, settings.db_path, settings.redis_url),
         events=EventBus(),
         domain_prompt=loaded.domain_prompt,

@@ -4,6 +4,12 @@ The marks coming back (Played) say which sentences the caller heard. When the ca
 over the bot (barge-in) playback stops at once, and the sentences cut off are kept: a "mhm"
 was not a turn, and the bot goes on where it was cut off (`resume`). `wait_until_heard` lets
 a hand-off wait until its announcement has played.
+
+Recorded prompts (voicebot/prompts.py) go through the same marks: a text is cut into the
+longest recorded texts and single synthesized sentences, from the start, at sentence ends
+("<answer> <after_answer>" plays two recordings), and each piece is sent with its own mark.
+A recording is one piece with one mark whatever its length: a barge-in during it cuts off
+all of it, and `resume` plays it again from its start.
 """
 
 from __future__ import annotations
@@ -13,8 +19,11 @@ import contextlib
 import re
 from collections.abc import Callable, Sequence
 
+import numpy as np
+
 from telephony.base import MediaChannel, Played
 from voicebot import metrics
+from voicebot.prompts import RecordedSpeaker, Recordings
 from voicebot.tts import TextToSpeech, Voice
 from voicebot.understanding import normalize
 
@@ -32,6 +41,30 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 def split_sentences(text: str) -> list[str]:
     return [s for s in _SENTENCE_END.split(text.strip()) if s]
+
+
+def pieces_of(
+    text: str, language: str | None, recordings: Recordings | None
+) -> list[tuple[str, np.ndarray | None]]:
+    """The text as it is played: each piece the longest run of sentences that is a recorded
+    text (with its audio), or else one sentence to synthesize (None)."""
+    sentences = split_sentences(text)
+    if recordings is None or not len(recordings) or language is None:
+        return [(s, None) for s in sentences]
+    pieces: list[tuple[str, np.ndarray | None]] = []
+    start = 0
+    while start < len(sentences):
+        for end in range(len(sentences), start, -1):
+            candidate = " ".join(sentences[start:end])
+            found = recordings.find(candidate, language)
+            if found is not None:
+                pieces.append((candidate, found.audio))
+                start = end
+                break
+        else:
+            pieces.append((sentences[start], None))
+            start += 1
+    return pieces
 
 
 def is_backchannel(text: str, language: str = "da") -> bool:
@@ -54,6 +87,7 @@ class PromptPlayer:
         self._done = asyncio.Event()
         self._done.set()
         self._prompts = 0
+        self.recordings = speaker.recordings if isinstance(speaker, RecordedSpeaker) else None
 
     @property
     def speaking(self) -> bool:
@@ -89,9 +123,17 @@ class PromptPlayer:
         if not self.channel.can_play:
             return  # a listen-only connection: the platform's own flow does the talking
         self._done.clear()
-        sentences = [(s, v, lang) for part, v, lang in parts for s in split_sentences(part)]
-        for i, (sentence, sentence_voice, sentence_language) in enumerate(sentences):
-            audio = await asyncio.to_thread(self.speaker.speak, sentence, sentence_voice)
+        pieces = [
+            (piece, v, lang, recorded)
+            for part, v, lang in parts
+            for piece, recorded in pieces_of(part, lang, self.recordings)
+        ]
+        for i, (sentence, sentence_voice, sentence_language, recorded) in enumerate(pieces):
+            audio = (
+                recorded
+                if recorded is not None
+                else await asyncio.to_thread(self.speaker.speak, sentence, sentence_voice)
+            )
             mark = f"{purpose}-{self._prompts}.{i}"
             self._playing[mark] = (sentence, sentence_voice, sentence_language)
             await self.channel.play(audio, mark)

@@ -126,7 +126,7 @@ class Speaker:
                 return self._cache[key]
         pcm = self._engine.synthesize(text, voice)
         audio = resample(pcm.astype(np.float32) / 32768.0, self._engine.sample_rate, SAMPLE_RATE)
-        audio = _trim_silence(audio)
+        audio = trim_silence(audio)
         with self._cache_lock:
             self._cache[key] = audio
             while len(self._cache) > self._cache_size:
@@ -134,8 +134,9 @@ class Speaker:
         return audio
 
 
-def _trim_silence(audio: np.ndarray, threshold: float = 1e-3, keep_s: float = 0.05) -> np.ndarray:
-    """Drop leading and trailing digital silence (espeak adds some); keeps a short margin."""
+def trim_silence(audio: np.ndarray, threshold: float = 1e-3, keep_s: float = 0.05) -> np.ndarray:
+    """Drop leading and trailing silence (espeak adds some, recordings more); keeps a short
+    margin."""
     loud = np.flatnonzero(np.abs(audio) > threshold)
     if loud.size == 0:
         return audio
