@@ -82,7 +82,7 @@ class RawCaller:
             elif data["type"] == "hangup":
                 self.hangup = data
 
-    async def hung_up(self, timeout_s: float = 10.0) -> dict[str, Any]:
+    async def hung_up(self, timeout_s: float = 30.0) -> dict[str, Any]:
         """The bot's hangup message: how the call ended on the line."""
         deadline = time.monotonic() + timeout_s
         while self.hangup is None:
@@ -116,7 +116,7 @@ class Events:
         async for message in self.ws:
             self.seen.append(json.loads(message))
 
-    async def said(self, call_id: str, purpose: str, timeout_s: float = 10.0) -> str:
+    async def said(self, call_id: str, purpose: str, timeout_s: float = 30.0) -> str:
         """The text of the bot's first prompt of `purpose` in this call."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -130,7 +130,7 @@ class Events:
             await asyncio.sleep(0.02)
         raise AssertionError(f"{call_id} never said a {purpose} prompt: {self.seen}")
 
-    async def ended(self, call_id: str, timeout_s: float = 10.0) -> None:
+    async def ended(self, call_id: str, timeout_s: float = 30.0) -> None:
         deadline = time.monotonic() + timeout_s
         while not any(e["call_id"] == call_id and e["type"] == "call_ended" for e in self.seen):
             assert time.monotonic() < deadline, f"{call_id} did not end"
