@@ -249,6 +249,9 @@ def test_admin_sees_every_queue(client, services):
     assert {c["call_id"] for c in state["waiting"]} == {"CA_tmf", "CA_kff"}
     assert {q["id"] for q in state["queues"]} >= set(services.catalogue.forvaltninger)
     assert next(q for q in state["queues"] if q["id"] == "TMF")["waiting"] == 1
+    # Each queue tile is named as agents read it (a text, not the catalogue's per-language map)
+    names = {q["id"]: q["queue"] for q in state["queues"]}
+    assert names["TMF"] == services.catalogue.queue_name("TMF") and isinstance(names["TMF"], str)
     assert (
         chef.post("/console/api/calls/CA_kff/claim", headers={"X-CSRF-Token": csrf}).status_code
         == 200

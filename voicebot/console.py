@@ -166,7 +166,7 @@ def snapshot(services: Services, agent: Agent) -> dict[str, Any]:
             {
                 "id": f,
                 "name": known.name if known else f,
-                "queue": known.queue if known else f,
+                "queue": catalogue.queue_name(f) if known else f,  # as agents read it
                 "waiting": int(stats.get(f, {}).get("waiting", 0)) - callbacks_waiting.get(f, 0),
                 "callbacks": callbacks_waiting.get(f, 0),
                 "oldest_created_at": oldest.get(f),
