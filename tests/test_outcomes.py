@@ -128,3 +128,16 @@ def test_a_wrong_queue_is_scored_as_misrouted(catalogue):
     needless = [{"action": "emergency", "forvaltning": "KONTAKTCENTER", "intent": "emergency"}]
     assert outcome(CLEAR, catalogue, needless)[0] == "needless_112"
     assert outcome(CLEAR, catalogue, [])[0] == "abandoned"
+
+
+def test_callers_are_seeded_and_speak_only_held_back_utterances():
+    from benchmarks.suites.outcomes import LANGUAGES, build_scenarios
+    from models.intent_data import load_heldout
+
+    plan = build_scenarios(2)
+    assert plan == build_scenarios(2)  # the same seed places the same calls
+    held_back = {(e.text, e.intent) for lang in LANGUAGES for e in load_heldout(lang)}
+    for s in plan:
+        assert (s.first, s.intent) in held_back and (s.second, s.intent) in held_back
+        assert s.first != s.second
+    assert {s.language for s in plan} == set(LANGUAGES)

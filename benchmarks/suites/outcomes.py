@@ -184,6 +184,14 @@ async def _place(
             {k: e.get(k) for k in ("action", "intent", "confidence", "forvaltning", "reason")}
             for _, e in timed
         ],
+        "inputs": [
+            {
+                "lived_s": round(call.lived_s(i["at"]), 2),
+                **{k: v for k, v in i.items() if k != "at"},
+            }
+            for i in call.inputs_log
+        ],
+        "mhm_said": any(i.get("what") == "mhm" for i in call.inputs_log),
         "backchannels": sum(e.get("type") == "backchannel" for _, e in call.events),
         "error": error,
     }
@@ -335,17 +343,24 @@ def plot(result: dict[str, Any], out_dir: Path) -> list[str]:
 
     summ = result["summary"]
     languages = list(summ)
-    fig, (ax_share, ax_time) = plt.subplots(1, 2, figsize=(12, 4.2))
+    fig, (ax_share, ax_time) = plt.subplots(1, 2, figsize=(12, 4.8))
     for row, language in enumerate(languages):
         left = 0.0
         for key in OUTCOMES:
             share = summ[language]["all"]["share"][key] or 0.0
             if share:
-                ax_share.barh(row, share, left=left, color=COLORS[key], label=SHORT[key])
+                ax_share.barh(row, share, left=left, color=COLORS[key])
                 left += share
-    handles, labels = ax_share.get_legend_handles_labels()
-    unique = dict(zip(labels, handles, strict=True))
-    ax_share.legend(unique.values(), unique.keys(), fontsize=8, loc="lower right")
+    from matplotlib.patches import Patch
+
+    ax_share.legend(
+        [Patch(color=COLORS[k]) for k in OUTCOMES],
+        [SHORT[k] for k in OUTCOMES],
+        fontsize=8,
+        ncol=4,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.18),
+    )
     ax_share.set_yticks(range(len(languages)), languages)
     ax_share.set_xlim(0, 1)
     ax_share.set_xlabel("share of calls (all intents)")
@@ -354,7 +369,8 @@ def plot(result: dict[str, Any], out_dir: Path) -> list[str]:
         [c["decision_s"] for c in result["calls"] if c["scenario"]["language"] == lang]
         for lang in languages
     ]
-    ax_time.boxplot([[t for t in ts if t is not None] or [0.0] for ts in times], labels=languages)
+    ax_time.boxplot([[t for t in ts if t is not None] or [0.0] for ts in times])
+    ax_time.set_xticks(range(1, len(languages) + 1), languages)
     ax_time.set_ylabel("seconds from call start to the decision")
     ax_time.set_title("Time to the decision (caller's clock)")
     ax_time.grid(True, axis="y", alpha=0.3)
