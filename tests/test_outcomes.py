@@ -108,6 +108,41 @@ def test_a_caller_not_understood_twice_follows_the_keypad_menu_to_the_right_queu
     assert (ended, final["action"], final["forvaltning"]) == ("resolved_keypad", "route", "SUF")
 
 
+def test_a_caller_misheard_after_a_failure_is_asked_before_being_routed(served, catalogue):
+    # Not understood once, then heard as a confident waste errand (a mishearing of a social
+    # services caller): the bot asks before sending the call anywhere, the caller says no and
+    # names the errand, and the call reaches the right queue instead of the wrong one.
+    scenario = replace(
+        CLEAR,
+        intent="social_services",
+        first=NONSENSE[0],
+        second="min skraldespand er ikke blevet tømt i denne uge",
+        no="nej, det handler om hjælp fra socialforvaltningen",
+    )
+    ended, final, caller = place(served, catalogue, scenario)
+    assert [(a["heard"], a["about"]) for a in caller.acts][1:3] == [
+        ("rephrase", None),
+        ("confirm", "waste"),
+    ]
+    assert (ended, final["action"], final["forvaltning"]) == ("resolved_speech", "route", "SOF")
+
+
+def test_a_confirm_reply_heard_as_another_errand_is_not_acted_on_unasked(served, catalogue):
+    # The caller's reply to the confirm question is misheard as a confident waste errand
+    # with no yes or no in it: not an answer, so the bot asks again instead of routing, and
+    # the caller reaches its own queue by the keypad.
+    scenario = replace(
+        CLEAR,
+        intent="social_services",
+        first="det er noget med parkering",
+        no="min skraldespand er ikke blevet tømt i denne uge",
+        second=NONSENSE[1],
+    )
+    ended, final, caller = place(served, catalogue, scenario)
+    assert [a["heard"] for a in caller.acts][1:4] == ["confirm", "rephrase", "keypad_menu"]
+    assert (ended, final["action"], final["forvaltning"]) == ("resolved_keypad", "route", "SOF")
+
+
 def test_an_emergency_hears_112_first(served, catalogue):
     scenario = replace(CLEAR, intent="emergency", first="min mand er faldet og bløder")
     ended, final, caller = place(served, catalogue, scenario)
