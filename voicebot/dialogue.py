@@ -4,7 +4,8 @@
         │  └─unsure──▶ confirming ──ja──▶ act ; ──nej (+ new request)──▶ listening
         └─not understood──▶ rephrase ──again──▶ keypad menu ──again──▶ a person
 
-Thresholds live in configuration (dialogue.accept / dialogue.confirm). A caller is never
+Thresholds live in configuration (dialogue.accept / dialogue.confirm); once the bot has failed
+to understand a caller, even a confident guess is confirmed first. A caller is never
 asked to try again more than twice; "0" or asking for a person works in every state; an
 emergency overrides everything and "ring 112" comes first.
 
