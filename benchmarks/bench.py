@@ -5,7 +5,8 @@ Suites (benchmarks/suites/): asr (engines side by side on the same Whisper weigh
 gateway, project settings vs a naive pipeline), concurrency (simultaneous calls), classifier
 (ONNX intent model vs scikit-learn). `all` runs them in that order. `profile` (not in `all`)
 samples the server with py-spy under N calls (`--calls 8,16,32`): flame graphs and shares
-by stage. Every run records the
+by stage. `calls` (not in `all`) places whole calls by scripted citizens and reports where
+they end: resolved, misrouted, handed to a person (benchmarks/suites/outcomes.py). Every run records the
 machine, library versions, model files, settings and git commit next to its figures.
 """
 
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 SUITES = ("asr", "e2e", "concurrency", "classifier")
+EXTRA_SUITES = ("profile", "calls")  # run only when named
+MODULES = {"calls": "outcomes"}  # a suite whose module has another name (calls.py: callers)
 
 
 def add_bench_command(subparsers: argparse._SubParsersAction) -> None:
@@ -32,7 +35,7 @@ def add_bench_command(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    s.add_argument("suite", nargs="?", default="all", choices=[*SUITES, "profile", "all"])
+    s.add_argument("suite", nargs="?", default="all", choices=[*SUITES, *EXTRA_SUITES, "all"])
     s.add_argument(
         "--calls",
         type=_levels,
@@ -63,7 +66,7 @@ def _levels(text: str) -> tuple[int, ...]:
 def _suite_module(name: str):
     import importlib
 
-    return importlib.import_module(f"benchmarks.suites.{name}")
+    return importlib.import_module(f"benchmarks.suites.{MODULES.get(name, name)}")
 
 
 def _json_default(value: Any) -> Any:

@@ -34,7 +34,7 @@ import functools
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -332,15 +332,14 @@ class SimulatedCall:
                     await self._silence_until(
                         platform, lambda: bool(self._reply) and self._bot_quiet(), 30
                     )
-                for audio in [*turns, *(None for _ in digits)]:
+                for audio in self.inputs(turns, digits):
                     if self._closed.is_set() or time.monotonic() > deadline:
                         break
                     await self._silence_until(platform, lambda: False, LEAD_SILENCE_S)
                     started = time.monotonic()
-                    if audio is None:  # a key press instead of speech
-                        digit, digits = digits[0], digits[1:]
+                    if isinstance(audio, str):  # a key press instead of speech
                         with contextlib.suppress(websockets.ConnectionClosed, ConnectionError):
-                            await platform.send_dtmf(digit)
+                            await platform.send_dtmf(audio)
                         speech_end = time.monotonic()
                     else:
                         pcm = float_to_pcm16(audio)
@@ -390,6 +389,14 @@ class SimulatedCall:
             [e for _, e in self.events],
             self.platform_events,
         )
+
+    def inputs(self, turns: list[np.ndarray], digits: str) -> Iterator[np.ndarray | str]:
+        """What the caller does, one input at a time: each utterance (audio), then each key
+        (a one-character string). Asked for the next input only once the bot has answered
+        the last one, so a subclass may react to what the bot said (`events`); when it stops,
+        the caller hangs up."""
+        yield from turns
+        yield from digits
 
     def _turn_results(self, speech_end: float) -> list[BotTurn]:
         decisions = self._events_of("decision", speech_end)

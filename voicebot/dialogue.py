@@ -4,7 +4,8 @@
         │  └─unsure──▶ confirming ──ja──▶ act ; ──nej (+ new request)──▶ listening
         └─not understood──▶ rephrase ──again──▶ keypad menu ──again──▶ a person
 
-Thresholds live in configuration (dialogue.accept / dialogue.confirm). A caller is never
+Thresholds live in configuration (dialogue.accept / dialogue.confirm); once the bot has failed
+to understand a caller, even a confident guess is confirmed first. A caller is never
 asked to try again more than twice; "0" or asking for a person works in every state; an
 emergency overrides everything and "ring 112" comes first.
 
@@ -178,7 +179,10 @@ class DialoguePolicy:
     def _decide(self, u: Understanding) -> Decision:
         if u.intent == "out_of_scope" or u.confidence < self.settings.confirm:
             return self._failure(f"not understood ({u.intent} {u.confidence:.2f})", u)
-        if u.confidence < self.settings.accept:
+        # Once the bot has failed to understand this caller, even a confident guess is asked
+        # about before the call goes anywhere: a misheard caller is often misheard again, and
+        # a wrong queue is the worst outcome (bench calls, README "Whole calls").
+        if u.confidence < self.settings.accept or self.failures > 0:
             self.state = State.CONFIRMING
             self.pending = u
             question = self.catalogue.intent(u.intent).confirm[self.language]
@@ -217,13 +221,11 @@ class DialoguePolicy:
                         else self._failure("denied", retry)
                     )
             return self._failure("caller said no to the confirm question", u)
-        # Neither yes nor no: the reply is a new description of the errand. Unsure again
-        # counts as a failure, so confirm questions cannot follow each other for ever.
-        if (
-            u.intent != "out_of_scope"
-            and self.settings.confirm <= u.confidence < self.settings.accept
-        ):
-            return self._failure("still unsure after the confirm question", u)
+        # Neither yes nor no: the reply is a new description of the errand, not an answer.
+        # Understood or not, it counts as a failure (confirm questions cannot follow each
+        # other for ever, and a reply misheard as a confident errand is not acted on unasked).
+        if u.intent != "out_of_scope" and self.settings.confirm <= u.confidence:
+            return self._failure("no yes or no to the confirm question", u)
         return self._decide(u)
 
     def _agrees(self, text: str, pending: Understanding) -> bool:
