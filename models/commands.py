@@ -222,16 +222,9 @@ def _labelled_rows(args: argparse.Namespace, settings: Settings) -> list[tuple[s
 
 def cmd_eval_intents(args: argparse.Namespace) -> int:
     from voicebot.catalogue import load_catalogue
-    from voicebot.services import load_classifier
-    from voicebot.understanding import IntentClassifier, IntentModel
 
     settings = _settings(args)
     catalogue = load_catalogue(settings.catalogue)
-    classifier = (
-        IntentClassifier(IntentModel(args.model), catalogue)
-        if args.model
-        else load_classifier(settings, catalogue)
-    )
     rows = _labelled_rows(args, settings)
     unknown = sorted({intent for _, intent, _ in rows} - set(catalogue.intents))
     if unknown:
@@ -240,12 +233,14 @@ def cmd_eval_intents(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    metrics = _intent_metrics_of(rows, classifier, catalogue, settings)
     languages = sorted({language for _, _, language in rows})
+    # Each row is understood as the gateway would: its language's classifier and rules.
+    classifiers = _classifiers(args, settings, catalogue, languages)
+    metrics = _intent_metrics_of(rows, classifiers, catalogue, settings)
     # Every language on its own: a good Danish score must not hide a poor English one.
     metrics["languages"] = {
         language: _intent_metrics_of(
-            [r for r in rows if r[2] == language], classifier, catalogue, settings
+            [r for r in rows if r[2] == language], classifiers, catalogue, settings
         )
         for language in languages
     }
@@ -261,13 +256,30 @@ def cmd_eval_intents(args: argparse.Namespace) -> int:
     return 0
 
 
-def _intent_metrics_of(
-    rows: list[tuple[str, str, str]], classifier: Any, catalogue: Any, settings: Settings
+def _classifiers(
+    args: argparse.Namespace, settings: Settings, catalogue: Any, languages: list[str]
 ) -> dict[str, Any]:
-    from models.evaluation import first_turns_of, intent_metrics
+    """A classifier per language: --model for all of them, else the one the gateway loads for
+    that language (intent_<lang>.onnx beside settings.intent_model when shipped)."""
+    from voicebot.services import load_classifier
+    from voicebot.understanding import IntentClassifier, IntentModel
+
+    if args.model:
+        model = IntentModel(args.model)
+        return {language: IntentClassifier(model, catalogue, language) for language in languages}
+    return {language: load_classifier(settings, catalogue, language) for language in languages}
+
+
+def _intent_metrics_of(
+    rows: list[tuple[str, str, str]],
+    classifiers: dict[str, Any],
+    catalogue: Any,
+    settings: Settings,
+) -> dict[str, Any]:
+    from models.evaluation import first_turn, intent_metrics
     from voicebot.dialogue import DialoguePolicy
 
-    results = [classifier.classify(text, explain=False) for text, _, _ in rows]
+    results = [classifiers[language].classify(text, explain=False) for text, _, language in rows]
     gold = [g for _, g, _ in rows]
     metrics = intent_metrics(
         gold,
@@ -275,12 +287,20 @@ def _intent_metrics_of(
         [r.confidence for r in results],
         labels=sorted(catalogue.intents),
     )
-    # What the caller would live through: the dialogue policy's first action on each turn.
-    metrics["first_turn"] = first_turns_of(
-        gold,
-        [text for text, _, _ in rows],
-        results,
-        lambda: DialoguePolicy(catalogue, classifier, settings.dialogue),
+    # What the caller would live through: the dialogue policy's first action on each turn,
+    # each the opening turn of a call of its own in the row's language.
+    decisions = [
+        DialoguePolicy(catalogue, classifiers[language], settings.dialogue, language).on_utterance(
+            text, understood
+        )
+        for (text, _, language), understood in zip(rows, results, strict=True)
+    ]
+    metrics["first_turn"] = first_turn(
+        gold, [d.action for d in decisions], [d.intent for d in decisions]
+    )
+    # A confirm question on the right intent: one "yes" from acting right.
+    metrics["first_turn"]["confirms_right"] = sum(
+        d.action == "confirm" and d.intent == g for d, g in zip(decisions, gold, strict=True)
     )
     return metrics
 
@@ -300,6 +320,7 @@ def _print_intent_report(metrics: dict[str, Any]) -> None:
                 ("acts_wrong", "acts on a wrong one"),
                 ("false_112", "of those, needless 112"),
                 ("confirms", "confirms"),
+                ("confirms_right", "of those, on the right intent"),
                 ("rephrase", "asks again"),
             )
         )

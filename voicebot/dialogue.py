@@ -4,9 +4,9 @@
         │  └─unsure──▶ confirming ──ja──▶ act ; ──nej (+ new request)──▶ listening
         └─not understood──▶ rephrase ──again──▶ keypad menu ──again──▶ a person
 
-Thresholds live in configuration (dialogue.accept / dialogue.confirm). A caller is never
-asked to try again more than twice; "0" or asking for a person works in every state; an
-emergency overrides everything and "ring 112" comes first.
+Thresholds live in configuration (dialogue.accept / dialogue.confirm, or a language's own in
+dialogue.per_language). A caller is never asked to try again more than twice; "0" or asking
+for a person works in every state; an emergency overrides everything and "ring 112" comes first.
 
 The policy speaks one language at a time (`language`): every text it says comes from the
 catalogue in that language, and yes/no is heard in it. Saying a language's name as the
@@ -95,6 +95,8 @@ class DialoguePolicy:
         self.classifier = classifier
         self._yes = _phrase_pattern(self.catalogue.yes_words[language])
         self._no = _phrase_pattern(self.catalogue.no_words[language])
+        # Its own thresholds: each language's model and recognition err differently.
+        self.thresholds = self.settings.thresholds(language)
 
     def text(self, prompt: str) -> str:
         return self.catalogue.prompt(prompt, self.language)
@@ -111,7 +113,7 @@ class DialoguePolicy:
         understanding = understanding or self.classifier.classify(text)
         # Emergencies and requests for a person win in every state.
         if understanding.intent in ("emergency", "human_agent") and (
-            understanding.rule or understanding.confidence >= self.settings.confirm
+            understanding.rule or understanding.confidence >= self.thresholds.confirm
         ):
             return self._act(understanding)
         if self.state is State.CONFIRMING:
@@ -176,9 +178,9 @@ class DialoguePolicy:
 
     # -- the policy ------------------------------------------------------------------
     def _decide(self, u: Understanding) -> Decision:
-        if u.intent == "out_of_scope" or u.confidence < self.settings.confirm:
+        if u.intent == "out_of_scope" or u.confidence < self.thresholds.confirm:
             return self._failure(f"not understood ({u.intent} {u.confidence:.2f})", u)
-        if u.confidence < self.settings.accept:
+        if u.confidence < self.thresholds.accept:
             self.state = State.CONFIRMING
             self.pending = u
             question = self.catalogue.intent(u.intent).confirm[self.language]
@@ -210,7 +212,7 @@ class DialoguePolicy:
             rest = self._no.sub(" ", normalize(text), count=1).strip()
             if rest:  # "nej, det er parkering"
                 retry = self.classifier.classify(rest)
-                if retry.intent != "out_of_scope" and retry.confidence >= self.settings.confirm:
+                if retry.intent != "out_of_scope" and retry.confidence >= self.thresholds.confirm:
                     return (
                         self._act(retry)
                         if pending is None or retry.intent != pending.intent
@@ -221,7 +223,7 @@ class DialoguePolicy:
         # counts as a failure, so confirm questions cannot follow each other for ever.
         if (
             u.intent != "out_of_scope"
-            and self.settings.confirm <= u.confidence < self.settings.accept
+            and self.thresholds.confirm <= u.confidence < self.thresholds.accept
         ):
             return self._failure("still unsure after the confirm question", u)
         return self._decide(u)
