@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -97,19 +97,34 @@ def cmd_make_training_data(args: argparse.Namespace) -> int:
 
 
 # -- eval-asr / eval-intents -------------------------------------------------------------------
-def _long_transcriber(asr: Any, previous_text: str | None) -> Callable[[np.ndarray], str]:
-    """16 kHz audio of any length → text: pieces of at most 25 s cut at VAD pauses."""
+def _long_transcriber(
+    asr: Any, previous_text: str | None, languages: Sequence[str] | None = None
+) -> Callable[[np.ndarray], tuple[str, str]]:
+    """16 kHz audio of any length → (text, language): pieces of at most 25 s cut at VAD
+    pauses. With several `languages` the first piece's language is detected among them as the
+    gateway detects a first turn (asr.language_margin, else the first), the rest forced to it."""
     from voicebot.asr import split_at_pauses
     from voicebot.vad import WINDOW, SileroVad
 
     vad = SileroVad()
 
-    def transcribe(audio: np.ndarray) -> str:
+    def transcribe(audio: np.ndarray) -> tuple[str, str]:
         probs = vad.stream().push(audio) if len(audio) > 28 * SAMPLE_RATE else None
         pieces = [audio] if probs is None else split_at_pauses(audio, probs, WINDOW)
-        return " ".join(t for t in (asr.transcribe(p, previous_text).text for p in pieces) if t)
+        texts, asked = [], languages
+        for piece in pieces:
+            result = asr.transcribe(piece, previous_text, languages=asked)
+            texts.append(result.text)
+            asked = [result.language]  # known after the first piece
+        return " ".join(t for t in texts if t), asked[0] if asked else asr.settings.language
 
     return transcribe
+
+
+def _first_turn_languages(settings: Settings) -> list[str]:
+    """What the gateway asks Whisper on a call's first turn: the call's starting language
+    (asr.language, kept below the margin), then the other configured languages."""
+    return [settings.asr.language, *(c for c in settings.languages if c != settings.asr.language)]
 
 
 def add_eval_asr(sub: Subparsers) -> None:
@@ -145,9 +160,10 @@ def cmd_eval_asr(args: argparse.Namespace) -> int:
     asr = WhisperAsr(settings.whisper_dir, settings.asr)
     use_prompt = settings.asr.domain_prompt if args.domain_prompt is None else args.domain_prompt
     prompt = domain_prompt(load_catalogue(settings.catalogue)) if use_prompt else None
+    transcribe = _long_transcriber(asr, prompt)
     result = evaluate_asr(
         load_manifest(args.manifest),
-        _long_transcriber(asr, prompt),
+        lambda audio: transcribe(audio)[0],
         lambda p: decode_audio(str(p), sampling_rate=SAMPLE_RATE),
         progress=not args.json,
     )
@@ -181,7 +197,7 @@ def add_eval_intents(sub: Subparsers) -> None:
         "--language",
         choices=("da", "en"),
         help="the language of rows without a `language` column (default da); with --audio "
-        "the ASR is forced to it",
+        "the ASR is forced to it (without it: detected among `languages`, as the gateway does)",
     )
     s.add_argument(
         "--model", help="intent model .onnx to score with (default: settings.intent_model)"
@@ -206,18 +222,23 @@ def _labelled_rows(args: argparse.Namespace, settings: Settings) -> list[tuple[s
     from faster_whisper.audio import decode_audio
 
     from voicebot.asr import WhisperAsr
+    from voicebot.catalogue import load_catalogue
+    from voicebot.services import domain_prompt
 
     provision_for(settings)
-    asr_settings = (
-        settings.asr.model_copy(update={"language": args.language})
-        if args.language
-        else settings.asr
+    asr = WhisperAsr(settings.whisper_dir, settings.asr)
+    prompt = (
+        domain_prompt(load_catalogue(settings.catalogue)) if settings.asr.domain_prompt else None
     )
-    transcribe = _long_transcriber(WhisperAsr(settings.whisper_dir, asr_settings), None)
-    return [
-        (transcribe(decode_audio(str(i.audio), sampling_rate=SAMPLE_RATE)), i.reference, default)
-        for i in load_manifest(args.file)
-    ]
+    # As the gateway hears a first turn: forced to --language when given, else the language
+    # detected among settings.languages; each row is understood and reported in that language.
+    asked = [args.language] if args.language else _first_turn_languages(settings)
+    transcribe = _long_transcriber(asr, prompt, asked)
+    rows = []
+    for item in load_manifest(args.file):
+        text, language = transcribe(decode_audio(str(item.audio), sampling_rate=SAMPLE_RATE))
+        rows.append((text, item.reference, language))
+    return rows
 
 
 def cmd_eval_intents(args: argparse.Namespace) -> int:

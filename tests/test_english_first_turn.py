@@ -107,3 +107,50 @@ def test_eval_intents_scores_english_rows_with_the_english_model(tmp_path: Path,
     assert main(["eval-intents", str(tsv), "--language", "en", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["languages"]["en"]["accuracy"] == 1.0
+
+
+def _wav(path: Path, seconds: float = 1.5) -> Path:
+    import wave
+
+    import numpy as np
+
+    samples = (np.random.default_rng(0).normal(0, 0.1, int(16000 * seconds)) * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(16000)
+        out.writeframes(samples.tobytes())
+    return path
+
+
+def _eval_audio(tmp_path: Path, monkeypatch, capsys, asr, *extra: str) -> dict:
+    from voicebot.cli import main
+
+    monkeypatch.setattr("voicebot.asr.WhisperAsr", lambda *args, **kwargs: asr)
+    monkeypatch.setattr("models.commands.provision_for", lambda settings: None)
+    _wav(tmp_path / "turn.wav")
+    manifest = tmp_path / "manifest.tsv"
+    manifest.write_text("turn.wav\tpassport\n", encoding="utf-8")
+    assert main(["eval-intents", str(manifest), "--audio", "--json", *extra]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_eval_intents_audio_detects_the_language_as_the_gateway_does(
+    tmp_path: Path, monkeypatch, capsys
+):
+    from tests.test_language import BilingualAsr
+
+    asr = BilingualAsr(["I lost my passport on the train"], "en")
+    report = _eval_audio(tmp_path, monkeypatch, capsys, asr)
+    # Asked as on a call's first turn: the starting language first, then the others.
+    assert asr.asked == [("da", "en")]
+    assert set(report["languages"]) == {"en"}  # understood and reported in the language heard
+    assert report["languages"]["en"]["accuracy"] == 1.0
+
+
+def test_eval_intents_audio_with_a_language_forces_it(tmp_path: Path, monkeypatch, capsys):
+    from tests.test_language import BilingualAsr
+
+    asr = BilingualAsr(["I lost my passport on the train"], "en")
+    report = _eval_audio(tmp_path, monkeypatch, capsys, asr, "--language", "en")
+    assert asr.asked == [("en",)] and set(report["languages"]) == {"en"}
