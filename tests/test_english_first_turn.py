@@ -154,3 +154,14 @@ def test_eval_intents_audio_with_a_language_forces_it(tmp_path: Path, monkeypatc
     asr = BilingualAsr(["I lost my passport on the train"], "en")
     report = _eval_audio(tmp_path, monkeypatch, capsys, asr, "--language", "en")
     assert asr.asked == [("en",)] and set(report["languages"]) == {"en"}
+
+
+def test_language_detection_benchmark_applies_the_margin_as_the_gateway_does():
+    import numpy as np
+
+    from benchmarks.language_detection import Clip, Detected, rate
+
+    clip = Clip("real-da", "da", np.zeros(16000, dtype=np.float32))
+    leaning_english = Detected(clip, {"da": 0.3, "en": 0.7})  # leads by 0.4
+    assert rate([leaning_english], ["da", "en"], 0.2) == 0.0  # heard as English
+    assert rate([leaning_english], ["da", "en"], 0.5) == 1.0  # the Danish prior keeps Danish
