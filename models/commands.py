@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -97,19 +97,34 @@ def cmd_make_training_data(args: argparse.Namespace) -> int:
 
 
 # -- eval-asr / eval-intents -------------------------------------------------------------------
-def _long_transcriber(asr: Any, previous_text: str | None) -> Callable[[np.ndarray], str]:
-    """16 kHz audio of any length → text: pieces of at most 25 s cut at VAD pauses."""
+def _long_transcriber(
+    asr: Any, previous_text: str | None, languages: Sequence[str] | None = None
+) -> Callable[[np.ndarray], tuple[str, str]]:
+    """16 kHz audio of any length → (text, language): pieces of at most 25 s cut at VAD
+    pauses. With several `languages` the first piece's language is detected among them as the
+    gateway detects a first turn (asr.language_margin, else the first), the rest forced to it."""
     from voicebot.asr import split_at_pauses
     from voicebot.vad import WINDOW, SileroVad
 
     vad = SileroVad()
 
-    def transcribe(audio: np.ndarray) -> str:
+    def transcribe(audio: np.ndarray) -> tuple[str, str]:
         probs = vad.stream().push(audio) if len(audio) > 28 * SAMPLE_RATE else None
         pieces = [audio] if probs is None else split_at_pauses(audio, probs, WINDOW)
-        return " ".join(t for t in (asr.transcribe(p, previous_text).text for p in pieces) if t)
+        texts, asked = [], languages
+        for piece in pieces:
+            result = asr.transcribe(piece, previous_text, languages=asked)
+            texts.append(result.text)
+            asked = [result.language]  # known after the first piece
+        return " ".join(t for t in texts if t), asked[0] if asked else asr.settings.language
 
     return transcribe
+
+
+def _first_turn_languages(settings: Settings) -> list[str]:
+    """What the gateway asks Whisper on a call's first turn: the call's starting language
+    (asr.language, kept below the margin), then the other configured languages."""
+    return [settings.asr.language, *(c for c in settings.languages if c != settings.asr.language)]
 
 
 def add_eval_asr(sub: Subparsers) -> None:
@@ -145,9 +160,10 @@ def cmd_eval_asr(args: argparse.Namespace) -> int:
     asr = WhisperAsr(settings.whisper_dir, settings.asr)
     use_prompt = settings.asr.domain_prompt if args.domain_prompt is None else args.domain_prompt
     prompt = domain_prompt(load_catalogue(settings.catalogue)) if use_prompt else None
+    transcribe = _long_transcriber(asr, prompt)
     result = evaluate_asr(
         load_manifest(args.manifest),
-        _long_transcriber(asr, prompt),
+        lambda audio: transcribe(audio)[0],
         lambda p: decode_audio(str(p), sampling_rate=SAMPLE_RATE),
         progress=not args.json,
     )
@@ -181,7 +197,7 @@ def add_eval_intents(sub: Subparsers) -> None:
         "--language",
         choices=("da", "en"),
         help="the language of rows without a `language` column (default da); with --audio "
-        "the ASR is forced to it",
+        "the ASR is forced to it (without it: detected among `languages`, as the gateway does)",
     )
     s.add_argument(
         "--model", help="intent model .onnx to score with (default: settings.intent_model)"
@@ -206,32 +222,30 @@ def _labelled_rows(args: argparse.Namespace, settings: Settings) -> list[tuple[s
     from faster_whisper.audio import decode_audio
 
     from voicebot.asr import WhisperAsr
+    from voicebot.catalogue import load_catalogue
+    from voicebot.services import domain_prompt
 
     provision_for(settings)
-    asr_settings = (
-        settings.asr.model_copy(update={"language": args.language})
-        if args.language
-        else settings.asr
+    asr = WhisperAsr(settings.whisper_dir, settings.asr)
+    prompt = (
+        domain_prompt(load_catalogue(settings.catalogue)) if settings.asr.domain_prompt else None
     )
-    transcribe = _long_transcriber(WhisperAsr(settings.whisper_dir, asr_settings), None)
-    return [
-        (transcribe(decode_audio(str(i.audio), sampling_rate=SAMPLE_RATE)), i.reference, default)
-        for i in load_manifest(args.file)
-    ]
+    # As the gateway hears a first turn: forced to --language when given, else the language
+    # detected among settings.languages; each row is understood and reported in that language.
+    asked = [args.language] if args.language else _first_turn_languages(settings)
+    transcribe = _long_transcriber(asr, prompt, asked)
+    rows = []
+    for item in load_manifest(args.file):
+        text, language = transcribe(decode_audio(str(item.audio), sampling_rate=SAMPLE_RATE))
+        rows.append((text, item.reference, language))
+    return rows
 
 
 def cmd_eval_intents(args: argparse.Namespace) -> int:
     from voicebot.catalogue import load_catalogue
-    from voicebot.services import load_classifier
-    from voicebot.understanding import IntentClassifier, IntentModel
 
     settings = _settings(args)
     catalogue = load_catalogue(settings.catalogue)
-    classifier = (
-        IntentClassifier(IntentModel(args.model), catalogue)
-        if args.model
-        else load_classifier(settings, catalogue)
-    )
     rows = _labelled_rows(args, settings)
     unknown = sorted({intent for _, intent, _ in rows} - set(catalogue.intents))
     if unknown:
@@ -240,12 +254,14 @@ def cmd_eval_intents(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    metrics = _intent_metrics_of(rows, classifier, catalogue, settings)
     languages = sorted({language for _, _, language in rows})
+    # Each row is understood as the gateway would: its language's classifier and rules.
+    classifiers = _classifiers(args, settings, catalogue, languages)
+    metrics = _intent_metrics_of(rows, classifiers, catalogue, settings)
     # Every language on its own: a good Danish score must not hide a poor English one.
     metrics["languages"] = {
         language: _intent_metrics_of(
-            [r for r in rows if r[2] == language], classifier, catalogue, settings
+            [r for r in rows if r[2] == language], classifiers, catalogue, settings
         )
         for language in languages
     }
@@ -261,13 +277,30 @@ def cmd_eval_intents(args: argparse.Namespace) -> int:
     return 0
 
 
-def _intent_metrics_of(
-    rows: list[tuple[str, str, str]], classifier: Any, catalogue: Any, settings: Settings
+def _classifiers(
+    args: argparse.Namespace, settings: Settings, catalogue: Any, languages: list[str]
 ) -> dict[str, Any]:
-    from models.evaluation import first_turns_of, intent_metrics
+    """A classifier per language: --model for all of them, else the one the gateway loads for
+    that language (intent_<lang>.onnx beside settings.intent_model when shipped)."""
+    from voicebot.services import load_classifier
+    from voicebot.understanding import IntentClassifier, IntentModel
+
+    if args.model:
+        model = IntentModel(args.model)
+        return {language: IntentClassifier(model, catalogue, language) for language in languages}
+    return {language: load_classifier(settings, catalogue, language) for language in languages}
+
+
+def _intent_metrics_of(
+    rows: list[tuple[str, str, str]],
+    classifiers: dict[str, Any],
+    catalogue: Any,
+    settings: Settings,
+) -> dict[str, Any]:
+    from models.evaluation import first_turn, intent_metrics
     from voicebot.dialogue import DialoguePolicy
 
-    results = [classifier.classify(text, explain=False) for text, _, _ in rows]
+    results = [classifiers[language].classify(text, explain=False) for text, _, language in rows]
     gold = [g for _, g, _ in rows]
     metrics = intent_metrics(
         gold,
@@ -275,12 +308,20 @@ def _intent_metrics_of(
         [r.confidence for r in results],
         labels=sorted(catalogue.intents),
     )
-    # What the caller would live through: the dialogue policy's first action on each turn.
-    metrics["first_turn"] = first_turns_of(
-        gold,
-        [text for text, _, _ in rows],
-        results,
-        lambda: DialoguePolicy(catalogue, classifier, settings.dialogue),
+    # What the caller would live through: the dialogue policy's first action on each turn,
+    # each the opening turn of a call of its own in the row's language.
+    decisions = [
+        DialoguePolicy(catalogue, classifiers[language], settings.dialogue, language).on_utterance(
+            text, understood
+        )
+        for (text, _, language), understood in zip(rows, results, strict=True)
+    ]
+    metrics["first_turn"] = first_turn(
+        gold, [d.action for d in decisions], [d.intent for d in decisions]
+    )
+    # A confirm question on the right intent: one "yes" from acting right.
+    metrics["first_turn"]["confirms_right"] = sum(
+        d.action == "confirm" and d.intent == g for d, g in zip(decisions, gold, strict=True)
     )
     return metrics
 
@@ -300,6 +341,7 @@ def _print_intent_report(metrics: dict[str, Any]) -> None:
                 ("acts_wrong", "acts on a wrong one"),
                 ("false_112", "of those, needless 112"),
                 ("confirms", "confirms"),
+                ("confirms_right", "of those, on the right intent"),
                 ("rephrase", "asks again"),
             )
         )

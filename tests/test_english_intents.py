@@ -191,7 +191,7 @@ def test_english_emergencies_are_acted_on_at_once(english_classifier):
     emergency must reach it."""
     from voicebot.config import load_settings
 
-    confirm = load_settings(None).dialogue.confirm
+    confirm = load_settings(None).dialogue.thresholds("en").confirm
     # The issue's own examples first (they are in the training data too).
     issue = ["my husband collapsed", "there's a fire", "he is not breathing"]
     for text in issue + CLEAR_ENGLISH["emergency"] + ["my mother fell and she is bleeding"]:

@@ -73,18 +73,30 @@ class AsrSettings(Section):
     max_batch: int = Field(4, ge=1, le=32)  # waiting finals decoded together in one pass
 
 
-class DialogueSettings(Section):
-    # Intent confidence at or above `accept` acts at once; between `confirm` and `accept` asks
-    # one yes/no question; below `confirm` asks the caller to rephrase.
+class Thresholds(Section):
+    """When the dialogue acts on an intent: at or above `accept` at once; between `confirm` and
+    `accept` after one yes/no question; below `confirm` it asks the caller to rephrase."""
+
     accept: float = Field(0.60, gt=0.0, le=1.0)
     confirm: float = Field(0.35, ge=0.0, lt=1.0)
-    max_retries: int = Field(2, ge=0, le=2)  # never loop a caller more than twice
 
     @model_validator(mode="after")
-    def _ordered(self) -> DialogueSettings:
+    def _ordered(self) -> Thresholds:
         if self.confirm >= self.accept:
-            raise ValueError("dialogue.confirm must be below dialogue.accept")
+            raise ValueError("confirm must be below accept")
         return self
+
+
+class DialogueSettings(Thresholds):
+    max_retries: int = Field(2, ge=0, le=2)  # never loop a caller more than twice
+    # A language's own thresholds (Whisper code → accept/confirm): each language has its own
+    # model and its own recognition errors. A language not listed uses accept/confirm above.
+    # English: chosen by models/choose_thresholds.py on cross-validated training transcripts
+    # (intents/RESULTS.md, "English first turn").
+    per_language: dict[str, Thresholds] = {"en": Thresholds(accept=0.85, confirm=0.60)}
+
+    def thresholds(self, language: str) -> Thresholds:
+        return self.per_language.get(language, self)
 
 
 class TtsSettings(Section):
@@ -294,6 +306,11 @@ class Settings(BaseSettings):
         unknown = [code for code in self.languages if code not in _LANGUAGE_CODES]
         if unknown:
             raise ValueError(f"languages: '{unknown[0]}' is not a Whisper language code")
+        unknown = [code for code in self.dialogue.per_language if code not in _LANGUAGE_CODES]
+        if unknown:
+            raise ValueError(
+                f"dialogue.per_language: '{unknown[0]}' is not a Whisper language code"
+            )
         if self.asr.language not in self.languages:
             raise ValueError(
                 f"asr.language: '{self.asr.language}' must be one of languages "

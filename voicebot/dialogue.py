@@ -4,10 +4,10 @@
         │  └─unsure──▶ confirming ──ja──▶ act ; ──nej (+ new request)──▶ listening
         └─not understood──▶ rephrase ──again──▶ keypad menu ──again──▶ a person
 
-Thresholds live in configuration (dialogue.accept / dialogue.confirm); once the bot has failed
-to understand a caller, even a confident guess is confirmed first. A caller is never
-asked to try again more than twice; "0" or asking for a person works in every state; an
-emergency overrides everything and "ring 112" comes first.
+Thresholds live in configuration (dialogue.accept / dialogue.confirm, or a language's own in
+dialogue.per_language); once the bot has failed to understand a caller, even a confident guess
+is confirmed first. A caller is never asked to try again more than twice; "0" or asking for a
+person works in every state; an emergency overrides everything and "ring 112" comes first.
 
 The policy speaks one language at a time (`language`): every text it says comes from the
 catalogue in that language, and yes/no is heard in it. Saying a language's name as the
@@ -96,6 +96,8 @@ class DialoguePolicy:
         self.classifier = classifier
         self._yes = _phrase_pattern(self.catalogue.yes_words[language])
         self._no = _phrase_pattern(self.catalogue.no_words[language])
+        # Its own thresholds: each language's model and recognition err differently.
+        self.thresholds = self.settings.thresholds(language)
 
     def text(self, prompt: str) -> str:
         return self.catalogue.prompt(prompt, self.language)
@@ -110,9 +112,12 @@ class DialoguePolicy:
             # "Hej ..." and a pause: the errand is still to come; answering now would talk over it.
             return Decision("listen", "", reason="greeting only")
         understanding = understanding or self.classifier.classify(text)
-        # Emergencies and requests for a person win in every state.
+        # Emergencies and requests for a person win in every state, at the base confirm
+        # threshold even where a language's own is stricter: a needless "ring 112" costs a
+        # sentence, a missed one can cost a life.
+        urgent = min(self.thresholds.confirm, self.settings.confirm)
         if understanding.intent in ("emergency", "human_agent") and (
-            understanding.rule or understanding.confidence >= self.settings.confirm
+            understanding.rule or understanding.confidence >= urgent
         ):
             return self._act(understanding)
         if self.state is State.CONFIRMING:
@@ -177,12 +182,12 @@ class DialoguePolicy:
 
     # -- the policy ------------------------------------------------------------------
     def _decide(self, u: Understanding) -> Decision:
-        if u.intent == "out_of_scope" or u.confidence < self.settings.confirm:
+        if u.intent == "out_of_scope" or u.confidence < self.thresholds.confirm:
             return self._failure(f"not understood ({u.intent} {u.confidence:.2f})", u)
         # Once the bot has failed to understand this caller, even a confident guess is asked
         # about before the call goes anywhere: a misheard caller is often misheard again, and
         # a wrong queue is the worst outcome (bench calls, README "Whole calls").
-        if u.confidence < self.settings.accept or self.failures > 0:
+        if u.confidence < self.thresholds.accept or self.failures > 0:
             self.state = State.CONFIRMING
             self.pending = u
             question = self.catalogue.intent(u.intent).confirm[self.language]
@@ -214,7 +219,7 @@ class DialoguePolicy:
             rest = self._no.sub(" ", normalize(text), count=1).strip()
             if rest:  # "nej, det er parkering"
                 retry = self.classifier.classify(rest)
-                if retry.intent != "out_of_scope" and retry.confidence >= self.settings.confirm:
+                if retry.intent != "out_of_scope" and retry.confidence >= self.thresholds.confirm:
                     return (
                         self._act(retry)
                         if pending is None or retry.intent != pending.intent
@@ -224,7 +229,7 @@ class DialoguePolicy:
         # Neither yes nor no: the reply is a new description of the errand, not an answer.
         # Understood or not, it counts as a failure (confirm questions cannot follow each
         # other for ever, and a reply misheard as a confident errand is not acted on unasked).
-        if u.intent != "out_of_scope" and self.settings.confirm <= u.confidence:
+        if u.intent != "out_of_scope" and self.thresholds.confirm <= u.confidence:
             return self._failure("no yes or no to the confirm question", u)
         return self._decide(u)
 
