@@ -23,7 +23,8 @@ CORE_MODULES=(
 TESTS=(
   tests/test_privacy.py tests/test_privacy_en.py tests/test_privacy_defaults.py
   tests/test_codecs.py tests/test_dialogue.py tests/test_understanding.py
-  tests/test_queues.py tests/test_auth.py tests/test_asr_logic.py tests/test_vad.py
+  tests/test_queues.py tests/test_auth.py tests/test_audiohook.py tests/test_asr_logic.py
+  tests/test_vad.py
   tests/test_console.py tests/test_console_security.py tests/test_core_regressions.py
   tests/test_promises.py tests/test_mutation_survivors.py
 )
