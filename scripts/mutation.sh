@@ -21,8 +21,10 @@ CORE_MODULES=(
 )
 # The fast tests that speak for those modules (the real-model tests are left out).
 TESTS=(
-  tests/test_privacy.py tests/test_codecs.py tests/test_dialogue.py tests/test_understanding.py
-  tests/test_queues.py tests/test_auth.py tests/test_asr_logic.py tests/test_vad.py
+  tests/test_privacy.py tests/test_privacy_en.py tests/test_privacy_defaults.py
+  tests/test_codecs.py tests/test_dialogue.py tests/test_understanding.py
+  tests/test_queues.py tests/test_auth.py tests/test_audiohook.py tests/test_asr_logic.py
+  tests/test_vad.py
   tests/test_console.py tests/test_console_security.py tests/test_core_regressions.py
   tests/test_promises.py tests/test_mutation_survivors.py
 )
