@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
+from voicebot.catalogue import load_catalogue
 from voicebot.config import PROJECT_ROOT
 from voicebot.tts import Voice
 
@@ -203,7 +204,13 @@ def test_an_english_caller_is_served_in_english_through_twilio(server, tmp_path)
     assert first["language"] == "en", turns
     assert "need" in first["transcript"].lower(), turns  # decoded in English, not in Danish
     english = english_texts()
+    # Under load the first turn may take over 1.5 s to decode: "one moment" is then said
+    # before the language is known, in Danish and English (tests/test_language.py).
+    catalogue = load_catalogue(PROJECT_ROOT / "intents" / "catalogue.yaml")
+    busy = f"{catalogue.prompt('busy', 'da')} {catalogue.prompt('busy', 'en')}"
     for line in prompts[1:]:
+        if line == f"bot [da]: {busy}":
+            continue
         assert line.startswith("bot [en]: "), prompts
         assert line.removeprefix("bot [en]: ") in english, line
     last = turns[-1]

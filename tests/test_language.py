@@ -10,6 +10,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 import uuid
 
 import pytest
@@ -396,3 +397,23 @@ def test_the_waiting_prompts_follow_the_callers_language(bilingual):
     assert session.waiting.language == "da"
     session._switch_language("en", "asked", {})
     assert session.waiting.language == "en"
+
+
+def test_while_the_language_is_unknown_one_moment_is_said_in_every_language(
+    bilingual, speaker, catalogue
+):
+    """A first turn slow to decode gets "et øjeblik" — and its English twin, since the caller
+    may not speak Danish and their language is not known yet."""
+
+    class SlowAsr(BilingualAsr):
+        def transcribe(self, audio, previous_text=None, prefix=None, languages=None):
+            time.sleep(2.0)
+            return super().transcribe(audio, previous_text, prefix, languages)
+
+    svc = bilingual(SlowAsr(["I need a new passport"], "en"))
+    events = recorded(svc)
+    speech = speaker.speak("I need a new passport.", Voice("en"))
+    run(CallSession(ScriptedLine([silence(0.5), speech, silence(3.0)]), svc))
+    busy = [d["text"] for k, d in events if k == "bot_said" and d["mark"].startswith("busy-")]
+    assert busy, said(events)
+    assert catalogue.prompt("busy", "da") in busy[0] and catalogue.prompt("busy", "en") in busy[0]

@@ -401,7 +401,11 @@ class CallSession:
 
     async def _busy_prompt_after(self, delay_s: float) -> None:
         await asyncio.sleep(delay_s)
-        await self._say(self.policy.text("busy"), "busy")
+        # While the caller's language is still being found, "one moment" in every language
+        # the line offers, each in its own voice: the caller may not speak the first one.
+        others = self._other_languages() if self.detecting else []
+        then = [(self.catalogue.prompt("busy", code), code) for code, _ in others]
+        await self._say(self.policy.text("busy"), "busy", then=then)
 
     def _overloaded(self, reason: str) -> Decision:
         decision = self.policy.to_person(None, reason)
