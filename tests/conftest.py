@@ -2,13 +2,16 @@ from __future__ import annotations
 
 import os
 import shutil
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.redis_server import RedisServer, free_port
 from voicebot.catalogue import load_catalogue
 from voicebot.config import PROJECT_ROOT, Settings, load_settings
+from voicebot.queues import QueueStore, RedisQueueStore, SqliteQueueStore
 
 CATALOGUE = PROJECT_ROOT / "intents" / "catalogue.yaml"
 SHARED = PROJECT_ROOT.parent / "shared"
@@ -83,3 +86,24 @@ def copy_catalogue(tmp_path: Path) -> Path:
     target = tmp_path / "catalogue.yaml"
     shutil.copyfile(CATALOGUE, target)
     return target
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real redis-server (appendonly, appendfsync always) on a free port, for a module."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"), free_port()).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[QueueStore]:
+    """Each queue back-end in turn: SQLite in a fresh file, Redis in its own namespace."""
+    s: QueueStore
+    if request.param == "sqlite":
+        s = SqliteQueueStore(tmp_path / "q.db")
+    else:
+        server = request.getfixturevalue("redis_server")
+        s = RedisQueueStore(server.url, prefix=f"test-{uuid.uuid4().hex[:8]}")
+    yield s
+    s.close()

@@ -4,34 +4,13 @@ migration of a SQLite queue file made before callbacks."""
 
 import sqlite3
 import time
-import uuid
 
 import pytest
 
-from voicebot.queues import RedisQueueStore, RoutedCall, SqliteQueueStore
+from voicebot.queues import RoutedCall, SqliteQueueStore
 from voicebot.queues.figures import figures
 
-from .redis_server import RedisServer, free_port
-
 NUMBER = "+4512345678"
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory):
-    server = RedisServer(tmp_path_factory.mktemp("redis"), free_port()).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def store(request, tmp_path):
-    if request.param == "sqlite":
-        s = SqliteQueueStore(tmp_path / "q.db")
-    else:
-        server = request.getfixturevalue("redis_server")
-        s = RedisQueueStore(server.url, prefix=f"test-{uuid.uuid4().hex[:8]}")
-    yield s
-    s.close()
 
 
 def routed(call_id: str, forvaltning: str = "SUF", **kw) -> RoutedCall:

@@ -17,7 +17,7 @@ from voicebot.config import ConfigError, load_settings
 from voicebot.privacy import install_log_masking, mask_log_text
 from voicebot.queues import RedisQueueStore, RoutedCall, SqliteQueueStore
 
-from .redis_server import RedisServer, free_port
+from .redis_server import free_port
 
 MARKER = "hemmeligt-ærinde-7f3a"  # a transcript text we can look for in files and logs
 
@@ -213,13 +213,6 @@ def test_database_files_and_the_secret_are_readable_by_their_owner_only(tmp_path
         agents.close()
     finally:
         os.umask(old_umask)
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory):
-    server = RedisServer(tmp_path_factory.mktemp("redis"), free_port()).start()
-    yield server
-    server.stop()
 
 
 def test_forget_removes_a_call_from_redis_everywhere(redis_server, tmp_path, monkeypatch, capsys):

@@ -34,7 +34,6 @@ from .console_helpers import (
     routed_call,
 )
 from .fakes import light_services
-from .redis_server import RedisServer, free_port
 from .test_audiohook import HEADERS, OPEN_PARAMS, channel, sent
 from .test_auth import AH_KEY, AH_SECRET, AH_TARGET
 
@@ -362,11 +361,6 @@ def test_the_retention_purge_runs_at_start_and_then_hourly(monkeypatch):
 
 
 # == Redis ===================================================================================
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory):
-    server = RedisServer(tmp_path_factory.mktemp("redis"), free_port()).start()
-    yield server
-    server.stop()
 
 
 def test_redis_without_appendfsync_always_is_warned_about(redis_server, caplog):

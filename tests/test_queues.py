@@ -4,12 +4,11 @@ import re
 import subprocess
 import sys
 import time
-import uuid
 
 import pytest
 
 from voicebot.privacy import mask_caller
-from voicebot.queues import QueueStore, RedisQueueStore, RoutedCall, SqliteQueueStore
+from voicebot.queues import RedisQueueStore, RoutedCall, SqliteQueueStore
 
 from .redis_server import RedisServer, free_port
 
@@ -24,26 +23,6 @@ def call(call_id="CA1", forvaltning="TMF", **kw) -> RoutedCall:
         explanation=["skraldespand"],
         **kw,
     )
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory):
-    server = RedisServer(tmp_path_factory.mktemp("redis"), free_port()).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def store(request, tmp_path):
-    if request.param == "sqlite":
-        s: QueueStore = SqliteQueueStore(tmp_path / "q.db")
-    else:
-        server = request.getfixturevalue("redis_server")
-        s = RedisQueueStore(
-            server.url, prefix=f"test-{uuid.uuid4().hex[:8]}"
-        )  # one namespace per test
-    yield s
-    s.close()
 
 
 def test_enqueue_claim_complete(store):

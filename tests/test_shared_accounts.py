@@ -21,16 +21,9 @@ from voicebot.redis_accounts import RedisAgentStore
 
 from .console_helpers import PASSWORD, make_services, make_settings
 from .console_helpers import post_login as login
-from .redis_server import RedisServer, free_port
+from .redis_server import free_port
 
 pytestmark = pytest.mark.usefixtures("fast_hashing")
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory):
-    server = RedisServer(tmp_path_factory.mktemp("redis"), free_port()).start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -3,16 +3,13 @@
 
 import math
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 import yaml
 
-from voicebot.queues import RedisQueueStore, RoutedCall, SqliteQueueStore
+from voicebot.queues import RoutedCall
 from voicebot.queues.wait import estimate_wait, queue_wait
-
-from .redis_server import RedisServer, free_port
 
 SEQUENCES = {
     s["name"]: s
@@ -65,24 +62,6 @@ def test_too_few_recent_claims_is_unknown():
 def test_minutes_round_up_to_at_least_one():
     e = estimate_wait("KFF", 0, [NOW - 300 + 10 * i for i in range(30)], NOW)
     assert e.minutes == max(1, math.ceil(e.wait_s / 60)) == 1
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory):
-    server = RedisServer(tmp_path_factory.mktemp("redis"), free_port()).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def store(request, tmp_path):
-    if request.param == "sqlite":
-        s = SqliteQueueStore(tmp_path / "q.db")
-    else:
-        server = request.getfixturevalue("redis_server")
-        s = RedisQueueStore(server.url, prefix=f"test-{uuid.uuid4().hex[:8]}")
-    yield s
-    s.close()
 
 
 def routed(call_id: str, forvaltning: str = "KFF") -> RoutedCall:
