@@ -350,60 +350,24 @@ class DialoguePolicy:
 SHORT_ANSWER_WORDS = 3  # words after "ja" that still make a plain yes: "ja, det er rigtigt"
 
 _THANKS = {"tak", "mange tak", "tak for det", "thanks", "thank you", "thank you very much"}
-_GREETING_WORDS = {
-    "hello",
-    "hi",
-    "hey",
-    "good",
-    "morning",
-    "afternoon",
-    "uh",
-    "um",
-    "there",
-    "hej",
-    "hejsa",
-    "goddag",
-    "dav",
-    "davs",
-    "hallo",
-    "halløj",
-    "godmorgen",
-    "godaften",
-    "øh",
-    "øhm",
-    "ja",
-    "jo",
-    "altså",
-    "med",
-    "dig",
-    "jer",
-    "nå",
-}
+# Words that greet, and the little words that may come with a greeting ("hej med dig", "øh hej").
+_SALUTATIONS = frozenset(
+    {"hej", "hejsa", "goddag", "dav", "davs", "hallo", "halløj", "godmorgen", "godaften",
+     "hello", "hi", "hey"}
+)  # fmt: skip
+_GREETING_WORDS = _SALUTATIONS | {
+    "good", "morning", "afternoon", "uh", "um", "there",
+    "øh", "øhm", "ja", "jo", "altså", "med", "dig", "jer", "nå",
+}  # fmt: skip
 
 
 def _only_greeting(text: str) -> bool:
+    """A turn of greeting words only, with at least one real salutation in it."""
     words = normalize(text).split()
     return (
         0 < len(words) <= 4
         and all(w in _GREETING_WORDS for w in words)
-        and any(
-            w
-            in (
-                "hej",
-                "hejsa",
-                "goddag",
-                "dav",
-                "davs",
-                "hallo",
-                "halløj",
-                "godmorgen",
-                "godaften",
-                "hello",
-                "hi",
-                "hey",
-            )  # fmt: skip
-            for w in words
-        )
+        and any(w in _SALUTATIONS for w in words)
     )
 
 
