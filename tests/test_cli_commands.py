@@ -197,3 +197,11 @@ def test_make_training_data_speaks_transcribes_and_caches_each_utterance(tmp_pat
     assert all(r["text"].strip() for r in rows)
     again = voicebot(*args, root=root, env=env)
     assert again.returncode == 0 and "new transcripts: {'train': 0}" in again.stdout  # cached
+
+
+def test_classify_refuses_a_language_that_is_not_configured():
+    # An unknown --language used to fall back to the Danish model without a word.
+    done = voicebot("classify", "--language", "de", "Ich brauche einen neuen Pass")
+    assert done.returncode == 2
+    assert "--language de: not one of the configured languages (da, en)" in done.stderr
+    assert done.stdout == ""

@@ -118,16 +118,11 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     from voicebot.services import domain_prompt
 
     settings = _settings(args)
+    _check_language_option(settings, args.language)
     asr = WhisperAsr(provision_for(settings), settings.asr)
     prompt = (
         domain_prompt(load_catalogue(settings.catalogue)) if settings.asr.domain_prompt else None
     )
-    if args.language is not None and args.language not in settings.languages:
-        print(
-            f"--language {args.language}: not one of languages ({', '.join(settings.languages)})",
-            file=sys.stderr,
-        )
-        return 2
     # As the bot does: the language detected among the configured ones (the first kept
     # below asr.language_margin), unless one is given.
     others = [code for code in settings.languages if code != settings.asr.language]
@@ -156,12 +151,23 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_language_option(settings: Settings, language: str | None) -> None:
+    """--language must name a configured language: an unknown one would otherwise fall back
+    to another language's model or voice without a word."""
+    if language is not None and language not in settings.languages:
+        raise ConfigError(
+            f"--language {language}: not one of the configured languages "
+            f"({', '.join(settings.languages)})"
+        )
+
+
 def cmd_classify(args: argparse.Namespace) -> int:
     from voicebot.catalogue import load_catalogue
     from voicebot.privacy import mask_numbers
     from voicebot.services import load_classifier
 
     settings = _settings(args)
+    _check_language_option(settings, args.language)
     catalogue = load_catalogue(settings.catalogue, settings.languages)
     classifier = load_classifier(settings, catalogue, args.language)
     texts = args.text or (line.rstrip("\n") for line in sys.stdin)
@@ -297,11 +303,7 @@ def _prompt_script(settings: Settings, language: str | None = None) -> list[Any]
     from voicebot.prompts import prompt_script
     from voicebot.waiting_prompts import load_waiting
 
-    if language is not None and language not in settings.languages:
-        raise ConfigError(
-            f"--language {language}: not one of the configured languages "
-            f"({', '.join(settings.languages)})"
-        )
+    _check_language_option(settings, language)
     catalogue = load_catalogue(settings.catalogue, settings.languages)
     waiting = load_waiting(settings, catalogue)
     return prompt_script(catalogue, waiting.prompts, [language] if language else settings.languages)
