@@ -4,6 +4,7 @@ rules that override it, explanations and calibration plumbing."""
 import numpy as np
 
 from models.intent_data import load_heldout
+from voicebot.config import Settings
 from voicebot.understanding import normalize, softmax, text_features
 
 
@@ -56,3 +57,23 @@ def test_softmax_is_stable():
 def test_empty_text_is_out_of_scope(classifier):
     u = classifier.classify("  ...  ")
     assert u.intent == "out_of_scope" and u.confidence == 0.0
+
+
+def test_trigger_phrases_of_two_errands_leave_the_choice_to_the_model(catalogue):
+    # "parking permit" used to decide before "parking fine" only because of the catalogue's
+    # order; a turn naming both errands is weighed whole by the model.
+    from voicebot.services import load_classifier
+
+    english = load_classifier(Settings(), catalogue, "en")
+    assert english.classify("I need a parking permit").rule == "trigger phrase 'parking permit'"
+    both = english.classify("I got a parking fine although I have a parking permit")
+    assert both.rule is None
+    assert both.intent == "parking_fine"
+
+
+def test_an_emergency_phrase_decides_even_beside_another_errands_phrase(catalogue):
+    from voicebot.services import load_classifier
+
+    english = load_classifier(Settings(), catalogue, "en")
+    u = english.classify("there is a fire in the garbage room")
+    assert (u.intent, u.rule) == ("emergency", "trigger phrase 'there is a fire'")

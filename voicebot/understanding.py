@@ -137,11 +137,10 @@ class IntentClassifier:
 
     def classify(self, text: str, explain: bool = True) -> Understanding:
         norm = normalize(text)
-        for intent_id, phrase, pattern in self._rules:
-            if pattern.search(norm):
-                return Understanding(
-                    intent_id, 1.0, [], [phrase], rule=f"trigger phrase '{phrase}'"
-                )
+        matched = self._matching_rule(norm)
+        if matched is not None:
+            intent_id, phrase = matched
+            return Understanding(intent_id, 1.0, [], [phrase], rule=f"trigger phrase '{phrase}'")
         if not norm:
             return Understanding("out_of_scope", 0.0, [], [])
         probs = self.model.probabilities([norm])[0]
@@ -152,6 +151,20 @@ class IntentClassifier:
         return Understanding(
             self.model.classes[best], float(probs[best]), alternatives, explanation
         )
+
+    def _matching_rule(self, norm: str) -> tuple[str, str] | None:
+        """The (intent, phrase) a trigger phrase decides: an emergency phrase always; other
+        phrases only when all that match name one intent. "A parking fine although I have a
+        parking permit" names two errands, and the catalogue's order must not pick one."""
+        found: list[tuple[str, str]] = []
+        for intent_id, phrase, pattern in self._rules:
+            if pattern.search(norm):
+                if intent_id == "emergency":
+                    return intent_id, phrase
+                found.append((intent_id, phrase))
+        if len({intent_id for intent_id, _ in found}) == 1:
+            return found[0]
+        return None  # no rule, or rules of several errands: the model weighs the whole turn
 
     def _explain(self, norm: str, cls: int, top: int = 3) -> list[str]:
         """The words whose removal lowers the chosen intent's probability most (occlusion)."""
