@@ -125,3 +125,13 @@ def test_bad_waiting_prompts_fail_naming_file_and_entry(tmp_path: Path):
         WaitingPromptsError, match=r"p.yaml: da.wait: unknown placeholder \{minuter\}"
     ):
         load_waiting_prompts(path)
+
+
+def test_an_english_caller_hears_the_queue_named_in_english(services):
+    # The callback confirmation used to name the queue by its Danish name in English calls.
+    long_queue(services.store)
+    w = waiting.CallWaiting(services, "en")
+    asyncio.run(w.at_routing(routing(), record(), "+4512345678"))
+    booked = asyncio.run(w.on_utterance("yes please"))
+    assert booked.action == "callback_booked"
+    assert "Citizen Service" in booked.say and "Borgerservice" not in booked.say

@@ -149,9 +149,9 @@ def _waiting_lines(catalogue: Catalogue, prompts: WaitingPrompts) -> list[Script
     lines: list[ScriptLine] = []
     for key, text in prompts.texts.items():
         fields = placeholders(text)
-        if fields == {"queue_name"}:  # waiting.py names the queue by its first-language name
+        if fields == {"queue_name"}:  # waiting.py names the queue in the prompts' language
             for code in catalogue.forvaltninger:
-                filled = text.format(queue_name=catalogue.queue_name(code))
+                filled = text.format(queue_name=catalogue.queue_name(code, prompts.language))
                 lines.append(
                     ScriptLine(f"waiting.{key}.{code}", prompts.language, "filled", filled)
                 )

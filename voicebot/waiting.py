@@ -95,7 +95,7 @@ class CallWaiting:
         self.routed_to = queue
         metrics.QUEUE_OFFERED.labels(queue).inc()
         at = now()
-        name = self.services.catalogue.queue_name(queue)
+        name = self.services.catalogue.queue_name(queue, self.language)
         if not self.data.hours.is_open(queue, at):
             metrics.OUT_OF_HOURS.labels(queue).inc()
             opens = self.data.hours.next_open(queue, at)
@@ -209,7 +209,7 @@ class CallWaiting:
         self.services.events.publish(
             self.record.call_id, "callback_requested", forvaltning=queue, number=mask_caller(number)
         )
-        name = self.services.catalogue.queue_name(queue)
+        name = self.services.catalogue.queue_name(queue, self.language)
         return Decision(
             "callback_booked",
             self.prompts.say("callback_confirmed", queue_name=name),
