@@ -218,6 +218,17 @@ def test_max_calls_within_target_stops_at_the_first_failing_level():
     assert concurrency.max_within_target({"1": _level(None)}, 1500.0) is None
 
 
+def test_memory_per_extra_call_is_the_rss_growth_between_two_levels_per_call():
+    levels = {
+        "1": _level(500.0, server_rss_mb_max=400.0),
+        "8": _level(600.0, server_rss_mb_max=420.0),
+        "32": _level(900.0, server_rss_mb_max=492.0),
+    }
+    growth = concurrency.memory_per_extra_call(levels)
+    assert growth == {"from_calls": 8, "to_calls": 32, "mb_per_call": 3.0}
+    assert concurrency.memory_per_extra_call({"8": levels["8"]}) is None  # 32 not run (quick)
+
+
 def test_caller_turns_alternate_hesitation_and_second_utterance():
     corpus = [f"u{i}" for i in range(6)]
     paused = {i: f"p{i}" for i in range(6)}

@@ -266,7 +266,28 @@ def run(ctx: Context) -> dict[str, Any]:
     result["log"] = scan_log(server.log_path)
     for pattern in result["patterns"].values():
         pattern["max_calls_within_target"] = max_within_target(pattern["levels"], TARGET_P95_MS)
+    first = next(iter(PATTERNS))  # its levels rise from one call: RSS has not peaked before
+    result["memory_per_extra_call"] = memory_per_extra_call(result["patterns"][first]["levels"])
     return result
+
+
+def memory_per_extra_call(
+    levels: dict[str, dict[str, Any]], low: int = 8, high: int = 32
+) -> dict[str, Any] | None:
+    """Server RSS growth per extra simultaneous call between two levels (the peak RSS sampled
+    during each). Only meaningful on levels run in rising order in one server process: the
+    allocator keeps what a larger level took, so a later, smaller level would read too high."""
+    if str(low) not in levels or str(high) not in levels:
+        return None
+    rss_low = levels[str(low)].get("server_rss_mb_max")
+    rss_high = levels[str(high)].get("server_rss_mb_max")
+    if rss_low is None or rss_high is None:
+        return None
+    return {
+        "from_calls": low,
+        "to_calls": high,
+        "mb_per_call": round((rss_high - rss_low) / (high - low), 2),
+    }
 
 
 def summarize_level(
@@ -356,6 +377,14 @@ def markdown(result: dict[str, Any]) -> str:
         lines += [
             f"Largest measured level with p95 speech end → decision under {result['target_p95_ms']:.0f} ms "
             f"and every turn decided ({name}): **{best if best is not None else 'none'}**.",
+            "",
+        ]
+    growth = result.get("memory_per_extra_call")
+    if growth:
+        lines += [
+            f"Server memory per extra call between {growth['from_calls']} and "
+            f"{growth['to_calls']} calls: **{growth['mb_per_call']:.2f} MB** (peak RSS of each "
+            f"level of the {next(iter(PATTERNS))} pattern, whose levels rise from one call).",
             "",
         ]
     lines += [
