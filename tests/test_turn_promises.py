@@ -109,6 +109,25 @@ def test_a_confident_request_heard_in_the_pause_ends_the_turn_after_early_silenc
         assert waited_ms >= 2976  # an unclear guess waits for the full silence
 
 
+def test_the_early_end_needs_the_confidence_the_turns_language_acts_on(
+    tmp_path, catalogue, classifier
+):
+    # A language whose dialogue acts only above 0.999 (its per-language accept threshold):
+    # the same confident request is no longer a finished one, so the turn waits for the full
+    # silence. The listener used to judge every language by the base threshold.
+    from voicebot.config import Thresholds
+
+    services = speaking_services(
+        tmp_path, catalogue, classifier, REQUEST, partials=False, speculative=True
+    )
+    services.settings.dialogue.per_language = {"da": Thresholds(accept=0.999, confirm=0.35)}
+    endpointing = services.settings.endpointing
+    endpointing.silence_ms, endpointing.early_silence_ms = 2976, 240
+    _, events = run_call(services, [silence(0.5), tone(1.5)])
+    end = first(events, "speech_end")
+    assert ms(end["fired_at"]) - end["stream_ms"] >= 2976
+
+
 # == the max_turn_s cut =======================================================================
 def test_a_turn_longer_than_max_turn_s_is_cut_there(tmp_path, catalogue, classifier):
     services = speaking_services(

@@ -183,13 +183,14 @@ class Listener:
             and guess.understanding is not None
             and turn.speculation_end == self.endpointer.last_speech
             and self.endpointer.silence_ms >= ep.early_silence_ms
-            and self._confident(guess.understanding)
+            and self._confident(guess.understanding, guess.language)
         )
 
-    def _confident(self, u: Understanding) -> bool:
-        return u.intent != "out_of_scope" and (
-            u.rule is not None or u.confidence >= self.settings.dialogue.accept
-        )
+    def _confident(self, u: Understanding, language: str) -> bool:
+        """Confident as the dialogue will judge it: by the turn's language's accept threshold
+        (an English guess at 0.7 is a confirm question there, not a finished request)."""
+        accept = self.settings.dialogue.thresholds(language).accept
+        return u.intent != "out_of_scope" and (u.rule is not None or u.confidence >= accept)
 
     def _end_turn(self, end_sample: int) -> SpokenTurn:
         turn, self._turn = self._turn, None
