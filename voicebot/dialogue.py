@@ -351,12 +351,13 @@ SHORT_ANSWER_WORDS = 3  # words after "ja" that still make a plain yes: "ja, det
 
 _THANKS = {"tak", "mange tak", "tak for det", "thanks", "thank you", "thank you very much"}
 # Words that greet, and the little words that may come with a greeting ("hej med dig", "øh hej").
+# "morning" greets as "godmorgen" does: "good morning" alone is a greeting.
 _SALUTATIONS = frozenset(
     {"hej", "hejsa", "goddag", "dav", "davs", "hallo", "halløj", "godmorgen", "godaften",
-     "hello", "hi", "hey"}
+     "hello", "hi", "hey", "morning", "afternoon", "evening"}
 )  # fmt: skip
 _GREETING_WORDS = _SALUTATIONS | {
-    "good", "morning", "afternoon", "uh", "um", "there",
+    "good", "uh", "um", "there",
     "øh", "øhm", "ja", "jo", "altså", "med", "dig", "jer", "nå",
 }  # fmt: skip
 
