@@ -257,6 +257,16 @@ def test_the_longest_no_phrase_is_taken_off_before_the_rest_is_understood(catalo
     assert d.intent == "parking_fine"
 
 
+def test_hesitation_before_no_and_a_new_errand_is_left_out_of_the_errand(catalogue):
+    # "øh nej, det er parkering": the errand understood is "det er parkering", not the
+    # whole turn with its "øh nej" (as the hesitation is left out before a yes).
+    classifier = heard_as(NOTHING, **{"det er parkering": u("parking_fine", 0.9)})
+    policy = make(catalogue, classifier)
+    asked(policy, "waste")
+    d = policy.on_utterance("øh nej, det er parkering", u("out_of_scope", 0.2))
+    assert (d.action, d.intent) == ("answer", "parking_fine")
+
+
 def test_a_no_after_hesitation_and_before_a_ja_is_a_no(policy):
     asked(policy)
     d = policy.on_utterance("øh nej ja", u("out_of_scope", 0.2))
@@ -324,6 +334,21 @@ def test_no_after_an_answer_says_goodbye_in_english_in_an_english_call(english):
     english.on_utterance("passport", u("passport", 0.9))
     d = english.on_utterance("no thanks", u("out_of_scope", 0.3))
     assert (d.action, d.say) == ("goodbye", "Thank you for calling. Goodbye.")
+
+
+def test_no_and_a_new_errand_after_an_answer_takes_it_up_instead_of_hanging_up(catalogue):
+    # "nej, men min skraldespand ..." was heard as "no, I am done": goodbye, and hung up.
+    errand = {"men min skraldespand er ikke tømt": u("waste", 0.9)}
+    policy = make(catalogue, heard_as(NOTHING, **errand))
+    policy.on_utterance("pas", u("passport", 0.9))
+    d = policy.on_utterance("Nej, men min skraldespand er ikke tømt.", u("waste", 0.9))
+    assert (d.action, d.forvaltning, d.hang_up) == ("route", "TMF", False)
+
+
+def test_no_thanks_and_nothing_understood_after_an_answer_is_still_goodbye(catalogue):
+    policy = make(catalogue, heard_as(NOTHING, **{"det var det hele": u("waste", 0.34)}))
+    policy.on_utterance("pas", u("passport", 0.9))
+    assert policy.on_utterance("nej tak det var det hele", NOTHING).action == "goodbye"
 
 
 def test_yes_after_an_answer_reaches_a_person_for_that_matter(policy):
@@ -444,6 +469,15 @@ def test_speaking_between_two_silences_starts_the_count_again(policy):
     policy.on_no_input()
     policy.on_utterance("øh", u("out_of_scope", 0.2))
     assert policy.on_no_input().action == "no_input"
+
+
+def test_a_key_pressed_between_two_silences_starts_the_count_again(policy):
+    # A caller who answered "Er du der stadig?" with a key was handed off as "no answer
+    # from the caller twice" at the next pause.
+    policy.on_no_input()
+    assert policy.on_digit("7").action == "rephrase"
+    d = policy.on_no_input()
+    assert (d.action, d.hand_off) == ("no_input", False)
 
 
 # == switching language ====================================================================

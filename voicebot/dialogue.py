@@ -126,6 +126,9 @@ class DialoguePolicy:
             reply = self._yes_no(text)
             if reply == "yes":  # "ja" to "vil du tale med en medarbejder?"
                 return self.to_person(self.last_intent, "asked for a person after the answer")
+            errand = self._errand_after_no(text) if reply == "no" else None
+            if errand is not None:  # "nej, men min skraldespand ...": not done, a new errand
+                return self._decide(errand)
             if reply == "no" or normalize(text) in _THANKS:
                 self.state = State.DONE
                 return Decision(
@@ -137,6 +140,7 @@ class DialoguePolicy:
         return self._decide(understanding)
 
     def on_digit(self, digit: str) -> Decision:
+        self.no_inputs = 0  # a key pressed is an answer: the caller is there
         asked = self.catalogue.language_for_key(digit)
         if asked is not None:
             return self._switch_language(asked, f"pressed {digit}")
@@ -216,15 +220,13 @@ class DialoguePolicy:
                 )
             )
         if reply == "no":
-            rest = self._no.sub(" ", normalize(text), count=1).strip()
-            if rest:  # "nej, det er parkering"
-                retry = self.classifier.classify(rest)
-                if retry.intent != "out_of_scope" and retry.confidence >= self.thresholds.confirm:
-                    return (
-                        self._act(retry)
-                        if pending is None or retry.intent != pending.intent
-                        else self._failure("denied", retry)
-                    )
+            retry = self._errand_after_no(text)  # "nej, det er parkering"
+            if retry is not None:
+                return (
+                    self._act(retry)
+                    if pending is None or retry.intent != pending.intent
+                    else self._failure("denied", retry)
+                )
             return self._failure("caller said no to the confirm question", u)
         # Neither yes nor no: the reply is a new description of the errand, not an answer.
         # Understood or not, it counts as a failure (confirm questions cannot follow each
@@ -232,6 +234,16 @@ class DialoguePolicy:
         if u.intent != "out_of_scope" and self.thresholds.confirm <= u.confidence:
             return self._failure("no yes or no to the confirm question", u)
         return self._decide(u)
+
+    def _errand_after_no(self, text: str) -> Understanding | None:
+        """What follows a "nej" ("nej, det er parkering"), when it is an errand understood."""
+        rest = self._no.sub(" ", _FILLERS.sub("", normalize(text)), count=1).strip()
+        if not rest:
+            return None
+        retry = self.classifier.classify(rest)
+        if retry.intent == "out_of_scope" or retry.confidence < self.thresholds.confirm:
+            return None
+        return retry
 
     def _agrees(self, text: str, pending: Understanding) -> bool:
         """A "ja" that is the answer: short ("ja", "ja, det er rigtigt"), or followed by words
