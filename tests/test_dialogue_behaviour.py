@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from voicebot.catalogue import Action
 from voicebot.config import DialogueSettings, Thresholds
 from voicebot.dialogue import DialoguePolicy, State
 from voicebot.understanding import Understanding
@@ -390,6 +391,12 @@ def test_after_the_goodbye_a_language_name_switches_nothing(policy):
 def test_a_caller_never_understood_goes_to_the_queue_of_the_best_guess(policy, guess, forvaltning):
     decisions = [policy.on_utterance("øh", u(guess, 0.2, explanation=["øh"])) for _ in range(3)]
     assert [d.action for d in decisions] == ["rephrase", "keypad_menu", "human"]
+    menu = decisions[1]  # the agent's log says why, and what the bot guessed
+    assert (menu.reason, menu.intent, menu.confidence) == (
+        f"not understood ({guess} 0.20)",
+        guess,
+        0.2,
+    )
     d = decisions[-1]
     assert (d.forvaltning, d.intent, d.confidence, d.explanation) == (
         forvaltning,
@@ -544,3 +551,56 @@ def test_a_decision_reports_its_grounds_with_the_confidence_rounded(policy):
         "action": "route", "intent": "waste", "confidence": 0.9123, "forvaltning": "TMF",
         "explanation": ["skrald"], "reason": "skrald",
     }  # fmt: skip
+
+
+def test_an_errand_the_catalogue_marks_clarify_is_never_acted_on(catalogue, classifier):
+    """`action: clarify` means "ask again", for any intent the catalogue gives it to."""
+    edited = catalogue.model_copy(deep=True)
+    edited.intents["building"].action = Action.CLARIFY
+    policy = make(edited, classifier)
+    d = policy.on_utterance("min carport", u("building", 0.95, explanation=["carport"]))
+    assert (d.action, d.reason, d.intent, d.hand_off) == ("rephrase", "clarify", "building", False)
+    assert policy.state is State.LISTENING
+
+
+def test_an_errand_the_catalogue_hands_to_a_person_goes_to_its_forvaltnings_person(catalogue):
+    """`action: human` on a matter: a person in its own forvaltning takes it, told what it is."""
+    edited = catalogue.model_copy(deep=True)
+    edited.intents["social_services"].action = Action.HUMAN
+    policy = make(edited, heard_as(NOTHING))
+    d = policy.on_utterance("min socialrådgiver", u("social_services", 0.9))
+    assert (d.action, d.intent, d.forvaltning) == ("human", "social_services", "SOF")
+    assert d.reason == "caller asked for a person"
+
+
+def test_zero_reaches_the_forvaltning_the_catalogue_names_for_it(catalogue):
+    edited = catalogue.model_copy(deep=True)
+    edited.keypad["0"].forvaltning = "KFF"  # a municipality whose 0 is Borgerservice
+    d = make(edited, heard_as(NOTHING)).on_digit("0")
+    assert (d.action, d.forvaltning) == ("human", "KFF")
+
+
+def test_wrong_keys_three_times_reach_a_person(policy):
+    assert [policy.on_digit("7").action for _ in range(3)] == ["rephrase", "keypad_menu", "human"]
+    assert policy.state is State.DONE
+
+
+def test_a_turn_given_without_its_understanding_is_understood_by_the_policys_classifier(
+    catalogue,
+):
+    policy = make(catalogue, heard_as(NOTHING, **{"min skraldespand": u("waste", 0.9)}))
+    assert policy.on_utterance("min skraldespand").forvaltning == "TMF"
+
+
+def test_thanks_after_an_answer_is_goodbye_whatever_the_model_reads_into_it(catalogue):
+    policy = make(catalogue, heard_as(u("building", 0.9)))  # "tak for det": a building?
+    policy.on_utterance("pas", u("passport", 0.9))
+    assert policy.on_utterance("tak for det", u("building", 0.9)).action == "goodbye"
+
+
+def test_a_no_on_the_last_try_hands_off_with_what_the_reply_sounded_like(catalogue):
+    # No retries left: the denial hands the call over, to the queue the reply points at.
+    policy = make(catalogue, heard_as(NOTHING), max_retries=0)
+    asked(policy, "waste")
+    d = policy.on_utterance("nej noget med mit pas", u("passport", 0.3))
+    assert (d.action, d.intent, d.forvaltning, d.confidence) == ("human", "passport", "KFF", 0.3)

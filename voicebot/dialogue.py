@@ -214,8 +214,7 @@ class DialoguePolicy:
                 Understanding(
                     pending.intent,
                     pending.confidence,
-                    [],
-                    pending.explanation,
+                    explanation=pending.explanation,
                     rule="confirmed by the caller",
                 )
             )
@@ -265,11 +264,12 @@ class DialoguePolicy:
         )
         match intent.action:
             case Action.EMERGENCY:
+                assert intent.answer is not None  # the catalogue refuses it without an answer
                 # "Ring 112" first; a caller who stays on the line reaches a person.
                 self.state = State.DONE
                 return Decision(
                     "emergency",
-                    intent.answer[self.language] if intent.answer else "",
+                    intent.answer[self.language],
                     forvaltning=intent.forvaltning,
                     hand_off=True,
                     **common,
@@ -291,8 +291,9 @@ class DialoguePolicy:
                     "route", say, forvaltning=intent.forvaltning, hand_off=True, **common
                 )
             case Action.ANSWER | Action.NATIONAL_BODY:
+                assert intent.answer is not None  # the catalogue refuses it without an answer
                 self.state = State.AFTER_ANSWER
-                say = intent.answer[self.language] if intent.answer else ""
+                say = intent.answer[self.language]
                 if intent.action is Action.ANSWER:
                     say = f"{say} {self.text('after_answer')}"
                 return Decision(intent.action.value, say, **common)
@@ -378,7 +379,7 @@ def _only_greeting(text: str) -> bool:
     """A turn of greeting words only, with at least one real salutation in it."""
     words = normalize(text).split()
     return (
-        0 < len(words) <= 4
+        len(words) <= 4
         and all(w in _GREETING_WORDS for w in words)
         and any(w in _SALUTATIONS for w in words)
     )
