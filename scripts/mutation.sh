@@ -26,7 +26,7 @@ TESTS=(
   tests/test_queues.py tests/test_auth.py tests/test_audiohook.py tests/test_asr_logic.py
   tests/test_vad.py
   tests/test_console.py tests/test_console_security.py tests/test_core_regressions.py
-  tests/test_promises.py tests/test_mutation_survivors.py
+  tests/test_promises.py tests/test_mutation_survivors.py tests/test_dialogue_behaviour.py
 )
 MODULES=("${@:-${CORE_MODULES[@]}}")
 

@@ -126,6 +126,9 @@ class DialoguePolicy:
             reply = self._yes_no(text)
             if reply == "yes":  # "ja" to "vil du tale med en medarbejder?"
                 return self.to_person(self.last_intent, "asked for a person after the answer")
+            errand = self._errand_after_no(text) if reply == "no" else None
+            if errand is not None:  # "nej, men min skraldespand ...": not done, a new errand
+                return self._decide(errand)
             if reply == "no" or normalize(text) in _THANKS:
                 self.state = State.DONE
                 return Decision(
@@ -137,6 +140,7 @@ class DialoguePolicy:
         return self._decide(understanding)
 
     def on_digit(self, digit: str) -> Decision:
+        self.no_inputs = 0  # a key pressed is an answer: the caller is there
         asked = self.catalogue.language_for_key(digit)
         if asked is not None:
             return self._switch_language(asked, f"pressed {digit}")
@@ -210,21 +214,18 @@ class DialoguePolicy:
                 Understanding(
                     pending.intent,
                     pending.confidence,
-                    [],
-                    pending.explanation,
+                    explanation=pending.explanation,
                     rule="confirmed by the caller",
                 )
             )
         if reply == "no":
-            rest = self._no.sub(" ", normalize(text), count=1).strip()
-            if rest:  # "nej, det er parkering"
-                retry = self.classifier.classify(rest)
-                if retry.intent != "out_of_scope" and retry.confidence >= self.thresholds.confirm:
-                    return (
-                        self._act(retry)
-                        if pending is None or retry.intent != pending.intent
-                        else self._failure("denied", retry)
-                    )
+            retry = self._errand_after_no(text)  # "nej, det er parkering"
+            if retry is not None:
+                return (
+                    self._act(retry)
+                    if pending is None or retry.intent != pending.intent
+                    else self._failure("denied", retry)
+                )
             return self._failure("caller said no to the confirm question", u)
         # Neither yes nor no: the reply is a new description of the errand, not an answer.
         # Understood or not, it counts as a failure (confirm questions cannot follow each
@@ -232,6 +233,16 @@ class DialoguePolicy:
         if u.intent != "out_of_scope" and self.thresholds.confirm <= u.confidence:
             return self._failure("no yes or no to the confirm question", u)
         return self._decide(u)
+
+    def _errand_after_no(self, text: str) -> Understanding | None:
+        """What follows a "nej" ("nej, det er parkering"), when it is an errand understood."""
+        rest = self._no.sub(" ", _FILLERS.sub("", normalize(text)), count=1).strip()
+        if not rest:
+            return None
+        retry = self.classifier.classify(rest)
+        if retry.intent == "out_of_scope" or retry.confidence < self.thresholds.confirm:
+            return None
+        return retry
 
     def _agrees(self, text: str, pending: Understanding) -> bool:
         """A "ja" that is the answer: short ("ja", "ja, det er rigtigt"), or followed by words
@@ -253,11 +264,12 @@ class DialoguePolicy:
         )
         match intent.action:
             case Action.EMERGENCY:
+                assert intent.answer is not None  # the catalogue refuses it without an answer
                 # "Ring 112" first; a caller who stays on the line reaches a person.
                 self.state = State.DONE
                 return Decision(
                     "emergency",
-                    intent.answer[self.language] if intent.answer else "",
+                    intent.answer[self.language],
                     forvaltning=intent.forvaltning,
                     hand_off=True,
                     **common,
@@ -279,8 +291,9 @@ class DialoguePolicy:
                     "route", say, forvaltning=intent.forvaltning, hand_off=True, **common
                 )
             case Action.ANSWER | Action.NATIONAL_BODY:
+                assert intent.answer is not None  # the catalogue refuses it without an answer
                 self.state = State.AFTER_ANSWER
-                say = intent.answer[self.language] if intent.answer else ""
+                say = intent.answer[self.language]
                 if intent.action is Action.ANSWER:
                     say = f"{say} {self.text('after_answer')}"
                 return Decision(intent.action.value, say, **common)
@@ -351,12 +364,13 @@ SHORT_ANSWER_WORDS = 3  # words after "ja" that still make a plain yes: "ja, det
 
 _THANKS = {"tak", "mange tak", "tak for det", "thanks", "thank you", "thank you very much"}
 # Words that greet, and the little words that may come with a greeting ("hej med dig", "øh hej").
+# "morning" greets as "godmorgen" does: "good morning" alone is a greeting.
 _SALUTATIONS = frozenset(
     {"hej", "hejsa", "goddag", "dav", "davs", "hallo", "halløj", "godmorgen", "godaften",
-     "hello", "hi", "hey"}
+     "hello", "hi", "hey", "morning", "afternoon", "evening"}
 )  # fmt: skip
 _GREETING_WORDS = _SALUTATIONS | {
-    "good", "morning", "afternoon", "uh", "um", "there",
+    "good", "uh", "um", "there",
     "øh", "øhm", "ja", "jo", "altså", "med", "dig", "jer", "nå",
 }  # fmt: skip
 
@@ -365,7 +379,7 @@ def _only_greeting(text: str) -> bool:
     """A turn of greeting words only, with at least one real salutation in it."""
     words = normalize(text).split()
     return (
-        0 < len(words) <= 4
+        len(words) <= 4
         and all(w in _GREETING_WORDS for w in words)
         and any(w in _SALUTATIONS for w in words)
     )
