@@ -47,7 +47,7 @@ def policy(catalogue, classifier) -> DialoguePolicy:
 
 @pytest.fixture
 def english(catalogue, classifier) -> DialoguePolicy:
-    """An English call: the shipped English thresholds (accept 0.85, confirm 0.6)."""
+    """An English call: the shipped English thresholds (dialogue.per_language.en)."""
     return make(catalogue, classifier, "en")
 
 
@@ -79,7 +79,10 @@ def test_the_confirm_question_carries_the_models_grounds(policy):
 
 
 def test_in_english_the_question_is_english_and_the_english_thresholds_hold(english):
-    d = english.on_utterance("my bin", u("waste", 0.6))  # base accept, English confirm
+    en = english.settings.thresholds("en")
+    between = (en.confirm + en.accept) / 2  # above the base accept: acted on in Danish
+    assert english.settings.accept <= between
+    d = english.on_utterance("my bin", u("waste", between))
     assert d.say == "Is it about waste or rubbish collection?"
     d = english.on_utterance("yes", u("out_of_scope", 0.2))
     assert d.action == "route" and d.say.startswith(
