@@ -5,6 +5,7 @@ callback number. Every refusal leaves the record as it was."""
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 from fastapi.testclient import TestClient
@@ -77,8 +78,17 @@ def test_another_forvaltnings_agent_cannot_close_a_callback_and_it_stays_claimed
         assert refused.json()["detail"] == "Du har ikke adgang til denne forvaltnings kø."
         after = services.store.get("CB1")
         assert state_of(after) == state_of(before) and after.callback_number == "+45 12345678"
+        published: list[tuple] = []
+        real_publish = services.events.publish
+        services.events.publish = lambda cid, kind, **kw: (
+            published.append((cid, kind, kw)),
+            real_publish(cid, kind, **kw),
+        )
         ok = anna.post(f"/console/api/callbacks/CB1/{outcome}", headers=anna_h)
         assert ok.status_code == 200 and ok.json()["status"] == outcome
+        assert published == [
+            ("CB1", f"callback_{outcome}", {"forvaltning": "TMF", "agent": "anna"})
+        ]  # the other consoles are told
         assert services.store.get("CB1").callback_number is None
 
 
@@ -312,4 +322,59 @@ def test_the_stream_follows_the_sessions_agent_and_renews_their_claims(settings,
     first = asyncio.run(run())
     assert '"call_id": "CA1"' in first  # the session's agent (TMF), not the stale one
     assert services.store.release_stale_claims(60) == 0  # the lease was renewed
+    agents.close()
+
+
+def chunks_until(stream, count: int, timeout_s: float = 10.0):
+    async def take() -> list[str]:
+        return [await asyncio.wait_for(anext(stream), timeout_s) for _ in range(count)]
+
+    return take()
+
+
+def test_a_visible_queue_event_wakes_the_stream_long_before_its_refresh(settings, services):
+    agents = AgentStore(agents_path(settings))
+    token, _ = agents.create_session(agents.get("bo"))
+
+    async def run() -> dict:
+        stream = console.agent_stream(services, agents, token, BO, refresh_s=3600)
+        await chunks_until(stream, 2)  # retry, the first snapshot
+        await asyncio.sleep(0.05)  # the stream is waiting for a change
+        await route(services, routed_call("CA_kff", "KFF"))
+        chunk = await asyncio.wait_for(anext(stream), 10)  # not an hour
+        await stream.aclose()
+        return json.loads(chunk.split("data: ", 1)[1])
+
+    assert [c["call_id"] for c in asyncio.run(run())["waiting"]] == ["CA_kff"]
+    agents.close()
+
+
+def test_an_unchanged_snapshot_is_not_sent_again_only_a_ping(settings, services, monkeypatch):
+    monkeypatch.setattr(console, "STREAM_PING_S", 0.0)
+    agents = AgentStore(agents_path(settings))
+    token, _ = agents.create_session(agents.get("anna"))
+
+    async def run() -> list[str]:
+        stream = console.agent_stream(services, agents, token, ANNA, refresh_s=0.01)
+        out = await chunks_until(stream, 4)
+        await stream.aclose()
+        return out
+
+    retry, first, *later = asyncio.run(run())
+    assert retry == "retry: 3000\n\n" and first.startswith("event: snapshot\ndata: {")
+    assert later == [": ping\n\n", ": ping\n\n"]  # the clock ("now") moved, nothing else did
+    agents.close()
+
+
+def test_the_stream_says_why_it_ends_when_the_session_does(settings, services, monkeypatch):
+    agents = AgentStore(agents_path(settings))
+    token, _ = agents.create_session(agents.get("anna"))
+    agents.end_session(token)
+
+    async def run() -> list[str]:
+        return [chunk async for chunk in console.agent_stream(services, agents, token, ANNA)]
+
+    chunks = asyncio.run(run())
+    assert chunks[-1] == 'event: logout\ndata: {"reason": "Din session er udløbet."}\n\n'
+    assert not any(c.startswith("event: snapshot") for c in chunks)  # nothing after the end
     agents.close()

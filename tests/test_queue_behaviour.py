@@ -335,3 +335,11 @@ def test_as_dict_holds_the_wait_rounded_and_never_the_callback_number(clock):
     assert "callback_number" not in d and d["wait_s"] == 12.3
     assert d["call_id"] == "CA1" and d["kind"] == "callback"
     assert "12345678" not in repr(record)
+
+
+def test_a_listing_of_calls_holds_the_newest_200_unless_asked_otherwise(store):
+    now = time.time()
+    for i in range(201):
+        store.enqueue(call(f"CA{i:03}", created_at=now - 1000 + i))
+    listed = store.calls()
+    assert len(listed) == 200 and listed[0].call_id == "CA200" and listed[-1].call_id == "CA001"
