@@ -9,12 +9,21 @@ import json
 
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client import REGISTRY
 
-from voicebot import console
-from voicebot.accounts import Agent, AgentStore, agents_path
+from voicebot import accounts, console
+from voicebot.accounts import (
+    LOGIN_WINDOW_S,
+    Agent,
+    AgentStore,
+    LoginLimiter,
+    SlidingWindow,
+    agents_path,
+)
 from voicebot.app import create_app
 
 from .console_helpers import (
+    PASSWORD,
     add_agents,
     make_services,
     make_settings,
@@ -220,6 +229,15 @@ def test_an_agent_sees_only_their_own_claims_an_admin_sees_everyones(services):
     assert [c["call_id"] for c in console.snapshot(services, BO)["claimed"]] == []
 
 
+def test_a_claim_outside_the_agents_forvaltninger_is_not_shown_even_if_theirs(services):
+    """An account re-made with other forvaltninger sees no call of the old ones, not even
+    one it still holds."""
+    services.store.enqueue(routed_call("CA_kff", "KFF"))
+    services.store.claim("CA_kff", "anna")
+    snap = console.snapshot(services, ANNA)
+    assert snap["claimed"] == [] and "CA_kff" not in json.dumps(snap)
+
+
 def test_the_queue_tiles_are_the_agents_forvaltninger_only(services):
     asyncio.run(route(services, routed_call("CA1", "KFF")))
     assert [q["id"] for q in console.snapshot(services, ANNA)["queues"]] == ["KONTAKTCENTER", "TMF"]
@@ -378,3 +396,77 @@ def test_the_stream_says_why_it_ends_when_the_session_does(settings, services, m
     assert chunks[-1] == 'event: logout\ndata: {"reason": "Din session er udløbet."}\n\n'
     assert not any(c.startswith("event: snapshot") for c in chunks)  # nothing after the end
     agents.close()
+
+
+# -- logging in --------------------------------------------------------------------------------
+def logins(result: str) -> float:
+    return REGISTRY.get_sample_value("voicebot_console_logins_total", {"result": result}) or 0.0
+
+
+def test_each_login_outcome_is_counted_under_its_result(app):
+    results = ("ok", "failed", "limited", "csrf", "busy")
+    before = {r: logins(r) for r in results}
+    with TestClient(app) as client:
+        state = app.state.console
+        state.limiter = LoginLimiter(per_address=SlidingWindow(1, LOGIN_WINDOW_S))
+        assert post_login(TestClient(app, client=("10.0.0.1", 1)), "anna").status_code == 303
+        assert post_login(client, "anna", "forkert-kodeord").status_code == 401
+        assert post_login(client, "anna").status_code == 429
+        bad_form = client.post("/console/login", data={"name": "anna", "csrf": "x"})
+        assert bad_form.status_code == 403
+        state.login_waiters = console.MAX_LOGIN_WAITERS
+        assert post_login(TestClient(app, client=("10.0.0.2", 1)), "anna").status_code == 429
+        state.login_waiters = 0
+    assert {r: logins(r) - before[r] for r in results} == dict.fromkeys(results, 1.0)
+
+
+def test_a_stopped_address_is_told_how_many_minutes_are_left(app, monkeypatch):
+    clock = [5000.0]
+    monkeypatch.setattr(accounts.time, "monotonic", lambda: clock[0])
+    with TestClient(app) as client:
+        for _ in range(5):
+            assert post_login(client, "anna", "forkert-kodeord").status_code == 401
+        stopped = post_login(client, "anna")
+        assert stopped.status_code == 429 and stopped.headers["retry-after"] == str(LOGIN_WINDOW_S)
+        assert "Prøv igen om 15 min." in stopped.text
+        clock[0] += LOGIN_WINDOW_S - 30.5  # 30.5 s left: rounded up, never "0 min."
+        stopped = post_login(client, "anna")
+        assert stopped.headers["retry-after"] == "31" and "Prøv igen om 1 min." in stopped.text
+        clock[0] += 30.5
+        assert post_login(client, "anna").status_code == 303  # the window is over
+
+
+def test_the_hashers_queue_is_empty_again_after_every_login(app):
+    with TestClient(app) as client:
+        for password in ("forkert-kodeord", PASSWORD):
+            post_login(client, "anna", password)
+            assert app.state.console.login_waiters == 0
+
+
+def test_a_login_name_is_cut_to_64_characters_and_shown_back(app):
+    with TestClient(app) as client:
+        refused = post_login(client, "  " + "n" * 100 + "  ", "forkert-kodeord")
+    assert refused.status_code == 401
+    assert f'value="{"n" * 64}"' in refused.text
+
+
+def test_a_login_sets_the_session_and_drops_the_login_forms_cookie(app):
+    with TestClient(app) as client:
+        response = post_login(client, "anna")
+        assert (response.status_code, response.headers["location"]) == (303, "/console")
+        cookies = response.headers.get_list("set-cookie")
+        assert any(c.startswith(f"{console.SESSION_COOKIE}=") for c in cookies)
+        dropped = next(c for c in cookies if c.startswith(f"{console.LOGIN_CSRF_COOKIE}="))
+        assert "Max-Age=0" in dropped and "Path=/console" in dropped
+        back = client.get("/console/login", follow_redirects=False)
+        assert (back.status_code, back.headers["location"]) == (303, "/console")
+        page = client.get("/console", follow_redirects=False)
+        assert page.status_code == 200 and page.headers["x-frame-options"] == "DENY"
+
+
+def test_the_login_page_says_when_a_session_expired(app):
+    with TestClient(app) as client:
+        expired = client.get("/console/login?expired=1")
+        fresh = client.get("/console/login")
+    assert "Din session er udløbet. Log ind igen." in expired.text
+    assert 'role="alert" hidden>' in fresh.text and 'role="alert" >' in expired.text
