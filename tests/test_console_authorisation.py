@@ -473,3 +473,72 @@ def test_the_login_page_says_when_a_session_expired(app):
         fresh = client.get("/console/login")
     assert "Din session er udløbet. Log ind igen." in expired.text
     assert 'role="alert" hidden>' in fresh.text and 'role="alert" >' in expired.text
+
+
+# -- what a card and /api/me say ---------------------------------------------------------------
+def test_a_card_holds_the_record_named_as_agents_read_it_and_bounded(services):
+    record = routed_call(
+        "CA1", "TMF", transcript="t" * 5000, explanation=tuple(f"w{i}" for i in range(30)),
+        confidence=0.123456, language="en", created_at=100.0,
+    )  # fmt: skip
+    card = console.call_card(record, services.catalogue)
+    assert card == {
+        "call_id": "CA1", "forvaltning": "TMF", "forvaltning_name": "Teknik- og Miljøforvaltningen",
+        "queue": "Teknik og Miljø", "language": "en", "intent": "waste", "intent_name": "affald",
+        "confidence": 0.123, "explanation": [f"w{i}" for i in range(20)],
+        "transcript": "t" * 4000, "caller": "+45 ••••••78", "status": "waiting",
+        "created_at": 100.0, "claimed_by": None, "claimed_at": None, "kind": "call",
+        "callback_number": None,
+    }  # fmt: skip
+
+
+def test_a_card_of_a_forvaltning_or_intent_the_catalogue_no_longer_has_shows_the_ids(services):
+    card = console.call_card(routed_call("CA1", "GAMMEL", intent="gammelt"), services.catalogue)
+    assert (card["forvaltning_name"], card["queue"]) == ("GAMMEL", "GAMMEL")
+    assert (card["intent"], card["intent_name"]) == ("gammelt", "ukendt ærinde")
+
+
+def test_me_says_who_the_agent_is_and_names_their_forvaltninger(app, settings):
+    extra = AgentStore(agents_path(settings))
+    extra.add("cy", PASSWORD, ["TMF", "GAMMEL"])
+    extra.close()
+    with TestClient(app):
+        cy, headers = browser(app, "cy")
+        me = cy.get("/console/api/me").json()
+    assert set(me) == {"name", "admin", "csrf", "expires_at", "forvaltninger"}
+    assert (me["name"], me["admin"], me["csrf"]) == ("cy", False, headers["X-CSRF-Token"])
+    assert me["expires_at"] > time.time()
+    assert me["forvaltninger"] == [
+        {"id": "GAMMEL", "name": "GAMMEL"},
+        {"id": "TMF", "name": "Teknik- og Miljøforvaltningen"},
+    ]
+
+
+def test_refusals_say_why_in_danish(app, services):
+    with TestClient(app):
+        put(services, routed_call("CA1", "TMF"))
+        nobody = TestClient(app).get("/console/api/state")
+        assert nobody.json()["detail"] == "Du er ikke logget ind, eller din session er udløbet."
+        anna, h = browser(app, "anna")
+        no_token = anna.post("/console/api/calls/CA1/claim")
+        assert no_token.json()["detail"] == (
+            "Anmodningen mangler et gyldigt sikkerhedstoken. Genindlæs siden."
+        )
+
+
+def test_a_claim_tells_the_other_consoles_who_took_which_call(app, services):
+    with TestClient(app):
+        put(services, routed_call("CA1", "TMF"))
+        anna, h = browser(app, "anna")
+        published: list[tuple] = []
+        real_publish = services.events.publish
+        services.events.publish = lambda cid, kind, **kw: (
+            published.append((cid, kind, kw)),
+            real_publish(cid, kind, **kw),
+        )
+        for verb in ("claim", "release", "claim", "complete"):
+            assert anna.post(f"/console/api/calls/CA1/{verb}", headers=h).status_code == 200
+    told = {"forvaltning": "TMF", "agent": "anna"}
+    assert published == [
+        ("CA1", kind, told) for kind in ("claimed", "released", "claimed", "completed")
+    ]
