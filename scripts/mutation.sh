@@ -27,6 +27,9 @@ TESTS=(
   tests/test_vad.py
   tests/test_console.py tests/test_console_security.py tests/test_core_regressions.py
   tests/test_promises.py tests/test_mutation_survivors.py tests/test_dialogue_behaviour.py
+  tests/test_console_callbacks.py tests/test_callbacks.py tests/test_waiting.py tests/test_wait.py
+  tests/test_wire_promises.py tests/test_console_authorisation.py tests/test_accounts_behaviour.py
+  tests/test_queue_behaviour.py
 )
 MODULES=("${@:-${CORE_MODULES[@]}}")
 
