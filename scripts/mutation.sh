@@ -8,8 +8,9 @@
 # mutmut lives in its own venv (.venv-mutation, gitignored) that sees the project's venv's
 # packages, so the project's environment is never changed. The run happens in a copy of the
 # tree under build/mutation, so the work tree stays untouched and can be edited meanwhile.
-# Results: build/mutation/results.txt (one line per mutant) and a per-module summary printed
-# at the end (the table in README, "Testing", comes from it).
+# Results: build/mutation/results.txt (one line per mutant; a module that runs alone, below,
+# in build/mutation-<module>/results.txt) and a per-module summary printed at the end (the
+# table in README, "Testing", comes from it). MUTATION_WORK moves build/mutation elsewhere.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -27,6 +28,8 @@ TESTS=(
   tests/test_vad.py
   tests/test_console.py tests/test_console_security.py tests/test_core_regressions.py
   tests/test_promises.py tests/test_mutation_survivors.py
+  tests/test_privacy_behaviour.py
+  tests/test_auth_behaviour.py
 )
 MODULES=("${@:-${CORE_MODULES[@]}}")
 
@@ -40,23 +43,22 @@ PROJECT_SITE=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths(
 MUTMUT_SITE=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 echo "import site; site.addsitedir('$PROJECT_SITE')" >"$MUTMUT_SITE/_project_venv.pth"
 
-# Modules whose import-time code calls their own mutated functions (telephony/codecs.py builds
-# its G.711 tables at import). mutmut's default "fork" isolation forks every mutant from the
-# process that already imported the module, so a mutant there never reaches the tables, and
-# the stats pass credits those calls to whichever test ran first. Such a module runs alone,
-# with its own tests, under "forkserver" isolation without warm-up: each mutant's process
-# imports the module afresh with the mutant active (test_codecs_behaviour.py also calls the
-# table builders directly, so the right tests are mapped to them).
+# Modules that run alone, with their own tests. telephony/codecs.py builds its G.711 tables at
+# import: mutmut's stats pass credits those calls to whichever test happens to run first, and
+# every mutant process is forked from one that imported the module already, so a mutant in a
+# table builder never reaches the tables. tests/test_codecs_behaviour.py therefore calls the
+# builders themselves (mutmut maps those calls to it, and the mutant is live in them); the
+# codec run's own selection keeps the first test a codec test and its stats pass short.
 declare -A OWN_TESTS=(
   [telephony/codecs.py]="tests/test_codecs.py tests/test_codecs_behaviour.py"
 )
 SHARED_MODULES=()
 for m in "${MODULES[@]}"; do [[ -n ${OWN_TESTS[$m]:-} ]] || SHARED_MODULES+=("$m"); done
 
-# mutate WORKDIR ISOLATION "MODULES..." TESTS...: one mutmut run in its own copy of the tree
+# mutate WORKDIR "MODULES..." TESTS...: one mutmut run in its own copy of the tree
 mutate() {
-  local work=$1 isolation=$2 modules=$3
-  shift 3
+  local work=$1 modules=$2
+  shift 2
   local existing_tests=() t
   for t in "$@"; do [[ -f $t ]] && existing_tests+=("$t"); done
   rm -rf "$work"
@@ -73,9 +75,6 @@ mutate() {
     printf 'pytest_add_cli_args_test_selection =\n'
     printf '    %s\n' "${existing_tests[@]}"
     printf 'pytest_add_cli_args =\n    -m\n    not model\n    -p\n    no:cacheprovider\n'
-    if [[ $isolation == forkserver ]]; then
-      printf 'process_isolation = forkserver\nforkserver_warmup = none\n'
-    fi
   } >"$work/setup.cfg"
   # pyproject's [tool.mutmut] would win over setup.cfg; the project has none, keep it so.
   ! grep -q '^\[tool.mutmut\]' "$work/pyproject.toml"
@@ -90,14 +89,14 @@ mutate() {
 WORK=${MUTATION_WORK:-build/mutation}
 RESULTS=()
 if ((${#SHARED_MODULES[@]})); then
-  mutate "$WORK" fork "${SHARED_MODULES[*]}" "${TESTS[@]}"
+  mutate "$WORK" "${SHARED_MODULES[*]}" "${TESTS[@]}"
   RESULTS+=("$WORK/results.txt")
 fi
 for m in "${MODULES[@]}"; do
   [[ -n ${OWN_TESTS[$m]:-} ]] || continue
   own_work="$WORK-$(basename "$m" .py)"
   # shellcheck disable=SC2086  # the test list is space-separated paths
-  mutate "$own_work" forkserver "$m" ${OWN_TESTS[$m]}
+  mutate "$own_work" "$m" ${OWN_TESTS[$m]}
   RESULTS+=("$own_work/results.txt")
 done
 

@@ -171,3 +171,31 @@ def test_a_phone_line_keeps_the_rate_and_refuses_an_unknown_codec():
         assert float(np.max(np.abs(out - tone)[1000:-1000])) < 0.05
     with pytest.raises(ValueError, match="unknown codec 'gsm'"):
         codecs.phone_line(tone, codec="gsm")
+
+
+def test_pcm_bytes_of_any_length_are_whole_samples_of_int16():
+    pcm = codecs.pcm16_from_bytes(b"\x01\x00\x02\x00\x03")
+    assert pcm.dtype == np.int16 and pcm.tolist() == [1, 2]
+
+
+def test_the_stream_keeps_its_rates_and_a_short_delay():
+    stream = codecs.StreamResampler(8000, 16000)
+    assert (stream.in_rate, stream.out_rate) == (8000, 16000)
+    tone = np.sin(np.arange(8000) * 2 * np.pi * 440 / 8000).astype(np.float32)
+    # the low-latency filter: under 1000 samples (62.5 ms) held back after a second of audio
+    assert stream.process(tone).size > 15000
+
+
+def test_resampling_returns_float32_whatever_it_is_given():
+    assert codecs.resample(np.zeros(1600), 16000, 8000).dtype == np.float32
+
+
+def test_a_phone_line_adds_line_noise_at_the_requested_level_reproducibly():
+    tone = (0.5 * np.sin(np.arange(16000) * 2 * np.pi * 300 / 16000)).astype(np.float32)
+    clean = codecs.phone_line(tone, snr_db=None)
+    noisy = codecs.phone_line(tone)  # the default: 25 dB
+    assert noisy.size == clean.size == tone.size
+    snr = 10 * np.log10(np.mean(clean**2) / np.mean((noisy - clean) ** 2))
+    assert abs(snr - 25.0) < 0.45
+    assert np.array_equal(noisy, codecs.phone_line(tone))  # seeded: the same line every time
+    assert np.max(np.abs(codecs.phone_line(np.zeros(16000, np.float32)))) < 1e-3  # silence stays

@@ -170,3 +170,41 @@ def test_a_number_split_across_arguments_or_not_text_is_masked_in_the_whole_mess
 def test_a_malformed_record_is_left_to_logging():
     record = _record("%s and %s", ("only one",))
     assert record.msg == "%s and %s" and record.args == ("only one",)
+
+
+# == runs of number tokens: joiners, groups, and the order of the masks ========================
+@pytest.mark.parametrize(("said", "masked"), [
+    ("ring 12 34 56 78 og", f"ring {NUMBER_MASK} og"),  # a joiner at the very end
+    ("12 34 56 og 78", NUMBER_MASK),  # a joiner before the last token joins it
+    ("12 03 45 12 - tyve", CPR_MASK),  # a dash before a tens word keeps both its digits
+    ("de sidste fire 12 34", f"de sidste fire {CPR_MASK}"),  # the cue's "fire" is no digit
+    ("c p r 12 34", f"c p r {CPR_MASK}"),
+    ("30.000 kr og 1234", "30.000 kr og 1234"),  # an amount is not half a CPR number
+    ("nr.120 345 og så 1234", f"nr.{CPR_MASK} og så {CPR_MASK}"),  # the first group is no amount
+    ("jeg er 85 år og mit cpr er 120345-1234", f"jeg er 85 år og mit cpr er {CPR_MASK}"),
+])  # fmt: skip
+def test_runs_of_number_tokens(said, masked):
+    assert mask_numbers(said) == masked
+
+
+@pytest.mark.parametrize(("said", "masked"), [
+    # after the cue: 3 + 3 + 3 digits leave one, so the next run is still part of it
+    ("cpr 120 øh 345 øh 123 øh 45", f"cpr {CPR_MASK} øh {CPR_MASK} øh {CPR_MASK} øh {CPR_MASK}"),
+    ("45 øh 120 øh 345 øh 123 cpr", f"{CPR_MASK} øh {CPR_MASK} øh {CPR_MASK} øh {CPR_MASK} cpr"),
+    # before the cue: 3 + 3 + 2 + 2 digits are all ten, the run further back stays
+    ("12 øh 34 øh 56 øh 123 øh 456 cpr", "12 øh [CPR] øh [CPR] øh [CPR] øh [CPR] cpr"),
+    ("12 øh 34 øh 56 cpr", f"{CPR_MASK} øh {CPR_MASK} øh {CPR_MASK} cpr"),  # every run, in turn
+    ("1 a 2 b 3 c 4 d 5 e 6 f 7 g 8 h cpr 12", f"1 a 2 b 3 c 4 d 5 e 6 f 7 g 8 h cpr {CPR_MASK}"),
+])  # fmt: skip
+def test_the_runs_near_a_cue_are_counted_to_ten_digits(said, masked):
+    assert mask_numbers(said) == masked
+
+
+@pytest.mark.parametrize(("said", "masked"), [
+    ("ring four five one two three four five six seven eight", f"ring {CPR_MASK}"),
+    ("one two three four five six seven eight plus", f"{NUMBER_MASK} plus"),
+    ("Plus four five one two three four five six seven eight", NUMBER_MASK),
+    ("double five dash one two three four five six", NUMBER_MASK),  # 55-123456
+])  # fmt: skip
+def test_where_an_english_number_starts_and_whether_it_is_abroad(said, masked):
+    assert mask_english_numbers(said) == masked
