@@ -108,6 +108,8 @@ def test_strings_take_their_escapes():
     assert parse(r'a="q\"b\\s ~"') == {"a": ('q"b\\s ~', [])}
     assert parse('a=( "x";p=1  "y" )') == {"a": ([("x", [("p", 1)]), ("y", [])], [])}
     assert parse("a=()") == {"a": ([], [])}
+    assert parse("a=(X)") == {"a": ([("X", [])], [])}  # a token, not something to skip
+    assert parse("") == {} and parse(" \t ") == {}
 
 
 def test_an_integer_has_at_most_fifteen_digits():
@@ -138,6 +140,9 @@ def test_an_integer_has_at_most_fifteen_digits():
     ("a=1,  ", "trailing comma"),
     ("a=1;B=2", "malformed structured field"),
     ("a=é", "malformed structured field"),
+    ("Xa=1", "malformed structured field at 0"),
+    ("a=1,Xb=2", "malformed structured field at 4"),
+    ("a=1 X", "malformed dictionary"),
 ])  # fmt: skip
 def test_malformed_structured_fields_are_refused_saying_why(text, why):
     with pytest.raises(SignatureError, match=why):
@@ -291,6 +296,12 @@ def test_a_nonce_is_accepted_once_within_the_window_and_the_cache_is_bounded():
     later = auth.NonceCache()
     assert later.fresh("x", 0.0) and not later.fresh("x", window)
     assert later.fresh("x", window + 0.5)  # past every signature's lifetime: forgotten
+    cache = auth.NonceCache()
+    for nonce in ("a" * 22, "b" * 22):  # two connections, two nonces: both are fresh
+        headers = signed(params=f';keyid="{KEY}";nonce="{nonce}";created={NOW}')
+        auth.verify_audiohook_signature(
+            headers, "/audiohook", ["bot.dk"], KEY, SECRET, now=NOW, nonces=cache
+        )
     with pytest.raises(SignatureError, match="replay"):
         cache = auth.NonceCache()
         headers = signed()

@@ -12,6 +12,7 @@ from voicebot.privacy import (
     CPR_MASK,
     NUMBER_MASK,
     install_log_masking,
+    mask_caller,
     mask_english_numbers,
     mask_log_text,
     mask_numbers,
@@ -208,3 +209,15 @@ def test_the_runs_near_a_cue_are_counted_to_ten_digits(said, masked):
 ])  # fmt: skip
 def test_where_an_english_number_starts_and_whether_it_is_abroad(said, masked):
     assert mask_english_numbers(said) == masked
+
+
+@pytest.mark.parametrize(("number", "shown"), [
+    ("+45 12 34 56 78", "+45 ••••••78"),
+    ("12345678", "••••••78"),
+    ("1234", "••34"),  # four digits: the last two shown
+    ("123", "••"),  # fewer: nothing shown
+    ("", None),
+    (None, None),
+])  # fmt: skip
+def test_the_caller_number_as_agents_see_it(number, shown):
+    assert mask_caller(number) == shown
