@@ -165,6 +165,7 @@ def test_the_parser_is_bounded():
 
 def test_values_serialize_as_a_signer_writes_them():
     params = [("a", True), ("b", False), ("n", -3), ("s", 'q"\\'), ("x", b"hi")]
+    assert auth._serialize_bare(True) == "?1" and auth._serialize_bare(False) == "?0"
     assert auth._serialize_params(params) == ';a;b=?0;n=-3;s="q\\"\\\\";x=:aGk=:'
     assert parse("k=1" + auth._serialize_params(params))["k"] == (1, params)
 
@@ -271,6 +272,14 @@ def test_each_refusal_says_why(headers, why):
         check(headers)
 
 
+def test_an_unsigned_upgrade_is_told_which_headers_are_missing():
+    with pytest.raises(SignatureError) as refused:
+        check({**signed(), "signature": ""})
+    assert str(refused.value) == (
+        "the upgrade is not signed (Signature-Input and Signature headers)"
+    )
+
+
 def test_the_time_window_is_measured_with_the_allowed_clock_skew():
     with pytest.raises(SignatureError, match="future"):
         check(signed(), now=NOW - auth.CLOCK_SKEW_S - 1)
@@ -292,6 +301,7 @@ def test_a_nonce_is_accepted_once_within_the_window_and_the_cache_is_bounded():
     assert nonces.fresh("a", 100.0) and not nonces.fresh("a", 101.0)
     assert nonces.fresh("b", 101.0) and nonces.fresh("c", 102.0)  # "a" makes room
     assert nonces.fresh("a", 103.0) and not nonces.fresh("a", 103.5)
+    assert len(nonces._seen) <= 2  # never more than max_entries
     window = auth.MAX_AGE_S + 2 * auth.CLOCK_SKEW_S
     later = auth.NonceCache()
     assert later.fresh("x", 0.0) and not later.fresh("x", window)

@@ -52,8 +52,8 @@ def test_english_numbers_of_fewer_than_eight_digits_stay(said):
 def test_twenty_three_said_as_two_words_is_two_digits():
     # 23 05 90 12 34: ten digits, a CPR number, not eleven
     assert mask_english_numbers("twenty three oh five nine oh one two three four") == CPR_MASK
-    # "twenty zero" is not merged: 2 0 0 1 2 3 4 5 6 is nine digits, not a CPR number
-    assert mask_english_numbers("twenty zero one two three four five six") == NUMBER_MASK
+    # "twenty zero" is not merged: 2 0 0 and seven more is ten digits, a CPR number
+    assert mask_english_numbers("twenty zero one two three four five six seven") == CPR_MASK
 
 
 # Regressions: an "oh" before a joiner or after "double" ended the run, and the CPR number was
@@ -206,6 +206,9 @@ def test_the_runs_near_a_cue_are_counted_to_ten_digits(said, masked):
     ("one two three four five six seven eight plus", f"{NUMBER_MASK} plus"),
     ("Plus four five one two three four five six seven eight", NUMBER_MASK),
     ("double five dash one two three four five six", NUMBER_MASK),  # 55-123456
+    ("one two three four five six oh seven", NUMBER_MASK),  # "oh" before the last word
+    ("one two three four five six seven dash eight", NUMBER_MASK),  # a dash before it
+    ("one two three four five six double seven", NUMBER_MASK),  # "double" before it
 ])  # fmt: skip
 def test_where_an_english_number_starts_and_whether_it_is_abroad(said, masked):
     assert mask_english_numbers(said) == masked
