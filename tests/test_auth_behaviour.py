@@ -108,6 +108,7 @@ def test_strings_take_their_escapes():
     assert parse(r'a="q\"b\\s ~"') == {"a": ('q"b\\s ~', [])}
     assert parse('a=( "x";p=1  "y" )') == {"a": ([("x", [("p", 1)]), ("y", [])], [])}
     assert parse("a=()") == {"a": ([], [])}
+    assert parse("a=::") == {"a": (b"", [])}
     assert parse("a=(X)") == {"a": ([("X", [])], [])}  # a token, not something to skip
     assert parse("") == {} and parse(" \t ") == {}
 
@@ -120,12 +121,13 @@ def test_an_integer_has_at_most_fifteen_digits():
 
 @pytest.mark.parametrize(("text", "why"), [
     ('a="abc', "unterminated string"),
-    ('a="ab\\', "bad escape"),
-    ('a="a\\nb"', "bad escape"),
-    ('a="tab\there"', "non-printable"),
-    ('a="é"', "non-printable"),
+    ('a="ab\\', "bad escape in string"),
+    ('a="a\\nb"', "bad escape in string"),
+    ('a="tab\there"', "non-printable character in string"),
+    ('a="é"', "non-printable character in string"),
     ("a=:aGk=", "unterminated byte sequence"),
-    ("a=:a*k=:", "not base64"),
+    ("a=:a*k=:", "byte sequence is not base64"),
+    ("a=:aGk=!:", "byte sequence is not base64"),
     ("a=?2", "bad boolean"),
     ("a=?", "bad boolean"),
     ("a=-", "malformed structured field at 2"),
@@ -145,21 +147,21 @@ def test_an_integer_has_at_most_fifteen_digits():
     ("a=1 X", "malformed dictionary"),
 ])  # fmt: skip
 def test_malformed_structured_fields_are_refused_saying_why(text, why):
-    with pytest.raises(SignatureError, match=why):
+    with pytest.raises(SignatureError, match=f"^{why}"):
         parse(text)
 
 
 def test_the_parser_is_bounded():
     inner = "(" + " ".join(f'"h{i}"' for i in range(32)) + ")"
     assert len(parse(f"a={inner}")["a"][0]) == 32  # type: ignore[arg-type]
-    with pytest.raises(SignatureError, match="too many components"):
+    with pytest.raises(SignatureError, match="^too many components"):
         parse("a=(" + " ".join(f'"h{i}"' for i in range(33)) + ")")
     assert len(parse(",".join(f"k{i}=1" for i in range(8)))) == 8
-    with pytest.raises(SignatureError, match="too many signatures"):
+    with pytest.raises(SignatureError, match="^too many signatures"):
         parse(",".join(f"k{i}=1" for i in range(9)))
     longest = "a=" + '"' + "x" * (auth.MAX_SIGNATURE_HEADER - 4) + '"'
     assert parse(longest)["a"] == ("x" * (auth.MAX_SIGNATURE_HEADER - 4), [])
-    with pytest.raises(SignatureError, match="too long"):
+    with pytest.raises(SignatureError, match="^signature header too long"):
         parse(longest + " ")
 
 
@@ -235,40 +237,41 @@ B64_NONCE = base64.b64encode(NONCE.encode()).decode()
 
 
 @pytest.mark.parametrize(("headers", "why"), [
-    ({**signed(), "signature-input": ""}, "not signed"),
-    ({**signed(), "signature": " "}, "not signed"),
+    ({**signed(), "signature-input": ""}, "the upgrade is not signed"),
+    ({**signed(), "signature": " "}, "the upgrade is not signed"),
     ({**signed(), "signature": "sig2=:AAAA:"}, "no signature labelled 'sig1'"),
     ({**signed(), "signature": "sig1=(:AAAA:)"}, "no signature labelled"),
-    ({**signed(), "signature-input": 'sig1="@authority"'}, "not an inner list"),
-    (signed(components=ALL + ' "x-api-key"'), "listed twice"),
-    (signed(components=ALL.replace('"x-api-key"', '"x-api-key";sf')), "without parameters"),
-    (signed(components=ALL + " 7"), "plain strings"),
+    ({**signed(), "signature-input": 'sig1="@authority"'}, "Signature-Input member is not an inner list$"),
+    (signed(components=ALL + ' "x-api-key"'), "component 'x-api-key' listed twice"),
+    (signed(components=ALL.replace('"x-api-key"', '"x-api-key";sf')), "components must be plain strings without parameters"),
+    (signed(components=ALL + " 7"), "components must be plain strings without parameters"),
     (signed(components=ALL + ' "@bogus"'), "unknown derived component '@bogus'"),
     (signed(components=ALL + ' "@method"'), "cannot check derived component '@method'"),
-    (signed(components=ALL.replace('"@authority" ', "")), "does not cover @authority"),
+    (signed(components=ALL.replace('"@authority" ', "")), "the signature does not cover @authority$"),
+    (signed(components=ALL.replace('"@authority" ', "").replace(' "x-api-key"', "")), "the signature does not cover @authority, x-api-key$"),
     (signed(params=P + f";created={NOW};tag=1"), "unexpected signature parameter 'tag'"),
     (signed(params=P + f";created={NOW};created={NOW}"), "unexpected signature parameter"),
-    (signed(params=P + f';created={NOW};alg="hmac-sha512"'), "'hmac-sha512' is not hmac-sha256"),
+    (signed(params=P + f';created={NOW};alg="hmac-sha512"'), "algorithm 'hmac-sha512' is not hmac-sha256"),
     (signed(params=P), "no 'created' time"),
     (signed(params=P + ";created=?1"), "no 'created' time"),
     (signed(params=P + f';created="{NOW}"'), "no 'created' time"),
-    (signed(params=P + f";created={NOW + 4}"), "created in the future"),
-    (signed(params=P + f";created={NOW - 14}"), "too old"),
-    (signed(params=P + f";created={NOW};expires={NOW - 4}"), "expired"),
-    (signed(params=P + f';created={NOW};expires="{NOW + 9}"'), "expired"),
-    (signed(params=f';keyid="{KEY}";nonce="{"n" * 21}";created={NOW}'), "nonce"),
-    (signed(params=f';keyid="{KEY}";nonce=:{B64_NONCE}:;created={NOW}'), "nonce"),
-    (signed(params=f';keyid="{KEY}";created={NOW}'), "nonce"),
-    (signed(params=f';nonce="{NONCE}";created={NOW}'), "keyid is not the X-API-KEY"),
-    (signed(params=f';keyid=:aGk=:;nonce="{NONCE}";created={NOW}'), "keyid is not the X-API-KEY"),
-    (signed(params=f';keyid="other";nonce="{NONCE}";created={NOW}'), "keyid is not the X-API-KEY"),
+    (signed(params=P + f";created={NOW + 4}"), "the signature was created in the future"),
+    (signed(params=P + f";created={NOW - 14}"), "the signature is too old"),
+    (signed(params=P + f";created={NOW};expires={NOW - 4}"), "the signature has expired"),
+    (signed(params=P + f';created={NOW};expires="{NOW + 9}"'), "the signature has expired"),
+    (signed(params=f';keyid="{KEY}";nonce="{"n" * 21}";created={NOW}'), r"no nonce \(or one too short\) in the signature"),
+    (signed(params=f';keyid="{KEY}";nonce=:{B64_NONCE}:;created={NOW}'), r"no nonce \(or one too short\) in the signature"),
+    (signed(params=f';keyid="{KEY}";created={NOW}'), r"no nonce \(or one too short\) in the signature"),
+    (signed(params=f';nonce="{NONCE}";created={NOW}'), "the signature's keyid is not the X-API-KEY"),
+    (signed(params=f';keyid=:aGk=:;nonce="{NONCE}";created={NOW}'), "the signature's keyid is not the X-API-KEY"),
+    (signed(params=f';keyid="other";nonce="{NONCE}";created={NOW}'), "the signature's keyid is not the X-API-KEY"),
     (signed(components=ALL + ' "x-extra"'), "header 'x-extra' is signed but absent"),
-    (signed(authority="evil.dk"), "does not match"),
-    (signed(target="/other"), "does not match"),
+    (signed(authority="evil.dk"), "the signature does not match"),
+    (signed(target="/other"), "the signature does not match"),
     (signed(headers={**HEADERS, "x-api-key": "other"}, params=f';keyid="other";nonce="{NONCE}";created={NOW}'), "unknown X-API-KEY"),  # noqa: E501
 ])  # fmt: skip
 def test_each_refusal_says_why(headers, why):
-    with pytest.raises(SignatureError, match=why):
+    with pytest.raises(SignatureError, match=f"^{why}"):
         check(headers)
 
 
@@ -281,18 +284,18 @@ def test_an_unsigned_upgrade_is_told_which_headers_are_missing():
 
 
 def test_the_time_window_is_measured_with_the_allowed_clock_skew():
-    with pytest.raises(SignatureError, match="future"):
+    with pytest.raises(SignatureError, match="^the signature was created in the future"):
         check(signed(), now=NOW - auth.CLOCK_SKEW_S - 1)
-    with pytest.raises(SignatureError, match="too old"):
+    with pytest.raises(SignatureError, match="^the signature is too old"):
         check(signed(), now=NOW + auth.MAX_AGE_S + auth.CLOCK_SKEW_S + 1)
     late = signed(params=P + f";created={NOW};expires={NOW + 2}")
     check(late, now=NOW + 2 + auth.CLOCK_SKEW_S)
-    with pytest.raises(SignatureError, match="expired"):
+    with pytest.raises(SignatureError, match="^the signature has expired"):
         check(late, now=NOW + 2 + auth.CLOCK_SKEW_S + 1)
 
 
 def test_a_client_secret_that_is_not_base64_is_a_configuration_error():
-    with pytest.raises(SignatureError, match="audiohook_client_secret is not base64"):
+    with pytest.raises(SignatureError, match="^security.audiohook_client_secret is not base64"):
         auth.verify_audiohook_signature(signed(), "/audiohook", ["bot.dk"], KEY, "!!", now=NOW)
 
 
@@ -312,7 +315,9 @@ def test_a_nonce_is_accepted_once_within_the_window_and_the_cache_is_bounded():
         auth.verify_audiohook_signature(
             headers, "/audiohook", ["bot.dk"], KEY, SECRET, now=NOW, nonces=cache
         )
-    with pytest.raises(SignatureError, match="replay"):
+    with pytest.raises(
+        SignatureError, match=r"^the signature's nonce was used before \(a replay\)"
+    ):
         cache = auth.NonceCache()
         headers = signed()
         auth.verify_audiohook_signature(
