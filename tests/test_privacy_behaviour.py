@@ -8,6 +8,7 @@ import logging
 
 import pytest
 
+from voicebot import privacy
 from voicebot.privacy import (
     CPR_MASK,
     NUMBER_MASK,
@@ -129,6 +130,19 @@ def test_numbers_inside_ids_and_paths_stay_readable_in_logs(line):
     assert mask_log_text(line) == line
 
 
+@pytest.fixture
+def fresh_process(monkeypatch):
+    """Logging as a fresh process has it: masking installs once per process, and the test
+    session's process installed it long ago."""
+    installed = logging.getLogRecordFactory()
+    logging.setLogRecordFactory(logging.LogRecord)
+    monkeypatch.setattr(privacy, "_installed", False)
+    try:
+        yield
+    finally:
+        logging.setLogRecordFactory(installed)
+
+
 def _record(msg: object, args: object) -> logging.LogRecord:
     install_log_masking()
     return logging.getLogger("voicebot.test").makeRecord(
@@ -136,7 +150,7 @@ def _record(msg: object, args: object) -> logging.LogRecord:
     )
 
 
-def test_installing_log_masking_twice_installs_one_factory():
+def test_installing_log_masking_twice_installs_one_factory(fresh_process):
     install_log_masking()
     factory = logging.getLogRecordFactory()
     install_log_masking()
@@ -145,13 +159,13 @@ def test_installing_log_masking_twice_installs_one_factory():
     assert record.getMessage() == f"cpr {CPR_MASK}"
 
 
-def test_a_clean_record_is_left_as_it_was():
+def test_a_clean_record_is_left_as_it_was(fresh_process):
     args = ("CA1", 42)
     record = _record("call %s turn %d", args)
     assert record.msg == "call %s turn %d" and record.args is args
 
 
-def test_a_record_keeps_its_shape_when_its_parts_are_masked():
+def test_a_record_keeps_its_shape_when_its_parts_are_masked(fresh_process):
     record = _record("cpr 2305901234 from %s after %d turns", ("2305901234", 3))
     assert record.msg == f"cpr {CPR_MASK} from %s after %d turns"
     assert record.args == (CPR_MASK, 3)
@@ -161,14 +175,14 @@ def test_a_record_keeps_its_shape_when_its_parts_are_masked():
     assert record.getMessage() == f"call CA1 from {NUMBER_MASK}"
 
 
-def test_a_number_split_across_arguments_or_not_text_is_masked_in_the_whole_message():
+def test_a_number_split_across_arguments_or_not_text_is_masked_in_the_whole_message(fresh_process):
     record = _record("cpr %s%s", ("230590", "1234"))
     assert record.getMessage() == f"cpr {CPR_MASK}" and record.args == ()
     record = _record("refused: %s", (ValueError("token=abcdefghijk123"),))
     assert record.getMessage() == "refused: token=[SKJULT]" and record.args == ()
 
 
-def test_a_malformed_record_is_left_to_logging():
+def test_a_malformed_record_is_left_to_logging(fresh_process):
     record = _record("%s and %s", ("only one",))
     assert record.msg == "%s and %s" and record.args == ("only one",)
 
