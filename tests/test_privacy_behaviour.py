@@ -169,10 +169,13 @@ def test_a_record_keeps_its_shape_when_its_parts_are_masked(fresh_process):
     record = _record("cpr 2305901234 from %s after %d turns", ("2305901234", 3))
     assert record.msg == f"cpr {CPR_MASK} from %s after %d turns"
     assert record.args == (CPR_MASK, 3)
-    record = _record("call %(call)s from %(caller)s", {"call": "CA1", "caller": "+4512345678"})
-    assert record.msg == "call %(call)s from %(caller)s"
-    assert record.args == {"call": "CA1", "caller": NUMBER_MASK}
-    assert record.getMessage() == f"call CA1 from {NUMBER_MASK}"
+    record = _record(
+        "call %(call)s from %(caller)s, %(turns)d turns",
+        {"call": "CA1", "caller": "+4512345678", "turns": 3},
+    )
+    assert record.msg == "call %(call)s from %(caller)s, %(turns)d turns"
+    assert record.args == {"call": "CA1", "caller": NUMBER_MASK, "turns": 3}
+    assert record.getMessage() == f"call CA1 from {NUMBER_MASK}, 3 turns"
 
 
 def test_a_number_split_across_arguments_or_not_text_is_masked_in_the_whole_message(fresh_process):
