@@ -12,6 +12,7 @@ from voicebot import privacy
 from voicebot.privacy import (
     CPR_MASK,
     NUMBER_MASK,
+    clean_log_text,
     install_log_masking,
     mask_caller,
     mask_english_numbers,
@@ -241,3 +242,16 @@ def test_where_an_english_number_starts_and_whether_it_is_abroad(said, masked):
 ])  # fmt: skip
 def test_the_caller_number_as_agents_see_it(number, shown):
     assert mask_caller(number) == shown
+
+
+@pytest.mark.parametrize(("line", "masked"), [
+    ("password=hunter-hunter", "password=[SKJULT]"),  # no digit in the line at all
+    ("Authorization: Bearer abcdefghijkl", "Authorization: Bearer [SKJULT]"),
+])  # fmt: skip
+def test_a_secret_without_digits_is_hidden_in_logs(line, masked):
+    assert mask_log_text(line) == masked
+
+
+def test_an_escaped_control_character_is_not_left_as_a_secrets_value():
+    # "\r" escaped is "\\r": now a value after "token=", masked in the second pass
+    assert clean_log_text("refused token=\r") == "refused token=[SKJULT]"
