@@ -246,6 +246,7 @@ def test_the_caller_number_as_agents_see_it(number, shown):
 
 @pytest.mark.parametrize(("line", "masked"), [
     ("password=hunter-hunter", "password=[SKJULT]"),  # no digit in the line at all
+    ("login: password=hunter-hunter", "login: password=[SKJULT]"),
     ("Authorization: Bearer abcdefghijkl", "Authorization: Bearer [SKJULT]"),
 ])  # fmt: skip
 def test_a_secret_without_digits_is_hidden_in_logs(line, masked):
