@@ -230,8 +230,9 @@ def _mask_danish_numbers(text: str) -> str:
 # logs — is masked here, in every log record of the process. Written digit runs only: a run of
 # 8 or more digits (spaces or hyphens between them, or URL-encoded: "%2B45%2012345678") that is
 # not part of a longer word, id or address, so call ids, UUIDs, IP addresses and ports stay
-# readable.
-_LOG_NUMBER = re.compile(r"(?:%2[Bb]|(?<![\w.:/-])\+?)\d(?:(?:[ +-]|%20)?\d){7,}(?![\w.:/]|-\w)")
+# readable. A full stop or colon ends a number ("mit cpr er 2305901234."); only followed by a
+# letter or digit ("1761245643.1", "12345678.json") does it make the number part of an id.
+_LOG_NUMBER = re.compile(r"(?:%2[Bb]|(?<![\w.:/-])\+?)\d(?:(?:[ +-]|%20)?\d){7,}(?![\w/]|[.:-]\w)")
 _URL_SPACE_OR_PLUS = re.compile(r"%2[0Bb]|\D")
 # key=value in URLs and forms ("?token=", "auth_token=", "api_key=", "password=")
 _LOG_SECRET = re.compile(
@@ -369,6 +370,24 @@ def english_digits_of(word: str) -> str | None:
     return None
 
 
+def _is_digit_word(word: str) -> bool:
+    """One digit said as a word ("five", "oh"): what "double" and "triple" repeat."""
+    return word.lower() in _ZERO_INSIDE or english_digits_of(word) in set("0123456789")
+
+
+def _oh_is_zero(tokens: list[re.Match[str]], j: int, previous: str | None, repeat: int) -> bool:
+    """Whether the "oh" at token j is a zero: repeated ("double oh"), or between number words,
+    also across a joiner ("two oh five", "nine oh - one two"); alone it is a sigh."""
+    if repeat > 1:
+        return True
+    if previous is None:
+        return False
+    words = [t.group().lower() for t in tokens[j + 1 : j + 3]]
+    if words and words[0] in _EN_JOINERS:
+        words = words[1:]
+    return bool(words) and (english_digits_of(words[0]) is not None or words[0] in _ZERO_INSIDE)
+
+
 def _run_end(tokens: list[re.Match[str]], i: int) -> tuple[int, int]:
     """(index of the run's last number token, digit count) of the run that starts at token i."""
     count, last, j = 0, i, i
@@ -377,10 +396,8 @@ def _run_end(tokens: list[re.Match[str]], i: int) -> tuple[int, int]:
     while j < len(tokens):
         word = tokens[j].group().lower()
         digits = english_digits_of(word)
-        if digits is None and word in _ZERO_INSIDE and previous is not None:
-            nxt = tokens[j + 1].group() if j + 1 < len(tokens) else ""
-            if english_digits_of(nxt) is not None or nxt.lower() in _ZERO_INSIDE:
-                digits = "0"
+        if digits is None and word in _ZERO_INSIDE and _oh_is_zero(tokens, j, previous, repeat):
+            digits = "0"
         if digits is not None:
             if previous in ENGLISH_TENS and word in ENGLISH_UNITS and word != "zero":
                 count -= 1  # "twenty three" is 23: the unit takes the tens' zero
@@ -388,7 +405,7 @@ def _run_end(tokens: list[re.Match[str]], i: int) -> tuple[int, int]:
             repeat, previous, last, j = 1, word, j, j + 1
             continue
         nxt = tokens[j + 1].group() if j + 1 < len(tokens) else ""
-        if word in _REPEAT and english_digits_of(nxt) in {str(d) for d in range(10)}:
+        if word in _REPEAT and _is_digit_word(nxt):
             repeat, j = _REPEAT[word], j + 1
             continue
         if word in _EN_JOINERS and previous is not None and english_digits_of(nxt) is not None:
@@ -411,9 +428,7 @@ def mask_english_numbers(text: str) -> str:
     while i < len(tokens):
         word = tokens[i].group().lower()
         starts = english_digits_of(word) is not None or (
-            word in _REPEAT
-            and i + 1 < len(tokens)
-            and english_digits_of(tokens[i + 1].group()) is not None
+            word in _REPEAT and i + 1 < len(tokens) and _is_digit_word(tokens[i + 1].group())
         )
         if not starts:
             i += 1
