@@ -27,6 +27,7 @@ TESTS=(
   tests/test_vad.py
   tests/test_console.py tests/test_console_security.py tests/test_core_regressions.py
   tests/test_promises.py tests/test_mutation_survivors.py
+  tests/test_vad_behaviour.py tests/test_asr_streaming_behaviour.py tests/test_understanding_rules.py
 )
 MODULES=("${@:-${CORE_MODULES[@]}}")
 
