@@ -69,16 +69,21 @@ def test_finals_are_batched_only_with_the_same_previous_text_and_languages():
         ]
         tasks = [asyncio.create_task(pool.final(a, p, lang)) for a, p, lang in requests]
         await asyncio.gather(*tasks)
+        # a guess and a partial carry their previous text and languages too
+        assert (await pool.speculative(tagged(6), "kort", ("en",))).text == "tekst"
+        assert (await pool.partial(tagged(7), "vej", ("da", "sv"))).text == "tekst"
         pool.shutdown()
         return fake.decoded, calls
 
     decoded, calls = asyncio.run(scenario())
-    assert decoded == [1.0, 2.0, 3.0, 4.0, 5.0]  # in the order the callers asked
+    assert decoded == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]  # in the order the callers asked
     assert [(kind, n, prev, lang) for kind, n, prev, lang, _ in calls] == [
         ("one", 1, None, None),
         ("batch", 2, "pas", ("da",)),
         ("one", 1, "pas", ("da", "en")),
         ("one", 1, "bil", ("da", "en")),
+        ("one", 1, "kort", ("en",)),
+        ("one", 1, "vej", ("da", "sv")),
     ]
     assert all(thread.startswith("asr") for *_, thread in calls)  # off the event loop
 
@@ -285,6 +290,7 @@ def test_three_equal_words_in_a_row_are_a_loop_two_are_not():
     assert _looping("nej, Nej. nej!")
     assert not _looping("hjemme hjemme ude hjemme hjemme")
     assert not _looping("")
+    assert not _looping("Xa aX a")  # only punctuation is stripped from a word, never letters
 
 
 def test_the_compression_test_is_strict_like_whispers():

@@ -67,6 +67,10 @@ def test_the_answer_is_the_most_probable_intent_with_the_next_two_as_alternative
     assert classifier.classify(text, explain=False).explanation == []
 
 
+def test_a_turn_with_no_words_is_out_of_scope_with_nothing_else(classifier):
+    assert classifier.classify("  ...  ") == Understanding("out_of_scope", 0.0, [], [])
+
+
 def test_the_explanation_is_at_most_three_words_each_once_that_mattered(classifier):
     long = classifier.classify(
         "jeg skal have et nyt pas til min datter og min søn skal også have pas og kørekort"
@@ -92,11 +96,18 @@ def test_as_dict_rounds_to_four_places_and_keeps_every_field():
 
 # == the model file ==========================================================================
 def test_a_missing_model_names_the_file_and_how_to_make_it(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"intent\.onnx.*intent\.json.*train-intents"):
+    how = r"train it with `voicebot train-intents`$"
+    with pytest.raises(FileNotFoundError, match=r"intent\.onnx \(\+ intent\.json\); " + how):
         IntentModel(tmp_path / "intent.onnx")
     (tmp_path / "intent.onnx").write_bytes(b"")
-    with pytest.raises(FileNotFoundError, match="intent.json"):
-        IntentModel(tmp_path / "intent.onnx")  # the vocabulary file is missing too
+    with pytest.raises(FileNotFoundError, match=how):
+        IntentModel(tmp_path / "intent.onnx")  # the vocabulary file alone is missing
+
+
+def test_the_intent_session_runs_on_one_thread(classifier):
+    """Every call's classification shares the cores with Whisper: one thread per run."""
+    options = classifier.model._session.get_session_options()
+    assert (options.intra_op_num_threads, options.inter_op_num_threads) == (1, 1)
 
 
 def test_the_model_reads_its_classes_vocabulary_and_temperature(classifier, tmp_path):
@@ -131,6 +142,10 @@ def test_counts_count_every_occurrence_of_a_known_feature_and_ignore_unknown_one
     assert counts[0, model.vocabulary["w:pas"]] == 2.0
     assert counts[0, model.vocabulary["c:pas"]] == 2.0
     assert counts[1].sum() == 0.0  # nothing of "zzqx" is in the vocabulary
+
+
+def test_softmax_takes_a_single_row_too():
+    np.testing.assert_allclose(softmax(np.array([0.0, np.log(3.0)])), [0.25, 0.75])
 
 
 # == features shared with training ===========================================================
