@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from voicebot import vad as vad_module
 from voicebot.config import EndpointingSettings
@@ -213,3 +214,17 @@ def test_the_newest_shipped_silero_file_is_chosen_and_none_is_an_error(tmp_path,
     for name in ("silero_vad_v4.onnx", "silero_vad_v6.onnx", "silero_vad_v5.onnx", "other.onnx"):
         (package / "assets" / name).write_bytes(b"")
     assert vad_module.silero_path() == package / "assets" / "silero_vad_v6.onnx"
+
+
+# == configuration ===========================================================================
+def test_every_accepted_speech_threshold_lets_silence_end_a_turn():
+    """Silence is below threshold - 0.15; at a threshold of 0.15 or less even a silent window
+    (probability 0) counts as speech and a turn never ends on silence: refused at start."""
+    for unusable in (0.1, 0.15):
+        with pytest.raises(ValidationError, match="speech_threshold"):
+            EndpointingSettings(speech_threshold=unusable)
+    ep = endpointer(speech_threshold=0.16)
+    assert kinds(feed(ep, [SPEECH] * 3 + [0.0] * 3)) == [
+        TurnEvent.SPEECH_START,
+        TurnEvent.SPEECH_END,
+    ]
