@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import traceback
 import zlib
 from types import SimpleNamespace
 
@@ -34,20 +35,30 @@ def tagged(tag: float) -> np.ndarray:
     return np.full(16000, tag, np.float32)
 
 
-def spy_on(fake: ScriptedAsr) -> list[tuple[str, int, str | None, object, str]]:
+KINDS = ("_partial_decode", "_speculative_decode", "_final_decode")
+Call = tuple[str, int, str | None, object, str, str]
+
+
+def decode_kind() -> str:
+    """The pool's named entry point on the stack (what a sampling profiler sees)."""
+    names = [frame.name for frame in traceback.extract_stack()]
+    return next(name for name in names if name in KINDS)  # the outermost
+
+
+def spy_on(fake: ScriptedAsr) -> list[Call]:
     """Record each decode the pool asks of `fake`: method, audios, previous text, languages,
-    and the thread it ran on."""
-    calls: list[tuple[str, int, str | None, object, str]] = []
+    the thread it ran on and the pool's entry point."""
+    calls: list[Call] = []
     transcribe, transcribe_batch = fake.transcribe, fake.transcribe_batch
 
     def one(audio, previous_text=None, prefix=None, *, languages=None):
-        calls.append(("one", 1, previous_text, languages, threading.current_thread().name))
+        thread = threading.current_thread().name
+        calls.append(("one", 1, previous_text, languages, thread, decode_kind()))
         return transcribe(audio, previous_text, prefix, languages=languages)
 
     def batch(audios, previous_text=None, *, languages=None):
-        calls.append(
-            ("batch", len(audios), previous_text, languages, threading.current_thread().name)
-        )
+        thread = threading.current_thread().name
+        calls.append(("batch", len(audios), previous_text, languages, thread, decode_kind()))
         return transcribe_batch(audios, previous_text, languages=languages)
 
     fake.transcribe, fake.transcribe_batch = one, batch  # type: ignore[method-assign]
@@ -77,7 +88,7 @@ def test_finals_are_batched_only_with_the_same_previous_text_and_languages():
 
     decoded, calls = asyncio.run(scenario())
     assert decoded == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]  # in the order the callers asked
-    assert [(kind, n, prev, lang) for kind, n, prev, lang, _ in calls] == [
+    assert [(method, n, prev, lang) for method, n, prev, lang, *_ in calls] == [
         ("one", 1, None, None),
         ("batch", 2, "pas", ("da",)),
         ("one", 1, "pas", ("da", "en")),
@@ -85,7 +96,10 @@ def test_finals_are_batched_only_with_the_same_previous_text_and_languages():
         ("one", 1, "kort", ("en",)),
         ("one", 1, "vej", ("da", "sv")),
     ]
-    assert all(thread.startswith("asr") for *_, thread in calls)  # off the event loop
+    assert all(thread.startswith("asr") for *_, thread, _ in calls)  # off the event loop
+    # a profiler tells the kinds of decode apart by the pool's entry points
+    kinds = [kind for *_, kind in calls]
+    assert kinds == ["_final_decode"] * 4 + ["_speculative_decode", "_partial_decode"]
 
 
 def test_one_worker_decodes_one_thing_at_a_time():
@@ -166,6 +180,23 @@ def test_the_overload_bound_is_exact_and_freed_when_a_final_ends():
 
     decoded, third, fourth = asyncio.run(scenario())
     assert decoded == [1.0, 2.0, 4.0, 5.0] and third.text == fourth.text == "tekst"
+
+
+def test_after_a_burst_the_whole_bound_is_free_again():
+    async def burst(pool: AsrPool, tags: range) -> None:
+        tasks = [asyncio.create_task(pool.final(tagged(t))) for t in tags]
+        await asyncio.sleep(0.02)
+        with pytest.raises(Overloaded):
+            await pool.final(tagged(99))
+        await asyncio.gather(*tasks)
+
+    async def scenario():
+        pool = AsrPool(ScriptedAsr("tekst", delay_s=0.05), AsrSettings(workers=1, max_pending=3))
+        for _ in range(3):  # each burst again holds exactly max_pending finals
+            await burst(pool, range(3))
+        pool.shutdown()
+
+    asyncio.run(scenario())
 
 
 def test_guesses_beyond_max_pending_are_refused_and_served_in_order():
@@ -279,6 +310,15 @@ def test_the_lead_is_over_the_runner_up_not_over_nothing():
     assert choose_language(detected, ["da", "en", "sv"], margin=0.04)[0] == "en"
 
 
+def test_an_asked_language_whisper_did_not_score_counts_as_zero():
+    language, scores = choose_language([("<|en|>", 0.6), ("<|de|>", 0.4)], ["da", "en"], 0.2)
+    assert language == "en" and scores == {"da": 0.0, "en": 1.0}
+
+
+def test_a_single_language_is_chosen_with_all_the_probability():
+    assert choose_language([("<|da|>", 0.3), ("<|en|>", 0.7)], ["da"], 0.2) == ("da", {"da": 1.0})
+
+
 def test_no_probability_for_any_asked_language_keeps_the_first():
     language, scores = choose_language([("<|fr|>", 1.0)], ["da", "en"], margin=0.0)
     assert language == "da" and scores == {"da": 0.0, "en": 0.0}
@@ -333,7 +373,11 @@ def test_likely_noise_needs_both_whispers_conditions_strictly():
 def test_a_model_directory_missing_files_names_them(tmp_path):
     (tmp_path / "model.bin").write_bytes(b"")
     (tmp_path / "config.json").write_text("{}")
-    with pytest.raises(ModelMissing, match="lacks tokenizer.json, vocabulary.json; run"):
+    with pytest.raises(
+        ModelMissing,
+        match=r"lacks tokenizer\.json, vocabulary\.json; run `voicebot provision` \(or set "
+        r"asr\.model_dir to a CTranslate2 Whisper model\)",
+    ):
         check_model_dir(tmp_path)
     (tmp_path / "tokenizer.json").write_text("{}")
     (tmp_path / "vocabulary.json").write_text("{}")
@@ -376,6 +420,9 @@ def test_a_long_turn_is_cut_at_the_quietest_window_of_each_pieces_last_third():
 def test_a_piece_without_vad_values_is_cut_at_the_limit():
     audio = np.zeros(16000 * 7, np.float32)
     pieces = split_at_pauses(audio, np.ones(10), WINDOW, max_s=3.0)
+    assert [len(p) for p in pieces] == [48000, 48000, 16000]
+    # VAD values that stop exactly where the last third begins: none to choose from either
+    pieces = split_at_pauses(audio, np.ones(320), WINDOW, max_s=3.0)
     assert [len(p) for p in pieces] == [48000, 48000, 16000]
 
 

@@ -26,11 +26,12 @@ def test_a_trigger_phrase_decides_with_full_confidence_and_names_itself(classifi
     assert u == Understanding("emergency", 1.0, [], ["bløder"], rule="trigger phrase 'bløder'")
 
 
-def test_emergency_wins_over_another_rule_in_the_same_turn(classifier):
+def test_emergency_wins_over_another_rule_in_the_same_turn(classifier, catalogue):
+    danish = IntentClassifier(classifier.model, catalogue, "da")
     # human_agent comes first in the catalogue; its phrase is heard first in the turn too.
-    u = classifier.classify("medarbejder, min mor er faldet")
+    u = danish.classify("medarbejder, min mor er faldet")
     assert u.intent == "emergency" and u.rule == "trigger phrase 'er faldet'"
-    assert classifier.classify("jeg vil tale med en medarbejder").intent == "human_agent"
+    assert danish.classify("jeg vil tale med en medarbejder").intent == "human_agent"
 
 
 def test_a_phrase_matches_whole_words_at_either_end_of_the_turn(classifier):
@@ -106,7 +107,7 @@ def test_a_missing_model_names_the_file_and_how_to_make_it(tmp_path):
 
 def test_the_intent_session_runs_on_one_thread(classifier):
     """Every call's classification shares the cores with Whisper: one thread per run."""
-    options = classifier.model._session.get_session_options()
+    options = IntentModel(classifier.model.path)._session.get_session_options()
     assert (options.intra_op_num_threads, options.inter_op_num_threads) == (1, 1)
 
 

@@ -196,8 +196,9 @@ def test_any_float_audio_is_heard_as_float32_and_probabilities_are_float32(vad):
     assert as64.dtype == np.float32 and vad.stream().push(audio[:10]).dtype == np.float32
 
 
-def test_the_vad_session_runs_on_one_thread(vad):
+def test_the_vad_session_runs_on_one_thread():
     """Every call's VAD shares the 2 cores with Whisper: one thread per run, none spinning."""
+    vad = SileroVad()
     options = vad._session.get_session_options()
     assert (options.intra_op_num_threads, options.inter_op_num_threads) == (1, 1)
     assert vad._session.get_providers() == ["CPUExecutionProvider"]
