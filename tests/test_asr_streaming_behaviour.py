@@ -254,6 +254,41 @@ def test_a_final_whose_caller_hung_up_is_not_decoded():
     assert decoded == [1.0, 3.0] and batches == [1, 1]
 
 
+def test_a_recogniser_returning_too_few_results_fails_the_calls_left_without_one():
+    async def scenario():
+        fake = ScriptedAsr("tekst", delay_s=0.05)
+        transcribe_batch = fake.transcribe_batch
+        fake.transcribe_batch = (
+            lambda audios, previous_text=None, *, languages=None: (  # type: ignore[method-assign]
+                transcribe_batch(audios[:1], previous_text, languages=languages)
+            )
+        )
+        pool = AsrPool(fake, AsrSettings(workers=1, max_batch=4))
+        tasks = [asyncio.create_task(pool.final(tagged(t))) for t in (1, 2, 3)]
+        # a guard against a hang, not a timing: every caller must hear back
+        outcome = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 10)
+        pool.shutdown()
+        return outcome
+
+    first, second, third = asyncio.run(scenario())
+    assert first.text == second.text == "tekst"  # the first alone, then 2 and 3 together
+    assert isinstance(third, ValueError)
+
+
+def test_the_pool_holds_each_running_decode_and_lets_go_when_it_ends():
+    async def scenario():
+        pool = AsrPool(ScriptedAsr("tekst", delay_s=0.1), AsrSettings(workers=1))
+        task = asyncio.create_task(pool.final(tagged(1)))
+        await asyncio.sleep(0.02)
+        running = len(pool._tasks)  # asyncio keeps only weak references to tasks
+        await task
+        await asyncio.sleep(0)
+        pool.shutdown()
+        return running, len(pool._tasks)
+
+    assert asyncio.run(scenario()) == (1, 0)
+
+
 def test_shutdown_does_not_wait_for_a_running_decode():
     async def scenario():
         fake = ScriptedAsr("tekst", delay_s=0.5)

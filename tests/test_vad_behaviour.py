@@ -29,6 +29,12 @@ def kinds(events: list[Endpoint]) -> list[TurnEvent]:
     return [e.event for e in events]
 
 
+def test_a_fresh_endpointer_has_heard_nothing():
+    ep = endpointer()
+    assert ep.in_speech is False and ep.silence_ms == 0
+    assert (ep.speech_start, ep.last_speech) == (0, 0)
+
+
 # == onset ===================================================================================
 def test_a_window_exactly_at_the_threshold_counts_as_speech():
     ep = endpointer(speech_threshold=0.5)
