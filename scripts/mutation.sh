@@ -33,6 +33,7 @@ TESTS=(
   tests/test_queue_behaviour.py
   tests/test_privacy_behaviour.py
   tests/test_auth_behaviour.py
+  tests/test_vad_behaviour.py tests/test_asr_streaming_behaviour.py tests/test_understanding_rules.py
 )
 MODULES=("${@:-${CORE_MODULES[@]}}")
 

@@ -38,7 +38,9 @@ class EndpointingSettings(Section):
     silence_ms: int = Field(480, ge=100, le=3000)
     # A confident, complete partial transcript may end the turn after this shorter silence.
     early_silence_ms: int = Field(240, ge=60, le=3000)
-    speech_threshold: float = Field(0.5, gt=0.0, lt=1.0)
+    # Silence is below speech_threshold - 0.15 (vad.Endpointer): at 0.15 or less no window is
+    # silence and a turn would never end on silence.
+    speech_threshold: float = Field(0.5, gt=0.15, lt=1.0)
     min_speech_ms: int = Field(160, ge=32, le=2000)
     # A turn longer than this is cut and decoded in parts (keeps the encoder window bounded).
     max_turn_s: float = Field(20.0, ge=3.0, le=28.0)
