@@ -15,6 +15,8 @@ from voicebot.queues import RoutedCall, SqliteQueueStore, records
 from voicebot.queues import sqlite as sqlite_store
 from voicebot.queues.records import DAY_S, MAX_LISTED, callback_record, retention_cutoff
 
+from .test_queues import first_version_database
+
 T0 = 1_700_000_000.0
 
 
@@ -203,18 +205,11 @@ def test_a_claim_from_before_leases_expires_from_its_claim_time(tmp_path, clock)
 
 
 def test_migration_adds_every_later_column_with_its_default(tmp_path):
-    db = tmp_path / "old.db"
-    with sqlite3.connect(db) as old:
-        old.execute(
-            "CREATE TABLE routed_calls (call_id TEXT PRIMARY KEY, forvaltning TEXT NOT NULL, "
-            "intent TEXT, confidence REAL NOT NULL, transcript TEXT NOT NULL, explanation TEXT NOT NULL, "
-            "reason TEXT NOT NULL, caller TEXT, platform TEXT NOT NULL, created_at REAL NOT NULL, "
-            "status TEXT NOT NULL, claimed_by TEXT, claimed_at REAL, finished_at REAL)"
-        )
-        old.execute(
-            "INSERT INTO routed_calls VALUES ('CA0', 'TMF', 'waste', 0.9, 'x', '[]', 'model', NULL, "
-            "'twilio', 1.0, 'waiting', NULL, NULL, NULL)"
-        )
+    db = first_version_database(
+        tmp_path / "old.db",
+        "INSERT INTO routed_calls VALUES ('CA0', 'TMF', 'waste', 0.9, 'x', '[]', 'model', NULL, "
+        "'twilio', 1.0, 'waiting', NULL, NULL, NULL)",
+    )
     store = SqliteQueueStore(db)
     old_call = store.get("CA0")
     assert (old_call.kind, old_call.language, old_call.callback_number) == ("call", "da", None)

@@ -4,6 +4,7 @@ import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -130,10 +131,11 @@ def test_enqueued_call_survives_a_killed_process(tmp_path):
     assert [c.call_id for c in SqliteQueueStore(db).waiting(["SUF"])] == ["CA9"]
 
 
-def test_old_sqlite_databases_are_migrated(tmp_path):
+def first_version_database(db: Path, *rows: str) -> Path:
+    """A queue database as the first release wrote it (before leases, callbacks, language),
+    with the given INSERT statements run in it."""
     import sqlite3
 
-    db = tmp_path / "old.db"
     with sqlite3.connect(db) as old:
         old.execute(
             "CREATE TABLE routed_calls (call_id TEXT PRIMARY KEY, forvaltning TEXT NOT NULL, "
@@ -141,7 +143,13 @@ def test_old_sqlite_databases_are_migrated(tmp_path):
             "reason TEXT NOT NULL, caller TEXT, platform TEXT NOT NULL, created_at REAL NOT NULL, "
             "status TEXT NOT NULL, claimed_by TEXT, claimed_at REAL, finished_at REAL)"
         )
-    store = SqliteQueueStore(db)
+        for row in rows:
+            old.execute(row)
+    return db
+
+
+def test_old_sqlite_databases_are_migrated(tmp_path):
+    store = SqliteQueueStore(first_version_database(tmp_path / "old.db"))
     store.enqueue(call("CA1"))
     assert store.claim("CA1", "bo") and store.renew_claims("bo") == 1
 
