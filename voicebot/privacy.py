@@ -370,9 +370,12 @@ def english_digits_of(word: str) -> str | None:
     return None
 
 
+_SINGLE_DIGITS = frozenset("0123456789")
+
+
 def _is_digit_word(word: str) -> bool:
     """One digit said as a word ("five", "oh"): what "double" and "triple" repeat."""
-    return word.lower() in _ZERO_INSIDE or english_digits_of(word) in set("0123456789")
+    return word.lower() in _ZERO_INSIDE or english_digits_of(word) in _SINGLE_DIGITS
 
 
 def _oh_is_zero(tokens: list[re.Match[str]], j: int, previous: str | None, repeat: int) -> bool:
