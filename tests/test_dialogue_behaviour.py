@@ -110,9 +110,59 @@ def test_an_emergency_in_english_says_call_112_in_english(english):
     assert d.say.startswith("Call one one two now.") and d.reason == "not breathing"
 
 
-def test_an_emergency_exactly_at_the_base_confirm_threshold_is_acted_on(english):
-    # English asks from 0.6; an emergency acts from the base 0.35 all the same.
-    assert english.on_utterance("help", u("emergency", 0.35)).action == "emergency"
+ENGLISH_NOTICE = "If someone is in danger, hang up and call one one two now."
+DANISH_NOTICE = "Hvis nogen er i fare, så læg på og ring et et to nu."
+
+
+def test_an_emergency_exactly_at_the_base_confirm_threshold_hears_112_first(english):
+    # English asks from 0.70; from the base 0.35 an emergency hears "call 112" all the same,
+    # as a notice while below the language's own threshold, and the call goes on.
+    d = english.on_utterance("help", u("emergency", 0.35, explanation=["help"]))
+    assert (
+        d.say
+        == f"{ENGLISH_NOTICE} Sorry, I did not quite understand. Can you say it in other words?"
+    )
+    assert (d.action, d.emergency_notice, d.hand_off) == ("rephrase", True, False)
+    assert d.reason == "possible emergency (emergency 0.35)" and d.explanation == ["help"]
+    assert english.state is State.LISTENING
+
+
+def test_an_emergency_exactly_at_the_languages_confirm_threshold_is_acted_on(english):
+    confirm = english.settings.thresholds("en").confirm
+    d = english.on_utterance("help", u("emergency", confirm))
+    assert (d.action, d.hand_off, d.emergency_notice) == ("emergency", True, False)
+
+
+def test_an_emergency_phrase_is_acted_on_whatever_the_models_confidence(english):
+    d = english.on_utterance("he is bleeding", u("emergency", 0.4, rule="bleeding"))
+    assert d.action == "emergency" and d.say.startswith("Call one one two now.")
+
+
+def test_a_possible_emergency_counts_as_not_understood_and_the_menu_says_the_notice_once(
+    english, catalogue
+):
+    english.on_utterance("help", u("emergency", 0.4))
+    d = english.on_utterance("help", u("emergency", 0.4))
+    assert d.action == "keypad_menu" and d.emergency_notice
+    assert d.say == catalogue.keypad_menu_text("en") and d.say.count(ENGLISH_NOTICE) == 1
+    last = english.on_utterance("help", u("emergency", 0.4))
+    assert (
+        last.say
+        == f"{ENGLISH_NOTICE} I am putting you through to a person. Please stay on the line."
+    )
+    assert (last.action, last.hand_off, last.forvaltning) == ("human", True, "KONTAKTCENTER")
+
+
+def test_the_keypad_menu_starts_with_the_emergency_notice(policy, catalogue):
+    policy.on_utterance("øh", NOTHING)
+    d = policy.on_utterance("øh", NOTHING)
+    assert d.action == "keypad_menu" and d.emergency_notice
+    assert d.say.startswith(f"{DANISH_NOTICE} Du kan også bruge tastaturet. Tryk 1 for pas")
+
+
+def test_a_plain_rephrase_carries_no_emergency_notice(policy):
+    d = policy.on_utterance("øh", NOTHING)
+    assert d.action == "rephrase" and not d.emergency_notice and "et et to" not in d.say
 
 
 def test_an_emergency_below_the_threshold_without_a_rule_is_not_declared(policy):
@@ -552,7 +602,7 @@ def test_a_decision_reports_its_grounds_with_the_confidence_rounded(policy):
     d = policy.on_utterance("skrald", u("waste", 0.912345, rule="skrald", explanation=["skrald"]))
     assert d.as_dict() == {
         "action": "route", "intent": "waste", "confidence": 0.9123, "forvaltning": "TMF",
-        "explanation": ["skrald"], "reason": "skrald",
+        "explanation": ["skrald"], "reason": "skrald", "emergency_notice": False,
     }  # fmt: skip
 
 

@@ -167,12 +167,17 @@ def test_language_detection_benchmark_applies_the_margin_as_the_gateway_does():
     assert rate([leaning_english], ["da", "en"], 0.5) == 1.0  # the Danish prior keeps Danish
 
 
-def test_an_emergency_acts_at_the_base_threshold_in_a_stricter_language(catalogue):
-    """A language's stricter confirm threshold must not turn an emergency into a question:
-    "ring 112" comes at once from the base threshold (dialogue.confirm) in every language."""
+def test_a_possible_emergency_in_a_stricter_language_hears_112_first_and_goes_on(catalogue):
+    """A language's stricter confirm threshold must not delay "ring 112": from the base
+    threshold (dialogue.confirm) the caller hears it at once in every language. Below the
+    language's own threshold it is a notice and the call goes on (the band where garbled
+    errands were sent to 112, bench calls stop 21); from it, the emergency is acted on."""
     settings = DialogueSettings(
         accept=0.6, confirm=0.35, per_language={"en": Thresholds(accept=0.85, confirm=0.6)}
     )
     policy = DialoguePolicy(catalogue, _NeverAsked(), settings, "en")  # type: ignore[arg-type]
     decision = policy.on_utterance("my father fell", Understanding("emergency", 0.45, [], []))
-    assert decision.action == "emergency"
+    assert decision.say.startswith("If someone is in danger, hang up and call one one two now.")
+    assert decision.emergency_notice and not decision.hand_off
+    sure = policy.on_utterance("my father fell", Understanding("emergency", 0.6, [], []))
+    assert (sure.action, sure.hand_off) == ("emergency", True)

@@ -150,6 +150,49 @@ def test_an_emergency_hears_112_first(served, catalogue):
     assert caller.acts[1]["heard"] == "emergency"  # the first thing said after the errand
 
 
+def test_an_emergency_the_bot_cannot_hear_hears_112_before_any_queue(served, catalogue):
+    # Not understood twice (a voice Whisper garbles): the keypad menu starts with "if someone
+    # is in danger, ring 112", and the caller in danger hangs up to ring it instead of being
+    # put in a queue.
+    scenario = replace(CLEAR, intent="emergency", first=NONSENSE[0], second=NONSENSE[1])
+    ended, final, caller = place(served, catalogue, scenario)
+    assert [(a["heard"], a["notice"]) for a in caller.acts] == [
+        ("greeting", False),
+        ("rephrase", False),
+        ("keypad_menu", True),
+    ]
+    assert caller.acts[-1]["act"] is None  # hung up to ring 112
+    assert (ended, final["action"], final["forvaltning"]) == ("notice_112", "keypad_menu", None)
+
+
+def test_an_errand_caller_goes_on_past_the_emergency_notice(catalogue):
+    prompts = BotPrompts(catalogue)
+    said = f"{catalogue.prompt('emergency_notice', 'en')} {catalogue.prompt('rephrase', 'en')}"
+    assert prompts.heard(said).kind == "rephrase" and prompts.heard(said).notice
+    caller = Caller(CLEAR, catalogue, prompts)
+    caller.react(catalogue.prompt("greeting", "da"))
+    act = caller.react(said)
+    assert act is not None and act.what == "rephrased"
+    emergency = Caller(replace(CLEAR, intent="emergency"), catalogue, prompts)
+    emergency.react(catalogue.prompt("greeting", "da"))
+    assert emergency.react(said) is None
+
+
+def test_an_emergency_is_scored_by_the_first_time_it_hears_112(catalogue):
+    emergency = replace(CLEAR, intent="emergency")
+    rephrase = {"action": "rephrase", "emergency_notice": False}
+    notice = {"action": "rephrase", "emergency_notice": True}
+    act = {"action": "emergency", "forvaltning": "KONTAKTCENTER", "intent": "emergency"}
+    person = {"action": "human", "forvaltning": "KONTAKTCENTER", "intent": "human_agent"}
+    assert outcome(emergency, catalogue, [rephrase, act])[0] == "resolved_speech"
+    assert outcome(emergency, catalogue, [rephrase, notice, person])[0] == "notice_112"
+    assert outcome(emergency, catalogue, [rephrase, person, notice])[0] == "missed_112"
+    assert outcome(emergency, catalogue, [rephrase])[0] == "abandoned"
+    # An errand caller who heard the notice is scored by where its call ended.
+    route = {"action": "route", "forvaltning": "TMF", "intent": "waste", "reason": "model"}
+    assert outcome(CLEAR, catalogue, [notice, route])[0] == "resolved_speech"
+
+
 def test_a_stuck_caller_who_presses_0_reaches_a_person(served, catalogue):
     scenario = replace(CLEAR, first=NONSENSE[0], second=NONSENSE[1], patience=1)
     ended, final, caller = place(served, catalogue, scenario)

@@ -25,6 +25,7 @@ INTENT_IDS = (
 REQUIRED_PROMPTS = (
     "greeting", "confirm", "rephrase", "keypad_menu", "keypad_item", "route", "human",
     "after_answer", "no_input", "busy", "overloaded", "goodbye", "language_switched",
+    "emergency_notice",
 )  # fmt: skip
 # The placeholders each prompt may use: `route` is formatted with {queue} (DialoguePolicy),
 # `keypad_menu` with {menu} and `keypad_item` with {key} and {label}
@@ -241,6 +242,8 @@ class Catalogue(BaseModel):
         return self.forvaltninger[forvaltning].queue[language or self.default_language]
 
     def keypad_menu_text(self, language: str | None = None) -> str:
+        """The keypad menu, after the emergency notice: a caller the bot has failed to
+        understand twice may be one it cannot hear, and "ring 112" must come before any queue."""
         language = language or self.default_language
         item = self.prompts["keypad_item"][language]
         items = [
@@ -248,7 +251,8 @@ class Catalogue(BaseModel):
             for d, e in sorted(self.keypad.items())
             if d != "0"
         ]
-        return self.prompts["keypad_menu"][language].format(menu=" ".join(items))
+        menu = self.prompts["keypad_menu"][language].format(menu=" ".join(items))
+        return f"{self.prompts['emergency_notice'][language]} {menu}"
 
     def language_for_key(self, digit: str) -> str | None:
         return next((c for c, lang in self.languages.items() if lang.key == digit), None)

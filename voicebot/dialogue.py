@@ -8,6 +8,9 @@ Thresholds live in configuration (dialogue.accept / dialogue.confirm, or a langu
 dialogue.per_language); once the bot has failed to understand a caller, even a confident guess
 is confirmed first. A caller is never asked to try again more than twice; "0" or asking for a
 person works in every state; an emergency overrides everything and "ring 112" comes first.
+An emergency the model alone hears below the language's own confirm threshold gets "ring 112"
+as a notice ("if someone is in danger ...") and the call goes on; the keypad menu starts with
+the same notice.
 
 The policy speaks one language at a time (`language`): every text it says comes from the
 catalogue in that language, and yes/no is heard in it. Saying a language's name as the
@@ -45,11 +48,13 @@ class Decision:
     explanation: list[str] = field(default_factory=list)
     reason: str = ""  # why, for the agent and the logs
     language: str | None = None  # set by a "language" decision: the call goes on in it
+    emergency_notice: bool = False  # `say` tells the caller to ring 112 if someone is in danger
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "action": self.action, "intent": self.intent, "confidence": round(self.confidence, 4),
             "forvaltning": self.forvaltning, "explanation": self.explanation, "reason": self.reason,
+            "emergency_notice": self.emergency_notice,
         }  # fmt: skip
 
 
@@ -119,6 +124,8 @@ class DialoguePolicy:
         if understanding.intent in ("emergency", "human_agent") and (
             understanding.rule or understanding.confidence >= urgent
         ):
+            if understanding.intent == "emergency" and self._possible(understanding):
+                return self._emergency_notice(understanding)
             return self._act(understanding)
         if self.state is State.CONFIRMING:
             return self._on_confirm_reply(text, understanding)
@@ -204,6 +211,23 @@ class DialoguePolicy:
                 reason="unsure, asking once",
             )
         return self._act(u)
+
+    def _possible(self, u: Understanding) -> bool:
+        """An emergency heard by the model alone, below the language's own confirm threshold:
+        in a stricter language that band holds garbled errands as well as real emergencies
+        (bench calls: "ring 112" to a passport caller)."""
+        return not u.rule and u.confidence < self.thresholds.confirm
+
+    def _emergency_notice(self, u: Understanding) -> Decision:
+        """A possible emergency: "ring 112" comes first, as for a sure one, but as a notice
+        ("if someone is in danger ..."), and a caller who is not in danger goes on with the
+        errand (asked again, as for a turn not understood) instead of being sent away."""
+        then = self._failure(f"possible emergency ({u.intent} {u.confidence:.2f})", u)
+        notice = self.text("emergency_notice")
+        if then.action != "keypad_menu":  # the keypad menu starts with the notice itself
+            then.say = f"{notice} {then.say}"
+        then.emergency_notice = True
+        return then
 
     def _on_confirm_reply(self, text: str, u: Understanding) -> Decision:
         pending, self.pending = self.pending, None
@@ -317,7 +341,11 @@ class DialoguePolicy:
         if self.failures == 1:
             return Decision("rephrase", self.text("rephrase"), reason=reason, **extra)
         return Decision(
-            "keypad_menu", self.catalogue.keypad_menu_text(self.language), reason=reason, **extra
+            "keypad_menu",
+            self.catalogue.keypad_menu_text(self.language),
+            reason=reason,
+            emergency_notice=True,  # the menu starts with it
+            **extra,
         )
 
     def to_person(

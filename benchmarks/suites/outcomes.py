@@ -50,6 +50,7 @@ SHORT = {
     "resolved_keypad": "keypad",
     "person": "person",
     "misrouted": "misrouted",
+    "notice_112": "112 notice",
     "needless_112": "needless 112",
     "missed_112": "missed 112",
     "abandoned": "abandoned",
@@ -181,7 +182,17 @@ async def _place(
         "acts": caller.acts,
         "heard": [e.get("text") for _, e in call.events if e.get("type") == "transcript"],
         "decisions": [
-            {k: e.get(k) for k in ("action", "intent", "confidence", "forvaltning", "reason")}
+            {
+                k: e.get(k)
+                for k in (
+                    "action",
+                    "intent",
+                    "confidence",
+                    "forvaltning",
+                    "reason",
+                    "emergency_notice",
+                )
+            }  # fmt: skip
             for _, e in timed
         ],
         "inputs": [
@@ -225,9 +236,22 @@ def summary(calls: list[dict[str, Any]]) -> dict[str, Any]:
             "errands": _rates(errands),
             "all": _rates(mine),
             "emergency_112_first": [
-                sum(c["outcome"] == "resolved_speech" for c in emergencies),
+                sum(c["outcome"] in ("resolved_speech", "notice_112") for c in emergencies),
                 len(emergencies),
             ],
+            # of those: told by an emergency decision / by the notice ("if someone is in danger")
+            "emergency_by": {
+                "decision": sum(c["outcome"] == "resolved_speech" for c in emergencies),
+                "notice": sum(c["outcome"] == "notice_112" for c in emergencies),
+            },
+            # errand callers who heard the notice of a possible emergency (not the keypad menu's)
+            "errands_heard_possible_emergency_notice": sum(
+                any(
+                    d.get("emergency_notice") and d["action"] != "keypad_menu"
+                    for d in c["decisions"]
+                )
+                for c in errands
+            ),
             "person_seekers_reached_person": [
                 sum(c["outcome"] == "person" for c in seekers),
                 len(seekers),
@@ -252,6 +276,10 @@ def markdown(result: dict[str, Any]) -> str:
         f"Scripted callers (held-back utterances; {plan['per_intent']} per intent and language, "
         f"seed {plan['seed']}) through the real gateway, Twilio 8 kHz μ-law. **Errands** are the "
         "intents with a queue or an answer (not emergencies, not callers who want a person). "
+        'An emergency hears 112 first by an emergency decision, or by the notice "if someone '
+        'is in danger, ring 112" (said for a possible emergency and before the keypad menu) '
+        "before any queue; errands: 112 notice counts errand callers who heard the notice of a "
+        "possible emergency (the keypad menu's not counted). "
         "Decision seconds: from the call's start to the bot's final decision, as the caller "
         "lives it (greeting included).",
         "",
@@ -271,7 +299,10 @@ def markdown(result: dict[str, Any]) -> str:
                 _pct(sh["misrouted"]),
                 e["counts"]["needless_112"],
                 e["counts"]["abandoned"],
-                "{}/{}".format(*s["emergency_112_first"]),
+                "{}/{} ({} decision, {} notice)".format(
+                    *s["emergency_112_first"], *s["emergency_by"].values()
+                ),
+                s["errands_heard_possible_emergency_notice"],
                 "{}/{}".format(*s["person_seekers_reached_person"]),
                 f"{fmt(e['turns']['p50'])} / {fmt(e['turns']['p95'])}",
                 f"{fmt(e['decision_s']['p50'], 1)} / {fmt(e['decision_s']['p95'], 1)}",
@@ -290,6 +321,7 @@ def markdown(result: dict[str, Any]) -> str:
                 "needless 112",
                 "abandoned",
                 "emergency: 112 first",
+                "errands: 112 notice",
                 "wanted a person: got one",
                 "turns p50 / p95",
                 "decision s p50 / p95",
@@ -332,6 +364,7 @@ COLORS = {
     "resolved_keypad": "#8cc084",
     "person": "#3b6ea5",
     "misrouted": "#c0392b",
+    "notice_112": "#d4ac0d",
     "needless_112": "#e67e22",
     "missed_112": "#7d3c98",
     "abandoned": "#999999",

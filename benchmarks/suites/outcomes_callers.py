@@ -19,7 +19,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -137,6 +137,7 @@ class Heard:
     kind: str  # greeting | confirm | rephrase | keypad_menu | no_input | language_switched |
     # busy | answer | route | human | emergency | goodbye | overloaded | unknown
     intent: str | None = None  # the errand a confirm question or an answer is about
+    notice: bool = False  # it began with "if someone is in danger, ring 112"
 
 
 class BotPrompts:
@@ -145,6 +146,10 @@ class BotPrompts:
     def __init__(self, catalogue: Catalogue) -> None:
         self.catalogue = catalogue
         self._known: list[tuple[str, Heard]] = []  # (normalised prefix, what it is)
+        self._notices = [
+            normalize(catalogue.prompt("emergency_notice", language))
+            for language in catalogue.languages
+        ]
         for language in catalogue.languages:
             for intent_id, intent in catalogue.intents.items():
                 if language in intent.confirm:
@@ -167,7 +172,10 @@ class BotPrompts:
 
     def heard(self, text: str) -> Heard:
         said = normalize(text)
-        return next((h for prefix, h in self._known if said.startswith(prefix)), Heard("unknown"))
+        notice = next((n for n in self._notices if said.startswith(n)), "")
+        said = said[len(notice) :].strip()
+        heard = next((h for prefix, h in self._known if said.startswith(prefix)), Heard("unknown"))
+        return replace(heard, notice=bool(notice))
 
 
 @dataclass(frozen=True)
@@ -204,11 +212,20 @@ class Caller:
         act = self._react(heard, said or "")
         if act is not None and len(self.acts) >= MAX_INPUTS:
             act = None  # gives up: abandoned
-        self.acts.append({"heard": heard.kind, "about": heard.intent, "act": _describe(act)})
+        self.acts.append(
+            {
+                "heard": heard.kind,
+                "about": heard.intent,
+                "notice": heard.notice,
+                "act": _describe(act),
+            }
+        )
         return act
 
     def _react(self, heard: Heard, said: str) -> Say | Press | None:
         s = self.scenario
+        if heard.notice and s.intent == "emergency":
+            return None  # "if someone is in danger, hang up and ring 112": it does
         if heard.kind in TERMINAL or heard.kind in ("goodbye", "overloaded"):
             return None  # answered or handed on: the caller is done
         if heard.kind == "keypad_menu":
@@ -361,6 +378,7 @@ OUTCOMES = (
     "resolved_keypad",  # routed to the right queue by the keypad menu
     "person",  # handed to a person (the contact centre or the errand's own forvaltning)
     "misrouted",  # wrong queue, or a wrong answer
+    "notice_112",  # an emergency that heard "if someone is in danger, ring 112" first
     "needless_112",  # told to ring 112 without an emergency
     "missed_112",  # an emergency that did not hear 112 first
     "abandoned",  # no decision: the caller gave up or the call failed
@@ -370,15 +388,24 @@ OUTCOMES = (
 def outcome(
     scenario: Scenario, catalogue: Catalogue, decisions: list[dict[str, Any]]
 ) -> tuple[str, dict[str, Any] | None]:
-    """The call's outcome from the bot's first final decision (what the caller was given)."""
+    """The call's outcome from the bot's first final decision (what the caller was given); for
+    an emergency, from the first decision that told it to ring 112, as an act or a notice."""
+    intent = scenario.intent
+    if intent == "emergency":
+        told = next(
+            (d for d in decisions if d.get("action") in TERMINAL or d.get("emergency_notice")),
+            None,
+        )
+        if told is not None and told.get("action") == "emergency":
+            return "resolved_speech", told
+        if told is not None and told.get("emergency_notice"):
+            return "notice_112", told
+        return ("missed_112" if told is not None else "abandoned"), told
     final = next((d for d in decisions if d.get("action") in TERMINAL), None)
     if final is None:
         return "abandoned", None
-    intent = scenario.intent
     action, forvaltning = final.get("action"), final.get("forvaltning")
     expected = catalogue.intents[intent].forvaltning
-    if intent == "emergency":
-        return ("resolved_speech" if action == "emergency" else "missed_112"), final
     if action == "emergency":
         return "needless_112", final
     if action == "human":
