@@ -6,12 +6,16 @@ from __future__ import annotations
 import asyncio
 import re
 from pathlib import Path
+from typing import Any
 
+import pytest
 from argon2 import PasswordHasher
+from prometheus_client import REGISTRY
 
 from tests.fakes import DeafVad, ScriptedAsr, ToneSpeaker
 from voicebot import metrics
 from voicebot.accounts import AgentStore, agents_path
+from voicebot.app import create_app
 from voicebot.asr import AsrPool
 from voicebot.catalogue import Catalogue
 from voicebot.config import Settings, load_settings
@@ -49,6 +53,30 @@ def add_agents(settings: Settings) -> None:
         store.add(name, PASSWORD, forvaltninger)
     store.add("chef", PASSWORD, [], admin=True)
     store.close()
+
+
+# The console tests' fixtures, imported by each console test module (they stand in for
+# conftest's plain `settings` there): a data dir with the test agents, the fake services, the app.
+@pytest.fixture(name="settings")
+def settings_with_agents(tmp_path: Path) -> Settings:
+    settings = make_settings(tmp_path)
+    add_agents(settings)
+    return settings
+
+
+@pytest.fixture(name="services")
+def console_services(settings: Settings, catalogue: Catalogue) -> Services:
+    return make_services(settings, catalogue)
+
+
+@pytest.fixture(name="app")
+def console_app(settings: Settings, services: Services) -> Any:
+    return create_app(settings, services)
+
+
+def sample(name: str, **labels: str) -> float:
+    """A metric's current value (0 before its first increment)."""
+    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 def routed_call(

@@ -11,7 +11,6 @@ import time
 
 import pytest
 from fastapi.testclient import TestClient
-from prometheus_client import REGISTRY
 
 from voicebot import console
 from voicebot.accounts import AgentStore, LoginLimiter, SlidingWindow, agents_path
@@ -20,13 +19,14 @@ from voicebot.config import ConfigError
 from voicebot.queues import RedisQueueStore
 from voicebot.queues.maintenance import maintenance_round
 
-from .console_helpers import (
+from .console_helpers import (  # noqa: F401 (fixtures)
     PASSWORD,
-    add_agents,
-    make_services,
-    make_settings,
+    console_app,
+    console_services,
     route,
     routed_call,
+    sample,
+    settings_with_agents,
 )
 from .console_helpers import (
     post_login as login,
@@ -34,18 +34,6 @@ from .console_helpers import (
 from .redis_server import RedisServer, free_port
 
 pytestmark = pytest.mark.usefixtures("fast_hashing")
-
-
-@pytest.fixture
-def settings(tmp_path):
-    s = make_settings(tmp_path)
-    add_agents(s)
-    return s
-
-
-@pytest.fixture
-def services(settings, catalogue):
-    return make_services(settings, catalogue)
 
 
 @pytest.fixture
@@ -63,10 +51,6 @@ def agent_client(app, name: str) -> tuple[TestClient, str]:
 
 def inject(client: TestClient, services, record) -> None:
     client.portal.call(route, services, record)
-
-
-def sample(name: str, **labels) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 # -- login and sessions ---------------------------------------------------------------

@@ -21,16 +21,15 @@ from voicebot.accounts import (
     SlidingWindow,
     agents_path,
 )
-from voicebot.app import create_app
 
-from .console_helpers import (
+from .console_helpers import (  # noqa: F401 (fixtures)
     PASSWORD,
-    add_agents,
-    make_services,
-    make_settings,
+    console_app,
+    console_services,
     post_login,
     route,
     routed_call,
+    settings_with_agents,
 )
 
 pytestmark = pytest.mark.usefixtures("fast_hashing")
@@ -38,23 +37,6 @@ pytestmark = pytest.mark.usefixtures("fast_hashing")
 ANNA = Agent("anna", ("KONTAKTCENTER", "TMF"))
 BO = Agent("bo", ("KFF",))
 CHEF = Agent("chef", (), admin=True)
-
-
-@pytest.fixture
-def settings(tmp_path):
-    s = make_settings(tmp_path)
-    add_agents(s)
-    return s
-
-
-@pytest.fixture
-def services(settings, catalogue):
-    return make_services(settings, catalogue)
-
-
-@pytest.fixture
-def app(settings, services):
-    return create_app(settings, services)
 
 
 def browser(app, name: str) -> tuple[TestClient, dict[str, str]]:

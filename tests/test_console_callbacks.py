@@ -7,32 +7,18 @@ import json
 
 import pytest
 from fastapi.testclient import TestClient
-from prometheus_client import REGISTRY
 
-from voicebot.app import create_app
-
-from .console_helpers import add_agents, make_services, make_settings, routed_call
+from .console_helpers import (  # noqa: F401 (fixtures)
+    console_app,
+    console_services,
+    routed_call,
+    sample,
+    settings_with_agents,
+)
 from .console_helpers import post_login as login
 
 pytestmark = pytest.mark.usefixtures("fast_hashing")
 NUMBER = "+4512345678"
-
-
-@pytest.fixture
-def settings(tmp_path):
-    s = make_settings(tmp_path)
-    add_agents(s)
-    return s
-
-
-@pytest.fixture
-def services(settings, catalogue):
-    return make_services(settings, catalogue)
-
-
-@pytest.fixture
-def app(settings, services):
-    return create_app(settings, services)
 
 
 def agent(app, name: str) -> tuple[TestClient, str]:
@@ -40,10 +26,6 @@ def agent(app, name: str) -> tuple[TestClient, str]:
     c.__enter__()
     assert login(c, name).status_code == 303
     return c, c.get("/console/api/me").json()["csrf"]
-
-
-def sample(name: str, **labels) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 @pytest.fixture
