@@ -323,6 +323,11 @@ def _intent_metrics_of(
     metrics["first_turn"]["confirms_right"] = sum(
         d.action == "confirm" and d.intent == g for d, g in zip(decisions, gold, strict=True)
     )
+    # "If someone is in danger, ring 112" for a possible emergency (the call goes on): to a
+    # real emergency it is its 112; to anyone else a sentence more.
+    notices = [g for d, g in zip(decisions, gold, strict=True) if d.emergency_notice]
+    metrics["first_turn"]["notice_112_emergency"] = notices.count("emergency")
+    metrics["first_turn"]["notice_112_other"] = len(notices) - notices.count("emergency")
     return metrics
 
 
@@ -343,6 +348,8 @@ def _print_intent_report(metrics: dict[str, Any]) -> None:
                 ("confirms", "confirms"),
                 ("confirms_right", "of those, on the right intent"),
                 ("rephrase", "asks again"),
+                ("notice_112_emergency", "112 notice to an emergency"),
+                ("notice_112_other", "112 notice to another caller"),
             )
         )
     )

@@ -98,10 +98,10 @@ def test_once_the_caller_was_not_understood_even_a_sure_guess_is_asked_about(pol
 
 # == emergencies and requests for a person win everywhere ==================================
 def test_an_emergency_rings_112_first_and_hands_the_call_to_the_contact_centre(policy):
-    d = policy.on_utterance("min mand er faldet", u("emergency", 0.5, explanation=["faldet"]))
+    d = policy.on_utterance("min mand er faldet", u("emergency", 0.8, explanation=["faldet"]))
     assert d.action == "emergency" and d.say.startswith("Ring et et to med det samme.")
     assert (d.forvaltning, d.hand_off, d.intent) == ("KONTAKTCENTER", True, "emergency")
-    assert (d.confidence, d.explanation, d.reason) == (0.5, ["faldet"], "model")
+    assert (d.confidence, d.explanation, d.reason) == (0.8, ["faldet"], "model")
     assert policy.state is State.DONE
 
 
@@ -127,10 +127,20 @@ def test_an_emergency_exactly_at_the_base_confirm_threshold_hears_112_first(engl
     assert english.state is State.LISTENING
 
 
-def test_an_emergency_exactly_at_the_languages_confirm_threshold_is_acted_on(english):
-    confirm = english.settings.thresholds("en").confirm
-    d = english.on_utterance("help", u("emergency", confirm))
+def test_an_emergency_exactly_at_the_accept_threshold_is_acted_on(english, policy):
+    accept = english.settings.thresholds("en").accept
+    d = english.on_utterance("help", u("emergency", accept))
     assert (d.action, d.hand_off, d.emergency_notice) == ("emergency", True, False)
+    d = policy.on_utterance("hjælp", u("emergency", policy.settings.accept))
+    assert (d.action, d.hand_off, d.emergency_notice) == ("emergency", True, False)
+
+
+def test_a_possible_emergency_in_danish_hears_the_notice_and_the_call_goes_on(policy):
+    # Between the confirm and accept thresholds, where another errand would be asked about.
+    d = policy.on_utterance("min mand", u("emergency", 0.59))
+    assert d.say == f"{DANISH_NOTICE} {DANISH_REPHRASE}"
+    assert (d.action, d.emergency_notice, d.hand_off) == ("rephrase", True, False)
+    assert policy.state is State.LISTENING and policy.failures == 1
 
 
 def test_an_emergency_phrase_is_acted_on_whatever_the_models_confidence(english):
@@ -173,7 +183,9 @@ def test_an_emergency_below_the_threshold_without_a_rule_is_not_declared(policy)
 def test_a_language_with_a_lower_confirm_threshold_takes_emergencies_from_it(catalogue):
     settings = {"per_language": {"en": Thresholds(accept=0.5, confirm=0.2)}}
     english = make(catalogue, heard_as(NOTHING), "en", **settings)
-    assert english.on_utterance("help", u("emergency", 0.25)).action == "emergency"
+    d = english.on_utterance("help", u("emergency", 0.25))
+    assert d.emergency_notice and d.say.startswith(ENGLISH_NOTICE)  # heard 112 first
+    assert english.on_utterance("help", u("emergency", 0.5)).action == "emergency"
 
 
 def test_an_emergency_after_an_answer_still_rings_112(policy):

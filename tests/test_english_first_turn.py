@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -170,7 +171,7 @@ def test_language_detection_benchmark_applies_the_margin_as_the_gateway_does():
 def test_a_possible_emergency_in_a_stricter_language_hears_112_first_and_goes_on(catalogue):
     """A language's stricter confirm threshold must not delay "ring 112": from the base
     threshold (dialogue.confirm) the caller hears it at once in every language. Below the
-    language's own threshold it is a notice and the call goes on (the band where garbled
+    language's accept threshold it is a notice and the call goes on (the band where garbled
     errands were sent to 112, bench calls stop 21); from it, the emergency is acted on."""
     settings = DialogueSettings(
         accept=0.6, confirm=0.35, per_language={"en": Thresholds(accept=0.85, confirm=0.6)}
@@ -179,5 +180,27 @@ def test_a_possible_emergency_in_a_stricter_language_hears_112_first_and_goes_on
     decision = policy.on_utterance("my father fell", Understanding("emergency", 0.45, [], []))
     assert decision.say.startswith("If someone is in danger, hang up and call one one two now.")
     assert decision.emergency_notice and not decision.hand_off
-    sure = policy.on_utterance("my father fell", Understanding("emergency", 0.6, [], []))
+    sure = policy.on_utterance("my father fell", Understanding("emergency", 0.85, [], []))
     assert (sure.action, sure.hand_off) == ("emergency", True)
+
+
+def test_eval_intents_counts_the_112_notices_of_possible_emergencies(catalogue):
+    """A possible emergency (the model alone, below English's own confirm threshold) is a
+    112 notice, not a needless 112: eval-intents reports whom the notice reached."""
+    from models.commands import _intent_metrics_of
+
+    heard = {
+        "my dad fell down": Understanding("emergency", 0.45, [], []),
+        "my pass port is lost": Understanding("emergency", 0.45, [], []),
+        "my father is not breathing": Understanding("emergency", 0.95, [], []),
+    }
+    classifier = SimpleNamespace(classify=lambda text, explain=True: heard[text])
+    rows = [
+        ("my dad fell down", "emergency", "en"),
+        ("my pass port is lost", "passport", "en"),
+        ("my father is not breathing", "emergency", "en"),
+    ]
+    settings = load_settings(None)
+    first = _intent_metrics_of(rows, {"en": classifier}, catalogue, settings)["first_turn"]
+    assert (first["notice_112_emergency"], first["notice_112_other"]) == (1, 1)
+    assert (first["false_112"], first["acts_right"]) == (0, 1)

@@ -71,6 +71,24 @@ def test_an_emergency_says_112_first(services, speaker):
     assert ("hand_off", "KONTAKTCENTER") in line.log
 
 
+def test_a_caller_not_understood_twice_hears_the_112_notice_before_the_menu(services, speaker):
+    from prometheus_client import REGISTRY
+
+    def notices() -> float:
+        labels = {"why": "keypad_menu", "language": "da"}
+        return REGISTRY.get_sample_value("voicebot_emergency_notices_total", labels) or 0.0
+
+    before = notices()
+    svc = services("blå bananer i vinden")
+    speech = speaker.speak("Blå bananer i vinden.")
+    line = ScriptedLine([silence(0.3), speech, silence(1.5), speech, silence(1.5), Hangup("done")])
+    events = published_by(svc)
+    run(CallSession(line, svc))
+    said = [d["text"] for k, d in events if k == "bot_said"]
+    assert said[2].startswith("Hvis nogen er i fare, så læg på og ring et et to nu. Du kan også")
+    assert notices() == before + 1  # operators see how often callers are told
+
+
 def test_cpr_numbers_never_reach_the_queue_or_events(services, speaker):
     svc = services("jeg skal have hjemmehjælp mit cpr er 010203-1234")
     speech = speaker.speak("Jeg skal have hjemmehjælp, mit cpr nummer er nul et nul to nul tre.")

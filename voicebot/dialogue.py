@@ -8,9 +8,9 @@ Thresholds live in configuration (dialogue.accept / dialogue.confirm, or a langu
 dialogue.per_language); once the bot has failed to understand a caller, even a confident guess
 is confirmed first. A caller is never asked to try again more than twice; "0" or asking for a
 person works in every state; an emergency overrides everything and "ring 112" comes first.
-An emergency the model alone hears below the language's own confirm threshold gets "ring 112"
-as a notice ("if someone is in danger ...") and the call goes on; the keypad menu starts with
-the same notice.
+An emergency the model alone hears below the accept threshold (where another errand would be
+asked about) gets "ring 112" as a notice ("if someone is in danger, hang up and ring 112 now")
+and the call goes on; the keypad menu starts with the same notice.
 
 The policy speaks one language at a time (`language`): every text it says comes from the
 catalogue in that language, and yes/no is heard in it. Saying a language's name as the
@@ -118,8 +118,9 @@ class DialoguePolicy:
             return Decision("listen", "", reason="greeting only")
         understanding = understanding or self.classifier.classify(text)
         # Emergencies and requests for a person win in every state, at the base confirm
-        # threshold even where a language's own is stricter: a needless "ring 112" costs a
-        # sentence, a missed one can cost a life.
+        # threshold even where a language's own is stricter: a missed "ring 112" can cost a
+        # life. Below the accept threshold an emergency is a notice, not a question: "ring
+        # 112" still comes first, and a garbled errand is not sent away with it.
         urgent = min(self.thresholds.confirm, self.settings.confirm)
         if understanding.intent in ("emergency", "human_agent") and (
             understanding.rule or understanding.confidence >= urgent
@@ -213,10 +214,10 @@ class DialoguePolicy:
         return self._act(u)
 
     def _possible(self, u: Understanding) -> bool:
-        """An emergency heard by the model alone, below the language's own confirm threshold:
-        in a stricter language that band holds garbled errands as well as real emergencies
-        (bench calls: "ring 112" to a passport caller)."""
-        return not u.rule and u.confidence < self.thresholds.confirm
+        """An emergency heard by the model alone, below the accept threshold, where another
+        errand would be asked about: that band holds garbled errands as well as real
+        emergencies (held-back transcripts and bench calls: "ring 112" to passport callers)."""
+        return not u.rule and u.confidence < self.thresholds.accept
 
     def _emergency_notice(self, u: Understanding) -> Decision:
         """A possible emergency: "ring 112" comes first, as for a sure one, but as a notice

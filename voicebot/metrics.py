@@ -19,6 +19,12 @@ CALL_LANGUAGES = Counter(
 ACTIONS = Counter(
     "voicebot_actions_total", "Dialogue decisions, by the call's language", ["action", "language"]
 )
+EMERGENCY_NOTICES = Counter(
+    "voicebot_emergency_notices_total",
+    '"If someone is in danger, ring 112" said: before the keypad menu, or for a possible '
+    "emergency the bot was not sure of",
+    ["why", "language"],
+)
 ROUTED = Counter(
     "voicebot_routed_total",
     "Calls put in a forvaltning's queue, by the caller's language",

@@ -461,6 +461,9 @@ class CallSession:
             diverted = await self.waiting.at_routing(decision, record, self.caller)
             decision = diverted or decision
         metrics.ACTIONS.labels(decision.action, self.language).inc()
+        if decision.emergency_notice:
+            why = "keypad_menu" if decision.action == "keypad_menu" else "possible_emergency"
+            metrics.EMERGENCY_NOTICES.labels(why, self.language).inc()
         self._publish(
             "decision", transcript=transcript, language=self.language, **decision.as_dict()
         )
