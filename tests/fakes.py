@@ -130,6 +130,29 @@ class EnergyVad:
         return self._Stream()
 
 
+class LateVad(EnergyVad):
+    """Hears speech only once a loud stretch has lasted `late_s`, as Silero can after a long
+    quiet stretch (voicebot.vad.speech_onset)."""
+
+    def __init__(self, late_s: float = 1.2) -> None:
+        self.late_windows = int(late_s * SAMPLE_RATE) // WINDOW
+
+    class _LateStream(EnergyVad._Stream):
+        def __init__(self, late_windows: int) -> None:
+            super().__init__()
+            self.late_windows, self.run = late_windows, 0
+
+        def push(self, audio: np.ndarray) -> np.ndarray:
+            out = super().push(audio)
+            for i, p in enumerate(out):
+                self.run = self.run + 1 if p > 0 else 0
+                out[i] = p if self.run > self.late_windows else 0.0
+            return out
+
+    def stream(self) -> EnergyVad._Stream:
+        return self._LateStream(self.late_windows)
+
+
 class DeafVad:
     """Hears no speech at all (calls that speak with keys, or carry none)."""
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import numpy as np
 import pytest
 
 from telephony.base import SAMPLE_RATE
@@ -18,7 +19,7 @@ from voicebot.config import AsrSettings
 from voicebot.services import Services
 from voicebot.session import CallSession
 
-from .fakes import EnergyVad, ScriptedAsr, ScriptedLine, light_services, silence, tone
+from .fakes import EnergyVad, LateVad, ScriptedAsr, ScriptedLine, light_services, silence, tone
 
 EMERGENCY = "min mor er faldet og bløder"  # a trigger phrase: emergency by rule
 REQUEST = "min skraldespand er ikke blevet tømt"  # waste, confidence ≈ 0.99
@@ -167,3 +168,26 @@ def test_a_caller_waiting_for_an_answer_hears_et_oejeblik_after_1_5_s(
     else:
         assert not busy
     assert first(events, "decision")["intent"] == "waste"
+
+
+# == the turn starts where the speech began ====================================================
+def test_a_vad_slow_to_call_speech_loses_none_of_the_first_words(tmp_path, catalogue, classifier):
+    # After 3 s of silence the VAD calls the speech 1.2 s late (beyond the 0.6 s pre-roll):
+    # the decode still gets the whole utterance, from its first sample.
+    services = speaking_services(
+        tmp_path, catalogue, classifier, REQUEST, partials=False, speculative=False
+    )
+    services.vad = LateVad(1.2)
+    decoded: list[np.ndarray] = []
+    recogniser = services.asr.asr
+    result = recogniser._result  # type: ignore[attr-defined]
+
+    def keep(audio: np.ndarray) -> Any:
+        decoded.append(audio)
+        return result(audio)
+
+    recogniser._result = keep  # type: ignore[attr-defined]
+    run_call(services, [silence(3.0), tone(2.5), silence(1.5)])
+    loud = np.flatnonzero(np.abs(max(decoded, key=len)) > 0.1)
+    assert (loud[-1] - loud[0]) / SAMPLE_RATE >= 2.45  # the whole 2.5 s tone
+    assert loud[0] / SAMPLE_RATE >= 0.5  # after a lead of silence, as Whisper wants it

@@ -235,3 +235,51 @@ def test_every_accepted_speech_threshold_lets_silence_end_a_turn():
         TurnEvent.SPEECH_START,
         TurnEvent.SPEECH_END,
     ]
+
+
+# == where the speech began (vad.speech_onset) ================================================
+RATE = 16000
+
+
+def burst(seconds: float, level: float = 0.2) -> np.ndarray:
+    t = np.arange(int(seconds * RATE)) / RATE
+    return (level * np.sin(2 * np.pi * 300 * t)).astype(np.float32)
+
+
+def quiet(seconds: float, level: float = 0.0) -> np.ndarray:
+    noise = np.random.default_rng(7).normal(0, level, int(seconds * RATE)) if level else None
+    return np.zeros(int(seconds * RATE), np.float32) if noise is None else noise.astype(np.float32)
+
+
+def test_a_late_vad_onset_is_moved_back_to_where_the_sound_began():
+    # Speech from 3.0 s; the VAD called it only at 4.2 s (after a long quiet stretch).
+    audio = np.concatenate([quiet(3.0), burst(2.0)])
+    assert vad_module.speech_onset(audio, int(4.2 * RATE)) == 3 * RATE
+
+
+def test_the_walk_back_crosses_gaps_between_words_but_not_a_pause():
+    words = [burst(0.4), quiet(0.12), burst(0.4)]  # a 120 ms gap: the same utterance
+    audio = np.concatenate([quiet(2.0), *words, quiet(0.4), burst(1.0)])
+    utterance, later = int(2.0 * RATE), int(3.32 * RATE)  # the 400 ms pause ends it
+    assert vad_module.speech_onset(audio, later + int(0.3 * RATE)) == later
+    assert vad_module.speech_onset(audio, utterance + int(0.7 * RATE)) == utterance
+
+
+def test_the_walk_back_stops_at_its_limit():
+    audio = np.concatenate([quiet(2.5), burst(3.0)])  # 2.5 s of sound before the VAD's call
+    called = int(5.0 * RATE)
+    limit = int(vad_module.ONSET_MAX_BACK_S * RATE)
+    assert vad_module.speech_onset(audio, called) == called - limit
+
+
+def test_line_noise_is_not_taken_for_speech():
+    # -40 dBFS noise, then speech: the onset is the speech's, not the noise's.
+    audio = np.concatenate([quiet(3.0, level=0.01), burst(2.0) + quiet(2.0, level=0.01)])
+    onset = vad_module.speech_onset(audio, int(3.5 * RATE))
+    assert abs(onset - 3 * RATE) <= vad_module.ONSET_FRAME
+
+
+def test_a_vad_onset_after_quiet_or_at_the_start_stays_where_it_is():
+    audio = np.concatenate([quiet(3.0), burst(1.0)])
+    assert vad_module.speech_onset(audio, 3 * RATE) == 3 * RATE
+    assert vad_module.speech_onset(audio, 0) == 0

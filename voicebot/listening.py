@@ -33,11 +33,12 @@ from voicebot.audio_buffer import StreamBuffer
 from voicebot.privacy import mask_numbers
 from voicebot.services import Services
 from voicebot.understanding import Understanding
-from voicebot.vad import Endpointer, TurnEvent
+from voicebot.vad import ONSET_MAX_BACK_S, ONSET_NOISE_S, Endpointer, TurnEvent, speech_onset
 
 PRE_ROLL_S = 0.6  # audio kept before the detected onset: a short first word ("hej,") may
 # not trip the VAD, and Whisper garbles speech that starts at the very first sample
 TAIL_S = 0.15  # audio kept after the last speech window
+ONSET_LOOKBACK_S = ONSET_MAX_BACK_S + ONSET_NOISE_S  # what speech_onset reads before the onset
 BARGE_IN_MS = 200  # caller speech this long during bot playback stops the playback
 BARGE_IN_MS_ECHO = 400  # the same where the line echoes the bot's own voice (no AEC)
 SPECULATE_AFTER_MS = 96  # silence after which the final decode starts, ahead of the endpoint
@@ -95,7 +96,8 @@ Heard = SpokenTurn | BargeIn
 @dataclass
 class _OpenTurn:
     index: int
-    start_sample: int
+    start_sample: int  # where the VAD called speech (barge-in and turn length count from it)
+    audio_start: int  # where the speech began (vad.speech_onset): decodes start before it
     agreement: LocalAgreement = field(default_factory=LocalAgreement)
     partial_samples: int = 0  # audio length at the last partial decode
     barged_in: bool = False
@@ -128,7 +130,7 @@ class Listener:
         self.turns = 0
         # Audio of the call so far, bounded to what one turn may need.
         self._max_samples = int(
-            (self.settings.endpointing.max_turn_s + PRE_ROLL_S + 1) * SAMPLE_RATE
+            (self.settings.endpointing.max_turn_s + PRE_ROLL_S + ONSET_LOOKBACK_S + 1) * SAMPLE_RATE
         )
         self._audio = StreamBuffer(self._max_samples)  # appends cost the frame, not the buffer
         self._turn: _OpenTurn | None = None
@@ -151,7 +153,7 @@ class Listener:
         for endpoint in self.endpointer.update(self.vad.push(samples)):
             if endpoint.event is TurnEvent.SPEECH_START:
                 self.turns += 1
-                self._turn = _OpenTurn(self.turns, endpoint.sample)
+                self._turn = _OpenTurn(self.turns, endpoint.sample, self._onset(endpoint.sample))
                 self.publish("speech_start", stream_ms=endpoint.sample * 1000 // SAMPLE_RATE)
             elif self._turn is not None:
                 heard.append(self._end_turn(endpoint.sample))
@@ -174,7 +176,7 @@ class Listener:
         """The turn ends before endpointing.silence_ms: too long, an emergency heard in a
         partial ("ring 112" now), or a confident, complete request in this pause."""
         ep = self.settings.endpointing
-        speech_ms = (self.stream_samples - turn.start_sample) * 1000 // SAMPLE_RATE
+        speech_ms = (self.stream_samples - turn.audio_start) * 1000 // SAMPLE_RATE
         if speech_ms >= ep.max_turn_s * 1000 or finished_result(turn.emergency):
             return True
         guess = finished_result(turn.speculation)
@@ -200,7 +202,7 @@ class Listener:
             guess.cancel()  # it decoded a pause the caller spoke through
             guess = None
         audio = self._slice(
-            turn.start_sample - int(PRE_ROLL_S * SAMPLE_RATE),
+            turn.audio_start - int(PRE_ROLL_S * SAMPLE_RATE),
             end_sample + int(TAIL_S * SAMPLE_RATE),
         )
         self.publish("speech_end", turn=turn.index, stream_ms=end_sample * 1000 // SAMPLE_RATE)
@@ -239,7 +241,7 @@ class Listener:
         ):
             return
         turn.partial_samples = self.stream_samples
-        audio = self._slice(turn.start_sample - int(PRE_ROLL_S * SAMPLE_RATE), self.stream_samples)
+        audio = self._slice(turn.audio_start - int(PRE_ROLL_S * SAMPLE_RATE), self.stream_samples)
         self._partial = turn.emergency = self.spawn(self._decode_partial(turn, audio), "partial")
 
     async def _decode_partial(self, turn: _OpenTurn, audio: np.ndarray) -> bool:
@@ -274,7 +276,7 @@ class Listener:
             turn.speculation.cancel()  # a guess for an earlier pause: the caller spoke on
         turn.speculation_end = pause_end
         audio = self._slice(
-            turn.start_sample - int(PRE_ROLL_S * SAMPLE_RATE), pause_end + int(TAIL_S * SAMPLE_RATE)
+            turn.audio_start - int(PRE_ROLL_S * SAMPLE_RATE), pause_end + int(TAIL_S * SAMPLE_RATE)
         )
         turn.speculation = self.spawn(self._speculate(turn, pause_end, audio), "speculation")
 
@@ -301,6 +303,11 @@ class Listener:
         self._audio.clear()
         self._turn = None
         self._partial = None
+
+    def _onset(self, vad_onset: int) -> int:
+        """The stream position where the speech the VAD called at `vad_onset` began."""
+        first = max(self._audio.offset, vad_onset - int(ONSET_LOOKBACK_S * SAMPLE_RATE))
+        return first + speech_onset(self._slice(first, vad_onset), vad_onset - first)
 
     def _append_audio(self, samples: np.ndarray) -> None:
         self._audio.append(samples)

@@ -160,3 +160,54 @@ class Endpointer:
         self._onset_run = 0
         self._silence_run = 0
         return Endpoint(TurnEvent.SPEECH_END, self.last_speech)
+
+
+# -- where the speech began ------------------------------------------------------------------
+# Silero can be slow to call speech after a long quiet stretch (a caller who listened to a 9 s
+# greeting): measured on espeak-ng turns after 9 s of line silence, its onset came up to 2 s
+# after the first word, beyond the listener's pre-roll, and Whisper lost the words before it
+# ("my husband fell and he is not moving" heard as "and see it not moving"). The signal's
+# energy says where the speech began: walk back from the VAD's onset while the line carries
+# sound above its quiet level, across the short gaps between words.
+ONSET_FRAME = 320  # 20 ms at 16 kHz
+ONSET_MAX_BACK_S = 2.0  # never further back than this before the VAD's onset
+ONSET_MAX_GAP_MS = 160  # a quieter stretch this short is a gap between words, not the start
+ONSET_NOISE_S = 1.0  # the line's quiet level is measured over this much audio before that
+ONSET_FLOOR_RMS = 10 ** (-50 / 20)  # -50 dBFS: below this a frame is quiet on any line
+ONSET_ABOVE_NOISE = 4.0  # +12 dB over the quiet level counts as sound
+
+
+def speech_onset(audio: np.ndarray, vad_onset: int) -> int:
+    """The index in `audio` where the speech that the VAD called at `vad_onset` began: the
+    first loud frame of the stretch that runs into the VAD's onset (gaps up to
+    ONSET_MAX_GAP_MS allowed), at most ONSET_MAX_BACK_S earlier; `vad_onset` itself when the
+    line before it is quiet or as loud as the speech (nothing tells where it began)."""
+    frame = ONSET_FRAME
+    back = min(vad_onset, int(ONSET_MAX_BACK_S * SAMPLE_RATE)) // frame
+    if back == 0:
+        return vad_onset
+    first = vad_onset - back * frame  # the oldest frame the walk may reach
+    noise = audio[max(0, first - int(ONSET_NOISE_S * SAMPLE_RATE)) : first]
+    quiet = _frame_rms(noise, frame)
+    level = float(np.percentile(quiet, 20)) if len(quiet) else 0.0
+    loud = _frame_rms(audio[first:vad_onset], frame) > max(
+        ONSET_FLOOR_RMS, ONSET_ABOVE_NOISE * level
+    )
+    max_gap = ONSET_MAX_GAP_MS * SAMPLE_RATE // 1000 // frame
+    onset, gap = back, 0  # in frames from `first`; walk back from the VAD's onset
+    for i in range(back - 1, -1, -1):
+        if loud[i]:
+            onset, gap = i, 0
+        else:
+            gap += 1
+            if gap > max_gap:
+                break
+    return first + onset * frame
+
+
+def _frame_rms(audio: np.ndarray, frame: int) -> np.ndarray:
+    n = len(audio) // frame
+    if n == 0:
+        return np.zeros(0, dtype=np.float32)
+    frames = np.asarray(audio[: n * frame], dtype=np.float32).reshape(n, frame)
+    return np.asarray(np.sqrt(np.mean(frames * frames, axis=1)), dtype=np.float32)
