@@ -334,9 +334,14 @@ class DialoguePolicy:
             explanation=u.explanation if u else [],
         )
         if self.failures > self.settings.max_retries:
+            # The contact centre, not the queue of a guess the bot never trusted: a caller
+            # waiting in the wrong forvaltning's queue is the worst outcome (bench calls, stop
+            # 22: a health-card caller sent to Socialforvaltningen on a 0.59 guess). The guess
+            # goes with the call for the agent.
             return self.to_person(
                 u.intent if u else None,
                 f"{reason}; tried {self.failures - 1} times",
+                forvaltning="KONTAKTCENTER",
                 understanding=u,
             )
         if self.failures == 1:
