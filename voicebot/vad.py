@@ -171,7 +171,7 @@ class Endpointer:
 # sound above its quiet level, across the short gaps between words.
 ONSET_FRAME = 320  # 20 ms at 16 kHz
 ONSET_MAX_BACK_S = 2.0  # never further back than this before the VAD's onset
-ONSET_MAX_GAP_MS = 160  # a quieter stretch this short is a gap between words, not the start
+ONSET_MAX_GAP_MS = 250  # a quieter stretch this short is a pause inside the utterance
 ONSET_NOISE_S = 1.0  # the line's quiet level is measured over this much audio before that
 ONSET_FLOOR_RMS = 10 ** (-50 / 20)  # -50 dBFS: below this a frame is quiet on any line
 ONSET_ABOVE_NOISE = 4.0  # +12 dB over the quiet level counts as sound
