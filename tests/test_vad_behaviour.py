@@ -283,3 +283,37 @@ def test_a_vad_onset_after_quiet_or_at_the_start_stays_where_it_is():
     audio = np.concatenate([quiet(3.0), burst(1.0)])
     assert vad_module.speech_onset(audio, 3 * RATE) == 3 * RATE
     assert vad_module.speech_onset(audio, 0) == 0
+
+
+def test_a_vad_onset_one_frame_into_the_call_walks_back_to_its_start():
+    # No audio before to measure the line's quiet level: the absolute floor decides.
+    assert vad_module.speech_onset(burst(1.0), vad_module.ONSET_FRAME) == 0
+
+
+def test_a_pause_as_long_as_the_longest_gap_is_bridged_and_a_frame_longer_is_not():
+    frame = vad_module.ONSET_FRAME
+    longest = vad_module.ONSET_MAX_GAP_MS * RATE // 1000 // frame  # whole frames
+
+    def onset_across(gap_frames: int) -> tuple[int, int]:
+        first_word, second_word = 100 * frame, (100 + 20 + gap_frames) * frame
+        audio = np.concatenate(
+            [quiet(2.0), burst(0.4), np.zeros(gap_frames * frame, np.float32), burst(0.4)]
+        )
+        return vad_module.speech_onset(audio, second_word + 10 * frame), first_word
+
+    onset, first_word = onset_across(longest)
+    assert onset == first_word
+    onset, _ = onset_across(longest + 1)
+    assert onset > first_word
+
+
+def test_the_frame_just_before_the_vad_onset_counts():
+    audio = np.concatenate([quiet(2.0), burst(0.02), quiet(1.0)])
+    assert vad_module.speech_onset(audio, 2 * RATE + vad_module.ONSET_FRAME) == 2 * RATE
+
+
+def test_quiet_frames_right_before_the_vad_onset_count_as_a_pause_like_any_other():
+    frame = vad_module.ONSET_FRAME
+    longest = vad_module.ONSET_MAX_GAP_MS * RATE // 1000 // frame
+    audio = np.concatenate([quiet(2.0), burst(0.4), np.zeros(longest * frame, np.float32)])
+    assert vad_module.speech_onset(audio, len(audio)) == 2 * RATE
