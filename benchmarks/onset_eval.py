@@ -27,7 +27,7 @@ import soundfile as sf
 from benchmarks.vad_eval import NST
 from models.intent_data import load_heldout
 from telephony.base import SAMPLE_RATE
-from telephony.codecs import phone_line, resample
+from telephony.codecs import frame_rms, phone_line, resample
 from voicebot.config import EndpointingSettings
 from voicebot.listening import PRE_ROLL_S
 from voicebot.tts import Speaker, Voice
@@ -57,9 +57,7 @@ def utterances(per_language: int) -> list[tuple[str, np.ndarray]]:
 
 def first_speech(audio: np.ndarray) -> int:
     hop = SAMPLE_RATE // 100
-    n = len(audio) // hop
-    rms = np.sqrt(np.mean(audio[: n * hop].reshape(n, hop) ** 2, axis=1))
-    return int(np.argmax(rms > 10 ** (-40 / 20))) * hop
+    return int(np.argmax(frame_rms(audio, hop) > 10 ** (-40 / 20))) * hop
 
 
 def vad_onset(vad: SileroVad, audio: np.ndarray) -> int | None:

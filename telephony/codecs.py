@@ -124,6 +124,14 @@ class StreamResampler:
         return out
 
 
+def frame_rms(audio: np.ndarray, frame: int) -> npt.NDArray[np.float64]:
+    """The RMS level of each whole frame of `frame` samples (a trailing part is left out)."""
+    n = len(audio) // frame
+    frames = np.asarray(audio[: n * frame]).reshape(n, frame)
+    rms: npt.NDArray[np.float64] = np.sqrt(np.mean(np.square(frames, dtype=np.float64), axis=1))
+    return rms
+
+
 def resample(audio: np.ndarray, in_rate: int, out_rate: int) -> np.ndarray:
     """Resample a whole signal at once (files, prompts)."""
     if in_rate == out_rate:

@@ -46,7 +46,7 @@ from websockets.asyncio.client import ClientConnection
 
 from telephony.auth import Credentials
 from telephony.base import FRAME_MS, SAMPLE_RATE, ProtocolError
-from telephony.codecs import float_to_pcm16, resample
+from telephony.codecs import float_to_pcm16, frame_rms, resample
 from telephony.platform import CallerSide, CallerSocket, CallerTransport
 from telephony.registry import PLATFORM_CLIENTS as PLATFORMS
 from telephony.registry import client_headers
@@ -77,8 +77,7 @@ def speech_end_offset_s(audio: np.ndarray, rate: int, below_peak_db: float = 35.
     n = len(audio) // frame
     if n == 0:
         return 0.0
-    rms = np.sqrt(np.mean(audio[: n * frame].reshape(n, frame) ** 2, axis=1) + 1e-12)
-    db = 20 * np.log10(rms)
+    db = 10 * np.log10(frame_rms(audio, frame) ** 2 + 1e-12)  # 1e-12: silence is -120 dB
     loud = np.flatnonzero(db >= db.max() - below_peak_db)
     return float(loud[-1] + 1) * FRAME_MS / 1000
 

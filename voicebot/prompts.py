@@ -39,7 +39,7 @@ import numpy as np
 import soundfile as sf
 
 from telephony.base import SAMPLE_RATE
-from telephony.codecs import resample
+from telephony.codecs import frame_rms, resample
 from voicebot.catalogue import Catalogue, placeholders
 from voicebot.config import ConfigError
 from voicebot.tts import TextToSpeech, Voice, trim_silence
@@ -238,11 +238,10 @@ def audio_files(folder: Path) -> dict[tuple[str, str], Path]:
 
 
 # == one recording =================================================================================
-def _frame_rms(audio: np.ndarray, frame: int) -> np.ndarray:
-    usable = len(audio) // frame * frame
-    frames = audio[:usable].reshape(-1, frame) if usable else audio.reshape(1, -1)
-    rms: np.ndarray = np.sqrt(np.mean(np.square(frames, dtype=np.float64), axis=1))
-    return rms
+def _levels(audio: np.ndarray, rate: int) -> np.ndarray:
+    """The RMS of each 20 ms frame; a recording shorter than one frame is one frame."""
+    frame = max(1, rate // 50)
+    return frame_rms(audio, frame if audio.size >= frame else audio.size)
 
 
 def voiced_rms(audio: np.ndarray, rate: int = SAMPLE_RATE) -> float:
@@ -250,7 +249,7 @@ def voiced_rms(audio: np.ndarray, rate: int = SAMPLE_RATE) -> float:
     pauses do not lower it (a gated RMS, the idea of LUFS gating without the K-weighting)."""
     if audio.size == 0:
         return 0.0
-    rms = _frame_rms(audio, max(1, rate // 50))
+    rms = _levels(audio, rate)
     voiced = rms[rms >= rms.max() * 10 ** (VOICED_GATE_DB / 20)]
     return float(np.sqrt(np.mean(np.square(voiced))))
 
@@ -266,7 +265,7 @@ def read_recording(path: Path) -> tuple[np.ndarray, int]:
             f"{path}: {data.shape[1]} channels; recordings must be mono (mix down to one channel)"
         )
     audio = np.ascontiguousarray(data[:, 0])
-    if audio.size == 0 or _frame_rms(audio, max(1, rate // 50)).max() < 10 ** (SILENT_DB / 20):
+    if audio.size == 0 or _levels(audio, rate).max() < 10 ** (SILENT_DB / 20):
         raise PromptsError(f"{path}: silent (no part louder than {SILENT_DB:.0f} dBFS)")
     at_full_scale = int(np.count_nonzero(np.abs(audio) >= FULL_SCALE))
     if at_full_scale > max(2, CLIPPED_SHARE * audio.size):

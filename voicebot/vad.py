@@ -17,6 +17,7 @@ import numpy as np
 import onnxruntime as ort
 
 from telephony.base import SAMPLE_RATE
+from telephony.codecs import frame_rms
 from voicebot.config import EndpointingSettings
 
 WINDOW = 512  # samples per Silero window at 16 kHz (32 ms)
@@ -188,9 +189,9 @@ def speech_onset(audio: np.ndarray, vad_onset: int) -> int:
         return vad_onset
     first = vad_onset - back * frame  # the oldest frame the walk may reach
     noise = audio[max(0, first - int(ONSET_NOISE_S * SAMPLE_RATE)) : first]
-    quiet = _frame_rms(noise, frame)
+    quiet = frame_rms(noise, frame)
     level = float(np.percentile(quiet, 20)) if len(quiet) else 0.0
-    loud = _frame_rms(audio[first:vad_onset], frame) > max(
+    loud = frame_rms(audio[first:vad_onset], frame) > max(
         ONSET_FLOOR_RMS, ONSET_ABOVE_NOISE * level
     )
     max_gap = ONSET_MAX_GAP_MS * SAMPLE_RATE // 1000 // frame
@@ -203,11 +204,3 @@ def speech_onset(audio: np.ndarray, vad_onset: int) -> int:
             if gap > max_gap:
                 break
     return first + onset * frame
-
-
-def _frame_rms(audio: np.ndarray, frame: int) -> np.ndarray:
-    n = len(audio) // frame
-    if n == 0:
-        return np.zeros(0, dtype=np.float32)
-    frames = np.asarray(audio[: n * frame], dtype=np.float32).reshape(n, frame)
-    return np.asarray(np.sqrt(np.mean(frames * frames, axis=1)), dtype=np.float32)
