@@ -225,7 +225,7 @@ class DialoguePolicy:
         errand (asked again, as for a turn not understood) instead of being sent away."""
         then = self._failure(f"possible emergency ({u.intent} {u.confidence:.2f})", u)
         notice = self.text("emergency_notice")
-        if then.action != "keypad_menu":  # the keypad menu starts with the notice itself
+        if not then.emergency_notice:  # the keypad menu starts with the notice itself
             then.say = f"{notice} {then.say}"
         then.emergency_notice = True
         return then

@@ -45,6 +45,8 @@ LANGUAGES = ("da", "en")
 SEED = 15
 # The intents whose right end is not "resolved": a person, or "ring 112".
 SPECIAL = PERSON_INTENTS | {"emergency"}
+# What each call's record keeps of the bot's decision events.
+DECISION_FIELDS = ("action", "intent", "confidence", "forvaltning", "reason", "emergency_notice")
 SHORT = {
     "resolved_speech": "speech",
     "resolved_keypad": "keypad",
@@ -181,20 +183,7 @@ async def _place(
         "call_s": round(call.lived_s(time.monotonic()), 2),
         "acts": caller.acts,
         "heard": [e.get("text") for _, e in call.events if e.get("type") == "transcript"],
-        "decisions": [
-            {
-                k: e.get(k)
-                for k in (
-                    "action",
-                    "intent",
-                    "confidence",
-                    "forvaltning",
-                    "reason",
-                    "emergency_notice",
-                )
-            }  # fmt: skip
-            for _, e in timed
-        ],
+        "decisions": [{k: e.get(k) for k in DECISION_FIELDS} for _, e in timed],
         "inputs": [
             {
                 "lived_s": round(call.lived_s(i["at"]), 2),
